@@ -1,0 +1,31 @@
+# `make demo` and `make test` work on a fresh machine with nothing but Python 3.10+:
+# they create .venv, install keras_cam (editable) with its test extra into it, and run.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.keras_cam-installed
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export KERAS_BACKEND := tensorflow
+
+.PHONY: demo test bench install clean
+
+$(STAMP): pyproject.toml setup.cfg
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/keras-cam demo --out demo_output
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python benchmarks/speed.py --quick
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache demo_output
