@@ -1,0 +1,271 @@
+"""BaseCAM: the machinery every class activation map method shares.
+
+The flow is one-way: images -> input checks -> sub-model `(features, logits, probabilities)` ->
+channel weights (the only thing a method defines) -> `ReLU(sum_k w_k A^k)` -> upsample to the
+input size -> per-image min-max normalization -> NumPy. Everything runs in TensorFlow inside
+`tf.function`s with fixed input signatures (no retracing per call or per batch size); NumPy
+appears once, at the public boundary.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_cam.surgery import CamModel, build_cam_model
+from keras_cam.targets import TOP_PREDICTION, ScoreFn, Targets, resolve_targets
+
+_SCORES = ("logit", "probability")
+
+
+class BaseCAM:
+    """Base class of all class activation map methods.
+
+    A method overrides `compute_weights` (pure: tensors in, tensors out) and, rarely,
+    `compute_cam`. Methods that need no gradient set `requires_gradients = False`; methods
+    whose weights need extra forward passes (Score-CAM) override `explain_batch`.
+
+    Args:
+        model: a single-input Functional or Sequential Keras classifier (nested models such as
+            a `keras.applications` base inside a Sequential are supported). It is not
+            modified; its weights are shared, so a model that keeps training is explained as
+            it is at call time.
+        layer: the layer to explain: a name, a layer object, or `None` for the last layer with
+            a spatial output (see `keras_cam.find_conv_layer`). Defaults to `None`.
+        score: what gradient methods differentiate: `"logit"` (the pre-softmax score; the
+            softmax saturates) or `"probability"` (the softmax output). Defaults to `"logit"`.
+
+    Attributes:
+        layer: the explained layer (`cam.layer.name` is its name).
+        num_classes: the number of classes of the model's head (2 for a single-unit binary
+            head: class 1 is the positive class, class 0 its complement).
+    """
+
+    requires_gradients: ClassVar[bool] = True
+    """Whether `compute_weights` receives the gradient of the score w.r.t. the feature maps."""
+
+    display_name: ClassVar[str] = "CAM method"
+    """Human-readable name for figures and tables."""
+
+    images_per_pass: ClassVar[int] = 32
+    """Images per compiled gradient pass; bounds memory for large batches."""
+
+    def __init__(
+        self,
+        model: keras.Model,
+        layer: str | keras.layers.Layer | None = None,
+        *,
+        score: str = "logit",
+    ) -> None:
+        if score not in _SCORES:
+            raise ValueError(f"`score` must be one of {_SCORES}; received {score!r}.")
+        self.model = model
+        self.score = score
+        self._cam: CamModel = build_cam_model(model, layer)
+        self.layer: keras.layers.Layer = self._cam.layer
+        self.num_classes: int = self._cam.num_classes
+        image_spec = tf.TensorSpec((None, *self._cam.input_shape), tf.float32)
+        self._pass_fn = tf.function(
+            lambda images, class_idx: self._weighted_maps(images, class_idx),
+            input_signature=[image_spec, tf.TensorSpec((None,), tf.int32)],
+        )
+        self._postprocess_fns: dict[tuple[bool, bool], Any] = {}
+        self._score_fn_cache: tuple[ScoreFn, Any] | None = None
+
+    # ------------------------------------------------------------------ public API
+    def __call__(
+        self,
+        images: Any,
+        targets: Targets = None,
+        *,
+        upsample: bool = True,
+        normalize: bool = True,
+    ) -> np.ndarray:
+        """Computes one class activation map per image.
+
+        Args:
+            images: one image `(H, W, C)` or a batch `(B, H, W, C)`, NumPy or tensor,
+                preprocessed the way the model expects.
+            targets: `None` (each image's top-1 class), an int (one class for all images), a
+                sequence of ints (one class per image) or a callable `f(logits) -> (B,)`.
+                Defaults to `None`.
+            upsample: resize the maps to the input's height and width (bilinear). Defaults to
+                `True`; `False` returns the conv-resolution maps.
+            normalize: min-max normalize each map to [0, 1] (a map with no positive evidence
+                is all zeros). Defaults to `True`; `False` returns the raw ReLU'd values.
+
+        Returns:
+            float32 NumPy array `(H, W)` for one image, `(B, H, W)` for a batch.
+
+        Raises:
+            ValueError: images of the wrong rank, channel count or size, an empty batch,
+                non-finite values, or targets out of range / of the wrong length.
+        """
+        batch, single = self._check_images(images)
+        resolved = resolve_targets(targets, int(batch.shape[0]), self.num_classes)
+        raw = self.explain_batch(batch, resolved)
+        maps = self._postprocess(upsample, normalize)(raw, tf.shape(batch)[1:3]).numpy()
+        if not np.isfinite(maps).all():
+            bad = int(np.flatnonzero(~np.isfinite(maps).reshape(len(maps), -1).all(axis=1))[0])
+            raise ValueError(
+                f"The model produced non-finite values while explaining image {bad}; check its "
+                "weights and the preprocessing of the input (a heatmap is never returned as NaN)."
+            )
+        return maps[0] if single else maps
+
+    # ------------------------------------------------------------- method hooks
+    def compute_weights(
+        self, features: tf.Tensor, grads: tf.Tensor | None, class_idx: tf.Tensor
+    ) -> tf.Tensor:
+        """Returns the channel weights of each map: `(B, C)`, or `(B, h, w, C)` per position.
+
+        Args:
+            features: float32 feature maps `A`, `(B, h, w, C)`.
+            grads: float32 `dScore/dA`, same shape, or `None` when `requires_gradients` is False.
+            class_idx: int32 `(B,)` explained class of each image (`-1` with a callable target).
+
+        Returns:
+            float32 weights, `(B, C)` or `(B, h, w, C)`.
+        """
+        raise NotImplementedError
+
+    def compute_cam(self, features: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+        """Combines feature maps and weights: `ReLU(sum_k w_k A^k)`, shape `(B, h, w)`."""
+        if weights.shape.rank == 2:
+            weights = weights[:, tf.newaxis, tf.newaxis, :]
+        return tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))
+
+    def explain_batch(self, images: tf.Tensor, targets: np.ndarray | ScoreFn) -> tf.Tensor:
+        """Raw ReLU'd maps at the layer's resolution, `(B, h, w)`, for checked inputs.
+
+        Runs the compiled gradient pass in chunks of `images_per_pass` images.
+        """
+        if callable(targets):
+            pass_fn, class_idx = self._callable_pass(targets), None
+        else:
+            pass_fn, class_idx = self._pass_fn, tf.constant(targets, tf.int32)
+        chunks = []
+        for start in range(0, int(images.shape[0]), self.images_per_pass):
+            chunk = images[start : start + self.images_per_pass]
+            if class_idx is None:
+                chunks.append(pass_fn(chunk))
+            else:
+                chunks.append(pass_fn(chunk, class_idx[start : start + self.images_per_pass]))
+        return tf.concat(chunks, axis=0)
+
+    # -------------------------------------------------------------- internals
+    def _forward(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        features, logits, probabilities = self._cam.model(images, training=False)
+        return features, logits, probabilities
+
+    def _weighted_maps(
+        self, images: tf.Tensor, class_idx: tf.Tensor, score_fn: ScoreFn | None = None
+    ) -> tf.Tensor:
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            # Watching the input records the whole forward pass even when every weight is
+            # frozen; the backward pass still stops at the explained layer.
+            tape.watch(images)
+            features, logits, probabilities = self._forward(images)
+            top = tf.argmax(logits, axis=-1, output_type=tf.int32)
+            class_idx = tf.where(class_idx == TOP_PREDICTION, top, class_idx)
+            outputs = logits if self.score == "logit" else probabilities
+            if score_fn is None:
+                scores = tf.gather(outputs, class_idx, batch_dims=1)
+            else:
+                scores = tf.reshape(tf.cast(score_fn(outputs), tf.float32), [-1])
+            # Each image's score depends only on its own features, so one gradient of the
+            # sum gives every image its own gradient.
+            total_score = tf.reduce_sum(scores)
+        grads = None
+        if self.requires_gradients:
+            grads = tf.cast(tape.gradient(total_score, features), tf.float32)
+        features = tf.cast(features, tf.float32)
+        weights = self.compute_weights(features, grads, class_idx)
+        return self.compute_cam(features, weights)
+
+    def _callable_pass(self, score_fn: ScoreFn) -> Any:
+        """A compiled pass for a callable target, kept for repeated calls with the same one."""
+        if self._score_fn_cache is None or self._score_fn_cache[0] is not score_fn:
+            image_spec = self._pass_fn.input_signature[0]
+
+            def pass_fn(images: tf.Tensor) -> tf.Tensor:
+                class_idx = tf.fill(tf.shape(images)[:1], TOP_PREDICTION)
+                return self._weighted_maps(images, class_idx, score_fn)
+
+            self._score_fn_cache = (score_fn, tf.function(pass_fn, input_signature=[image_spec]))
+        return self._score_fn_cache[1]
+
+    def _postprocess(self, upsample: bool, normalize: bool) -> Any:
+        key = (bool(upsample), bool(normalize))
+        if key not in self._postprocess_fns:
+
+            def postprocess(maps: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+                if upsample:
+                    maps = tf.image.resize(maps[..., tf.newaxis], size, method="bilinear")[..., 0]
+                if normalize:
+                    low = tf.reduce_min(maps, axis=(1, 2), keepdims=True)
+                    high = tf.reduce_max(maps, axis=(1, 2), keepdims=True)
+                    maps = tf.math.divide_no_nan(maps - low, high - low)
+                return maps
+
+            self._postprocess_fns[key] = tf.function(
+                postprocess,
+                input_signature=[
+                    tf.TensorSpec((None, None, None), tf.float32),
+                    tf.TensorSpec((2,), tf.int32),
+                ],
+            )
+        return self._postprocess_fns[key]
+
+    def _check_images(self, images: Any) -> tuple[tf.Tensor, bool]:
+        """Validates images against the model's input; returns a float32 batch and `single`."""
+        if isinstance(images, (tf.Tensor, tf.Variable)) or keras.ops.is_tensor(images):
+            array = images
+        else:
+            try:
+                array = np.asarray(images)
+            except (TypeError, ValueError) as error:
+                raise TypeError(
+                    "`images` must be a NumPy array or tensor of shape (H, W, C) or (B, H, W, C); "
+                    f"received {type(images).__name__}."
+                ) from error
+            if array.dtype == object or not (
+                np.issubdtype(array.dtype, np.number) or array.dtype == bool
+            ):
+                raise TypeError(f"`images` must be numeric; received dtype {array.dtype}.")
+        expected = self._cam.input_shape
+        shape = tuple(array.shape)
+        if len(shape) not in (3, 4):
+            raise ValueError(
+                f"`images` must be one image (H, W, C) or a batch (B, H, W, C); received shape "
+                f"{shape}. The model expects images of shape {expected}."
+            )
+        single = len(shape) == 3
+        if single:
+            shape = (1, *shape)
+        if shape[0] == 0:
+            raise ValueError("`images` is an empty batch (shape[0] == 0); pass at least one image.")
+        if expected[-1] is not None and shape[-1] != expected[-1]:
+            raise ValueError(
+                f"`images` have {shape[-1]} channel(s) (shape {tuple(array.shape)}), but the model "
+                f"expects {expected[-1]}: its input shape is {expected}."
+            )
+        for axis, name in ((1, "height"), (2, "width")):
+            if expected[axis - 1] is not None and shape[axis] != expected[axis - 1]:
+                raise ValueError(
+                    f"`images` have {name} {shape[axis]} (shape {tuple(array.shape)}), but the model "
+                    f"expects {expected[axis - 1]}: resize them to {expected[0]}x{expected[1]} "
+                    "(e.g. with tf.image.resize) first."
+                )
+        batch = tf.reshape(tf.cast(array, tf.float32), shape)
+        finite = tf.math.is_finite(tf.reshape(batch, (shape[0], -1)))
+        if not bool(tf.reduce_all(finite)):
+            bad = int(np.flatnonzero(~tf.reduce_all(finite, axis=1).numpy())[0])
+            raise ValueError(
+                f"`images` contain NaN or infinite values (first in image {bad}); a class "
+                "activation map of such an input is meaningless. Check the preprocessing."
+            )
+        return batch, single
