@@ -10,6 +10,7 @@ model) are re-traced layer by layer, so a layer deep inside them can be exposed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -326,13 +327,12 @@ class _Recorder:
             for layer in model.layers:
                 inputs = self.call(layer, inputs)
             return inputs
-        clone = keras.models.clone_model(
-            model,
-            input_tensors=inputs,
-            clone_function=lambda layer: layer,
-            call_function=self.call,
+        # `_run_through_graph` is how Functional.call itself executes the graph; routing each
+        # operation through `self.call` re-traces it on `inputs` without building a model.
+        outputs = model._run_through_graph(
+            inputs, operation_fn=lambda operation: functools.partial(self.call, operation)
         )
-        return clone.outputs[0]
+        return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
 
 
 def _head_tensors(recorder: _Recorder, output: Any) -> tuple[Any, Any, str]:

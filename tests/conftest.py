@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-tf.config.experimental.enable_tensor_float32_execution(False)
+tf.config.experimental.enable_tensor_float_32_execution(False)  # exact fp32 on GPUs too
 
 
 @pytest.fixture(autouse=True)

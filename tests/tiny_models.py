@@ -1,0 +1,117 @@
+"""Small models and data shared by the tests (built with random weights, nothing downloaded)."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import layers
+
+
+def gap_model(
+    size: int = 16, channels: int = 3, classes: int = 4, head: str = "dense_softmax"
+) -> keras.Model:
+    """conv -> conv -> GlobalAveragePooling2D -> Dense, with the final softmax in various forms.
+
+    Args:
+        head: `"dense_softmax"` (Dense(activation="softmax")), `"softmax_layer"` (Dense then a
+            Softmax layer), `"activation"` (Dense then Activation("softmax")), `"logits"` (no
+            softmax) or `"dropout"` (Dropout between GAP and a softmax Dense).
+    """
+    inputs = keras.Input((size, size, channels))
+    x = layers.Conv2D(6, 3, padding="same", activation="relu")(inputs)
+    x = layers.Conv2D(8, 3, padding="same", activation="relu", name="last_conv")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    if head == "dropout":
+        x = layers.Dropout(0.5)(x)
+    activation = "softmax" if head in ("dense_softmax", "dropout") else None
+    x = layers.Dense(classes, activation=activation, name="classifier")(x)
+    if head == "softmax_layer":
+        x = layers.Softmax()(x)
+    elif head == "activation":
+        x = layers.Activation("softmax")(x)
+    return keras.Model(inputs, x, name=f"gap_{head}")
+
+
+def split_model(size: int = 16, classes: int = 3) -> tuple[keras.Model, keras.Model, keras.Model]:
+    """A non-GAP classifier built as `head(features(x))`, for reference gradients.
+
+    Returns:
+        `(model, features, head)`: the full Functional model and its two halves, sharing layers.
+    """
+    inputs = keras.Input((size, size, 3))
+    x = layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    x = layers.Conv2D(5, 3, padding="same", activation="relu", name="target")(x)
+    features = keras.Model(inputs, x, name="features")
+    feature_input = keras.Input(x.shape[1:])
+    y = layers.MaxPooling2D()(feature_input)
+    y = layers.Conv2D(6, 3, activation="tanh")(y)
+    y = layers.Flatten()(y)
+    y = layers.Dense(classes, activation="softmax")(y)
+    head = keras.Model(feature_input, y, name="head")
+    model = keras.Model(inputs, head(features(inputs)), name="split")
+    return model, features, head
+
+
+def bright_box_data(
+    n: int, size: int = 32, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Noisy images with one bright object whose *shape* is the class.
+
+    Classes: 0 filled square, 1 cross, 2 hollow square (frame).
+
+    Returns:
+        `(images, labels, boxes)`: float32 `(n, size, size, 3)`, int32 `(n,)`, and int32
+        `(n, 4)` boxes `(x0, y0, x1, y1)` with exclusive ends.
+    """
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0.0, 0.35, (n, size, size, 3)).astype("float32")
+    labels = (np.arange(n) % 3).astype("int32")
+    rng.shuffle(labels)
+    boxes = np.zeros((n, 4), "int32")
+    side = size // 4
+    for i in range(n):
+        x0, y0 = rng.integers(0, size - side, 2)
+        patch = np.zeros((side, side), bool)
+        if labels[i] == 0:
+            patch[:] = True
+        elif labels[i] == 2:
+            patch[:2], patch[-2:], patch[:, :2], patch[:, -2:] = True, True, True, True
+        else:
+            patch[side // 2 - 1 : side // 2 + 1, :] = True
+            patch[:, side // 2 - 1 : side // 2 + 1] = True
+        region = images[i, y0 : y0 + side, x0 : x0 + side]
+        region[patch] = 1.0
+        boxes[i] = (x0, y0, x0 + side, y0 + side)
+    return images, labels, boxes
+
+
+def trained_box_model(size: int = 32, seed: int = 0) -> tuple[keras.Model, tuple]:
+    """A small GAP-head CNN trained for a few seconds on `bright_box_data`.
+
+    Returns:
+        `(model, (images, labels, boxes))` with held-out data the model did not train on.
+    """
+    keras.utils.set_random_seed(seed)
+    train_x, train_y, _ = bright_box_data(960, size, seed)
+    inputs = keras.Input((size, size, 3))
+    x = layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+    x = layers.Conv2D(32, 3, padding="same", activation="relu", name="last_conv")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Dense(3, activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    model.compile(
+        optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy"
+    )
+    model.fit(train_x, train_y, batch_size=32, epochs=6, verbose=0)
+    return model, bright_box_data(64, size, seed + 1)
+
+
+def argmax_in_box(maps: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Whether each map's maximum lies inside its box (exclusive ends)."""
+    flat = maps.reshape(len(maps), -1).argmax(axis=1)
+    rows, cols = np.unravel_index(flat, maps.shape[1:])
+    return (
+        (cols >= boxes[:, 0]) & (cols < boxes[:, 2]) & (rows >= boxes[:, 1]) & (rows < boxes[:, 3])
+    )
