@@ -1,0 +1,891 @@
+"""Faithfulness and localization metrics for class activation maps.
+
+Two families, measured the same way for every method:
+
+- **Faithfulness** (needs the model): does the map point at what the model actually uses?
+  `average_drop` and `increase_in_confidence` (the map as a soft mask), `remove_top_fraction`
+  and `keep_top_fraction` (perturb the most relevant pixels), `deletion` and `insertion`
+  (RISE curves and their area under the curve).
+- **Localization** (needs ground-truth boxes, no model): `box_iou` and `pointing_game`.
+
+Every metric returns a `MetricResult`: the per-image values, their `mean`, and the curves
+where there are any. `METRICS` maps each metric's name to its function; the functions named
+in `BOX_METRICS` take `(maps, boxes)`, all the others `(model, images, maps, targets)`.
+
+Conventions shared by all metrics:
+
+- `images` is a batch `(B, H, W, C)` preprocessed the way the model expects; `maps` is
+  `(B, H, W)` in [0, 1] at the image resolution, as the CAM methods return them.
+- A score is the target class's probability. The model's outputs are taken as probabilities
+  unless `activation="softmax"` (or `"sigmoid"`) says they are logits; a single-unit output
+  is the probability of class 1, and class 0 gets one minus it.
+- Pixels are ranked by decreasing map value; ties (a constant or all-zero map included) are
+  broken in raster order (row by row, top-left first), so rankings are deterministic.
+- The masked copies of a batch go through one compiled model call (`tf.function` with a
+  `(None, H, W, C)` input signature) in chunks of `batch_size` images; the chunk size never
+  changes a result, and the inputs are never modified.
+- Units follow the papers: `average_drop` and `increase_in_confidence` are percentages
+  (0-100); IoU, pointing game and AUCs are fractions in [0, 1].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Literal, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+from numpy.typing import ArrayLike
+
+from keras_cam.targets import TOP_PREDICTION, Targets, resolve_targets
+
+Activation = Optional[Literal["softmax", "sigmoid"]]
+Baseline = Literal["zero", "mean", "blur"]
+
+BASELINES: tuple[str, ...] = ("zero", "mean", "blur")
+"""Values pixels can be replaced by: 0, the image's per-channel mean, or a Gaussian blur."""
+
+_ACTIVATIONS = (None, "softmax", "sigmoid")
+# RISE's blur: an 11x11 Gaussian kernel with sigma 5 (Petsiuk et al., 2018, reference code).
+_BLUR_KERNEL = (11, 11)
+_BLUR_SIGMA = 5.0
+# Slack for probabilities computed in float16/float32 before they count as out of [0, 1].
+_PROBABILITY_SLACK = 1e-3
+_MAP_SLACK = 1e-6
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MetricResult:
+    """The values of one metric on a batch of maps.
+
+    Attributes:
+        name: the metric's name, a key of `METRICS`.
+        per_image: float64 `(B,)`, the metric's value for each image.
+        unit: `"percent"` (0-100), `"fraction"` ([0, 1]) or `"ratio"` (a relative change,
+            `(O - Y) / Y`, at least -1).
+        higher_is_better: whether a larger value means a more faithful or better localized map.
+        curve: float64 `(B, steps + 1)` scores along the deletion or insertion path, or `None`.
+        curve_x: float64 `(steps + 1,)` fraction of the pixels removed or inserted at each
+            point of `curve`, from 0 to 1, or `None`.
+    """
+
+    name: str
+    per_image: np.ndarray
+    unit: Literal["percent", "fraction", "ratio"]
+    higher_is_better: bool
+    curve: np.ndarray | None = None
+    curve_x: np.ndarray | None = None
+
+    @property
+    def mean(self) -> float:
+        """The metric over the batch: the mean of `per_image`."""
+        return float(np.mean(self.per_image))
+
+
+# --------------------------------------------------------------------------------- validation
+def _check_positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be an int; received {value!r} ({type(value).__name__}).")
+    if value < 1:
+        raise ValueError(f"`{name}` must be at least 1; received {value}.")
+    return int(value)
+
+
+def _check_fraction(fraction: object) -> float:
+    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real):
+        raise TypeError(f"`fraction` must be a number in (0, 1]; received {fraction!r}.")
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"`fraction` must be in (0, 1]; received {fraction!r}.")
+    return float(fraction)
+
+
+def _check_choice(name: str, value: object, choices: tuple[object, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {choices}; received {value!r}.")
+
+
+def _as_array(name: str, value: ArrayLike, expected: str) -> np.ndarray:
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"`{name}` must be a NumPy array or tensor of shape {expected}; "
+            f"received {type(value).__name__}."
+        ) from error
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise TypeError(f"`{name}` must be numeric; received dtype {array.dtype}.")
+    return array
+
+
+def _check_images(images: ArrayLike) -> np.ndarray:
+    array = _as_array("images", images, "(B, H, W, C)")
+    if array.ndim != 4:
+        raise ValueError(
+            f"`images` must be a batch of shape (B, H, W, C); received shape {array.shape}. "
+            "Add a batch axis to a single image (e.g. `images[None]`)."
+        )
+    if array.shape[0] == 0:
+        raise ValueError("`images` is an empty batch (shape[0] == 0); pass at least one image.")
+    array = array.astype(np.float32, copy=False)
+    if not np.isfinite(array).all():
+        raise ValueError("`images` contain NaN or infinite values; check the preprocessing.")
+    return array
+
+
+def _check_maps(maps: ArrayLike, shape: tuple[int, int, int] | None = None) -> np.ndarray:
+    """Validates `(B, H, W)` maps in [0, 1]; `shape` is the `(B, H, W)` of the images."""
+    array = _as_array("maps", maps, "(B, H, W)")
+    if array.ndim != 3:
+        raise ValueError(
+            f"`maps` must be a batch of shape (B, H, W); received shape {array.shape}."
+        )
+    if shape is not None and array.shape != shape:
+        raise ValueError(
+            f"`maps` must have shape (B, H, W) = {shape} to match `images`; received shape "
+            f"{array.shape}. Compute the maps at the image resolution (`upsample=True`)."
+        )
+    if array.shape[0] == 0:
+        raise ValueError("`maps` is an empty batch (shape[0] == 0); pass at least one map.")
+    array = array.astype(np.float32, copy=False)
+    if not np.isfinite(array).all():
+        raise ValueError("`maps` contain NaN or infinite values.")
+    low, high = float(array.min()), float(array.max())
+    if low < -_MAP_SLACK or high > 1.0 + _MAP_SLACK:
+        raise ValueError(
+            f"`maps` must lie in [0, 1], as CAM methods return them; received values in "
+            f"[{low:g}, {high:g}]. Min-max normalize each map first."
+        )
+    return array
+
+
+def _check_boxes(boxes: ArrayLike, shape: tuple[int, int, int]) -> np.ndarray:
+    """Validates `(B, 4)` integer boxes `(x0, y0, x1, y1)` inside `(B, H, W)` maps."""
+    batch, height, width = shape
+    array = _as_array("boxes", boxes, "(B, 4)")
+    if array.shape != (batch, 4):
+        raise ValueError(
+            f"`boxes` must have shape (B, 4) = ({batch}, 4), one (x0, y0, x1, y1) box per map; "
+            f"received shape {array.shape}."
+        )
+    if not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(
+            f"`boxes` must hold integer pixel coordinates; received dtype {array.dtype}."
+        )
+    x0, y0, x1, y1 = array.T
+    bad = (x0 < 0) | (y0 < 0) | (x1 > width) | (y1 > height) | (x0 >= x1) | (y0 >= y1)
+    if bad.any():
+        index = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"`boxes[{index}]` = {tuple(int(v) for v in array[index])} is not a non-empty box "
+            f"inside the {height}x{width} image: expected 0 <= x0 < x1 <= {width} and "
+            f"0 <= y0 < y1 <= {height} (x1 and y1 exclusive)."
+        )
+    return array.astype(np.int64)
+
+
+# ------------------------------------------------------------------------------ pixel order
+def _pixel_ranks(maps: np.ndarray) -> np.ndarray:
+    """Rank of each pixel, `(B, H, W)` int: 0 for the largest map value, ties in raster order."""
+    flat = maps.reshape(len(maps), -1)
+    order = np.argsort(-flat, axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(flat.shape[1])[np.newaxis], axis=1)
+    return ranks.reshape(maps.shape)
+
+
+def _top_count(fraction: float, pixels: int) -> int:
+    """Number of pixels in the top `fraction`: rounded half up, at least one."""
+    return max(1, math.floor(fraction * pixels + 0.5))
+
+
+# ------------------------------------------------------------------------------- scoring
+def _baseline_images(images: np.ndarray, baseline: str) -> np.ndarray:
+    """The values that replace removed pixels, one `(H, W, C)` image per input image."""
+    if baseline == "zero":
+        return np.zeros_like(images)
+    if baseline == "mean":
+        return np.broadcast_to(images.mean(axis=(1, 2), keepdims=True), images.shape)
+    import cv2
+
+    blurred = [cv2.GaussianBlur(image, _BLUR_KERNEL, _BLUR_SIGMA) for image in images]
+    return np.stack(blurred).reshape(images.shape)
+
+
+def _to_probabilities(outputs: object, activation: Activation) -> tf.Tensor:
+    """Model outputs `(n, K)` -> class probabilities `(n, K)`, or `(n, 2)` for one unit."""
+    if isinstance(outputs, (list, tuple)) and len(outputs) == 1:
+        outputs = outputs[0]
+    if not tf.is_tensor(outputs):
+        raise TypeError(
+            "`model` must have a single output tensor of class scores; its call returned "
+            f"{type(outputs).__name__}."
+        )
+    outputs = tf.cast(outputs, tf.float32)
+    if outputs.shape.rank != 2 or outputs.shape[-1] is None:
+        raise ValueError(
+            f"`model` must output class scores of shape (batch, classes); its output has shape "
+            f"{outputs.shape}."
+        )
+    if outputs.shape[-1] == 1:
+        if activation == "softmax":
+            raise ValueError(
+                "`activation='softmax'` on a single-unit output makes every probability 1; "
+                "use `activation='sigmoid'` for a binary logit, or `None` if it is a probability."
+            )
+        positive = tf.sigmoid(outputs) if activation == "sigmoid" else outputs
+        return tf.concat([1.0 - positive, positive], axis=-1)
+    if activation == "softmax":
+        return tf.nn.softmax(outputs, axis=-1)
+    if activation == "sigmoid":
+        return tf.sigmoid(outputs)
+    return outputs
+
+
+ProbabilityFn = Callable[[np.ndarray, np.ndarray, np.ndarray], tf.Tensor]
+
+# Compiled model calls per model, by (activation, image shape): tracing a large model takes
+# seconds, and `evaluate` runs every metric on the same model. Weak keys: no model is kept alive.
+_COMPILED: weakref.WeakKeyDictionary[keras.Model, dict[tuple[object, ...], ProbabilityFn]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _compiled_probabilities(
+    model: keras.Model, activation: Activation, image_shape: tuple[int, ...]
+) -> ProbabilityFn:
+    """The compiled `(images, baselines, masks) -> probabilities` of the composite images.
+
+    A composite is `images * mask + baselines * (1 - mask)`, the mask broadcast over channels.
+    One `tf.function` per model, activation and image shape, with a `(None, H, W, C)` input
+    signature: it is traced once and then reused for every chunk and every metric call.
+    """
+    compiled = _COMPILED.setdefault(model, {})
+    key = (activation, tuple(image_shape))
+    if key not in compiled:
+        model_ref = weakref.ref(model)  # the cached function must not keep the model alive
+        image_spec = tf.TensorSpec((None, *image_shape), tf.float32)
+        mask_spec = tf.TensorSpec((None, *image_shape[:2]), tf.float32)
+
+        @tf.function(input_signature=[image_spec, image_spec, mask_spec])
+        def probabilities(images: tf.Tensor, baselines: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
+            mask = masks[..., tf.newaxis]
+            composite = images * mask + baselines * (1.0 - mask)
+            return _to_probabilities(model_ref()(composite, training=False), activation)
+
+        compiled[key] = probabilities
+    return compiled[key]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Scored:
+    """Checked inputs of a model metric, the compiled model call and the unmasked scores."""
+
+    images: np.ndarray  # (B, H, W, C) float32
+    maps: np.ndarray  # (B, H, W) float32
+    targets: np.ndarray  # (B,) int class per image
+    scores: np.ndarray  # (B,) float64 target probability of the unmasked image: Y
+    probabilities: ProbabilityFn
+    batch_size: int
+
+    def target_scores(
+        self,
+        image_index: np.ndarray,
+        masks_for: Callable[[np.ndarray], np.ndarray],
+        baselines: np.ndarray,
+    ) -> np.ndarray:
+        """Target probabilities of masked copies `image * mask + baseline * (1 - mask)`.
+
+        Args:
+            image_index: `(N,)` image of each copy.
+            masks_for: items `(n,)` (positions in `image_index`) -> masks `(n, H, W)` float32.
+            baselines: `(B, H, W, C)` replacement values.
+
+        Returns:
+            float64 `(N,)` probability of each copy's image's target class.
+        """
+        scores = np.empty(len(image_index), np.float64)
+        for items, probabilities in _probability_chunks(
+            self.probabilities, self.images, baselines, image_index, masks_for, self.batch_size
+        ):
+            scores[items] = probabilities[np.arange(len(items)), self.targets[image_index[items]]]
+        return scores
+
+
+def _probability_chunks(
+    probabilities: ProbabilityFn,
+    images: np.ndarray,
+    baselines: np.ndarray,
+    image_index: np.ndarray,
+    masks_for: Callable[[np.ndarray], np.ndarray],
+    batch_size: int,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yields `(items, probabilities)` for chunks of at most `batch_size` masked copies."""
+    for start in range(0, len(image_index), batch_size):
+        items = np.arange(start, min(start + batch_size, len(image_index)))
+        index = image_index[items]
+        yield items, probabilities(images[index], baselines[index], masks_for(items)).numpy()
+
+
+def _score(
+    model: keras.Model,
+    images: ArrayLike,
+    maps: ArrayLike,
+    targets: Targets,
+    batch_size: int,
+    activation: Activation,
+) -> _Scored:
+    """Validates a model metric's inputs, compiles the model call and scores the images."""
+    batch_size = _check_positive_int("batch_size", batch_size)
+    _check_choice("activation", activation, _ACTIVATIONS)
+    if callable(targets):
+        raise TypeError(
+            "Metrics score the probability of a class: `targets` must be None (top-1 class), "
+            "an int or a sequence of ints (one per image), not a callable."
+        )
+    if not callable(model):
+        raise TypeError(f"`model` must be a keras.Model; received {type(model).__name__}.")
+    images = _check_images(images)
+    maps = _check_maps(maps, images.shape[:3])
+    probabilities = _compiled_probabilities(model, activation, images.shape[1:])
+    num_classes = int(probabilities.get_concrete_function().structured_outputs.shape[-1])
+    resolved = resolve_targets(targets, len(images), num_classes).astype(np.int64)
+
+    batch = len(images)
+    ones = np.ones((batch_size, *images.shape[1:3]), np.float32)
+    chunks = _probability_chunks(
+        probabilities, images, images, np.arange(batch), lambda items: ones[: len(items)],
+        batch_size,
+    )
+    unmasked = np.concatenate([chunk for _, chunk in chunks])
+    if activation is None and (
+        unmasked.min() < -_PROBABILITY_SLACK or unmasked.max() > 1.0 + _PROBABILITY_SLACK
+    ):
+        raise ValueError(
+            f"The model's outputs lie in [{unmasked.min():g}, {unmasked.max():g}], so they are "
+            "not probabilities: pass `activation='softmax'` (or `'sigmoid'`) for a model that "
+            "returns logits."
+        )
+    resolved = np.where(resolved == TOP_PREDICTION, unmasked.argmax(axis=1), resolved)
+    scores = unmasked[np.arange(batch), resolved].astype(np.float64)
+    return _Scored(images, maps, resolved, scores, probabilities, batch_size)
+
+
+def _relative(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """`numerator / denominator`, and 0 where the denominator is 0."""
+    return np.divide(
+        numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0
+    )
+
+
+# ------------------------------------------------------------------- map as a soft mask
+def _mask_scores(scored: _Scored) -> np.ndarray:
+    """O: the target probability of each `image * map` (the map broadcast over channels)."""
+    return scored.target_scores(
+        np.arange(len(scored.images)),
+        lambda items: scored.maps[items],
+        np.zeros_like(scored.images),
+    )
+
+
+def average_drop(
+    model: keras.Model,
+    images: ArrayLike,
+    maps: ArrayLike,
+    targets: Targets = None,
+    *,
+    batch_size: int = 32,
+    activation: Activation = None,
+) -> MetricResult:
+    """Average Drop: how much confidence is lost when the image is masked by its map.
+
+    With `Y` the target probability of the image and `O` that of `image * map` (the map
+    broadcast over channels), each image scores `100 * max(0, Y - O) / Y`; the summary is
+    the mean over images (Chattopadhyay et al., "Grad-CAM++", WACV 2018, Sec. 5.1,
+    https://arxiv.org/abs/1710.11063). Lower is better: a faithful map keeps what the
+    model needs. An image whose `Y` is 0 (nothing to lose) scores 0.
+
+    Args:
+        model: a Keras classifier taking `(B, H, W, C)` float images.
+        images: `(B, H, W, C)` images, NumPy or tensor, preprocessed for the model.
+        maps: `(B, H, W)` maps in [0, 1] at the image resolution.
+        targets: `None` (each image's top-1 class on the unmasked image), an int (one class for
+            all images) or a sequence of ints (one class per image). Defaults to `None`.
+        batch_size: images per model call. Defaults to `32`.
+        activation: `None` if the model outputs probabilities, `"softmax"` or `"sigmoid"` to
+            turn its logits into probabilities. Defaults to `None`.
+
+    Returns:
+        A `MetricResult` with `unit="percent"`: `per_image` in [0, 100].
+
+    Example:
+    ```python
+    cam = kc.GradCAM(model)
+    result = kc.metrics.average_drop(model, images, cam(images))
+    print(f"average drop {result.mean:.1f} %")
+    ```
+    """
+    scored = _score(model, images, maps, targets, batch_size, activation)
+    masked = _mask_scores(scored)
+    drop = 100.0 * _relative(np.maximum(0.0, scored.scores - masked), scored.scores)
+    return MetricResult("average_drop", drop, "percent", higher_is_better=False)
+
+
+def increase_in_confidence(
+    model: keras.Model,
+    images: ArrayLike,
+    maps: ArrayLike,
+    targets: Targets = None,
+    *,
+    batch_size: int = 32,
+    activation: Activation = None,
+) -> MetricResult:
+    """Increase in Confidence: how often masking the image by its map raises confidence.
+
+    With `Y` the target probability of the image and `O` that of `image * map`, each image
+    scores 100 if `O > Y` and 0 otherwise; the mean is the percentage of images whose
+    confidence increased (Chattopadhyay et al., "Grad-CAM++", WACV 2018, Sec. 5.1,
+    https://arxiv.org/abs/1710.11063). Higher is better.
+
+    Args:
+        model: a Keras classifier taking `(B, H, W, C)` float images.
+        images: `(B, H, W, C)` images, NumPy or tensor, preprocessed for the model.
+        maps: `(B, H, W)` maps in [0, 1] at the image resolution.
+        targets: `None` (each image's top-1 class on the unmasked image), an int (one class for
+            all images) or a sequence of ints (one class per image). Defaults to `None`.
+        batch_size: images per model call. Defaults to `32`.
+        activation: `None` if the model outputs probabilities, `"softmax"` or `"sigmoid"` to
+            turn its logits into probabilities. Defaults to `None`.
+
+    Returns:
+        A `MetricResult` with `unit="percent"`: `per_image` is 0 or 100.
+
+    Example:
+    ```python
+    result = kc.metrics.increase_in_confidence(model, images, kc.GradCAMPlusPlus(model)(images))
+    print(f"confidence increased for {result.mean:.0f} % of the images")
+    ```
+    """
+    scored = _score(model, images, maps, targets, batch_size, activation)
+    increased = 100.0 * (_mask_scores(scored) > scored.scores)
+    return MetricResult("increase_in_confidence", increased, "percent", higher_is_better=True)
+
+
+# ------------------------------------------------------------ perturb the top pixels
+def _top_fraction_change(
+    name: str,
+    keep: bool,
+    model: keras.Model,
+    images: ArrayLike,
+    maps: ArrayLike,
+    targets: Targets,
+    fraction: float,
+    baseline: Baseline,
+    batch_size: int,
+    activation: Activation,
+) -> MetricResult:
+    """Relative confidence change when the top pixels are replaced (or all others are)."""
+    fraction = _check_fraction(fraction)
+    _check_choice("baseline", baseline, BASELINES)
+    scored = _score(model, images, maps, targets, batch_size, activation)
+    height, width = scored.maps.shape[1:]
+    top = _pixel_ranks(scored.maps) < _top_count(fraction, height * width)
+    kept = (top if keep else ~top).astype(np.float32)
+    masked = scored.target_scores(
+        np.arange(len(kept)), lambda items: kept[items], _baseline_images(scored.images, baseline)
+    )
+    change = _relative(masked - scored.scores, scored.scores)
+    return MetricResult(name, change, "ratio", higher_is_better=keep)
+
+
+def remove_top_fraction(
+    model: keras.Model,
+    images: ArrayLike,
+    maps: ArrayLike,
+    targets: Targets = None,
+    *,
+    fraction: float = 0.25,
+    baseline: Baseline = "zero",
+    batch_size: int = 32,
+    activation: Activation = None,
+) -> MetricResult:
+    """Relative confidence change when the most relevant pixels are removed.
+
+    The `k = round(fraction * H * W)` highest-ranked pixels of the map (at least one; ties
+    broken in raster order, so exactly `k` pixels) are replaced by `baseline`, giving `O`;
+    each image scores `(O - Y) / Y`, with `Y` the target probability of the image. This is
+    one step of the "most relevant first" perturbation curve (Samek et al., "Evaluating the
+    visualization of what a deep neural network has learned", IEEE TNNLS 2017,
+    https://arxiv.org/abs/1509.06321). More negative is more faithful: removing what the map
+    points at should hurt. An image whose `Y` is 0 scores 0.
+
+    Args:
+        model: a Keras classifier taking `(B, H, W, C)` float images.
+        images: `(B, H, W, C)` images, NumPy or tensor, preprocessed for the model.
+        maps: `(B, H, W)` maps in [0, 1] at the image resolution.
+        targets: `None` (each image's top-1 class on the unmasked image), an int (one class for
+            all images) or a sequence of ints (one class per image). Defaults to `None`.
+        fraction: share of the pixels to remove, in (0, 1]. Defaults to `0.25`.
+        baseline: what removed pixels become: `"zero"` (the value 0 in the model's input
+            space), `"mean"` (the image's per-channel mean) or `"blur"` (the image blurred by
+            an 11x11 Gaussian with sigma 5, OpenCV). Defaults to `"zero"`.
+        batch_size: images per model call. Defaults to `32`.
+        activation: `None` if the model outputs probabilities, `"softmax"` or `"sigmoid"` to
+            turn its logits into probabilities. Defaults to `None`.
+
+    Returns:
+        A `MetricResult` with `unit="ratio"`: `per_image` is at least -1.
+
+    Example:
+    ```python
+    result = kc.metrics.remove_top_fraction(model, images, maps, fraction=0.25, baseline="blur")
+    print(f"confidence changed by {100 * result.mean:+.1f} %")
+    ```
+    """
+    return _top_fraction_change(
+        "remove_top_fraction", False, model, images, maps, targets,
+        fraction, baseline, batch_size, activation,
+    )
+
+
+def keep_top_fraction(
+    model: keras.Model,
+    images: ArrayLike,
+    maps: ArrayLike,
+    targets: Targets = None,
+    *,
+    fraction: float = 0.25,
+    baseline: Baseline = "zero",
+    batch_size: int = 32,
+    activation: Activation = None,
+) -> MetricResult:
+    """Relative confidence change when only the most relevant pixels are kept.
+
+    The mirror of `remove_top_fraction`: every pixel except the `k = round(fraction * H * W)`
+    highest-ranked ones (ties broken in raster order) is replaced by `baseline`, giving `O`;
+    each image scores `(O - Y) / Y`. This is the preservation game of Fong and Vedaldi
+    ("Interpretable explanations of black boxes by meaningful perturbation", ICCV 2017,
+    https://arxiv.org/abs/1704.03296) with a fixed area. Higher (closer to 0, or positive) is
+    more faithful: what the map points at should be enough. An image whose `Y` is 0 scores 0.
+
+    Args:
+        model: a Keras classifier taking `(B, H, W, C)` float images.
+        images: `(B, H, W, C)` images, NumPy or tensor, preprocessed for the model.
+        maps: `(B, H, W)` maps in [0, 1] at the image resolution.
+        targets: `None` (each image's top-1 class on the unmasked image), an int (one class for
+            all images) or a sequence of ints (one class per image). Defaults to `None`.
+        fraction: share of the pixels to keep, in (0, 1]. Defaults to `0.25`.
+        baseline: what the other pixels become: `"zero"`, `"mean"` (the image's per-channel
+            mean) or `"blur"` (11x11 Gaussian, sigma 5). Defaults to `"zero"`.
+        batch_size: images per model call. Defaults to `32`.
+        activation: `None` if the model outputs probabilities, `"softmax"` or `"sigmoid"` to
+            turn its logits into probabilities. Defaults to `None`.
+
+    Returns:
+        A `MetricResult` with `unit="ratio"`: `per_image` is at least -1.
+
+    Example:
+    ```python
+    result = kc.metrics.keep_top_fraction(model, images, maps, baseline="mean")
+    ```
+    """
+    return _top_fraction_change(
+        "keep_top_fraction", True, model, images, maps, targets,
+        fraction, baseline, batch_size, activation,
+    )
+
+
+# ---------------------------------------------------------------- deletion / insertion
+def _pixel_curve(
+    name: str,
+    insert: bool,
+    model: keras.Model,
+    images: ArrayLike,
+    maps: ArrayLike,
+    targets: Targets,
+    steps: int,
+    baseline: Baseline,
+    batch_size: int,
+    activation: Activation,
+) -> MetricResult:
+    """Scores along the deletion (or insertion) path and the area under that curve."""
+    steps = _check_positive_int("steps", steps)
+    _check_choice("baseline", baseline, BASELINES)
+    scored = _score(model, images, maps, targets, batch_size, activation)
+    batch, height, width = scored.maps.shape
+    pixels = height * width
+    ranks = _pixel_ranks(scored.maps)
+    # Pixels changed after step k: round(k * pixels / steps), in exact integer arithmetic.
+    counts = (2 * np.arange(steps + 1) * pixels + steps) // (2 * steps)
+
+    def masks_for(items: np.ndarray) -> np.ndarray:
+        image, step = np.divmod(items, steps + 1)
+        changed = ranks[image] < counts[step][:, np.newaxis, np.newaxis]
+        return (changed if insert else ~changed).astype(np.float32)
+
+    curve = scored.target_scores(
+        np.repeat(np.arange(batch), steps + 1),
+        masks_for,
+        _baseline_images(scored.images, baseline),
+    ).reshape(batch, steps + 1)
+    x = counts / pixels
+    auc = np.sum((curve[:, 1:] + curve[:, :-1]) / 2.0 * np.diff(x), axis=1)
+    return MetricResult(name, auc, "fraction", higher_is_better=insert, curve=curve, curve_x=x)
+
+
+def deletion(
+    model: keras.Model,
+    images: ArrayLike,
+    maps: ArrayLike,
+    targets: Targets = None,
+    *,
+    steps: int = 50,
+    baseline: Baseline = "zero",
+    batch_size: int = 32,
+    activation: Activation = None,
+) -> MetricResult:
+    """Deletion curve and its area: confidence as the most relevant pixels are removed.
+
+    Starting from the image, pixels are replaced by `baseline` in order of decreasing map
+    value (ties in raster order); after step `k` of `steps`, the first
+    `n_k = round(k * H * W / steps)` pixels are gone. `curve[:, k]` is the target probability
+    of that image and the score of each image is the area under the curve, by the trapezoid
+    rule over `x_k = n_k / (H * W)` in [0, 1] (Petsiuk et al., "RISE: Randomized Input
+    Sampling for Explanation of Black-box Models", BMVC 2018, https://arxiv.org/abs/1806.07421).
+    Lower is better: a faithful map finds the pixels whose removal makes confidence fall
+    fastest. A constant map (e.g. all zeros) removes pixels in raster order.
+
+    The `B * (steps + 1)` perturbed images are built chunk by chunk and never all held in
+    memory at once.
+
+    Args:
+        model: a Keras classifier taking `(B, H, W, C)` float images.
+        images: `(B, H, W, C)` images, NumPy or tensor, preprocessed for the model.
+        maps: `(B, H, W)` maps in [0, 1] at the image resolution.
+        targets: `None` (each image's top-1 class on the unmasked image), an int (one class for
+            all images) or a sequence of ints (one class per image). Defaults to `None`.
+        steps: number of deletion steps, at least 1. Defaults to `50`.
+        baseline: what removed pixels become: `"zero"` (RISE's choice for deletion), `"mean"`
+            (the image's per-channel mean) or `"blur"` (11x11 Gaussian, sigma 5). Defaults to
+            `"zero"`.
+        batch_size: images per model call. Defaults to `32`.
+        activation: `None` if the model outputs probabilities, `"softmax"` or `"sigmoid"` to
+            turn its logits into probabilities. Defaults to `None`.
+
+    Returns:
+        A `MetricResult` with `unit="fraction"`: `per_image` is the AUC in [0, 1], `curve` the
+        `(B, steps + 1)` scores (`curve[:, 0]` is the unmasked image) and `curve_x` the
+        `(steps + 1,)` fractions of pixels removed.
+
+    Example:
+    ```python
+    result = kc.metrics.deletion(model, images, maps, steps=32)
+    plt.plot(result.curve_x, result.curve.mean(axis=0))
+    print(f"deletion AUC {result.mean:.3f}")
+    ```
+    """
+    return _pixel_curve(
+        "deletion", False, model, images, maps, targets, steps, baseline, batch_size, activation
+    )
+
+
+def insertion(
+    model: keras.Model,
+    images: ArrayLike,
+    maps: ArrayLike,
+    targets: Targets = None,
+    *,
+    steps: int = 50,
+    baseline: Baseline = "blur",
+    batch_size: int = 32,
+    activation: Activation = None,
+) -> MetricResult:
+    """Insertion curve and its area: confidence as the most relevant pixels are revealed.
+
+    The mirror of `deletion`: starting from `baseline`, the image's pixels are put back in
+    order of decreasing map value (ties in raster order); after step `k` of `steps` the first
+    `n_k = round(k * H * W / steps)` pixels are the image's. `curve[:, k]` is the target
+    probability and the score is the area under the curve, trapezoid rule over
+    `x_k = n_k / (H * W)` in [0, 1] (Petsiuk et al., "RISE", BMVC 2018,
+    https://arxiv.org/abs/1806.07421). Higher is better: a faithful map reveals first the
+    pixels that restore confidence fastest. A constant map (e.g. all zeros) reveals pixels in
+    raster order.
+
+    Args:
+        model: a Keras classifier taking `(B, H, W, C)` float images.
+        images: `(B, H, W, C)` images, NumPy or tensor, preprocessed for the model.
+        maps: `(B, H, W)` maps in [0, 1] at the image resolution.
+        targets: `None` (each image's top-1 class on the unmasked image), an int (one class for
+            all images) or a sequence of ints (one class per image). Defaults to `None`.
+        steps: number of insertion steps, at least 1. Defaults to `50`.
+        baseline: the starting canvas: `"blur"` (RISE's choice for insertion: 11x11 Gaussian,
+            sigma 5), `"zero"` or `"mean"` (the image's per-channel mean). Defaults to `"blur"`.
+        batch_size: images per model call. Defaults to `32`.
+        activation: `None` if the model outputs probabilities, `"softmax"` or `"sigmoid"` to
+            turn its logits into probabilities. Defaults to `None`.
+
+    Returns:
+        A `MetricResult` with `unit="fraction"`: `per_image` is the AUC in [0, 1], `curve` the
+        `(B, steps + 1)` scores (`curve[:, -1]` is the unmasked image) and `curve_x` the
+        `(steps + 1,)` fractions of pixels inserted.
+
+    Example:
+    ```python
+    result = kc.metrics.insertion(model, images, maps, steps=32, baseline="blur")
+    print(f"insertion AUC {result.mean:.3f}")
+    ```
+    """
+    return _pixel_curve(
+        "insertion", True, model, images, maps, targets, steps, baseline, batch_size, activation
+    )
+
+
+# ---------------------------------------------------------------------------- localization
+def boxes_from_maps(maps: ArrayLike, fraction: float = 0.25) -> np.ndarray:
+    """Bounding box of the largest connected region of each map's top pixels.
+
+    The `k = round(fraction * H * W)` highest-ranked pixels (ties in raster order) that are
+    also positive are selected; the largest 8-connected region of the selection
+    (`cv2.connectedComponentsWithStats`; among equal areas the first in raster order) gives
+    the box, as in CAM's localization protocol (Zhou et al., "Learning Deep Features for
+    Discriminative Localization", CVPR 2016, https://arxiv.org/abs/1512.04150).
+
+    Args:
+        maps: `(B, H, W)` maps in [0, 1].
+        fraction: share of the pixels to select, in (0, 1]. Defaults to `0.25`.
+
+    Returns:
+        int64 `(B, 4)` boxes `(x0, y0, x1, y1)`, `x1`/`y1` exclusive; a map with no positive
+        pixel (all zeros) gives the empty box `(0, 0, 0, 0)`.
+
+    Example:
+    ```python
+    boxes = kc.metrics.boxes_from_maps(cam(images), fraction=0.25)
+    ```
+    """
+    import cv2
+
+    fraction = _check_fraction(fraction)
+    maps = _check_maps(maps)
+    height, width = maps.shape[1:]
+    selected = (_pixel_ranks(maps) < _top_count(fraction, height * width)) & (maps > 0)
+    boxes = np.zeros((len(maps), 4), np.int64)
+    for index, mask in enumerate(selected.astype(np.uint8)):
+        count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        if count > 1:
+            x, y, w, h, _ = stats[1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))]
+            boxes[index] = (x, y, x + w, y + h)
+    return boxes
+
+
+def _box_areas(boxes: np.ndarray) -> np.ndarray:
+    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+
+
+def box_iou(maps: ArrayLike, boxes: ArrayLike, *, fraction: float = 0.25) -> MetricResult:
+    """Intersection over union of each map's box (`boxes_from_maps`) with the true box.
+
+    Each image scores `|P ∩ G| / |P ∪ G|` in pixels, where `P` is the bounding box of the
+    largest connected region of the map's top `fraction` positive pixels and `G` the
+    ground-truth box (Zhou et al., "CAM", CVPR 2016, https://arxiv.org/abs/1512.04150;
+    Selvaraju et al., "Grad-CAM", ICCV 2017, https://arxiv.org/abs/1610.02391). Higher is
+    better. A map with no positive pixel (all zeros) has an empty box and scores 0.
+
+    Args:
+        maps: `(B, H, W)` maps in [0, 1].
+        boxes: int `(B, 4)` ground-truth boxes `(x0, y0, x1, y1)` inside the image, `x1`/`y1`
+            exclusive (`image[y0:y1, x0:x1]` is the object).
+        fraction: share of the pixels whose region gives the box, in (0, 1].
+            Defaults to `0.25`.
+
+    Returns:
+        A `MetricResult` with `unit="fraction"`: `per_image` is the IoU in [0, 1].
+
+    Example:
+    ```python
+    images, labels, boxes = kc.datasets.shapes(16)
+    result = kc.metrics.box_iou(kc.GradCAM(model)(images, labels), boxes)
+    ```
+    """
+    fraction = _check_fraction(fraction)
+    maps = _check_maps(maps)
+    truth = _check_boxes(boxes, maps.shape)
+    predicted = boxes_from_maps(maps, fraction)
+    width = np.minimum(predicted[:, 2], truth[:, 2]) - np.maximum(predicted[:, 0], truth[:, 0])
+    height = np.minimum(predicted[:, 3], truth[:, 3]) - np.maximum(predicted[:, 1], truth[:, 1])
+    intersection = np.clip(width, 0, None) * np.clip(height, 0, None)
+    union = _box_areas(predicted) + _box_areas(truth) - intersection
+    return MetricResult("box_iou", intersection / union, "fraction", higher_is_better=True)
+
+
+def pointing_game(maps: ArrayLike, boxes: ArrayLike) -> MetricResult:
+    """Pointing game: whether each map's maximum falls inside the ground-truth box.
+
+    The point is the map's largest value (the first in raster order among equal maxima); a
+    hit scores 1 and a miss 0, so the mean is the hit rate (Zhang et al., "Top-down Neural
+    Attention by Excitation Backprop", ECCV 2016, https://arxiv.org/abs/1608.00507; no
+    tolerance margin). A constant map (all zeros included) points nowhere and counts as a
+    miss. Higher is better.
+
+    Args:
+        maps: `(B, H, W)` maps in [0, 1].
+        boxes: int `(B, 4)` ground-truth boxes `(x0, y0, x1, y1)` inside the image, `x1`/`y1`
+            exclusive.
+
+    Returns:
+        A `MetricResult` with `unit="fraction"`: `per_image` is 1.0 (hit) or 0.0 (miss).
+
+    Example:
+    ```python
+    result = kc.metrics.pointing_game(maps, boxes)
+    print(f"hit rate {result.mean:.2f}")
+    ```
+    """
+    maps = _check_maps(maps)
+    truth = _check_boxes(boxes, maps.shape)
+    flat = maps.reshape(len(maps), -1)
+    y, x = np.divmod(flat.argmax(axis=1), maps.shape[2])
+    inside = (truth[:, 0] <= x) & (x < truth[:, 2]) & (truth[:, 1] <= y) & (y < truth[:, 3])
+    hits = inside & (flat.max(axis=1) > flat.min(axis=1))
+    return MetricResult("pointing_game", hits.astype(np.float64), "fraction", higher_is_better=True)
+
+
+# -------------------------------------------------------------------------------- registry
+METRICS: dict[str, Callable[..., MetricResult]] = {
+    "average_drop": average_drop,
+    "increase_in_confidence": increase_in_confidence,
+    "remove_top_fraction": remove_top_fraction,
+    "keep_top_fraction": keep_top_fraction,
+    "deletion": deletion,
+    "insertion": insertion,
+    "box_iou": box_iou,
+    "pointing_game": pointing_game,
+}
+"""Every metric by name. Those in `BOX_METRICS` take `(maps, boxes)`, the others
+`(model, images, maps, targets)`; all accept their options as keywords."""
+
+BOX_METRICS: frozenset[str] = frozenset({"box_iou", "pointing_game"})
+"""Names of the metrics that compare maps with ground-truth boxes and need no model."""
+
+
+def get_metric(name: str) -> Callable[..., MetricResult]:
+    """Returns the metric function registered under `name`.
+
+    Args:
+        name: a key of `METRICS`, e.g. `"deletion"`.
+
+    Returns:
+        The metric function.
+
+    Example:
+    ```python
+    result = kc.metrics.get_metric("insertion")(model, images, maps)
+    ```
+    """
+    if name not in METRICS:
+        raise ValueError(f"Unknown metric {name!r}; known metrics: {', '.join(METRICS)}.")
+    return METRICS[name]
