@@ -1,0 +1,477 @@
+"""Heatmap colouring, overlays and CAM grids.
+
+The drawing functions are pure functions of NumPy arrays that return RGB (never BGR)
+`uint8` images or a matplotlib `Figure`; the `save_*` functions write files atomically.
+OpenCV and matplotlib are imported inside the functions that need them, so importing this
+module costs nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+import os
+import pathlib
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, BinaryIO
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+PathLike = str | os.PathLike[str]
+
+_COLORMAP_PREFIX = "COLORMAP_"
+
+
+def colormap_names() -> tuple[str, ...]:
+    """Returns the names `colorize()` accepts: OpenCV's `COLORMAP_*`, lower-cased.
+
+    Returns:
+        Sorted tuple of names such as `"jet"`, `"turbo"`, `"viridis"`.
+
+    Example:
+    ```python
+    "jet" in colormap_names()  # True
+    ```
+    """
+    import cv2
+
+    names = (name for name in dir(cv2) if name.startswith(_COLORMAP_PREFIX))
+    return tuple(sorted(name[len(_COLORMAP_PREFIX) :].lower() for name in names))
+
+
+def colorize(heatmap: ArrayLike, colormap: str = "jet") -> np.ndarray:
+    """Maps a 2-D heatmap in [0, 1] to an RGB image with an OpenCV colormap.
+
+    Values are clipped to [0, 1] and quantized to 256 levels before the colormap is
+    applied. OpenCV produces BGR; the result is converted to RGB.
+
+    Args:
+        heatmap: 2-D array `(H, W)` of finite values, nominally in [0, 1].
+        colormap: Case-insensitive name of an OpenCV colormap (`cv2.COLORMAP_<NAME>`),
+            e.g. `"jet"`, `"turbo"`, `"viridis"`, `"inferno"`; see `colormap_names()`.
+            Defaults to `"jet"`.
+
+    Returns:
+        `uint8` RGB array of shape `(H, W, 3)`.
+
+    Raises:
+        TypeError: `heatmap` is not numeric or `colormap` is not a string.
+        ValueError: `heatmap` is not 2-D, contains NaN or infinity, or `colormap` is unknown.
+
+    Example:
+    ```python
+    colorize(np.array([[0.0, 1.0]]))[0, 1]  # [128, 0, 0]: jet's hot end is red
+    ```
+    """
+    import cv2
+
+    code = _colormap_code(colormap)
+    levels = np.rint(_check_heatmap(heatmap) * 255.0).astype(np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(levels, code), cv2.COLOR_BGR2RGB)
+
+
+def overlay(
+    image: ArrayLike, heatmap: ArrayLike, alpha: float = 0.4, colormap: str = "jet"
+) -> np.ndarray:
+    """Blends a colorized heatmap over an image.
+
+    The heatmap is resized (bilinearly) to the image's height and width, colorized, and
+    blended: `round((1 - alpha) * image + alpha * colorize(heatmap))`.
+
+    Args:
+        image: RGB `(H, W, 3)` or grayscale `(H, W)` / `(H, W, 1)` image, either `uint8`
+            or float. Floats whose maximum is at most 1.0 are read as [0, 1], otherwise
+            as [0, 255].
+        heatmap: 2-D array of finite values in [0, 1] (clipped), of any size.
+        alpha: Weight of the heatmap, in [0, 1]: `0` returns the image, `1` the
+            colorized heatmap. Defaults to `0.4`.
+        colormap: OpenCV colormap name, see `colorize()`. Defaults to `"jet"`.
+
+    Returns:
+        `uint8` RGB array of shape `(H, W, 3)`.
+
+    Raises:
+        TypeError: An argument has the wrong type.
+        ValueError: `alpha` is outside [0, 1], the image or heatmap has the wrong shape
+            or values out of range, or `colormap` is unknown.
+
+    Example:
+    ```python
+    image = np.zeros((48, 64, 3), dtype=np.uint8)
+    overlay(image, np.random.rand(6, 8), alpha=0.5).shape  # (48, 64, 3)
+    ```
+    """
+    import cv2
+
+    _check_alpha(alpha)
+    rgb = _to_uint8_rgb(image)
+    heat = _check_heatmap(heatmap)
+    height, width = rgb.shape[:2]
+    if heat.shape != (height, width):
+        heat = cv2.resize(heat, (width, height), interpolation=cv2.INTER_LINEAR)  # dsize is (W, H)
+    colour = colorize(heat, colormap)
+    blended = (1.0 - alpha) * rgb.astype(np.float64) + alpha * colour.astype(np.float64)
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+def plot_cams(
+    images: ArrayLike,
+    maps_by_method: Mapping[str, ArrayLike],
+    titles: Sequence[str] | None = None,
+    class_names: Sequence[str] | None = None,
+    labels: ArrayLike | None = None,
+    predictions: ArrayLike | None = None,
+    alpha: float = 0.4,
+    colormap: str = "jet",
+    axes: np.ndarray | Sequence[Axes] | Sequence[Sequence[Axes]] | None = None,
+    figsize: tuple[float, float] | None = None,
+) -> Figure:
+    """Draws a grid of images and their CAM overlays, one row per image.
+
+    The first column shows the image, then one column per method with its overlay.
+    Column titles (top row) are `"Image"` and the method names; each row is labelled on
+    the left with its title, true label and prediction when given. The figure is built
+    with `matplotlib.figure.Figure`, leaving pyplot's global state alone.
+
+    Args:
+        images: A batch `(B, H, W, C)` or one image `(H, W, C)` / `(H, W)`, in the
+            formats `overlay()` accepts (`C` is 1 or 3).
+        maps_by_method: Non-empty mapping from method name to maps `(B, h, w)`, or to
+            one map `(h, w)` when there is a single image. Maps of any size are resized
+            to the images.
+        titles: One string per image, shown left of its row. Defaults to `None`.
+        class_names: Names indexed by class, used to print `labels` and `predictions`.
+            Defaults to `None` (class indices are printed).
+        labels: One true class index per image. Defaults to `None`.
+        predictions: One predicted class index per image. Defaults to `None`.
+        alpha: Heatmap weight of the overlays, in [0, 1]. Defaults to `0.4`.
+        colormap: OpenCV colormap name, see `colorize()`. Defaults to `"jet"`.
+        axes: Existing axes to draw on, `B * (1 + len(maps_by_method))` of them in row
+            order (any array shape); the figure is then theirs. Defaults to `None`
+            (a new figure).
+        figsize: Size `(width, height)` of a new figure in inches. Defaults to `None`
+            (cells 2 inches wide).
+
+    Returns:
+        The matplotlib `Figure` holding the grid; save it with `save_figure()` or
+        `fig.savefig(path)`.
+
+    Raises:
+        TypeError: An argument has the wrong type.
+        ValueError: Shapes or lengths disagree, `maps_by_method` is empty, a class index
+            has no name, or `alpha`/`colormap` are invalid.
+
+    Example:
+    ```python
+    images, labels, boxes = kc.datasets.shapes(4)
+    maps = kc.GradCAM(model)(images)
+    fig = plot_cams(images, {"Grad-CAM": maps}, class_names=kc.datasets.SHAPE_NAMES,
+                    labels=labels)
+    save_figure(fig, "gradcam.png")
+    ```
+    """
+    _check_alpha(alpha)
+    _colormap_code(colormap)
+    batch = np.asarray(images)
+    if batch.ndim == 2:  # one grayscale image
+        batch = batch[..., None]
+    if batch.ndim == 3:  # one image
+        batch = batch[None]
+    if batch.ndim != 4 or batch.shape[0] == 0:
+        raise ValueError(
+            "`images` must be a batch (B, H, W, C) with B >= 1 or one image (H, W, C) / (H, W), "
+            f"got shape {np.shape(images)}."
+        )
+    rows = batch.shape[0]
+    maps = _check_maps_by_method(maps_by_method, rows)
+    row_texts = _row_texts(rows, titles, class_names, labels, predictions)
+    cols = 1 + len(maps)
+
+    if axes is None:
+        from matplotlib.figure import Figure
+
+        height, width = batch.shape[1:3]
+        figsize = figsize or (2.0 * cols, 2.0 * rows * height / width + 0.4)
+        fig = Figure(figsize=figsize, layout="constrained")
+        grid = fig.subplots(rows, cols, squeeze=False)
+    else:
+        grid = np.asarray(axes, dtype=object)
+        if grid.size != rows * cols:
+            raise ValueError(
+                f"`axes` must hold rows * columns = {rows} * {cols} = {rows * cols} axes "
+                f"({rows} images, the image column and {len(maps)} methods), got {grid.size}."
+            )
+        grid = grid.reshape(rows, cols)
+        fig = grid[0, 0].figure
+
+    for i in range(rows):
+        rgb = _to_uint8_rgb(batch[i])
+        cells = [rgb] + [overlay(rgb, m[i], alpha, colormap) for m in maps.values()]
+        for ax, cell, column_title in zip(grid[i], cells, ["Image", *maps]):
+            ax.imshow(cell)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if i == 0:
+                ax.set_title(column_title)
+        if row_texts[i]:
+            grid[i, 0].set_ylabel(row_texts[i])
+    return fig
+
+
+def save_figure(fig: Figure, path: PathLike, dpi: float = 100) -> pathlib.Path:
+    """Saves a matplotlib figure atomically, creating parent directories.
+
+    The figure is written to a temporary file in the target directory, then renamed over
+    `path`, so readers never see a partial file. The format follows the extension.
+
+    Args:
+        fig: The figure to save, e.g. from `plot_cams()`.
+        path: Destination file; its extension (`.png`, `.pdf`, `.svg`, ...) picks the format.
+        dpi: Resolution in dots per inch, > 0. Defaults to `100`.
+
+    Returns:
+        The destination as a `pathlib.Path`.
+
+    Raises:
+        ValueError: `path` has no extension or one matplotlib cannot write, or `dpi` is not
+            positive.
+
+    Example:
+    ```python
+    save_figure(kc.plot_cams(images, {"Grad-CAM": maps}), "out/grid.png")
+    ```
+    """
+    path = pathlib.Path(path)
+    file_format = path.suffix[1:].lower()
+    supported = fig.canvas.get_supported_filetypes()
+    if file_format not in supported:
+        raise ValueError(
+            "`path` must end in a file extension matplotlib can write "
+            f"({', '.join(sorted(supported))}), got {str(path)!r}."
+        )
+    if isinstance(dpi, bool) or not isinstance(dpi, numbers.Real) or not dpi > 0:
+        raise ValueError(f"`dpi` must be a positive number, got {dpi!r}.")
+    with _atomic_writer(path) as file:
+        fig.savefig(file, format=file_format, dpi=dpi)
+    return path
+
+
+def save_overlay(
+    path: PathLike, image: ArrayLike, heatmap: ArrayLike, alpha: float = 0.4, colormap: str = "jet"
+) -> pathlib.Path:
+    """Writes `overlay(image, heatmap, alpha, colormap)` to a PNG file atomically.
+
+    The PNG is written to a temporary file in the target directory, then renamed over
+    `path`; parent directories are created.
+
+    Args:
+        path: Destination file; must end in `.png`.
+        image: Image as accepted by `overlay()`.
+        heatmap: 2-D heatmap in [0, 1], of any size.
+        alpha: Heatmap weight in [0, 1]. Defaults to `0.4`.
+        colormap: OpenCV colormap name, see `colorize()`. Defaults to `"jet"`.
+
+    Returns:
+        The destination as a `pathlib.Path`.
+
+    Raises:
+        ValueError: `path` does not end in `.png`, or `overlay()` rejects its arguments.
+
+    Example:
+    ```python
+    maps = kc.GradCAM(model)(images)
+    save_overlay("out/cam.png", images[0], maps[0])
+    ```
+    """
+    import cv2
+
+    path = pathlib.Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"`path` must end in '.png', got {str(path)!r}.")
+    rgb = overlay(image, heatmap, alpha=alpha, colormap=colormap)
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode the overlay for {str(path)!r} as PNG.")
+    with _atomic_writer(path) as file:
+        file.write(encoded.tobytes())
+    return path
+
+
+def _to_uint8_rgb(image: ArrayLike, name: str = "image") -> np.ndarray:
+    """Converts one image to contiguous `uint8` RGB `(H, W, 3)`.
+
+    Accepts `(H, W)`, `(H, W, 1)` or `(H, W, 3)`; `uint8`, other integers in [0, 255],
+    or floats read as [0, 1] when their maximum is at most 1.0 and as [0, 255] otherwise.
+    Values beyond the range by more than half a level raise rather than being clipped
+    (a preprocessed image, e.g. mean-subtracted, is not displayable as is).
+
+    Args:
+        image: The image.
+        name: Argument name used in error messages. Defaults to `"image"`.
+
+    Returns:
+        `uint8` array `(H, W, 3)`.
+
+    Raises:
+        TypeError: The dtype is not numeric.
+        ValueError: Wrong shape, NaN/infinity, or values out of range.
+    """
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 3) or 0 in array.shape:
+        raise ValueError(
+            f"`{name}` must have shape (H, W), (H, W, 1) or (H, W, 3), got shape {np.shape(image)}."
+        )
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number):
+        raise TypeError(f"`{name}` must be a uint8 or float array, got dtype {array.dtype}.")
+    if array.dtype != np.uint8:
+        values = array.astype(np.float64)
+        if not np.isfinite(values).all():
+            raise ValueError(f"`{name}` contains NaN or infinite values.")
+        if np.issubdtype(array.dtype, np.floating) and values.max() <= 1.0:
+            values *= 255.0
+        if values.min() < -0.5 or values.max() > 255.5:
+            raise ValueError(
+                f"`{name}` values must lie in [0, 1] or [0, 255], got the range "
+                f"[{array.min()}, {array.max()}]. Pass the image before model preprocessing."
+            )
+        array = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    return np.ascontiguousarray(array)
+
+
+def _check_heatmap(heatmap: ArrayLike, name: str = "heatmap") -> np.ndarray:
+    """Validates a 2-D finite numeric heatmap and returns it as float32 clipped to [0, 1]."""
+    array = np.asarray(heatmap)
+    if array.ndim != 2 or 0 in array.shape:
+        raise ValueError(f"`{name}` must be a non-empty 2-D array (H, W), got shape {array.shape}.")
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number):
+        raise TypeError(f"`{name}` must be a numeric array, got dtype {array.dtype}.")
+    if not np.isfinite(array).all():
+        raise ValueError(
+            f"`{name}` contains NaN or infinite values; expected finite values in [0, 1]."
+        )
+    return np.clip(array.astype(np.float32), 0.0, 1.0)
+
+
+def _check_alpha(alpha: float) -> None:
+    """Raises unless `alpha` is a real number in [0, 1]."""
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+        raise TypeError(
+            f"`alpha` must be a number in [0, 1], got {alpha!r} of type {type(alpha).__name__}."
+        )
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"`alpha` must be in [0, 1], got {alpha}.")
+
+
+def _colormap_code(colormap: str) -> int:
+    """The `cv2.COLORMAP_*` constant for a case-insensitive colormap name."""
+    import cv2
+
+    if not isinstance(colormap, str):
+        raise TypeError(
+            f"`colormap` must be a colormap name (str), got {colormap!r} "
+            f"of type {type(colormap).__name__}."
+        )
+    code = getattr(cv2, _COLORMAP_PREFIX + colormap.upper(), None)
+    if code is None:
+        raise ValueError(
+            f"Unknown `colormap` {colormap!r}. Expected one of: {', '.join(colormap_names())}."
+        )
+    return int(code)
+
+
+def _check_maps_by_method(
+    maps_by_method: Mapping[str, ArrayLike], batch_size: int
+) -> dict[str, np.ndarray]:
+    """Validates `plot_cams` maps: a non-empty mapping name -> `(B, h, w)` (`(h, w)` if B = 1)."""
+    if not isinstance(maps_by_method, Mapping):
+        raise TypeError(
+            "`maps_by_method` must be a mapping such as {'Grad-CAM': maps}, "
+            f"got {type(maps_by_method).__name__}."
+        )
+    if not maps_by_method:
+        raise ValueError(
+            "`maps_by_method` is empty; expected at least one method name -> maps entry."
+        )
+    checked = {}
+    for method, maps in maps_by_method.items():
+        array = np.asarray(maps)
+        if array.ndim == 2 and batch_size == 1:
+            array = array[None]
+        if array.ndim != 3 or array.shape[0] != batch_size:
+            raise ValueError(
+                f"`maps_by_method[{method!r}]` must have shape ({batch_size}, h, w) to match the "
+                f"{batch_size} image(s), got shape {array.shape}."
+            )
+        checked[str(method)] = array
+    return checked
+
+
+def _row_texts(
+    rows: int,
+    titles: Sequence[str] | None,
+    class_names: Sequence[str] | None,
+    labels: ArrayLike | None,
+    predictions: ArrayLike | None,
+) -> list[str]:
+    """The text left of each `plot_cams` row: title, true label and prediction, one per line."""
+    texts: list[list[str]] = [[] for _ in range(rows)]
+    if titles is not None:
+        if isinstance(titles, str) or len(titles) != rows:
+            raise ValueError(
+                f"`titles` must be a sequence of {rows} strings (one per image), got {titles!r}."
+            )
+        for text, title in zip(texts, titles):
+            text.append(str(title))
+    for argument, prefix, values in (
+        ("labels", "true", labels),
+        ("predictions", "pred", predictions),
+    ):
+        if values is None:
+            continue
+        indices = np.asarray(values)
+        if indices.shape != (rows,) or not np.issubdtype(indices.dtype, np.integer):
+            raise ValueError(
+                f"`{argument}` must be {rows} integer class indices (one per image), "
+                f"got {indices.dtype} array of shape {indices.shape}."
+            )
+        for text, index in zip(texts, indices.tolist()):
+            if class_names is None:
+                text.append(f"{prefix}: {index}")
+            elif 0 <= index < len(class_names):
+                text.append(f"{prefix}: {class_names[index]}")
+            else:
+                raise ValueError(
+                    f"`{argument}` holds class {index}, which has no entry in `class_names` "
+                    f"({len(class_names)} names)."
+                )
+    return ["\n".join(text) for text in texts]
+
+
+@contextlib.contextmanager
+def _atomic_writer(path: pathlib.Path) -> Iterator[BinaryIO]:
+    """Opens a temporary file next to `path` for binary writing; renames it over `path` on success.
+
+    Parent directories are created. On any error the temporary file is removed and an
+    existing `path` is left untouched.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temporary, "xb") as file:
+            yield file
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
