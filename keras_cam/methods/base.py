@@ -9,6 +9,8 @@ appears once, at the public boundary.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import keras
@@ -19,6 +21,43 @@ from keras_cam.surgery import CamModel, build_cam_model
 from keras_cam.targets import TOP_PREDICTION, ScoreFn, Targets, resolve_targets
 
 _SCORES = ("logit", "probability")
+
+
+def compile_fn(fn: Callable[..., Any], input_signature: list[tf.TensorSpec]) -> Any:
+    """`tf.function(fn, input_signature)` for per-explainer functions.
+
+    Each explainer compiles its own functions from the same Python code, which TensorFlow's
+    "function created in a loop" heuristic counts as retracing once a few explainers exist.
+    The fixed signature already rules real retracing out, so that warning is switched off.
+    """
+    compiled = tf.function(fn, input_signature=input_signature)
+    compiled._omit_frequent_tracing_warning = True
+    return compiled
+
+
+def _postprocess(maps: tf.Tensor, size: tf.Tensor, upsample: bool, normalize: bool) -> tf.Tensor:
+    if upsample:
+        maps = tf.image.resize(maps[..., tf.newaxis], size, method="bilinear")[..., 0]
+    if normalize:
+        low = tf.reduce_min(maps, axis=(1, 2), keepdims=True)
+        high = tf.reduce_max(maps, axis=(1, 2), keepdims=True)
+        maps = tf.math.divide_no_nan(maps - low, high - low)
+    return maps
+
+
+_POSTPROCESS_SIGNATURE = [
+    tf.TensorSpec((None, None, None), tf.float32),
+    tf.TensorSpec((2,), tf.int32),
+]
+_POSTPROCESS = {
+    (upsample, normalize): compile_fn(
+        functools.partial(_postprocess, upsample=upsample, normalize=normalize),
+        _POSTPROCESS_SIGNATURE,
+    )
+    for upsample in (False, True)
+    for normalize in (False, True)
+}
+"""Upsampling and normalization, shared by every explainer: `(upsample, normalize) -> fn`."""
 
 
 class BaseCAM:
@@ -68,11 +107,10 @@ class BaseCAM:
         self.layer: keras.layers.Layer = self._cam.layer
         self.num_classes: int = self._cam.num_classes
         image_spec = tf.TensorSpec((None, *self._cam.input_shape), tf.float32)
-        self._pass_fn = tf.function(
+        self._pass_fn = compile_fn(
             lambda images, class_idx: self._weighted_maps(images, class_idx),
-            input_signature=[image_spec, tf.TensorSpec((None,), tf.int32)],
+            [image_spec, tf.TensorSpec((None,), tf.int32)],
         )
-        self._postprocess_fns: dict[tuple[bool, bool], Any] = {}
         self._score_fn_cache: tuple[ScoreFn, Any] | None = None
 
     # ------------------------------------------------------------------ public API
@@ -107,7 +145,8 @@ class BaseCAM:
         batch, single = self._check_images(images)
         resolved = resolve_targets(targets, int(batch.shape[0]), self.num_classes)
         raw = self.explain_batch(batch, resolved)
-        maps = self._postprocess(upsample, normalize)(raw, tf.shape(batch)[1:3]).numpy()
+        postprocess = _POSTPROCESS[bool(upsample), bool(normalize)]
+        maps = postprocess(raw, tf.shape(batch)[1:3]).numpy()
         if not np.isfinite(maps).all():
             bad = int(np.flatnonzero(~np.isfinite(maps).reshape(len(maps), -1).all(axis=1))[0])
             raise ValueError(
@@ -195,30 +234,8 @@ class BaseCAM:
                 class_idx = tf.fill(tf.shape(images)[:1], TOP_PREDICTION)
                 return self._weighted_maps(images, class_idx, score_fn)
 
-            self._score_fn_cache = (score_fn, tf.function(pass_fn, input_signature=[image_spec]))
+            self._score_fn_cache = (score_fn, compile_fn(pass_fn, [image_spec]))
         return self._score_fn_cache[1]
-
-    def _postprocess(self, upsample: bool, normalize: bool) -> Any:
-        key = (bool(upsample), bool(normalize))
-        if key not in self._postprocess_fns:
-
-            def postprocess(maps: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
-                if upsample:
-                    maps = tf.image.resize(maps[..., tf.newaxis], size, method="bilinear")[..., 0]
-                if normalize:
-                    low = tf.reduce_min(maps, axis=(1, 2), keepdims=True)
-                    high = tf.reduce_max(maps, axis=(1, 2), keepdims=True)
-                    maps = tf.math.divide_no_nan(maps - low, high - low)
-                return maps
-
-            self._postprocess_fns[key] = tf.function(
-                postprocess,
-                input_signature=[
-                    tf.TensorSpec((None, None, None), tf.float32),
-                    tf.TensorSpec((2,), tf.int32),
-                ],
-            )
-        return self._postprocess_fns[key]
 
     def _check_images(self, images: Any) -> tuple[tf.Tensor, bool]:
         """Validates images against the model's input; returns a float32 batch and `single`."""
