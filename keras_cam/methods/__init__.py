@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from keras_cam.methods.base import BaseCAM
+from keras_cam.methods.cam import CAM
 from keras_cam.methods.gradient import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
+from keras_cam.methods.score import FasterScoreCAM, ScoreCAM
 
 METHODS: dict[str, type[BaseCAM]] = {
+    "cam": CAM,
     "gradcam": GradCAM,
     "gradcam++": GradCAMPlusPlus,
     "xgradcam": XGradCAM,
     "hirescam": HiResCAM,
     "layercam": LayerCAM,
+    "scorecam": ScoreCAM,
+    "fasterscorecam": FasterScoreCAM,
 }
 """Registry: method name -> class. Register a new method here once and it appears everywhere."""
 
@@ -47,5 +52,5 @@ def get_method(name: str | type[BaseCAM]) -> type[BaseCAM]:
     return METHODS[key]
 
 
-__all__ = ["METHODS", "BaseCAM", "GradCAM", "GradCAMPlusPlus", "HiResCAM", "LayerCAM",
-           "XGradCAM", "get_method"]
+__all__ = ["CAM", "METHODS", "BaseCAM", "FasterScoreCAM", "GradCAM", "GradCAMPlusPlus",
+           "HiResCAM", "LayerCAM", "ScoreCAM", "XGradCAM", "get_method"]
