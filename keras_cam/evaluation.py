@@ -1,0 +1,463 @@
+"""Compare CAM methods on evidence: one table row per method, every metric's mean.
+
+`evaluate` explains the same images for the same classes with each method, times the map
+computation, and scores the maps with the metrics of `keras_cam.metrics`. It returns an
+`EvaluationTable`: plain rows (a list of dicts, no pandas) that print as Markdown and
+serialize to JSON, plus every `MetricResult` for the per-image values and curves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Union
+
+import keras
+import numpy as np
+from numpy.typing import ArrayLike
+
+from keras_cam.methods import METHODS, BaseCAM, get_method
+from keras_cam.metrics import (
+    BOX_METRICS,
+    METRICS,
+    Activation,
+    MetricResult,
+    _check_boxes,
+    _check_images,
+    _check_maps,
+    _check_positive_int,
+    get_metric,
+)
+from keras_cam.surgery import check_model
+from keras_cam.targets import resolve_targets
+
+MethodSpec = Union[str, type[BaseCAM]]
+"""A method: a registered name (see `keras_cam.METHODS`) or a `BaseCAM` subclass."""
+
+DEFAULT_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "scorecam")
+"""The methods `evaluate` compares when none are named."""
+
+SECONDS_PER_IMAGE = "seconds_per_image"
+"""Row key of the map computation time, in seconds per image."""
+
+# How each `MetricResult.unit` is written in a column title.
+_UNIT_LABELS = {"percent": "%", "fraction": "0-1", "ratio": "ratio"}
+_MISSING = "—"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class EvaluationTable:
+    """The result of `evaluate`: one row per method, each metric's mean and the time per image.
+
+    Column metadata (unit and direction) is read from the `MetricResult`s, never restated.
+
+    Attributes:
+        metrics: the metric names, in column order (keys of `keras_cam.metrics.METRICS`).
+        rows: one dict per method, in the order the methods were given, with the keys
+            `"method"` (registry name, or the class name of an unregistered class),
+            `"display_name"`, one key per metric (its mean over the images, a float),
+            `"seconds_per_image"` (float) and `"error"` (`None`). A method that could not
+            run on the model has `None` for every metric and for the time, and its error as
+            `"error"`: `"<ExceptionType>: <message>"`.
+        results: `{method: {metric: MetricResult}}` for the methods that ran: the per-image
+            values, and the curves of `deletion` and `insertion`.
+        num_images: the number of images evaluated.
+
+    Example:
+    ```python
+    table = kc.evaluate(model, images, labels, boxes)
+    print(table)                                  # Markdown
+    best = min(table.successful_rows, key=lambda row: row["deletion"])
+    curve = table.results["gradcam"]["deletion"].curve
+    ```
+    """
+
+    metrics: tuple[str, ...]
+    rows: list[dict[str, Any]]
+    results: dict[str, dict[str, MetricResult]]
+    num_images: int
+
+    @property
+    def successful_rows(self) -> list[dict[str, Any]]:
+        """The rows of the methods that ran (`row["error"] is None`)."""
+        return [row for row in self.rows if row["error"] is None]
+
+    @property
+    def units(self) -> dict[str, str]:
+        """`{metric: unit}`: `"percent"`, `"fraction"` or `"ratio"` (see `MetricResult`)."""
+        return {name: self._reference(name).unit for name in self.metrics}
+
+    @property
+    def higher_is_better(self) -> dict[str, bool]:
+        """`{metric: whether a larger mean is better}`."""
+        return {name: self._reference(name).higher_is_better for name in self.metrics}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The table as JSON-ready Python objects.
+
+        Returns:
+            `{"num_images": int, "metrics": {name: {"unit": str, "higher_is_better": bool}},
+            "rows": [row, ...]}`; per-image values and curves stay in `results`.
+        """
+        units, higher = self.units, self.higher_is_better
+        return {
+            "num_images": self.num_images,
+            "metrics": {
+                name: {"unit": units[name], "higher_is_better": higher[name]}
+                for name in self.metrics
+            },
+            "rows": [dict(row) for row in self.rows],
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """`to_dict()` as a JSON string (`json.dumps` with `indent`). Defaults to `indent=2`."""
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+    def to_markdown(self) -> str:
+        """The table in Markdown.
+
+        Columns: the method's display name; each metric titled with its unit (`%`, `0-1` or
+        `ratio`) and `↑` (higher is better) or `↓` (lower is better); and `s/image`, the
+        seconds per image of the map computation. Percentages have one decimal, the other
+        metrics three. A method that failed shows `—` in every cell, and its error is listed
+        below the table.
+
+        Returns:
+            The Markdown text, without a trailing newline.
+        """
+        units, higher = self.units, self.higher_is_better
+        titles = [
+            f"{name} ({_UNIT_LABELS.get(units[name], units[name])}) "
+            + ("↑" if higher[name] else "↓")
+            for name in self.metrics
+        ]
+        lines = [
+            _markdown_line(["method", *titles, "s/image"]),
+            _markdown_line([":---", *["---:"] * (len(titles) + 1)]),
+        ]
+        for row in self.rows:
+            cells = [_format_value(row[name], units[name]) for name in self.metrics]
+            seconds = row[SECONDS_PER_IMAGE]
+            lines.append(_markdown_line(
+                [row["display_name"], *cells, _MISSING if seconds is None else f"{seconds:.3g}"]
+            ))
+        failed = [row for row in self.rows if row["error"] is not None]
+        if failed:
+            lines.append("")
+            lines += [
+                f"- {row['display_name']} (`{row['method']}`) could not run: "
+                + " ".join(row["error"].split())
+                for row in failed
+            ]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_markdown()
+
+    def _reference(self, metric: str) -> MetricResult:
+        """A `MetricResult` of `metric` (the first method that has one), for its metadata."""
+        for method_results in self.results.values():
+            if metric in method_results:
+                return method_results[metric]
+        raise ValueError(f"No method of this table has a result for the metric {metric!r}.")
+
+
+def evaluate(
+    model: keras.Model,
+    images: ArrayLike,
+    labels: ArrayLike | None = None,
+    boxes: ArrayLike | None = None,
+    methods: MethodSpec | Sequence[MethodSpec] = DEFAULT_METHODS,
+    metrics: str | Sequence[str] | None = None,
+    *,
+    layer: str | keras.layers.Layer | None = None,
+    batch_size: int = 32,
+    method_options: Mapping[MethodSpec, Mapping[str, Any]] | None = None,
+    metric_options: Mapping[str, Mapping[str, Any]] | None = None,
+    activation: Activation = None,
+    verbose: int = 0,
+) -> EvaluationTable:
+    """Evaluates CAM methods on a model and images: one row per method, each metric's mean.
+
+    For each method, `method(model, layer=layer, **method_options[method])` explains the
+    images in chunks of `batch_size` for the same targets, and each metric scores the maps
+    (see `keras_cam.metrics`). Targets are `labels` (the ground-truth classes) when given,
+    else each image's top-1 class.
+
+    Timing: `seconds_per_image` is the wall time of computing the maps (the chunked calls,
+    maps returned as NumPy, so the device is synchronized) divided by the number of images.
+    One image is explained first, untimed, so one-off costs (building the sub-model, tracing
+    the `tf.function`s) are not counted; neither are the metrics.
+
+    Failures: a method that cannot run on this model (a `ValueError` or `TypeError` while
+    building it or computing its maps, e.g. CAM on a model without a GAP -> Dense head) gets a
+    row with its error instead of values, and the other methods are still evaluated. When no
+    method runs, the error is raised instead: as is when a single method was asked for, as a
+    `ValueError` listing every method's error otherwise. Errors of the arguments (names,
+    shapes, options) and of the metrics are raised before or while scoring, not recorded.
+
+    Args:
+        model: a single-input Functional or Sequential Keras classifier, as the methods take.
+        images: `(B, H, W, C)` images, NumPy or tensor, preprocessed the way the model expects.
+        labels: int `(B,)` ground-truth class of each image, the class every map explains and
+            every metric scores; `None` uses each image's top-1 predicted class. Defaults to
+            `None`.
+        boxes: int `(B, 4)` ground-truth boxes `(x0, y0, x1, y1)`, `x1`/`y1` exclusive, for
+            the box metrics (`box_iou`, `pointing_game`); `None` if there are none. Defaults to
+            `None`.
+        methods: the methods to compare: registered names (`keras_cam.METHODS`, looked up with
+            `keras_cam.get_method`) or `BaseCAM` subclasses, or one of them. Defaults to
+            `("gradcam", "gradcam++", "scorecam")`.
+        metrics: metric names (keys of `keras_cam.metrics.METRICS`), or one name; `None` means
+            every metric that needs the model, plus the box metrics when `boxes` are given.
+            Defaults to `None`.
+        layer: the layer every method explains (a name, a layer object, or `None` for each
+            method's automatic choice). Defaults to `None`.
+        batch_size: images per call of a method, and per model call of a metric. Defaults to
+            `32`.
+        method_options: extra constructor arguments per method, keyed like `methods` (name or
+            class), e.g. `{"scorecam": {"max_channels": 16}}`; they override `layer`. Methods
+            whose constructor takes `verbose` (Score-CAM) get this call's `verbose` unless
+            their options set it. Defaults to `None`.
+        metric_options: extra keyword arguments per metric, e.g. `{"deletion": {"steps": 20}}`;
+            they override `batch_size` and `activation`. Defaults to `None`.
+        activation: how the metrics read the model's outputs: `None` if they are
+            probabilities, `"softmax"` or `"sigmoid"` if they are logits. Defaults to `None`.
+        verbose: 0 (silent) or 1 (one line per method as it finishes). Defaults to `0`.
+
+    Returns:
+        An `EvaluationTable`; `print(table)` shows it in Markdown.
+
+    Raises:
+        ValueError: an unknown or repeated method or metric name (the message lists the known
+            ones), box metrics without `boxes`, options for a method or metric that is not
+            evaluated, or inputs of the wrong shape; or every method failed (see above).
+        TypeError: an argument of the wrong type.
+
+    Example:
+    ```python
+    images, labels, boxes = kc.datasets.shapes(256, seed=1)
+    table = kc.evaluate(model, images, labels, boxes,
+                        methods=("gradcam", "gradcam++", "scorecam"),
+                        metric_options={"deletion": {"steps": 32}})
+    print(table)                             # Markdown, one row per method
+    table.rows[0]["average_drop"]            # a metric's mean for the first method
+    with open("evaluation.json", "w") as f:
+        f.write(table.to_json())
+    ```
+    """
+    check_model(model)
+    images = _check_images(images)
+    batch_size = _check_positive_int("batch_size", batch_size)
+    if verbose not in (0, 1):
+        raise ValueError(f"`verbose` must be 0 or 1; received {verbose!r}.")
+    targets = None if labels is None else _check_labels(labels, len(images), model)
+    classes = _resolve_methods(methods)
+    metric_names = _resolve_metrics(metrics, has_boxes=boxes is not None)
+    if boxes is not None:
+        boxes = _check_boxes(boxes, images.shape[:3])
+    constructor_kwargs = _constructor_kwargs(classes, layer, method_options, verbose)
+    metric_kwargs = _metric_kwargs(metric_names, metric_options, batch_size, activation)
+
+    rows: list[dict[str, Any]] = []
+    results: dict[str, dict[str, MetricResult]] = {}
+    errors: list[Exception] = []
+    for name, method in classes.items():
+        row: dict[str, Any] = {"method": name, "display_name": method.display_name}
+        try:
+            cam = method(model, **constructor_kwargs[name])
+            maps, seconds = _timed_maps(cam, images, targets, batch_size)
+        except (ValueError, TypeError) as error:
+            errors.append(error)
+            message = f"{type(error).__name__}: {error}"
+            rows.append(
+                {**row, **dict.fromkeys(metric_names), SECONDS_PER_IMAGE: None, "error": message}
+            )
+            if verbose:
+                print(f"{name}: could not run: {message}")
+            continue
+        results[name] = {
+            metric: _compute_metric(
+                metric, model, images, maps, targets, boxes, metric_kwargs[metric]
+            )
+            for metric in metric_names
+        }
+        means = {metric: result.mean for metric, result in results[name].items()}
+        rows.append({**row, **means, SECONDS_PER_IMAGE: seconds, "error": None})
+        if verbose:
+            print(f"{name}: {seconds:.3g} s/image for the maps")
+    if not results:
+        if len(errors) == 1:
+            raise errors[0]
+        raise ValueError(
+            "None of the methods could run on this model: "
+            + "; ".join(f"{row['method']}: {row['error']}" for row in rows)
+        )
+    return EvaluationTable(tuple(metric_names), rows, results, len(images))
+
+
+# ---------------------------------------------------------------------------- internals
+def _check_labels(labels: ArrayLike, batch: int, model: keras.Model) -> np.ndarray:
+    """`labels` as int32 `(B,)` class indices within the model's classes."""
+    num_classes = max(2, int(model.outputs[0].shape[-1]))  # one unit: classes 0 and 1
+    array = np.asarray(labels)
+    if array.ndim != 1 or len(array) != batch:
+        raise ValueError(
+            f"`labels` must hold one class index per image, shape ({batch},); received shape "
+            f"{array.shape}."
+        )
+    try:
+        return resolve_targets(array, batch, num_classes)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"Invalid `labels`: {error}") from error
+
+
+def _registry_name(method: type[BaseCAM]) -> str:
+    """The name `method` is registered under in `METHODS`, else its class name."""
+    return next((name for name, known in METHODS.items() if known is method), method.__name__)
+
+
+def _resolve_methods(methods: MethodSpec | Sequence[MethodSpec]) -> dict[str, type[BaseCAM]]:
+    """`{row name: method class}`, in the given order."""
+    specs = [methods] if isinstance(methods, (str, type)) else list(methods)
+    if not specs:
+        raise ValueError(
+            f"`methods` must name at least one method; known methods: {sorted(METHODS)}."
+        )
+    classes: dict[str, type[BaseCAM]] = {}
+    for spec in specs:
+        method = get_method(spec)
+        name = _registry_name(method)
+        if name in classes:
+            raise ValueError(f"`methods` lists the method {name!r} more than once: {specs!r}.")
+        classes[name] = method
+    return classes
+
+
+def _resolve_metrics(metrics: str | Sequence[str] | None, has_boxes: bool) -> list[str]:
+    """The metric names to compute, checked against `METRICS` and the presence of boxes."""
+    if metrics is None:
+        return [name for name in METRICS if has_boxes or name not in BOX_METRICS]
+    names = [metrics] if isinstance(metrics, str) else list(metrics)
+    if not names:
+        raise ValueError(
+            f"`metrics` must name at least one metric; known metrics: {list(METRICS)}."
+        )
+    for name in names:
+        get_metric(name)
+    if len(set(names)) != len(names):
+        raise ValueError(f"`metrics` lists a metric more than once: {names!r}.")
+    needs_boxes = [name for name in names if name in BOX_METRICS]
+    if needs_boxes and not has_boxes:
+        raise ValueError(
+            f"The metrics {needs_boxes} compare the maps with ground-truth boxes, but no `boxes` "
+            "were given: pass `boxes` (int (B, 4), (x0, y0, x1, y1)) or leave them out of "
+            "`metrics`."
+        )
+    return names
+
+
+def _check_options(
+    argument: str,
+    options: Mapping[Any, Mapping[str, Any]] | None,
+    evaluated: list[str],
+    name_of: Callable[[Any], str | None],
+) -> dict[str, Mapping[str, Any]]:
+    """`options` by evaluated name; `name_of(key)` is the evaluated name of a key, or None."""
+    checked = {}
+    for key, value in (options or {}).items():
+        name = name_of(key)
+        if name is None:
+            raise ValueError(
+                f"`{argument}` has options for {key!r}, which is not among the evaluated ones: "
+                f"{evaluated}."
+            )
+        if not isinstance(value, Mapping):
+            raise TypeError(
+                f"`{argument}[{key!r}]` must be a dict of keyword arguments; received "
+                f"{type(value).__name__}."
+            )
+        checked[name] = value
+    return checked
+
+
+def _constructor_kwargs(
+    classes: dict[str, type[BaseCAM]],
+    layer: str | keras.layers.Layer | None,
+    method_options: Mapping[MethodSpec, Mapping[str, Any]] | None,
+    verbose: int,
+) -> dict[str, dict[str, Any]]:
+    """The keyword arguments each method is built with, by row name."""
+    names = {method: name for name, method in classes.items()}
+    options = _check_options(
+        "method_options", method_options, list(classes), lambda key: names.get(get_method(key))
+    )
+    kwargs = {}
+    for name, method in classes.items():
+        kwargs[name] = {} if layer is None else {"layer": layer}
+        if "verbose" in inspect.signature(method).parameters:
+            kwargs[name]["verbose"] = verbose
+        kwargs[name].update(options.get(name, {}))
+    return kwargs
+
+
+def _metric_kwargs(
+    metric_names: list[str],
+    metric_options: Mapping[str, Mapping[str, Any]] | None,
+    batch_size: int,
+    activation: Activation,
+) -> dict[str, dict[str, Any]]:
+    """The keyword arguments each metric is called with."""
+    options = _check_options(
+        "metric_options", metric_options, metric_names,
+        lambda key: key if key in metric_names else None,
+    )
+    model_kwargs = {"batch_size": batch_size, "activation": activation}
+    return {
+        name: {**({} if name in BOX_METRICS else model_kwargs), **options.get(name, {})}
+        for name in metric_names
+    }
+
+
+def _timed_maps(
+    cam: BaseCAM, images: np.ndarray, targets: np.ndarray | None, batch_size: int
+) -> tuple[np.ndarray, float]:
+    """All maps, computed in chunks after an untimed warm-up, and the seconds per image."""
+
+    def explain(start: int, stop: int) -> np.ndarray:
+        return cam(images[start:stop], None if targets is None else targets[start:stop])
+
+    explain(0, 1)
+    begin = time.perf_counter()
+    chunks = [explain(start, start + batch_size) for start in range(0, len(images), batch_size)]
+    seconds = time.perf_counter() - begin
+    maps = _check_maps(np.concatenate(chunks), images.shape[:3])
+    return maps, seconds / len(images)
+
+
+def _compute_metric(
+    name: str,
+    model: keras.Model,
+    images: np.ndarray,
+    maps: np.ndarray,
+    targets: np.ndarray | None,
+    boxes: np.ndarray | None,
+    kwargs: dict[str, Any],
+) -> MetricResult:
+    """One metric on one method's maps, with the arguments its family takes."""
+    if name in BOX_METRICS:
+        return get_metric(name)(maps, boxes, **kwargs)
+    return get_metric(name)(model, images, maps, targets, **kwargs)
+
+
+def _format_value(value: float | None, unit: str) -> str:
+    if value is None:
+        return _MISSING
+    return f"{value:.1f}" if unit == "percent" else f"{value:.3f}"
+
+
+def _markdown_line(cells: list[str]) -> str:
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
