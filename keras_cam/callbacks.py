@@ -1,0 +1,487 @@
+"""`HeatmapCallback`: watch where a model looks while it trains.
+
+On the epochs it is due, the callback explains a fixed batch of images with each requested
+method on the model's *current* weights and writes a grid (image | overlay, with the predicted
+class and its probability) to TensorBoard and/or an epoch-numbered PNG. The explainers are built
+once, in `on_train_begin`: they share the model's weights and run compiled functions with fixed
+input signatures, so nothing is rebuilt or retraced from one epoch, or one `fit` call, to the next.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import pathlib
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import keras
+import numpy as np
+import tensorflow as tf
+from numpy.typing import ArrayLike
+
+from keras_cam import metrics, visualize
+from keras_cam.methods import METHODS, BaseCAM, get_method
+from keras_cam.surgery import build_cam_model
+from keras_cam.targets import Targets, resolve_targets
+
+PathLike = str | os.PathLike[str]
+_T = TypeVar("_T")
+
+RUN_NAME = "cam"
+"""TensorBoard run (sub-directory of `log_dir`) the callback writes to, next to Keras' `train`."""
+
+# Grid layout: small images are enlarged (nearest neighbour, by an integer factor) to at least
+# this many pixels, so captions fit and maps stay visible in TensorBoard, which shows images 1:1.
+_MIN_CELL_SIZE = 128
+_BAND_HEIGHT = 18
+_GAP = 2
+_FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX, without importing OpenCV at module import
+_FONT_SCALE = 0.4
+
+
+class HeatmapCallback(keras.callbacks.Callback):
+    """Logs class activation maps of a fixed batch of images while a model trains.
+
+    On the epochs it is due, each method in `methods` explains `images` with the model's current
+    weights, and the callback writes:
+
+    - to TensorBoard (`log_dir`), in the run `<log_dir>/cam`: one image per method under the tag
+      `cam/<method>` (e.g. `cam/gradcam`): a grid with one row per image, the image and its
+      overlay side by side, the predicted class and its probability under the image (and the
+      explained class under the overlay when `targets` fixes it); and,
+      when `boxes` are given, the scalars `cam/<method>/box_iou` and
+      `cam/<method>/pointing_game` (see `keras_cam.metrics`). The step is Keras' 0-based epoch
+      index, as for the loss curves of `keras.callbacks.TensorBoard`, which may write to the same
+      `log_dir`;
+    - to `out_dir`: one PNG per epoch holding every method, named after the 1-based epoch shown
+      in the progress bar (`epoch_003.png` after "Epoch 3/..."), written atomically (a temporary
+      file renamed into place), so a reader never sees a partial file.
+
+    The explainers are built once, in `on_train_begin`, and share the model's weights, so nothing
+    is rebuilt or retraced per epoch, and the same instance can be passed to several `fit` calls
+    (pass `initial_epoch` to continue the numbering). Image shapes, targets and class names are
+    checked against the model there, before the first epoch. An error while building an explainer
+    (a method that does not apply to the model), explaining or writing warns once (a
+    `RuntimeWarning` with its reason) and training goes on, unless `raise_errors=True`.
+
+    Args:
+        images: the fixed images to explain: a batch `(B, H, W, C)` or one image `(H, W, C)`,
+            preprocessed the way the model expects (images outside [0, 1] and [0, 255] are
+            min-max rescaled for display only).
+        targets: what to explain: `None` (each image's top-1 class at that epoch), an int (one
+            class for every image), one class per image, or a callable `f(logits) -> (B,)`
+            (see `keras_cam.BaseCAM`). Defaults to `None`.
+        methods: method names looked up in `keras_cam.METHODS` (e.g. `"gradcam"`,
+            `"gradcam++"`, `"scorecam"`), or a single name. Defaults to `("gradcam",)`.
+        log_dir: directory of the TensorBoard logs, or `None` to write no summaries. Defaults to
+            `None`.
+        out_dir: directory for the per-epoch PNG files, or `None` to write none. Defaults to
+            `None`. At least one of `log_dir` and `out_dir` is required.
+        every_n_epochs: log after the epochs whose 0-based index is a multiple of this (the first
+            epoch, then every `every_n_epochs`-th, as `keras.callbacks.TensorBoard`'s
+            `histogram_freq`). Defaults to `1`.
+        class_names: one name per class of the model, shown instead of class indices. Defaults to
+            `None`.
+        boxes: ground-truth boxes of the objects in `images`, int `(B, 4)` as
+            `(x0, y0, x1, y1)` with `x1`/`y1` exclusive; enables the box IoU and pointing-game
+            scalars. Defaults to `None`.
+        max_images: explain only the first `max_images` images (and their targets and boxes).
+            Defaults to `8`.
+        raise_errors: raise errors that happen while explaining or writing, instead of warning
+            once and letting training go on. Defaults to `False`.
+
+    Attributes:
+        last_epoch: the 0-based epoch of the latest computed maps, or `None`.
+        last_maps: `{method: maps}` computed at `last_epoch`, float32 `(B, H, W)` in [0, 1],
+            exactly what `keras_cam.get_method(method)(model)(images, targets)` returned.
+        last_scores: `{"cam/<method>/box_iou": value, ...}` at `last_epoch` (empty without
+            `boxes`).
+
+    Raises:
+        ValueError: no images, images that are not a batch of finite values, no `log_dir` and no
+            `out_dir`, an unknown or repeated method name, `every_n_epochs` or `max_images`
+            below 1, or `boxes` that are not one box per image inside it. At `on_train_begin`:
+            images whose shape the model does not take, targets out of range, `class_names`
+            of the wrong length, or a model with no spatial layer to explain.
+        TypeError: arguments of the wrong type; at `on_train_begin`, a subclassed model (see
+            `keras_cam.build_cam_model`).
+
+    Example:
+
+    ```python
+    images, labels, boxes = keras_cam.datasets.shapes(8, image_size=64)
+    heatmaps = keras_cam.HeatmapCallback(
+        images,
+        methods=("gradcam", "gradcam++"),
+        log_dir="logs",
+        out_dir="heatmaps",
+        class_names=keras_cam.datasets.SHAPE_NAMES,
+        boxes=boxes,
+    )
+    model.fit(x_train, y_train, epochs=10,
+              callbacks=[heatmaps, keras.callbacks.TensorBoard("logs")])
+    # Then run `tensorboard --logdir logs`: the Images tab shows cam/gradcam and
+    # cam/gradcam++ with a step slider, the Scalars tab cam/<method>/box_iou.
+    ```
+    """
+
+    def __init__(
+        self,
+        images: ArrayLike,
+        targets: Targets = None,
+        methods: str | Sequence[str] = ("gradcam",),
+        log_dir: PathLike | None = None,
+        out_dir: PathLike | None = None,
+        every_n_epochs: int = 1,
+        class_names: Sequence[str] | None = None,
+        boxes: ArrayLike | None = None,
+        max_images: int = 8,
+        raise_errors: bool = False,
+    ) -> None:
+        super().__init__()
+        if log_dir is None and out_dir is None:
+            raise ValueError(
+                "Pass `log_dir` (TensorBoard summaries), `out_dir` (PNG files) or both; with "
+                "neither, HeatmapCallback would compute maps and write them nowhere."
+            )
+        self.every_n_epochs = _check_positive_int("every_n_epochs", every_n_epochs)
+        self.max_images = _check_positive_int("max_images", max_images)
+        all_images = _check_images(images)
+        self.images = all_images[: self.max_images]
+        self.targets = _truncate_targets(targets, len(all_images), self.max_images)
+        self.methods = _check_methods(methods)
+        self.log_dir = None if log_dir is None else pathlib.Path(log_dir)
+        self.out_dir = None if out_dir is None else pathlib.Path(out_dir)
+        self.class_names = _check_class_names(class_names)
+        self.boxes = None
+        if boxes is not None:
+            # The metrics' own check: one (x0, y0, x1, y1) int box per image, inside the image.
+            all_boxes = metrics._check_boxes(boxes, all_images.shape[:3])
+            self.boxes = all_boxes[: self.max_images]
+        self.raise_errors = bool(raise_errors)
+
+        self.last_epoch: int | None = None
+        self.last_maps: dict[str, np.ndarray] = {}
+        self.last_scores: dict[str, float] = {}
+        self._display_images = _display_images(self.images)
+        self._explained_model: keras.Model | None = None
+        self._explainers: dict[str, BaseCAM] = {}
+        self._predict: Callable[[tf.Tensor], tf.Tensor] | None = None
+        self._explained_classes: np.ndarray | None = None
+        self._writer: Any = None
+        self._warned: set[str] = set()
+
+    # ---------------------------------------------------------------- Keras hooks
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self._explained_model is self.model:
+            return  # Built for this model in an earlier `fit`: reuse, don't retrace.
+        cam_model = build_cam_model(self.model)
+        self._explained_classes = self._check_against_model(
+            cam_model.input_shape, cam_model.num_classes
+        )
+        signature = [tf.TensorSpec((None, *self.images.shape[1:]), tf.float32)]
+        self._predict = tf.function(
+            lambda batch: cam_model.model(batch, training=False)[2], input_signature=signature
+        )
+        self._explainers = {}
+        for tag, method in self.methods.items():
+            explainer = self._attempt(
+                f"building {method.display_name} ({tag!r})", None, method, self.model
+            )
+            if explainer is not None:
+                self._explainers[tag] = explainer
+        self._explained_model = self.model
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch % self.every_n_epochs != 0 or not self._explainers:
+            return
+        probabilities = self._attempt("predicting the images' classes", epoch, self._probabilities)
+        if probabilities is None:
+            return
+        maps = {}
+        for tag, explainer in self._explainers.items():
+            what = f"computing {explainer.display_name} ({tag!r})"
+            result = self._attempt(what, epoch, explainer, self.images, self.targets)
+            if result is not None:
+                maps[tag] = result
+        self.last_epoch, self.last_maps, self.last_scores = epoch, maps, {}
+        if not maps:
+            return
+        if self.boxes is not None:
+            scores = self._attempt("scoring the maps with `boxes`", epoch, self._box_scores, maps)
+            self.last_scores = scores or {}
+        columns = self._attempt(
+            "drawing the heatmap grid", epoch, self._columns, epoch, maps, probabilities
+        )
+        if columns is None:
+            return
+        if self.log_dir is not None:
+            self._attempt("writing to TensorBoard", epoch, self._write_summaries, epoch, *columns)
+        if self.out_dir is not None:
+            self._attempt("writing the PNG file", epoch, self._write_png, epoch, *columns)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None  # Created again, lazily, by the next `fit`.
+
+    # ------------------------------------------------------------------ internals
+    def _check_against_model(
+        self, input_shape: tuple[int | None, ...], num_classes: int
+    ) -> np.ndarray | None:
+        """Raises unless the images, targets and class names fit the model.
+
+        Returns:
+            The class explained for each image when `targets` fixes them, else `None`.
+        """
+        given = self.images.shape[1:]
+        if any(size != expected for size, expected in zip(given, input_shape) if expected):
+            raise ValueError(
+                f"HeatmapCallback: `images` have shape {given} per image, but model "
+                f"{self.model.name!r} takes images of shape {tuple(input_shape)} (None: any "
+                "size). Pass images preprocessed and resized the way the model expects."
+            )
+        if self.class_names is not None and len(self.class_names) != num_classes:
+            raise ValueError(
+                f"HeatmapCallback: `class_names` has {len(self.class_names)} names, but model "
+                f"{self.model.name!r} has {num_classes} classes; pass one name per class."
+            )
+        resolved = resolve_targets(self.targets, len(self.images), num_classes)
+        return None if self.targets is None or callable(resolved) else resolved
+
+    def _attempt(
+        self, what: str, epoch: int | None, function: Callable[..., _T], *args: Any
+    ) -> _T | None:
+        """Returns `function(*args)`; on an error, raises it or warns once per `what`."""
+        try:
+            return function(*args)
+        except Exception as error:
+            if self.raise_errors:
+                raise
+            if what not in self._warned:
+                self._warned.add(what)
+                when = "" if epoch is None else f" after epoch {epoch + 1}"
+                warnings.warn(
+                    f"HeatmapCallback: {what} failed{when}: {type(error).__name__}: {error}. "
+                    "Training goes on and this warning is not repeated; pass `raise_errors=True` "
+                    "to stop on the error instead.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            return None
+
+    def _probabilities(self) -> np.ndarray:
+        return self._predict(tf.constant(self.images)).numpy()
+
+    def _box_scores(self, maps: Mapping[str, np.ndarray]) -> dict[str, float]:
+        return {
+            f"{RUN_NAME}/{tag}/{metric.__name__}": metric(method_maps, self.boxes).mean
+            for tag, method_maps in maps.items()
+            for metric in (metrics.box_iou, metrics.pointing_game)
+        }
+
+    def _columns(
+        self, epoch: int, maps: Mapping[str, np.ndarray], probabilities: np.ndarray
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The grid's columns: the images with their predictions, and each method's overlays."""
+        predicted = probabilities.argmax(axis=-1)
+        image_captions = [
+            f"pred: {self._class_name(index)} {probabilities[row, index]:.2f}"
+            for row, index in enumerate(predicted)
+        ]
+        if self._explained_classes is None:
+            map_captions = [""] * len(self.images)
+        else:
+            map_captions = [f"cam: {self._class_name(index)}" for index in self._explained_classes]
+        image_column = _column(f"Epoch {epoch + 1}", list(self._display_images), image_captions)
+        method_columns = {
+            tag: _column(
+                self.methods[tag].display_name,
+                [visualize.overlay(*pair) for pair in zip(self._display_images, method_maps)],
+                map_captions,
+            )
+            for tag, method_maps in maps.items()
+        }
+        return image_column, method_columns
+
+    def _class_name(self, index: int) -> str:
+        return str(index) if self.class_names is None else self.class_names[index]
+
+    def _write_summaries(
+        self, epoch: int, image_column: np.ndarray, method_columns: Mapping[str, np.ndarray]
+    ) -> None:
+        from tensorboard.plugins.image import metadata as image_metadata
+
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(str(self.log_dir / RUN_NAME))
+        # `record_if(True)`: an enclosing `record_if` (Keras' TensorBoard pushes one) must not
+        # silence these summaries.
+        with self._writer.as_default(step=epoch), tf.summary.record_if(True):
+            for tag, column in method_columns.items():
+                # What `tf.summary.image` writes, with OpenCV's PNG encoder: several times
+                # faster than TensorFlow's, whose default compression dominated the callback.
+                grid = _hstack([image_column, column])
+                description = (
+                    f"{self.methods[tag].display_name} of {len(self.images)} fixed images: "
+                    "image | overlay, with the predicted class and its probability."
+                )
+                tf.summary.write(
+                    f"{RUN_NAME}/{tag}",
+                    tf.constant([str(grid.shape[1]), str(grid.shape[0]), _encode_png(grid)]),
+                    metadata=image_metadata.create_summary_metadata(None, description),
+                )
+            for name, value in self.last_scores.items():
+                tf.summary.scalar(name, value)
+        self._writer.flush()
+
+    def _write_png(
+        self, epoch: int, image_column: np.ndarray, method_columns: Mapping[str, np.ndarray]
+    ) -> None:
+        png = _encode_png(_hstack([image_column, *method_columns.values()]))
+        path = self.out_dir / f"epoch_{epoch + 1:03d}.png"
+        with visualize._atomic_writer(path) as file:  # a temporary file, then os.replace
+            file.write(png)
+
+
+# ---------------------------------------------------------------------- argument checks
+def _check_positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be an int; received {value!r} ({type(value).__name__}).")
+    if value < 1:
+        raise ValueError(f"`{name}` must be at least 1; received {value}.")
+    return int(value)
+
+
+def _check_images(images: ArrayLike) -> np.ndarray:
+    """A float32 batch `(B, H, W, C)` with B >= 1 and finite values."""
+    if images is None:
+        raise ValueError(
+            "`images` is required: the fixed batch (B, H, W, C) to explain at each epoch."
+        )
+    try:
+        array = np.asarray(images)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            "`images` must be a NumPy array or tensor (B, H, W, C); received "
+            f"{type(images).__name__}."
+        ) from error
+    if array.dtype == bool or not np.issubdtype(array.dtype, np.number):
+        raise TypeError(f"`images` must be numeric; received dtype {array.dtype}.")
+    if array.ndim == 3:
+        array = array[np.newaxis]
+    if array.ndim != 4:
+        raise ValueError(
+            "`images` must be a batch (B, H, W, C) or one image (H, W, C); received shape "
+            f"{np.shape(images)}."
+        )
+    if array.shape[0] == 0:
+        raise ValueError("`images` is an empty batch (shape[0] == 0); pass at least one image.")
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise ValueError("`images` contain NaN or infinite values; check the preprocessing.")
+    return array
+
+
+def _truncate_targets(targets: Targets, count: int, max_images: int) -> Targets:
+    """Keeps the targets of the first `max_images` images; per-image targets must match `count`."""
+    if targets is None or callable(targets) or isinstance(targets, (numbers.Integral, str)):
+        return targets  # Checked against the model's classes in `on_train_begin`.
+    per_image = np.asarray(targets)
+    if per_image.ndim != 1 or len(per_image) != count:
+        raise ValueError(
+            f"`targets` must give one class per image: {count} images were passed, but `targets` "
+            f"has shape {per_image.shape}. Pass a single int to use one class for all."
+        )
+    return per_image[:max_images]
+
+
+def _check_methods(methods: str | Sequence[str]) -> dict[str, type[BaseCAM]]:
+    """`{registry name: method class}`, in the given order."""
+    if isinstance(methods, str):
+        methods = (methods,)
+    if not isinstance(methods, Sequence):
+        raise TypeError(
+            f"`methods` must be a method name or a sequence of names; received {methods!r}."
+        )
+    if not methods:
+        raise ValueError(f"`methods` is empty; name at least one of {sorted(METHODS)}.")
+    checked: dict[str, type[BaseCAM]] = {}
+    for name in methods:
+        method = get_method(name)
+        registered = (key for key, value in METHODS.items() if value is method)
+        tag = next(registered, method.__name__.lower())
+        if tag in checked:
+            raise ValueError(f"`methods` lists {tag!r} more than once; received {methods!r}.")
+        checked[tag] = method
+    return checked
+
+
+def _check_class_names(class_names: Sequence[str] | None) -> tuple[str, ...] | None:
+    if class_names is None:
+        return None
+    if isinstance(class_names, str) or not isinstance(class_names, Sequence):
+        raise TypeError(
+            f"`class_names` must be a sequence of strings, one per class; received {class_names!r}."
+        )
+    return tuple(str(name) for name in class_names)
+
+
+# ---------------------------------------------------------------------------- rendering
+def _display_images(images: np.ndarray) -> np.ndarray:
+    """uint8 RGB copies of the images as shown, enlarged (nearest neighbour) to be readable.
+
+    Images in [0, 1] or [0, 255] are shown as they are; others (e.g. mean-subtracted) are
+    min-max rescaled per image.
+    """
+    if images.min() < 0.0 or images.max() > 255.0:
+        low = images.min(axis=(1, 2, 3), keepdims=True)
+        high = images.max(axis=(1, 2, 3), keepdims=True)
+        images = (images - low) / np.maximum(high - low, np.finfo(np.float32).eps)
+    blank = np.zeros(images.shape[1:3], np.float32)
+    rgb = np.stack([visualize.overlay(image, blank, alpha=0.0) for image in images])
+    scale = max(1, math.ceil(_MIN_CELL_SIZE / max(rgb.shape[1:3])))
+    return np.repeat(np.repeat(rgb, scale, axis=1), scale, axis=2)
+
+
+def _column(title: str, cells: Sequence[np.ndarray], captions: Sequence[str]) -> np.ndarray:
+    """Stacks a title band, then each cell above its caption band."""
+    width = cells[0].shape[1]
+    parts = [_text_band(title, width)]
+    for cell, caption in zip(cells, captions):
+        parts += [cell, _text_band(caption, width)]
+    return np.concatenate(parts, axis=0)
+
+
+def _text_band(text: str, width: int) -> np.ndarray:
+    """A white `(_BAND_HEIGHT, width, 3)` strip with `text` centred in black (cut to fit)."""
+    import cv2
+
+    band = np.full((_BAND_HEIGHT, width, 3), 255, np.uint8)
+    while text and cv2.getTextSize(text, _FONT, _FONT_SCALE, 1)[0][0] > width - 4:
+        text = text[:-3] + ".." if len(text) > 3 else ""  # Drop one character per step.
+    if text:
+        (text_width, text_height), _ = cv2.getTextSize(text, _FONT, _FONT_SCALE, 1)
+        origin = ((width - text_width) // 2, (_BAND_HEIGHT + text_height) // 2)
+        cv2.putText(band, text, origin, _FONT, _FONT_SCALE, (0, 0, 0), 1, cv2.LINE_AA)
+    return band
+
+
+def _encode_png(rgb: np.ndarray) -> bytes:
+    import cv2
+
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode a {rgb.shape} image as PNG.")
+    return encoded.tobytes()
+
+
+def _hstack(columns: Sequence[np.ndarray]) -> np.ndarray:
+    """Columns side by side, separated by white gaps."""
+    gap = np.full((columns[0].shape[0], _GAP, 3), 255, np.uint8)
+    parts = [part for column in columns for part in (gap, column)][1:]
+    return np.concatenate(parts, axis=1)

@@ -1,0 +1,324 @@
+"""Tests of `HeatmapCallback`: real `fit` runs on a tiny model, read back from files and from
+a TensorBoard server."""
+
+from __future__ import annotations
+
+import collections
+import json
+import urllib.parse
+import urllib.request
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard import program
+
+from keras_cam.callbacks import HeatmapCallback
+from keras_cam.datasets import SHAPE_NAMES, shapes
+from keras_cam.methods import METHODS, GradCAM, get_method
+from tiny_models import gap_model
+
+SIZE = 32  # the smallest size `shapes` draws
+SHOWN = 4  # images the callback explains
+CELL = 128  # 32 px images are enlarged 4x in the grid
+BAND = 18  # caption and title bands
+GAP = 2  # between columns
+GRID_HEIGHT = BAND + SHOWN * (CELL + BAND)
+METHOD_NAMES = ("gradcam", "gradcam++")
+
+
+def _data(n: int = 48, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return shapes(n, image_size=SIZE, seed=seed)
+
+
+def _model() -> keras.Model:
+    model = gap_model(size=SIZE, classes=len(SHAPE_NAMES))
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
+    return model
+
+
+def _summaries(run_dir) -> dict[str, dict[int, list[tf.compat.v1.Summary.Value]]]:
+    """`{tag: {step: [values]}}` from every event file of a TensorBoard run directory."""
+    found: dict = collections.defaultdict(lambda: collections.defaultdict(list))
+    for path in sorted(run_dir.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                found[value.tag][event.step].append(value)
+    return found
+
+
+def _decode_image_summary(value) -> np.ndarray:
+    """The image of a `tf.summary.image` value (its tensor is `[width, height, png...]`)."""
+    width, height, png = value.tensor.string_val[:3]
+    image = tf.io.decode_png(png).numpy()
+    assert image.shape == (int(height), int(width), 3)
+    return image
+
+
+class _Probe(keras.callbacks.Callback):
+    """Runs after the heatmap callback: records its maps next to a direct Grad-CAM call."""
+
+    def __init__(self, heatmaps: HeatmapCallback) -> None:
+        super().__init__()
+        self.heatmaps = heatmaps
+        self.logged: dict[int, np.ndarray] = {}
+        self.direct: dict[int, np.ndarray] = {}
+        self.explainers: list[dict] = []
+
+    def on_train_begin(self, logs=None):
+        self.explainers.append(dict(self.heatmaps._explainers))
+
+    def on_epoch_end(self, epoch, logs=None):
+        assert self.heatmaps.last_epoch == epoch
+        self.logged[epoch] = self.heatmaps.last_maps["gradcam"]
+        self.direct[epoch] = GradCAM(self.model)(self.heatmaps.images)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """Two `fit` calls (epochs 0-1, then 2) with validation data and Keras' own TensorBoard
+    callback on the same `log_dir`, both methods, boxes and class names."""
+    keras.utils.set_random_seed(0)
+    root = tmp_path_factory.mktemp("heatmaps")
+    images, labels, boxes = _data()
+    val_images, val_labels, _ = _data(16, seed=1)
+    model = _model()
+    heatmaps = HeatmapCallback(
+        images,
+        methods=METHOD_NAMES,
+        log_dir=root / "logs",
+        out_dir=root / "png",
+        class_names=SHAPE_NAMES,
+        boxes=boxes,
+        max_images=SHOWN,
+    )
+    probe = _Probe(heatmaps)
+    history = []
+    for initial_epoch, epochs in ((0, 2), (2, 3)):
+        callbacks = [heatmaps, probe, keras.callbacks.TensorBoard(root / "logs")]
+        history.append(
+            model.fit(
+                images, labels, batch_size=16, epochs=epochs, initial_epoch=initial_epoch,
+                validation_data=(val_images, val_labels), callbacks=callbacks, verbose=0,
+            )
+        )
+    return {"root": root, "model": model, "heatmaps": heatmaps, "probe": probe, "history": history}
+
+
+# ------------------------------------------------------------------------- a real fit
+@pytest.mark.slow
+def test_event_files_hold_one_image_per_method_per_epoch(run):
+    summaries = _summaries(run["root"] / "logs" / "cam")
+    images = {tag: steps for tag, steps in summaries.items() if "/" not in tag[len("cam/") :]}
+    assert set(images) == {f"cam/{name}" for name in METHOD_NAMES}
+    for steps in images.values():
+        assert sorted(steps) == [0, 1, 2]
+        for (value,) in steps.values():
+            assert value.metadata.plugin_data.plugin_name == "images"
+            assert _decode_image_summary(value).shape == (GRID_HEIGHT, 2 * CELL + GAP, 3)
+
+
+@pytest.mark.slow
+def test_box_scalars_per_method_per_epoch(run):
+    summaries = _summaries(run["root"] / "logs" / "cam")
+    for name in METHOD_NAMES:
+        for metric in ("box_iou", "pointing_game"):
+            steps = summaries[f"cam/{name}/{metric}"]
+            assert sorted(steps) == [0, 1, 2]
+            values = [float(tf.make_ndarray(value.tensor)) for (value,) in steps.values()]
+            assert all(0.0 <= value <= 1.0 for value in values)
+    assert set(run["heatmaps"].last_scores) == {
+        f"cam/{name}/{metric}" for name in METHOD_NAMES for metric in ("box_iou", "pointing_game")
+    }
+
+
+@pytest.mark.slow
+def test_png_per_epoch_written_atomically(run):
+    out_dir = run["root"] / "png"
+    assert sorted(path.name for path in out_dir.iterdir()) == [
+        "epoch_001.png", "epoch_002.png", "epoch_003.png"
+    ]  # no temporary files left behind
+    for path in out_dir.iterdir():
+        image = tf.io.decode_png(path.read_bytes()).numpy()
+        assert image.shape == (GRID_HEIGHT, 3 * CELL + 2 * GAP, 3)
+
+
+@pytest.mark.slow
+def test_maps_follow_the_current_weights(run):
+    probe = run["probe"]
+    assert sorted(probe.logged) == [0, 1, 2]
+    for epoch, maps in probe.logged.items():
+        assert maps.shape == (SHOWN, SIZE, SIZE) and maps.dtype == np.float32
+        np.testing.assert_allclose(maps, probe.direct[epoch], atol=1e-6)
+    assert np.abs(probe.logged[0] - probe.logged[2]).max() > 1e-2
+    summaries = _summaries(run["root"] / "logs" / "cam")["cam/gradcam"]
+    first, last = (_decode_image_summary(summaries[step][0]) for step in (0, 2))
+    assert not np.array_equal(first, last)
+
+
+@pytest.mark.slow
+def test_built_once_and_never_retraced_across_fits(run):
+    first, second = run["probe"].explainers
+    assert set(first) == set(METHOD_NAMES)
+    assert all(first[name] is second[name] for name in METHOD_NAMES)
+    for explainer in first.values():
+        assert explainer._pass_fn.experimental_get_tracing_count() == 1
+
+
+@pytest.mark.slow
+def test_coexists_with_keras_tensorboard_and_validation_data(run):
+    logs = run["root"] / "logs"
+    assert {path.name for path in logs.iterdir()} == {"train", "validation", "cam"}
+    assert "epoch_loss" in _summaries(logs / "train")
+    assert "epoch_loss" in _summaries(logs / "validation")
+    assert [len(history.history["val_loss"]) for history in run["history"]] == [2, 1]
+
+
+@pytest.mark.slow
+def test_tensorboard_serves_the_images(run):
+    servers = []
+
+    def make_server(wsgi_app, flags):
+        servers.append(program.WerkzeugServer(wsgi_app, flags))
+        return servers[-1]
+
+    board = program.TensorBoard(server_class=make_server)
+    board.configure(
+        argv=[
+            None, "--logdir", str(run["root"] / "logs"), "--host", "127.0.0.1", "--port", "0",
+            "--load_fast", "false", "--reload_interval", "0", "--reload_task", "blocking",
+        ]
+    )
+    url = board.launch()  # loads the logs once, then serves on loopback in a daemon thread
+    try:
+        assert url.startswith("http://127.0.0.1:")
+
+        def get(path: str, **query) -> bytes:
+            address = f"{url.rstrip('/')}/data/plugin/images/{path}?{urllib.parse.urlencode(query)}"
+            with urllib.request.urlopen(address, timeout=20) as response:
+                return response.read()
+
+        tags = json.loads(get("tags"))
+        assert set(tags["cam"]) == {f"cam/{name}" for name in METHOD_NAMES}
+        entries = json.loads(get("images", run="cam", tag="cam/gradcam", sample=0))
+        assert sorted(entry["step"] for entry in entries) == [0, 1, 2]
+        query = urllib.parse.parse_qs(entries[-1]["query"])
+        png = get("individualImage", **{key: values[0] for key, values in query.items()})
+        assert tf.io.decode_png(png).numpy().shape == (GRID_HEIGHT, 2 * CELL + GAP, 3)
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+# ---------------------------------------------------------------------- other schedules
+@pytest.mark.slow
+def test_every_n_epochs_logs_the_first_then_every_nth_epoch(tmp_path):
+    images, labels, _ = _data(32)
+    shifted = images * 2.0 - 1.0  # a [-1, 1] "preprocessing": rescaled for display only
+    heatmaps = HeatmapCallback(
+        shifted[:2], log_dir=tmp_path / "logs", out_dir=tmp_path / "png", every_n_epochs=2
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        _model().fit(shifted, labels, batch_size=16, epochs=5, callbacks=[heatmaps], verbose=0)
+    assert sorted(_summaries(tmp_path / "logs" / "cam")["cam/gradcam"]) == [0, 2, 4]
+    assert sorted(path.name for path in (tmp_path / "png").iterdir()) == [
+        "epoch_001.png", "epoch_003.png", "epoch_005.png"
+    ]
+
+
+class _BrokenCAM(GradCAM):
+    display_name = "Broken-CAM"
+
+    def compute_weights(self, features, grads, class_idx):
+        raise RuntimeError("injected failure")
+
+
+@pytest.fixture
+def broken_method(monkeypatch):
+    monkeypatch.setitem(METHODS, "broken", _BrokenCAM)
+
+
+@pytest.mark.slow
+def test_a_failing_method_warns_once_and_training_goes_on(tmp_path, broken_method):
+    images, labels, _ = _data(32)
+    heatmaps = HeatmapCallback(images[:2], methods=("broken", "gradcam"), out_dir=tmp_path)
+    expected = r"(?s)computing Broken-CAM \('broken'\) failed after epoch 1: .*injected failure"
+    with pytest.warns(RuntimeWarning, match=expected) as record:
+        history = _model().fit(images, labels, batch_size=16, epochs=3, callbacks=[heatmaps],
+                               verbose=0)
+    assert len([warning for warning in record if "Broken" in str(warning.message)]) == 1
+    assert len(history.history["loss"]) == 3
+    assert len(list(tmp_path.glob("epoch_*.png"))) == 3
+    assert set(heatmaps.last_maps) == {"gradcam"}
+
+
+@pytest.mark.slow
+def test_raise_errors_stops_training(tmp_path, broken_method):
+    images, labels, _ = _data(32)
+    heatmaps = HeatmapCallback(images[:2], methods="broken", out_dir=tmp_path, raise_errors=True)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        _model().fit(images, labels, epochs=2, callbacks=[heatmaps], verbose=0)
+
+
+# ----------------------------------------------------------------------- bad arguments
+IMAGES = np.zeros((3, SIZE, SIZE, 3), np.float32)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"images": None}, ValueError, "`images` is required"),
+        ({"images": IMAGES[:0]}, ValueError, "empty batch"),
+        ({"images": IMAGES[..., 0, 0]}, ValueError, r"received shape \(3, 32\)"),
+        ({"images": np.full_like(IMAGES, np.nan)}, ValueError, "NaN"),
+        ({"images": np.array(["a"])}, TypeError, "numeric"),
+        ({"out_dir": None}, ValueError, "Pass `log_dir`"),
+        ({"methods": "gradcam+++"}, ValueError, "Unknown CAM method 'gradcam\\+\\+\\+'"),
+        ({"methods": ()}, ValueError, "`methods` is empty"),
+        ({"methods": ("gradcam", "Grad-CAM")}, ValueError, "'gradcam' more than once"),
+        ({"methods": None}, TypeError, "`methods` must be"),
+        ({"every_n_epochs": 0}, ValueError, "`every_n_epochs` must be at least 1"),
+        ({"every_n_epochs": 1.5}, TypeError, "`every_n_epochs` must be an int"),
+        ({"max_images": 0}, ValueError, "`max_images` must be at least 1"),
+        ({"boxes": np.zeros((2, 4), int)}, ValueError, r"`boxes` must have shape \(B, 4\)"),
+        ({"boxes": np.tile([0, 0, 40, 8], (3, 1))}, ValueError, r"`boxes\[0\]`"),
+        ({"targets": [0, 1]}, ValueError, "one class per image"),
+        ({"class_names": "circle"}, TypeError, "`class_names` must be a sequence"),
+    ],
+)
+def test_bad_arguments_fail_at_construction(tmp_path, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        HeatmapCallback(**{"images": IMAGES, "out_dir": tmp_path, **kwargs})
+
+
+class _EpochCounter(keras.callbacks.Callback):
+    epochs = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs += 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"images": np.zeros((2, 16, 16, 3), np.float32)}, r"shape \(16, 16, 3\) per image"),
+        ({"images": np.zeros((2, SIZE, SIZE, 1), np.float32)}, r"takes images of shape"),
+        ({"targets": 7}, "class index 7, out of range"),
+        ({"class_names": ("a", "b")}, "`class_names` has 2 names"),
+    ],
+)
+def test_arguments_that_do_not_fit_the_model_fail_before_the_first_epoch(tmp_path, kwargs, match):
+    heatmaps = HeatmapCallback(**{"images": IMAGES, "out_dir": tmp_path, **kwargs})
+    counter = _EpochCounter()
+    with pytest.raises(ValueError, match=match):
+        _model().fit(IMAGES, np.zeros(3), epochs=1, callbacks=[heatmaps, counter], verbose=0)
+    assert counter.epochs == 0
+
+
+def test_method_names_go_through_the_registry():
+    heatmaps = HeatmapCallback(IMAGES, methods=("Grad-CAM++", "gradcam"), out_dir="unused")
+    assert heatmaps.methods == {"gradcam++": get_method("gradcam++"), "gradcam": GradCAM}
