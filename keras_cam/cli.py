@@ -1,0 +1,835 @@
+"""The `keras-cam` command line: `demo`, `explain`, `info`, `evaluate` and `benchmark`.
+
+Every verb has `--help`. Errors in the input (a missing file, an unreadable image, a file that
+is not a Keras model, an unknown method or layer, a class out of range) end the command with
+one line on stderr, `keras-cam: error: ...`, and exit status 1 (2 for a malformed command
+line), never a traceback.
+
+Examples:
+```bash
+keras-cam demo --out demo_output                  # train, explain, gallery, metrics table
+keras-cam info model.keras                        # layers, automatic choice, head type
+keras-cam explain model.keras cat.jpg dog.jpg --method gradcam++,scorecam --top 2 \\
+    --preprocess resnet50 --out heatmaps
+keras-cam evaluate model.keras images/ --labels labels.csv --methods gradcam,gradcam++
+keras-cam evaluate --builtin --n 64 --json evaluation.json
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import inspect
+import logging
+import pathlib
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+import keras
+import numpy as np
+
+from keras_cam import datasets
+from keras_cam.callbacks import HeatmapCallback
+from keras_cam.demo_model import train_demo_model
+from keras_cam.evaluation import DEFAULT_METHODS, EvaluationTable, evaluate
+from keras_cam.methods import METHODS, BaseCAM, get_method
+from keras_cam.methods.cam import find_gap_head
+from keras_cam.metrics import METRICS
+from keras_cam.surgery import build_cam_model, check_model, find_conv_layer, spatial_layers
+from keras_cam.visualize import (
+    _atomic_writer,
+    _to_uint8_rgb,
+    colormap_names,
+    plot_cams,
+    save_figure,
+    save_overlay,
+)
+
+PROG = "keras-cam"
+
+MODEL_EXTENSIONS: tuple[str, ...] = (".keras", ".h5", ".hdf5")
+"""Model files `keras.models.load_model` reads: Keras 3 archives and legacy HDF5."""
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (
+    ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
+)
+"""File extensions `keras-cam evaluate` picks up in an image folder."""
+
+PREPROCESSING: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "scale01": lambda pixels: pixels / 255.0,
+    "none": lambda pixels: pixels,
+    "vgg16": keras.applications.vgg16.preprocess_input,
+    "resnet50": keras.applications.resnet50.preprocess_input,
+    "mobilenet_v2": keras.applications.mobilenet_v2.preprocess_input,
+}
+"""`--preprocess` choices: float32 RGB pixels in [0, 255], `(B, H, W, 3)` -> model input.
+
+`scale01` divides by 255 (the demo model's input), `none` passes the pixels as they are, and
+the others are `keras.applications.<family>.preprocess_input` (3-channel images only).
+"""
+
+EXPLAIN_DEFAULT_METHODS = ("gradcam++",)
+DEMO_IMAGE_SIZE = 64
+DEMO_EPOCHS = 5
+DEMO_TRAIN_IMAGES = 1536
+DEMO_CALLBACK_METHODS = ("gradcam", "gradcam++")
+DEMO_CALLBACK_IMAGES = 4
+METRIC_STEPS = 20
+"""Deletion/insertion steps used by `demo` and `evaluate` unless `--steps` says otherwise."""
+
+_ALL = "all"
+
+
+# ============================================================================ entry point
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the `keras-cam` command line.
+
+    Args:
+        argv: the arguments after the program name; `None` reads `sys.argv[1:]`.
+
+    Returns:
+        The exit status: 0 on success, 1 when the input is unusable (the reason is printed
+        on stderr as one line), 2 for a malformed command line, 130 when interrupted.
+
+    Example:
+    ```python
+    from keras_cam.cli import main
+    main(["info", "model.keras"])   # 0
+    ```
+    """
+    parser = build_parser()
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if args.verb == "benchmark":
+            args.script_args = extra  # everything is the benchmark script's
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as exit_:  # `--help` (status 0) or a usage error, already printed
+        return 0 if exit_.code is None else int(exit_.code)
+    # TensorFlow's retracing notices, logged when several explainers each trace their own
+    # functions, are noise on a command line; the level is restored for in-process callers.
+    tf_logger = logging.getLogger("tensorflow")
+    level = tf_logger.level
+    tf_logger.setLevel(logging.ERROR)
+    try:
+        return args.handler(args)
+    except (ValueError, TypeError, OSError) as error:
+        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        tf_logger.setLevel(level)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An `ArgumentParser` whose usage errors are one line, like the runtime errors."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Builds the `keras-cam` argument parser with one sub-parser per verb.
+
+    Returns:
+        The parser; `parse_args` sets `handler`, the function that runs the chosen verb.
+    """
+    parser = _Parser(
+        prog=PROG,
+        description="Class activation maps for Keras image classifiers.",
+        epilog="Run 'keras-cam VERB --help' for the options of a verb.",
+    )
+    verbs = parser.add_subparsers(title="verbs", dest="verb", required=True, metavar="VERB")
+    _add_demo(verbs)
+    _add_explain(verbs)
+    _add_info(verbs)
+    _add_evaluate(verbs)
+    _add_benchmark(verbs)
+    return parser
+
+
+def _verb(verbs: Any, name: str, summary: str, description: str) -> argparse.ArgumentParser:
+    """Adds the sub-parser of one verb, keeping the line breaks of its description."""
+    return verbs.add_parser(
+        name,
+        help=summary,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+# ================================================================================== demo
+def _add_demo(verbs: Any) -> None:
+    parser = _verb(
+        verbs,
+        "demo",
+        "train a small CNN on built-in shapes and explain it with every method",
+        "Generates the built-in shapes data, trains the demo CNN (GAP head) while logging\n"
+        "heatmaps per epoch, explains held-out images with every registered method, and\n"
+        "writes into OUT: gallery.png, evaluation.md / evaluation.json (per-method time and\n"
+        "quality), epochs/ (one PNG per epoch), logs/ (TensorBoard), model.keras and\n"
+        "samples/ (held-out images to try 'keras-cam explain' on).",
+    )
+    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("demo_output"),
+                        help="output folder (default: %(default)s)")
+    _add_training(parser, "training")
+    parser.add_argument("--n-eval", type=_positive_int, default=32,
+                        help="held-out images in the metrics table (default: %(default)s)")
+    parser.add_argument("--n-gallery", type=_positive_int, default=6,
+                        help="held-out images in the gallery (default: %(default)s)")
+    parser.add_argument("--steps", type=_positive_int, default=METRIC_STEPS,
+                        help="deletion/insertion steps (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    _add_verbose(parser)
+    parser.set_defaults(handler=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """`keras-cam demo`: the whole pipeline on built-in data, written into `args.out`."""
+    start = time.perf_counter()
+    out: pathlib.Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    say = _printer(args.verbose)
+    held_out = max(args.n_eval, args.n_gallery)
+    # Images the model never sees: the training set is drawn with `seed`, these with `seed + 1`.
+    images, labels, boxes = datasets.shapes(held_out, DEMO_IMAGE_SIZE, seed=args.seed + 1)
+
+    heatmaps = HeatmapCallback(
+        images[:DEMO_CALLBACK_IMAGES],
+        methods=DEMO_CALLBACK_METHODS,
+        log_dir=out / "logs",
+        out_dir=out / "epochs",
+        class_names=datasets.SHAPE_NAMES,
+        boxes=boxes[:DEMO_CALLBACK_IMAGES],
+    )
+    say(f"Training the demo CNN on {args.n_train} shapes images "
+        f"({DEMO_IMAGE_SIZE}x{DEMO_IMAGE_SIZE}) for {args.epochs} epochs...")
+    model, _ = train_demo_model(
+        epochs=args.epochs,
+        n_train=args.n_train,
+        image_size=DEMO_IMAGE_SIZE,
+        seed=args.seed,
+        verbose=args.verbose,
+        callbacks=[heatmaps],
+    )
+    _, accuracy = model.evaluate(images, labels, verbose=0)
+    say(f"Held-out accuracy: {accuracy:.1%} on {held_out} images.")
+    model.save(out / "model.keras")
+    samples = _write_samples(out / "samples", images[: args.n_gallery], labels)
+
+    say(f"Explaining {args.n_gallery} held-out images with {len(METHODS)} methods...")
+    gallery = images[: args.n_gallery]
+    maps = {
+        cls.display_name: _explainer(cls, model, None, args.verbose)(gallery)
+        for cls in METHODS.values()
+    }
+    predictions = np.argmax(model.predict(gallery, verbose=0), axis=-1)
+    figure = plot_cams(
+        gallery, maps, class_names=datasets.SHAPE_NAMES,
+        labels=labels[: args.n_gallery], predictions=predictions,
+    )
+    save_figure(figure, out / "gallery.png")
+
+    say(f"Evaluating {len(METHODS)} methods on {args.n_eval} held-out images...")
+    table = evaluate(
+        model, images[: args.n_eval], labels[: args.n_eval], boxes[: args.n_eval],
+        methods=list(METHODS), metric_options=_steps_options(args.steps, None),
+        verbose=min(args.verbose, 1),
+    )
+    _write_table(table, out / "evaluation.md", out / "evaluation.json")
+
+    written = {
+        out / "gallery.png": f"{args.n_gallery} held-out images x {len(METHODS)} methods",
+        out / "evaluation.md": "the table above: time and quality of each method",
+        out / "evaluation.json": "the same table as JSON",
+        out / "epochs": f"heatmaps after each epoch ({', '.join(DEMO_CALLBACK_METHODS)})",
+        out / "logs": f"TensorBoard logs: tensorboard --logdir {out / 'logs'}",
+        out / "model.keras": f"the trained model: {PROG} info {out / 'model.keras'}",
+        samples: f"held-out images: {PROG} explain {out / 'model.keras'} {samples}/*.png",
+    }
+    print(table.to_markdown())
+    print(f"\n{PROG} demo finished in {time.perf_counter() - start:.0f} s. Written:")
+    width = max(len(str(path)) for path in written)
+    for path, what in written.items():
+        print(f"  {str(path):<{width}}  {what}")
+    return 0
+
+
+def _write_samples(folder: pathlib.Path, images: np.ndarray, labels: np.ndarray) -> pathlib.Path:
+    """Writes images in [0, 1] as `sample_<i>_<class name>.png` files; returns the folder."""
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, (image, label) in enumerate(zip(images, labels)):
+        path = folder / f"sample_{index}_{datasets.SHAPE_NAMES[label]}.png"
+        bgr = cv2.cvtColor(_to_uint8_rgb(image), cv2.COLOR_RGB2BGR)
+        if not cv2.imwrite(str(path), bgr):
+            raise OSError(f"OpenCV could not write {path}.")
+    return folder
+
+
+# =============================================================================== explain
+def _add_explain(verbs: Any) -> None:
+    parser = _verb(
+        verbs,
+        "explain",
+        "write heatmap overlays of images explained by a saved model",
+        "Loads a .keras model (safe mode), reads the images with OpenCV, resizes them to the\n"
+        "model's input size, preprocesses them, prints each image's top classes and writes\n"
+        "one overlay PNG per image, method and class: OUT/<image>_<method>_class<N>.png.\n\n"
+        "example:\n"
+        "  keras-cam explain model.keras cat.jpg --method gradcam++,scorecam --top 2 \\\n"
+        "      --preprocess resnet50 --out heatmaps",
+    )
+    parser.add_argument("model", type=pathlib.Path, metavar="MODEL",
+                        help="a .keras (or legacy .h5) model file")
+    parser.add_argument("images", type=pathlib.Path, nargs="+", metavar="IMAGE",
+                        help="image files OpenCV can read")
+    _add_methods(parser, "--method", EXPLAIN_DEFAULT_METHODS)
+    parser.add_argument("--layer", help="layer to explain (default: automatic; see 'info')")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--class", dest="class_index", type=int, metavar="N",
+                        help="explain class N for every image (default: its top class)")
+    target.add_argument("--top", type=_positive_int, metavar="K",
+                        help="explain each of the K most probable classes of every image")
+    _add_preprocess(parser)
+    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("keras_cam_output"),
+                        help="output folder (default: %(default)s)")
+    parser.add_argument("--alpha", type=_unit_float, default=0.4,
+                        help="heatmap weight in the overlay, 0-1 (default: %(default)s)")
+    parser.add_argument("--colormap", type=_colormap, default="jet",
+                        help="OpenCV colormap name, e.g. jet, turbo, viridis "
+                             "(default: %(default)s)")
+    _add_unsafe(parser)
+    _add_verbose(parser)
+    parser.set_defaults(handler=_explain)
+
+
+def _explain(args: argparse.Namespace) -> int:
+    """`keras-cam explain`: overlays of each image, method and explained class."""
+    model = _load_model(args.model, args.unsafe)
+    methods = _parse_methods(args.method, EXPLAIN_DEFAULT_METHODS)
+    predictor = build_cam_model(model)
+    num_classes = predictor.num_classes
+    if args.class_index is not None and not 0 <= args.class_index < num_classes:
+        raise ValueError(
+            f"--class {args.class_index} is out of range: the model has {num_classes} classes "
+            f"(0 to {num_classes - 1})."
+        )
+    if args.top is not None and args.top > num_classes:
+        raise ValueError(f"--top {args.top} exceeds the model's {num_classes} classes.")
+    pixels = [_read_image(path, predictor.input_shape)[0] for path in args.images]
+    explainers = {
+        name: _explainer(cls, model, args.layer, args.verbose) for name, cls in methods.items()
+    }
+    shown = max(min(5, num_classes), args.top or 0)
+    for path, stem, rgb in zip(args.images, _unique_stems(args.images), pixels):
+        batch = _preprocess(rgb[np.newaxis], args.preprocess)
+        probabilities = np.asarray(predictor.model(batch, training=False)[2])[0]
+        ranking = np.argsort(-probabilities, kind="stable")
+        print(f"{path}: top classes " + ", ".join(
+            f"{index} ({probabilities[index]:.3f})" for index in ranking[:shown]
+        ))
+        if args.class_index is not None:
+            classes = [args.class_index]
+        else:
+            classes = [int(index) for index in ranking[: args.top or 1]]
+        repeated = np.repeat(batch, len(classes), axis=0)
+        for name, cam in explainers.items():
+            maps = cam(repeated, targets=classes)
+            for class_index, heatmap in zip(classes, maps):
+                target = args.out / f"{stem}_{_slug(name)}_class{class_index}.png"
+                save_overlay(target, rgb, heatmap, alpha=args.alpha, colormap=args.colormap)
+                print(f"  wrote {target}")
+    return 0
+
+
+# ================================================================================== info
+def _add_info(verbs: Any) -> None:
+    parser = _verb(
+        verbs,
+        "info",
+        "show the layers a saved model can be explained at, and its head",
+        "Prints the model's input shape and classes, whether its head is\n"
+        "conv -> GlobalAveragePooling2D -> Dense (so CAM applies), the automatic layer\n"
+        "choice and every layer with a spatial output (what --layer accepts).",
+    )
+    parser.add_argument("model", type=pathlib.Path, metavar="MODEL",
+                        help="a .keras (or legacy .h5) model file")
+    _add_unsafe(parser)
+    parser.set_defaults(handler=_info)
+
+
+def _info(args: argparse.Namespace) -> int:
+    """`keras-cam info`: input, classes, head type and the explainable layers."""
+    model = _load_model(args.model, args.unsafe)
+    cam_model = build_cam_model(model)
+    automatic = find_conv_layer(model)
+    try:
+        head = find_gap_head(model)
+        head_text = (
+            f"conv -> GlobalAveragePooling2D -> Dense: CAM applies (pooled layer "
+            f"{head.features.name!r}, classifier {head.dense.name!r})"
+        )
+    except ValueError:
+        head_text = (
+            "not conv -> GlobalAveragePooling2D -> Dense: CAM does not apply, the other "
+            "methods do (keras_cam.retrofit_gap builds a GAP head on the conv base)"
+        )
+    candidates = spatial_layers(model)
+    width = max(len(path) for path, _ in candidates)
+    print(f"model        {model.name} ({args.model})")
+    print(f"input shape  {cam_model.input_shape}")
+    print(f"classes      {cam_model.num_classes} ({cam_model.head} output)")
+    print(f"head         {head_text}")
+    print("\nLayers you can explain (--layer NAME), from input to output:")
+    for path, layer in candidates:
+        marker = "   <- automatic choice" if layer is automatic else ""
+        print(f"  {path:<{width}}  {tuple(layer.output.shape)}{marker}")
+    return 0
+
+
+# ============================================================================== evaluate
+def _add_evaluate(verbs: Any) -> None:
+    parser = _verb(
+        verbs,
+        "evaluate",
+        "compare methods with faithfulness and localization metrics",
+        "Evaluates CAM methods on a saved model and a folder of images, or with --builtin on\n"
+        "held-out built-in shapes images with ground-truth boxes (training the demo model\n"
+        "unless MODEL is given), and prints one Markdown row per method.\n\n"
+        "The --labels file is CSV, one image per row: FILE,LABEL or FILE,LABEL,X0,Y0,X1,Y1\n"
+        "(FILE relative to IMAGES_DIR; the box in the image's own pixels, X1/Y1 exclusive).\n"
+        "With it, exactly the listed images are evaluated for their labels; without it,\n"
+        "every image in the folder for its top class.\n\n"
+        "examples:\n"
+        "  keras-cam evaluate model.keras images/ --labels labels.csv --json table.json\n"
+        "  keras-cam evaluate --builtin --n 64 --methods all",
+    )
+    parser.add_argument("model", type=pathlib.Path, nargs="?", metavar="MODEL",
+                        help="a .keras (or legacy .h5) model file (optional with --builtin)")
+    parser.add_argument("images_dir", type=pathlib.Path, nargs="?", metavar="IMAGES_DIR",
+                        help="folder of images (not with --builtin)")
+    parser.add_argument("--labels", type=pathlib.Path, metavar="FILE",
+                        help="CSV of FILE,LABEL[,X0,Y0,X1,Y1] rows (see above)")
+    parser.add_argument("--builtin", action="store_true",
+                        help="use held-out built-in shapes images with boxes instead of a folder")
+    parser.add_argument("--n", type=_positive_int, default=64,
+                        help="built-in images to evaluate (default: %(default)s)")
+    _add_training(parser, "with --builtin and no MODEL, demo model training")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    _add_methods(parser, "--methods", DEFAULT_METHODS)
+    parser.add_argument("--metrics", action="append", metavar="NAME[,NAME...]",
+                        help=f"metrics to compute, repeatable or comma-separated, from: "
+                             f"{', '.join(METRICS)} (default: all that apply)")
+    parser.add_argument("--layer", help="layer every method explains (default: automatic)")
+    parser.add_argument("--steps", type=_positive_int, default=METRIC_STEPS,
+                        help="deletion/insertion steps (default: %(default)s)")
+    parser.add_argument("--batch-size", type=_positive_int, default=32,
+                        help="images per model call (default: %(default)s)")
+    _add_preprocess(parser)
+    parser.add_argument("--json", type=pathlib.Path, metavar="PATH",
+                        help="also write the table as JSON to PATH")
+    _add_unsafe(parser)
+    _add_verbose(parser)
+    parser.set_defaults(handler=_evaluate)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """`keras-cam evaluate`: the metrics table of a model on a folder or built-in images."""
+    if args.builtin:
+        if args.images_dir is not None or args.labels is not None:
+            raise ValueError("--builtin evaluates built-in images: give no IMAGES_DIR or --labels.")
+        model, images, labels, boxes = _builtin_data(args)
+    else:
+        if args.model is None or args.images_dir is None:
+            raise ValueError("give MODEL and IMAGES_DIR, or --builtin (see 'keras-cam evaluate "
+                             "--help').")
+        model = _load_model(args.model, args.unsafe)
+        images, labels, boxes = _folder_data(args, build_cam_model(model).input_shape)
+    metrics = None if args.metrics is None else _split_names(args.metrics)
+    table = evaluate(
+        model,
+        images,
+        labels,
+        boxes,
+        methods=list(_parse_methods(args.methods, DEFAULT_METHODS).values()),
+        metrics=metrics,
+        layer=args.layer,
+        batch_size=args.batch_size,
+        metric_options=_steps_options(args.steps, metrics),
+        verbose=min(args.verbose, 1),
+    )
+    print(table.to_markdown())
+    if args.json is not None:
+        _write_table(table, None, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _builtin_data(
+    args: argparse.Namespace,
+) -> tuple[keras.Model, np.ndarray, np.ndarray, np.ndarray]:
+    """The model (loaded, or the demo model trained now) and held-out shapes with boxes."""
+    if args.model is None:
+        _printer(args.verbose)(f"Training the demo CNN for {args.epochs} epochs...")
+        model, _ = train_demo_model(
+            epochs=args.epochs, n_train=args.n_train, image_size=DEMO_IMAGE_SIZE,
+            seed=args.seed, verbose=args.verbose,
+        )
+    else:
+        model = _load_model(args.model, args.unsafe)
+    cam_model = build_cam_model(model)
+    height, width, channels = cam_model.input_shape
+    classes = cam_model.num_classes
+    if height is None or height != width or channels != 3 or not 2 <= classes <= len(
+        datasets.SHAPE_NAMES
+    ):
+        raise ValueError(
+            f"--builtin needs a model of square RGB images with 2 to {len(datasets.SHAPE_NAMES)} "
+            f"classes (the built-in shapes, pixels in [0, 1]); {args.model} takes "
+            f"{cam_model.input_shape} and has {classes} classes."
+        )
+    images, labels, boxes = datasets.shapes(
+        args.n, height, seed=args.seed + 1, num_classes=classes
+    )
+    return model, images, labels, boxes
+
+
+def _folder_data(
+    args: argparse.Namespace, input_shape: tuple[int | None, ...]
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Preprocessed images of a folder, with labels and boxes from `--labels` if given."""
+    folder: pathlib.Path = args.images_dir
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    if None in input_shape[:2]:
+        raise ValueError(
+            f"the model takes images of any size {input_shape}; evaluate needs one size for the "
+            "whole batch: save the model with a fixed input size."
+        )
+    if args.labels is None:
+        paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not paths:
+            raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
+        rows: list[tuple[pathlib.Path, int | None, tuple[int, ...] | None]] = [
+            (path, None, None) for path in paths
+        ]
+    else:
+        rows = _read_labels(args.labels, folder)
+    pixels, boxes = [], []
+    for path, _, box in rows:
+        rgb, original_size = _read_image(path, input_shape)
+        pixels.append(rgb)
+        if box is not None:
+            boxes.append(_scale_box(box, original_size, rgb.shape[:2], path))
+    images = _preprocess(np.stack(pixels), args.preprocess)
+    labels = None if args.labels is None else np.array([row[1] for row in rows], np.int32)
+    return images, labels, np.array(boxes, np.int32) if boxes else None
+
+
+def _read_labels(
+    path: pathlib.Path, folder: pathlib.Path
+) -> list[tuple[pathlib.Path, int, tuple[int, ...] | None]]:
+    """Parses the `--labels` CSV: `FILE,LABEL` or `FILE,LABEL,X0,Y0,X1,Y1` rows."""
+    if not path.is_file():
+        raise FileNotFoundError(f"labels file not found: {path}")
+    rows = []
+    with open(path, newline="", encoding="utf-8") as file:
+        for line_number, fields in enumerate(csv.reader(file), start=1):
+            fields = [field.strip() for field in fields]
+            if not fields or not fields[0] or fields[0].startswith("#"):
+                continue
+            if len(fields) not in (2, 6):
+                raise ValueError(
+                    f"{path}, line {line_number}: expected FILE,LABEL or FILE,LABEL,X0,Y0,X1,Y1; "
+                    f"got {len(fields)} fields."
+                )
+            try:
+                numbers = [int(field) for field in fields[1:]]
+            except ValueError:
+                raise ValueError(
+                    f"{path}, line {line_number}: LABEL and the box must be integers; got "
+                    f"{','.join(fields[1:])!r}."
+                ) from None
+            rows.append((folder / fields[0], numbers[0], tuple(numbers[1:]) or None))
+    if not rows:
+        raise ValueError(f"{path} lists no images.")
+    with_boxes = sum(box is not None for _, _, box in rows)
+    if 0 < with_boxes < len(rows):
+        raise ValueError(f"{path}: give a box on every row or on none ({with_boxes} of "
+                         f"{len(rows)} rows have one).")
+    return rows
+
+
+def _scale_box(
+    box: tuple[int, ...],
+    original: tuple[int, int],
+    resized: tuple[int, int],
+    path: str | pathlib.Path,
+) -> tuple[int, int, int, int]:
+    """Maps an `(x0, y0, x1, y1)` box from the original image's pixels to the resized image's."""
+    x0, y0, x1, y1 = box
+    height, width = original
+    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+        raise ValueError(
+            f"the box {box} of {path} is not inside the {width}x{height} image with x0 < x1 and "
+            "y0 < y1 (x1, y1 exclusive)."
+        )
+    scale_y, scale_x = resized[0] / height, resized[1] / width
+    new_x0, new_y0 = int(np.floor(x0 * scale_x)), int(np.floor(y0 * scale_y))
+    new_x1 = max(new_x0 + 1, min(resized[1], int(np.ceil(x1 * scale_x))))
+    new_y1 = max(new_y0 + 1, min(resized[0], int(np.ceil(y1 * scale_y))))
+    return new_x0, new_y0, new_x1, new_y1
+
+
+# ============================================================================= benchmark
+def _add_benchmark(verbs: Any) -> None:
+    parser = _verb(
+        verbs,
+        "benchmark",
+        "run benchmarks/speed.py (a source checkout only)",
+        "Runs benchmarks/speed.py of the source checkout, passing every other argument on,\n"
+        "e.g. 'keras-cam benchmark --quick'. Its options: python benchmarks/speed.py --help",
+    )
+    parser.set_defaults(handler=_benchmark)
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    """`keras-cam benchmark`: runs the speed benchmark script of a source checkout."""
+    script = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "speed.py"
+    if not script.is_file():
+        raise FileNotFoundError(
+            f"{script} is not here: the benchmarks ship with the source repository, not the "
+            "installed package. Clone the repository and install it with 'pip install -e .'."
+        )
+    return subprocess.call([sys.executable, str(script), *args.script_args])
+
+
+# ======================================================================= shared options
+def _add_methods(parser: argparse.ArgumentParser, flag: str, default: Sequence[str]) -> None:
+    parser.add_argument(
+        flag, action="append", metavar="NAME[,NAME...]",
+        help=f"method(s), repeatable or comma-separated, or '{_ALL}': "
+             f"{', '.join(METHODS)} (default: {','.join(default)})",
+    )
+
+
+def _add_training(parser: argparse.ArgumentParser, purpose: str) -> None:
+    parser.add_argument("--epochs", type=_positive_int, default=DEMO_EPOCHS,
+                        help=f"{purpose} epochs (default: %(default)s)")
+    parser.add_argument("--n-train", type=_positive_int, default=DEMO_TRAIN_IMAGES,
+                        help=f"{purpose} images (default: %(default)s)")
+
+
+def _add_preprocess(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--preprocess", choices=list(PREPROCESSING), default="scale01",
+        help="how RGB pixels 0-255 become model input: scale01 divides by 255, none keeps "
+             "them, the others are keras.applications.<name>.preprocess_input "
+             "(default: %(default)s)",
+    )
+
+
+def _add_unsafe(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--unsafe", action="store_true",
+        help="load with safe_mode=False (allows Lambda layers; runs code stored in the file: "
+             "only for files you trust)",
+    )
+
+
+def _add_verbose(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
+                        help="progress output: 0 none, 1 progress bars, 2 one line per epoch "
+                             "or pass (default: 1)")
+
+
+def _unit_float(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
+    return value
+
+
+def _colormap(text: str) -> str:
+    """argparse type: an OpenCV colormap name (case-insensitive)."""
+    names = colormap_names()
+    if text.lower() not in names:
+        raise argparse.ArgumentTypeError(f"unknown colormap {text!r}; known: {', '.join(names)}")
+    return text.lower()
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+# ============================================================================== helpers
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line (whitespace runs, newlines included, become a space)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _printer(verbose: int) -> Callable[[str], None]:
+    """`print` when `verbose` > 0, else a function that prints nothing."""
+    return (lambda text: print(text, flush=True)) if verbose else (lambda text: None)
+
+
+def _load_model(path: pathlib.Path, unsafe: bool) -> keras.Model:
+    """Loads a `.keras` / `.h5` model file, with Keras' safe mode unless `unsafe`.
+
+    Raises:
+        FileNotFoundError: `path` is not a file.
+        ValueError: the file is not a Keras model Keras can load, or not a single-input,
+            single-output image classifier.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    if path.suffix.lower() not in MODEL_EXTENSIONS:
+        raise ValueError(
+            f"{path} is not a Keras model file: expected a .keras file, or a legacy .h5 / "
+            ".hdf5 file, as written by keras.Model.save."
+        )
+    if path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a Keras model: a .keras file is a zip archive.")
+    if unsafe:
+        print(
+            f"{PROG}: warning: --unsafe loads {path} with safe_mode=False, which runs code "
+            "stored in the file; use it only for files you trust.",
+            file=sys.stderr,
+        )
+    try:
+        model = keras.models.load_model(path, safe_mode=not unsafe)
+    except Exception as error:  # Keras raises many types for foreign files; re-raised, not hidden
+        hint = "" if unsafe or "safe_mode" not in str(error) else " (see --unsafe)"
+        raise ValueError(
+            f"{path} is not a Keras model that can be loaded: {type(error).__name__}: "
+            f"{_one_line(error)}{hint}"
+        ) from error
+    check_model(model)
+    return model
+
+
+def _read_image(
+    path: pathlib.Path, input_shape: tuple[int | None, ...]
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Reads an image with OpenCV as uint8 RGB (or gray), resized to the model's input size.
+
+    Args:
+        path: the image file.
+        input_shape: the model's `(height, width, channels)`; `None` dimensions keep the
+            image's own size. Channels must be 1 or 3.
+
+    Returns:
+        `(image, original_size)`: uint8 `(H, W, C)` and the file's `(height, width)`.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: OpenCV cannot decode the file, or the model takes neither 1 nor 3
+            channels.
+    """
+    import cv2
+
+    height, width, channels = input_shape
+    if channels not in (1, 3):
+        raise ValueError(f"the model takes {channels}-channel images; explain reads 1 or 3.")
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
+    image = cv2.imread(str(path), flag)
+    if image is None:
+        raise ValueError(f"cannot read image {path}: OpenCV cannot decode it.")
+    if channels == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    original = image.shape[:2]
+    size = (width or original[1], height or original[0])  # OpenCV sizes are (width, height)
+    if size != (original[1], original[0]):
+        shrinking = size[0] * size[1] < original[0] * original[1]
+        interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+        image = cv2.resize(image, size, interpolation=interpolation)
+    image = image.reshape(*image.shape[:2], channels)
+    return image, original
+
+
+def _preprocess(pixels: np.ndarray, name: str) -> np.ndarray:
+    """Applies a `PREPROCESSING` entry to uint8 pixels `(B, H, W, C)`; returns float32."""
+    if name not in ("scale01", "none") and pixels.shape[-1] != 3:
+        raise ValueError(f"--preprocess {name} needs RGB images; the model takes "
+                         f"{pixels.shape[-1]} channel(s).")
+    # A fresh float32 copy: some `preprocess_input` functions modify their argument in place.
+    return np.asarray(PREPROCESSING[name](pixels.astype(np.float32)), np.float32)
+
+
+def _split_names(values: Sequence[str]) -> list[str]:
+    """Flattens repeated and comma-separated option values into a list of names."""
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
+
+
+def _parse_methods(
+    values: Sequence[str] | None, default: Sequence[str]
+) -> dict[str, type[BaseCAM]]:
+    """`{registry name: class}` for `--method(s)` values; `all` means every registered method."""
+    names = _split_names(values) if values else list(default)
+    if _ALL in names:
+        return dict(METHODS)
+    methods: dict[str, type[BaseCAM]] = {}
+    for name in names:
+        cls = get_method(name)
+        methods[next(key for key, known in METHODS.items() if known is cls)] = cls
+    if not methods:
+        raise ValueError(f"name at least one method: {', '.join(METHODS)}.")
+    return methods
+
+
+def _explainer(
+    cls: type[BaseCAM], model: keras.Model, layer: str | None, verbose: int
+) -> BaseCAM:
+    """Builds a method, passing `verbose` to those that show progress (Score-CAM)."""
+    takes_verbose = "verbose" in inspect.signature(cls).parameters
+    return cls(model, layer, **({"verbose": verbose} if takes_verbose else {}))
+
+
+def _steps_options(steps: int, metrics: Sequence[str] | None) -> dict[str, dict[str, int]]:
+    """`metric_options` setting the steps of deletion and insertion, where they are computed."""
+    curves = ("deletion", "insertion")
+    return {name: {"steps": steps} for name in curves if metrics is None or name in metrics}
+
+
+def _write_table(
+    table: EvaluationTable, markdown: pathlib.Path | None, json_path: pathlib.Path | None
+) -> None:
+    """Writes the table's Markdown and/or JSON atomically."""
+    for path, text in ((markdown, table.to_markdown()), (json_path, table.to_json())):
+        if path is not None:
+            with _atomic_writer(path) as file:
+                file.write((text + "\n").encode("utf-8"))
+
+
+def _unique_stems(paths: Sequence[pathlib.Path]) -> list[str]:
+    """File stems for the outputs; repeated stems get their position as a prefix."""
+    stems = [path.stem for path in paths]
+    return [stem if stems.count(stem) == 1 else f"{i}_{stem}" for i, stem in enumerate(stems)]
+
+
+def _slug(name: str) -> str:
+    """A method name fit for a file name: `gradcam++` -> `gradcampp`."""
+    return name.replace("+", "p")
+

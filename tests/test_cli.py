@@ -1,0 +1,336 @@
+"""Tests of the `keras-cam` command line: each verb on small saved models, and its errors.
+
+Most tests call `main([...])` in-process (capsys reads its output); two run the installed
+entry point in a subprocess, where TensorFlow's native start-up log lines are filtered out of
+stderr before counting the error lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import cv2
+import keras
+import numpy as np
+import pytest
+from tiny_models import gap_model
+
+from keras_cam import cli
+from keras_cam.methods import METHODS
+
+SIZE = 32
+CLASSES = 4
+# What TensorFlow's C++ runtime prints on stderr at import, before Python runs any of our code.
+_TF_NATIVE_LOG = re.compile(
+    r"^([IWEF]\d{4} |WARNING: All log messages before absl|To enable the following instructions)"
+)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Saved models and images: a GAP model, a Flatten-head model, a Lambda model, PNGs."""
+    folder = tmp_path_factory.mktemp("cli")
+    keras.utils.set_random_seed(0)
+    gap_model(size=SIZE, classes=CLASSES).save(folder / "gap.keras")
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="only_conv")(inputs)
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(x))
+    keras.Model(inputs, outputs, name="flat_head").save(folder / "flat.keras")
+
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    x = keras.layers.Lambda(lambda t: 2.0 * t)(x)
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    keras.Model(inputs, outputs, name="with_lambda").save(folder / "lambda.keras")
+
+    rng = np.random.default_rng(0)
+    images = folder / "images"
+    images.mkdir()
+    for name, shape in (("a.png", (40, 50, 3)), ("b.jpg", (SIZE, SIZE, 3))):
+        assert cv2.imwrite(str(images / name), rng.integers(0, 256, shape, dtype=np.uint8))
+    (folder / "not_an_image.png").write_text("plain text")
+    (folder / "not_a_model.keras").write_text("plain text")
+    (folder / "model.txt").write_text("plain text")
+    return folder
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line and not _TF_NATIVE_LOG.match(line)]
+
+
+def _read_rgb(path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+# ---------------------------------------------------------------------------- explain
+def test_explain_writes_one_overlay_per_image_and_method(files, tmp_path, capsys):
+    out = tmp_path / "out"
+    images = [files / "images" / "a.png", files / "images" / "b.jpg"]
+    status = cli.main([
+        "explain", str(files / "gap.keras"), *map(str, images),
+        "--method", "gradcam,gradcam++", "--method", "cam", "--out", str(out), "--verbose", "0",
+    ])
+    assert status == 0
+    written = sorted(path.name for path in out.iterdir())
+    assert len(written) == 6
+    for stem in ("a", "b"):
+        for method in ("gradcam", "gradcampp", "cam"):
+            [name] = [n for n in written if re.fullmatch(rf"{stem}_{method}_class\d\.png", n)]
+            assert _read_rgb(out / name).shape == (SIZE, SIZE, 3)  # resized to the model input
+    printed = capsys.readouterr().out
+    assert printed.count("top classes") == 2
+    assert str(images[0]) in printed
+
+
+def test_explain_top_k_explains_the_k_most_probable_classes(files, tmp_path, capsys):
+    model = keras.models.load_model(files / "gap.keras")
+    pixels = cv2.cvtColor(cv2.imread(str(files / "images" / "a.png")), cv2.COLOR_BGR2RGB)
+    resized = cv2.resize(pixels, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+    probabilities = model.predict(resized[None].astype(np.float32) / 255.0, verbose=0)[0]
+    expected = set(np.argsort(-probabilities)[:2].tolist())
+
+    status = cli.main([
+        "explain", str(files / "gap.keras"), str(files / "images" / "a.png"), "--top", "2",
+        "--out", str(tmp_path),
+    ])
+    assert status == 0
+    classes = {int(re.search(r"class(\d)", p.name).group(1)) for p in tmp_path.glob("a_*.png")}
+    assert classes == expected
+    assert len(list(tmp_path.glob("a_gradcampp_class*.png"))) == 2  # the default method
+
+
+def test_explain_overlays_the_resized_rgb_image_not_the_preprocessed_one(files, tmp_path):
+    status = cli.main([
+        "explain", str(files / "gap.keras"), str(files / "images" / "a.png"), "--class", "1",
+        "--preprocess", "vgg16", "--alpha", "0", "--out", str(tmp_path),
+    ])
+    assert status == 0
+    pixels = cv2.cvtColor(cv2.imread(str(files / "images" / "a.png")), cv2.COLOR_BGR2RGB)
+    expected = cv2.resize(pixels, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(_read_rgb(tmp_path / "a_gradcampp_class1.png"), expected)
+
+
+def test_images_are_read_as_rgb(tmp_path):
+    red = np.zeros((8, 8, 3), np.uint8)
+    red[..., 2] = 255  # OpenCV writes BGR: this file is pure red
+    cv2.imwrite(str(tmp_path / "red.png"), red)
+    image, original_size = cli._read_image(tmp_path / "red.png", (4, 4, 3))
+    assert original_size == (8, 8)
+    assert image.shape == (4, 4, 3)
+    assert (image[..., 0] == 255).all() and (image[..., 1:] == 0).all()
+
+
+def test_unsafe_loads_a_lambda_model_with_a_warning(files, tmp_path, capsys):
+    status = cli.main([
+        "explain", str(files / "lambda.keras"), str(files / "images" / "b.jpg"), "--unsafe",
+        "--method", "gradcam", "--out", str(tmp_path),
+    ])
+    assert status == 0
+    [warning] = capsys.readouterr().err.splitlines()
+    assert warning.startswith("keras-cam: warning: --unsafe")
+    assert len(list(tmp_path.glob("*.png"))) == 1
+
+
+# ----------------------------------------------------------------------------- errors
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["explain", "{missing}/m.keras", "{images}/a.png"], "model file not found"),
+        (["explain", "{files}/gap.keras", "{missing}/x.png"], "image file not found"),
+        (["explain", "{files}/gap.keras", "{files}/not_an_image.png"], "cannot read image"),
+        (["explain", "{files}/not_a_model.keras", "{images}/a.png"], "is not a Keras model"),
+        (["explain", "{files}/model.txt", "{images}/a.png"], "is not a Keras model file"),
+        (["explain", "{images}/a.png", "{images}/a.png"], "is not a Keras model file"),
+        (["explain", "{files}/lambda.keras", "{images}/a.png"], "see --unsafe"),
+        (["explain", "{files}/gap.keras", "{images}/a.png", "--method", "nope"],
+         "Unknown CAM method 'nope'"),
+        (["explain", "{files}/gap.keras", "{images}/a.png", "--layer", "nope"],
+         "is not a layer of model"),
+        (["explain", "{files}/gap.keras", "{images}/a.png", "--class", "4"],
+         "--class 4 is out of range: the model has 4 classes"),
+        (["explain", "{files}/gap.keras", "{images}/a.png", "--top", "5"],
+         "exceeds the model's 4 classes"),
+        (["explain", "{files}/flat.keras", "{images}/a.png", "--method", "cam"],
+         "retrofit_gap"),
+        (["info", "{missing}/m.keras"], "model file not found"),
+        (["evaluate", "{files}/gap.keras", "{missing}"], "image folder not found"),
+        (["evaluate", "{files}/gap.keras"], "give MODEL and IMAGES_DIR, or --builtin"),
+        (["evaluate", "{files}/gap.keras", "{images}", "--metrics", "box_iou"],
+         "no `boxes` were given"),
+        (["evaluate", "{files}/gap.keras", "{images}", "--labels", "{missing}/l.csv"],
+         "labels file not found"),
+    ],
+)
+def test_bad_input_is_one_line_on_stderr_and_a_nonzero_status(
+    files, tmp_path, capsys, arguments, message
+):
+    paths = {"files": files, "images": files / "images", "missing": tmp_path / "missing"}
+    status = cli.main([argument.format(**paths) for argument in arguments])
+    captured = capsys.readouterr()
+    assert status == 1
+    [line] = captured.err.splitlines()
+    assert line.startswith("keras-cam: error: ")
+    assert message in line
+    assert "Traceback" not in captured.err + captured.out
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        [],
+        ["explain"],
+        ["explain", "m.keras", "a.png", "--top", "0"],
+        ["explain", "m.keras", "a.png", "--class", "1", "--top", "2"],
+        ["explain", "m.keras", "a.png", "--alpha", "1.5"],
+        ["explain", "m.keras", "a.png", "--colormap", "nope"],
+        ["explain", "m.keras", "a.png", "--preprocess", "vgg99"],
+        ["nope"],
+    ],
+)
+def test_malformed_command_lines_are_one_line_with_status_2(capsys, arguments):
+    assert cli.main(arguments) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert "error:" in line and "--help" in line
+
+
+@pytest.mark.parametrize("verb", ["demo", "explain", "info", "evaluate", "benchmark"])
+def test_every_verb_has_help(capsys, verb):
+    assert cli.main([verb, "--help"]) == 0
+    assert f"usage: keras-cam {verb}" in capsys.readouterr().out
+
+
+# -------------------------------------------------------------------------------- info
+def test_info_lists_the_layers_the_automatic_choice_and_the_head(files, capsys):
+    assert cli.main(["info", str(files / "gap.keras")]) == 0
+    printed = capsys.readouterr().out
+    assert "input shape  (32, 32, 3)" in printed
+    assert "classes      4 (softmax output)" in printed
+    assert "CAM applies" in printed
+    layers = printed.split("--layer NAME")[1].splitlines()[1:]
+    assert [line.split()[0] for line in layers] == ["conv2d", "last_conv"]
+    assert layers[-1].endswith("<- automatic choice")
+    assert "(None, 32, 32, 8)" in layers[-1]
+
+
+def test_info_says_when_cam_does_not_apply(files, capsys):
+    assert cli.main(["info", str(files / "flat.keras")]) == 0
+    printed = capsys.readouterr().out
+    assert "CAM does not apply" in printed
+    assert re.search(r"only_conv\s+\(None, 30, 30, 4\)\s+<- automatic choice", printed)
+
+
+# ---------------------------------------------------------------------------- evaluate
+def test_evaluate_a_folder_with_labels_and_boxes(files, tmp_path, capsys):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("# file,label,x0,y0,x1,y1\na.png,1,0,0,25,20\nb.jpg,2,8,8,24,24\n")
+    table = tmp_path / "table.json"
+    status = cli.main([
+        "evaluate", str(files / "gap.keras"), str(files / "images"), "--labels", str(labels),
+        "--methods", "gradcam,cam", "--steps", "4", "--json", str(table), "--verbose", "0",
+    ])
+    assert status == 0
+    result = json.loads(table.read_text())
+    assert result["num_images"] == 2
+    assert [row["method"] for row in result["rows"]] == ["gradcam", "cam"]
+    assert {"box_iou", "pointing_game", "deletion"} <= set(result["metrics"])
+    assert "| Grad-CAM |" in capsys.readouterr().out
+
+
+def test_boxes_are_scaled_to_the_model_input():
+    assert cli._scale_box((0, 0, 25, 20), (40, 50), (32, 32), "a.png") == (0, 0, 16, 16)
+    with pytest.raises(ValueError, match="is not inside the 50x40 image"):
+        cli._scale_box((0, 0, 60, 20), (40, 50), (32, 32), "a.png")
+
+
+def test_evaluate_builtin_with_a_saved_model(files, tmp_path, capsys):
+    table = tmp_path / "table.json"
+    status = cli.main([
+        "evaluate", str(files / "gap.keras"), "--builtin", "--n", "4", "--methods", "gradcam",
+        "--metrics", "deletion,box_iou", "--steps", "2", "--json", str(table), "--verbose", "0",
+    ])
+    assert status == 0
+    result = json.loads(table.read_text())
+    assert result["num_images"] == 4
+    assert list(result["metrics"]) == ["deletion", "box_iou"]
+
+
+def test_evaluate_builtin_trains_the_demo_model(tmp_path, capsys):
+    status = cli.main([
+        "evaluate", "--builtin", "--epochs", "1", "--n-train", "32", "--n", "4",
+        "--methods", "gradcam", "--metrics", "pointing_game", "--verbose", "0",
+    ])
+    assert status == 0
+    assert "| Grad-CAM |" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- benchmark
+def test_benchmark_passes_every_argument_to_the_script(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli.subprocess, "call", lambda command: calls.append(command) or 0)
+    assert cli.main(["benchmark", "--quick", "--models", "demo"]) == 0
+    [command] = calls
+    assert command[0] == sys.executable
+    assert command[1].replace(os.sep, "/").endswith("benchmarks/speed.py")
+    assert command[2:] == ["--quick", "--models", "demo"]
+
+
+# -------------------------------------------------------------------- the entry point
+def _entry_point() -> list[str]:
+    """The installed `keras-cam` script next to this interpreter, else `python -m keras_cam`."""
+    script = shutil.which("keras-cam", path=os.path.dirname(sys.executable))
+    return [script] if script else [sys.executable, "-m", "keras_cam"]
+
+
+def _run(arguments: list[str]) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run(
+        arguments, capture_output=True, text=True, env=environment, timeout=300, check=False
+    )
+
+
+def test_installed_entry_point_explains(files, tmp_path):
+    done = _run([
+        *_entry_point(), "explain", str(files / "gap.keras"), str(files / "images" / "a.png"),
+        "--method", "gradcam", "--out", str(tmp_path),
+    ])
+    assert done.returncode == 0, done.stderr
+    assert len(list(tmp_path.glob("a_gradcam_class*.png"))) == 1
+
+
+def test_module_entry_point_fails_with_one_line(files):
+    done = _run([sys.executable, "-m", "keras_cam", "info", str(files / "not_an_image.png")])
+    assert done.returncode == 1
+    assert _error_lines(done.stderr) == [
+        f"keras-cam: error: {files / 'not_an_image.png'} is not a Keras model file: expected a "
+        ".keras file, or a legacy .h5 / .hdf5 file, as written by keras.Model.save."
+    ]
+
+
+# -------------------------------------------------------------------------------- demo
+@pytest.mark.slow
+def test_demo_writes_gallery_table_model_and_epoch_heatmaps(tmp_path, capsys):
+    out = tmp_path / "demo"
+    status = cli.main([
+        "demo", "--out", str(out), "--epochs", "2", "--n-train", "32", "--n-eval", "4",
+        "--n-gallery", "2", "--steps", "2", "--verbose", "0",
+    ])
+    assert status == 0
+    gallery = _read_rgb(out / "gallery.png")
+    assert gallery.shape[1] > gallery.shape[0]  # 1 + 8 columns, 2 rows
+    table = json.loads((out / "evaluation.json").read_text())
+    assert [row["method"] for row in table["rows"]] == list(METHODS)
+    assert all(row["error"] is None for row in table["rows"])
+    markdown = (out / "evaluation.md").read_text()
+    assert markdown.startswith("| method |") and markdown.count("\n") == len(METHODS) + 2
+    assert sorted(p.name for p in (out / "epochs").iterdir()) == ["epoch_001.png", "epoch_002.png"]
+    assert list((out / "logs" / "cam").glob("events.out.tfevents.*"))
+    assert len(list((out / "samples").glob("sample_*.png"))) == 2
+    assert keras.models.load_model(out / "model.keras").output_shape == (None, 4)
+    printed = capsys.readouterr().out
+    assert str(out / "gallery.png") in printed and "| Score-CAM |" in printed
+
