@@ -147,8 +147,8 @@ class HeatmapCallback(keras.callbacks.Callback):
                 "Pass `log_dir` (TensorBoard summaries), `out_dir` (PNG files) or both; with "
                 "neither, HeatmapCallback would compute maps and write them nowhere."
             )
-        self.every_n_epochs = _check_positive_int("every_n_epochs", every_n_epochs)
-        self.max_images = _check_positive_int("max_images", max_images)
+        self.every_n_epochs = metrics._check_positive_int("every_n_epochs", every_n_epochs)
+        self.max_images = metrics._check_positive_int("max_images", max_images)
         all_images = _check_images(images)
         self.images = all_images[: self.max_images]
         self.targets = _truncate_targets(targets, len(all_images), self.max_images)
@@ -349,14 +349,6 @@ class HeatmapCallback(keras.callbacks.Callback):
 
 
 # ---------------------------------------------------------------------- argument checks
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be an int; received {value!r} ({type(value).__name__}).")
-    if value < 1:
-        raise ValueError(f"`{name}` must be at least 1; received {value}.")
-    return int(value)
-
-
 def _check_images(images: ArrayLike) -> np.ndarray:
     """A float32 batch `(B, H, W, C)` with B >= 1 and finite values."""
     if images is None:
