@@ -9,6 +9,8 @@ input signatures, so nothing is rebuilt or retraced from one epoch, or one `fit`
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import numbers
 import os
@@ -190,8 +192,13 @@ class HeatmapCallback(keras.callbacks.Callback):
         )
         self._explainers = {}
         for tag, method in self.methods.items():
+            # A method's own progress bar (Score-CAM) would interleave with fit's.
+            quiet = {"verbose": 0} if "verbose" in inspect.signature(method).parameters else {}
             explainer = self._attempt(
-                f"building {method.display_name} ({tag!r})", None, method, self.model
+                f"building {method.display_name} ({tag!r})",
+                None,
+                functools.partial(method, **quiet),
+                self.model,
             )
             if explainer is not None:
                 self._explainers[tag] = explainer
