@@ -19,10 +19,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -34,11 +31,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 _ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(_ROOT))
 
+from _results import machine_info, now, results_path, write_json  # noqa: E402
 from keras_cam.callbacks import HeatmapCallback  # noqa: E402
 from keras_cam.datasets import SHAPE_NAMES, shapes  # noqa: E402
 from keras_cam.demo_model import build_demo_model  # noqa: E402
@@ -177,27 +174,16 @@ def main(argv: list[str] | None = None) -> None:
     }
     table = _markdown(rows, config)
     print(table)
-    machine = {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "load_average": os.getloadavg(),
-        "gpus": [device.name for device in tf.config.list_physical_devices("GPU")],
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-    }
-    out = args.out or _ROOT / "benchmarks" / "results" / (
-        "callback_overhead_quick.json" if args.quick else "callback_overhead.json"
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = results_path("callback_overhead", args.quick, args.out)
     payload = {
         "benchmark": "callback_overhead",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": now(),
         "config": config,
-        "machine": machine,
+        "machine": machine_info(),
         "results": rows,
         "markdown": table,
     }
-    out.write_text(json.dumps(payload, indent=1) + "\n")
+    write_json(out, payload)
     print(f"\nwrote {out.relative_to(_ROOT) if out.is_relative_to(_ROOT) else out}")
 
 

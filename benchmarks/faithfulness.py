@@ -23,10 +23,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -39,6 +36,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from _results import machine_info, now, results_path, write_json, write_text  # noqa: E402
 from keras_cam.datasets import shapes  # noqa: E402
 from keras_cam.demo_model import train_demo_model  # noqa: E402
 from keras_cam.evaluation import EvaluationTable, evaluate  # noqa: E402
@@ -138,28 +136,18 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(markdown)
 
-    out = args.out or _ROOT / "benchmarks" / "results" / (
-        "faithfulness_quick.json" if args.quick else "faithfulness.json"
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = results_path("faithfulness", args.quick, args.out)
     payload = {
         "benchmark": "faithfulness",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": now(),
         "config": config,
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "load_average": os.getloadavg(),
-            "gpus": [device.name for device in tf.config.list_physical_devices("GPU")],
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-        },
+        "machine": machine_info(),
         "training": training,
         "subsets": subsets,
         "total_seconds": total_seconds,
     }
-    out.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
-    out.with_suffix(".md").write_text(markdown + "\n")
+    write_json(out, payload)
+    write_text(out.with_suffix(".md"), markdown + "\n")
     print(f"\nwrote {out} and {out.with_suffix('.md')}", file=sys.stderr)
 
 

@@ -25,12 +25,9 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import datetime
-import importlib.metadata
 import importlib.util
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -40,6 +37,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from _results import machine_info, now, results_path, write_json
 
 MODELS = ("vgg16", "resnet50", "demo")
 FORWARD_BATCHES = (1, 2, 4, 8, 16, 32)
@@ -378,25 +377,12 @@ def _speed_ratio(ours: dict[str, Any], theirs: dict[str, Any]) -> str:
     return f"{ours['median'] / theirs['median']:.2f}"
 
 
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def _machine(load_before: tuple[float, ...]) -> dict[str, Any]:
     return {
-        "platform": platform.platform(),
-        "processor": platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "tensorflow": _version("tensorflow"),
-        "keras": _version("keras"),
-        "tf_keras_vis": _version("tf-keras-vis"),
+        **machine_info(),
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()],
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": now(),
     }
 
 
@@ -433,9 +419,7 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
         parser.error(f"unknown model(s) {unknown}; choose from {list(MODELS)}")
-    out = args.out or _ROOT / "benchmarks" / "results" / (
-        "speed_quick.json" if args.quick else "speed.json"
-    )
+    out = results_path("speed", args.quick, args.out)
     with_peer = not args.no_peer and _available("tf_keras_vis")
     if not with_peer:
         _log("tf-keras-vis is not installed (pip install -e '.[bench]'): peer columns are n/a.")
@@ -448,10 +432,8 @@ def main(argv: list[str] | None = None) -> None:
     machine = _machine(load_before)
     table = _markdown(reports, machine)
     print(table)
-    out.parent.mkdir(parents=True, exist_ok=True)
     settings = {k: v for k, v in vars(args).items() if k not in ("child", "out")}
-    payload = {"machine": machine, "settings": settings, "models": reports, "markdown": table}
-    out.write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    write_json(out, {"machine": machine, "settings": settings, "models": reports, "markdown": table})
     _log(f"wrote {out}")
 
 
