@@ -5,14 +5,12 @@ background is near-grey) and their shape is recognised by a small rule-based cla
 so boxes, masks, labels and distractors are checked against what was actually drawn.
 """
 
-import ast
-import inspect
-
 import cv2
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from source_checks import top_level_imports
 
 from keras_cam import datasets
 from keras_cam.datasets import SHAPE_NAMES, shapes
@@ -218,11 +216,5 @@ def test_numpy_integers_are_accepted():
 
 
 def test_module_does_not_import_heavy_libraries_at_import_time():
-    tree = ast.parse(inspect.getsource(datasets))
-    top_level = set()
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            top_level |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            top_level.add((node.module or "").split(".")[0])
+    top_level = top_level_imports(datasets)
     assert top_level <= {"__future__", "functools", "numbers", "numpy"}

@@ -1,13 +1,11 @@
 """Tests for keras_cam.visualize: colours are RGB, blending is exact, files are atomic."""
 
-import ast
-import inspect
-
 import cv2
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
+from source_checks import top_level_imports
 
 from keras_cam import visualize
 from keras_cam.visualize import (
@@ -380,11 +378,5 @@ def test_save_figure_rejects_bad_arguments(tmp_path, name, dpi, match):
 
 
 def test_module_imports_cv2_and_matplotlib_lazily():
-    tree = ast.parse(inspect.getsource(visualize))
-    top_level = set()
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            top_level |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            top_level.add((node.module or "").split(".")[0])
+    top_level = top_level_imports(visualize)
     assert not top_level & {"cv2", "matplotlib"}
