@@ -27,6 +27,13 @@ PathLike = str | os.PathLike[str]
 
 _COLORMAP_PREFIX = "COLORMAP_"
 
+HEATMAP_TOLERANCE = 1e-3
+"""How far a float heatmap may stray outside [0, 1] (rounding, resampling) before it is refused.
+
+`to_unit_heatmap()` clips values in [-1e-3, 0) and (1, 1 + 1e-3] to [0, 1]; values further out
+mean the map is on another scale (raw CAM values, percentages, 0..255 as floats).
+"""
+
 
 def colormap_names() -> tuple[str, ...]:
     """Returns the names `colorize()` accepts: OpenCV's `COLORMAP_*`, lower-cased.
@@ -45,14 +52,85 @@ def colormap_names() -> tuple[str, ...]:
     return tuple(sorted(name[len(_COLORMAP_PREFIX) :].lower() for name in names))
 
 
+def to_unit_heatmap(heatmap: ArrayLike, name: str = "heatmap") -> np.ndarray:
+    """Reads heatmap values of any dtype as float32 in [0, 1], or refuses them.
+
+    The one rule every function that draws a heatmap or uses it as a soft mask applies:
+
+    - `uint8`: levels 0..255, divided by 255 (as `uint8` images are read).
+    - `bool`: `False` is 0, `True` is 1.
+    - other integers (`int64`, `uint16`, ...): their values, which must be 0 or 1; any other
+      value is refused, since 0..255 and 0..65535 scales cannot be told apart safely.
+    - floats: must lie in [0, 1] up to `HEATMAP_TOLERANCE` (1e-3), then are clipped to
+      [0, 1]; values further out are refused rather than clipped, since clipping would draw
+      every pixel above 1 in the colormap's top colour.
+    - NaN or infinity is refused.
+
+    The shape is not checked: callers check the dimensions they need.
+
+    Args:
+        heatmap: Array-like of any shape (NumPy array, tensor or nested lists), numeric or
+            bool.
+        name: Argument name used in error messages. Defaults to `"heatmap"`.
+
+    Returns:
+        `float32` array of the same shape, in [0, 1].
+
+    Raises:
+        TypeError: The dtype is neither numeric nor bool (or is complex).
+        ValueError: Values are NaN or infinite, or outside the range their dtype allows.
+
+    Example:
+    ```python
+    to_unit_heatmap(np.array([[0, 51, 255]], np.uint8))  # [[0.0, 0.2, 1.0]]
+    to_unit_heatmap(np.array([[0.0, 1.0004]]))          # [[0.0, 1.0]]
+    to_unit_heatmap(np.array([[0.0, 1.5]]))             # ValueError: ... [0, 1.5] ...
+    ```
+    """
+    array = np.asarray(heatmap)
+    if array.dtype == np.bool_:
+        return array.astype(np.float32)
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise TypeError(
+            f"`{name}` must be a numeric array, got dtype {array.dtype}; pass floats in "
+            "[0, 1], uint8 levels 0..255 or bool."
+        )
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / np.float32(255.0)
+    if array.size == 0:
+        return array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise ValueError(
+            f"`{name}` contains NaN or infinite values; expected finite values in [0, 1]."
+        )
+    low, high = array.min(), array.max()
+    if np.issubdtype(array.dtype, np.integer):
+        if low < 0 or high > 1:
+            raise ValueError(
+                f"`{name}` has integer dtype {array.dtype} with values in [{low}, {high}]; "
+                "integer heatmaps other than uint8 must be 0/1 masks. Pass levels 0..255 as "
+                f"uint8 (`{name}.astype(np.uint8)`) or a float map in [0, 1] "
+                f"(`{name} / {name}.max()`)."
+            )
+        return array.astype(np.float32)
+    if low < -HEATMAP_TOLERANCE or high > 1.0 + HEATMAP_TOLERANCE:
+        raise ValueError(
+            f"`{name}` must lie in [0, 1] (up to {HEATMAP_TOLERANCE:g} for rounding), as CAM "
+            f"methods return maps; got values in [{low:.6g}, {high:.6g}]. Min-max normalize it "
+            f"(`(m - m.min()) / (m.max() - m.min())`), or pass levels 0..255 as uint8."
+        )
+    return np.clip(array.astype(np.float32), 0.0, 1.0)
+
+
 def colorize(heatmap: ArrayLike, colormap: str = "jet") -> np.ndarray:
     """Maps a 2-D heatmap in [0, 1] to an RGB image with an OpenCV colormap.
 
-    Values are clipped to [0, 1] and quantized to 256 levels before the colormap is
-    applied. OpenCV produces BGR; the result is converted to RGB.
+    The heatmap is read by `to_unit_heatmap()` (float in [0, 1] up to 1e-3, `uint8` as
+    0..255, bool as 0/1), then quantized to 256 levels before the colormap is applied.
+    OpenCV produces BGR; the result is converted to RGB.
 
     Args:
-        heatmap: 2-D array `(H, W)` of finite values, nominally in [0, 1].
+        heatmap: 2-D array `(H, W)`: floats in [0, 1], `uint8` levels 0..255, or bool.
         colormap: Case-insensitive name of an OpenCV colormap (`cv2.COLORMAP_<NAME>`),
             e.g. `"jet"`, `"turbo"`, `"viridis"`, `"inferno"`; see `colormap_names()`.
             Defaults to `"jet"`.
@@ -62,7 +140,9 @@ def colorize(heatmap: ArrayLike, colormap: str = "jet") -> np.ndarray:
 
     Raises:
         TypeError: `heatmap` is not numeric or `colormap` is not a string.
-        ValueError: `heatmap` is not 2-D, contains NaN or infinity, or `colormap` is unknown.
+        ValueError: `heatmap` is not 2-D, contains NaN or infinity, lies outside [0, 1]
+            (floats) or is an integer map other than `uint8` 0..255 or 0/1, or `colormap` is
+            unknown.
 
     Example:
     ```python
@@ -88,7 +168,8 @@ def overlay(
         image: RGB `(H, W, 3)` or grayscale `(H, W)` / `(H, W, 1)` image, either `uint8`
             or float. Floats whose maximum is at most 1.0 are read as [0, 1], otherwise
             as [0, 255].
-        heatmap: 2-D array of finite values in [0, 1] (clipped), of any size.
+        heatmap: 2-D array of any size: floats in [0, 1] (up to a rounding tolerance of
+            1e-3, see `to_unit_heatmap()`), `uint8` levels 0..255, or bool.
         alpha: Weight of the heatmap, in [0, 1]: `0` returns the image, `1` the
             colorized heatmap. Defaults to `0.4`.
         colormap: OpenCV colormap name, see `colorize()`. Defaults to `"jet"`.
@@ -143,8 +224,9 @@ def plot_cams(
         images: A batch `(B, H, W, C)` or one image `(H, W, C)` / `(H, W)`, in the
             formats `overlay()` accepts (`C` is 1 or 3).
         maps_by_method: Non-empty mapping from method name to maps `(B, h, w)`, or to
-            one map `(h, w)` when there is a single image. Maps of any size are resized
-            to the images.
+            one map `(h, w)` when there is a single image, with values as `overlay()`
+            takes them (floats in [0, 1], `uint8` 0..255 or bool). Maps of any size are
+            resized to the images.
         titles: One string per image, shown left of its row. Defaults to `None`.
         class_names: Names indexed by class, used to print `labels` and `predictions`.
             Defaults to `None` (class indices are printed).
@@ -164,8 +246,9 @@ def plot_cams(
 
     Raises:
         TypeError: An argument has the wrong type.
-        ValueError: Shapes or lengths disagree, `maps_by_method` is empty, a class index
-            has no name, or `alpha`/`colormap` are invalid.
+        ValueError: Shapes or lengths disagree, `maps_by_method` is empty or holds values
+            outside [0, 1] (see `to_unit_heatmap()`), a class index has no name, or
+            `alpha`/`colormap` are invalid.
 
     Example:
     ```python
@@ -275,7 +358,8 @@ def save_overlay(
     Args:
         path: Destination file; must end in `.png`.
         image: Image as accepted by `overlay()`.
-        heatmap: 2-D heatmap in [0, 1], of any size.
+        heatmap: 2-D heatmap of any size, as `overlay()` takes it: floats in [0, 1],
+            `uint8` levels 0..255, or bool.
         alpha: Heatmap weight in [0, 1]. Defaults to `0.4`.
         colormap: OpenCV colormap name, see `colorize()`. Defaults to `"jet"`.
 
@@ -351,17 +435,13 @@ def _to_uint8_rgb(image: ArrayLike, name: str = "image") -> np.ndarray:
 
 
 def _check_heatmap(heatmap: ArrayLike, name: str = "heatmap") -> np.ndarray:
-    """Validates a 2-D finite numeric heatmap and returns it as float32 clipped to [0, 1]."""
-    array = np.asarray(heatmap)
-    if array.ndim != 2 or 0 in array.shape:
-        raise ValueError(f"`{name}` must be a non-empty 2-D array (H, W), got shape {array.shape}.")
-    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number):
-        raise TypeError(f"`{name}` must be a numeric array, got dtype {array.dtype}.")
-    if not np.isfinite(array).all():
+    """Validates a non-empty 2-D heatmap and reads it with `to_unit_heatmap()`."""
+    values = to_unit_heatmap(heatmap, name)
+    if values.ndim != 2 or 0 in values.shape:
         raise ValueError(
-            f"`{name}` contains NaN or infinite values; expected finite values in [0, 1]."
+            f"`{name}` must be a non-empty 2-D array (H, W), got shape {values.shape}."
         )
-    return np.clip(array.astype(np.float32), 0.0, 1.0)
+    return values
 
 
 def _check_alpha(alpha: float) -> None:
@@ -406,7 +486,7 @@ def _check_maps_by_method(
         )
     checked = {}
     for method, maps in maps_by_method.items():
-        array = np.asarray(maps)
+        array = to_unit_heatmap(maps, f"maps_by_method[{method!r}]")
         if array.ndim == 2 and batch_size == 1:
             array = array[None]
         if array.ndim != 3 or array.shape[0] != batch_size:

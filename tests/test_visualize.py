@@ -48,10 +48,12 @@ def test_colorize_matches_opencv_by_case_insensitive_name(name):
     np.testing.assert_array_equal(colorize(heatmap, name), bgr[..., ::-1])
 
 
-def test_colorize_clips_to_unit_range():
+def test_colorize_clips_rounding_errors_and_refuses_other_scales():
     np.testing.assert_array_equal(
-        colorize(np.array([[-3.0, 7.0]])), colorize(np.array([[0.0, 1.0]]))
+        colorize(np.array([[-0.0009, 1.0009]])), colorize(np.array([[0.0, 1.0]]))
     )
+    with pytest.raises(ValueError, match=r"`heatmap` must lie in \[0, 1\].*\[-3, 7\]"):
+        colorize(np.array([[-3.0, 7.0]]))
 
 
 def test_colormap_names_lists_opencv_colormaps():
