@@ -162,14 +162,18 @@ def overlay(
     """Blends a colorized heatmap over an image.
 
     The heatmap is resized (bilinearly) to the image's height and width, colorized, and
-    blended: `round((1 - alpha) * image + alpha * colorize(heatmap))`.
+    blended: `round((1 - alpha) * image + alpha * colorize(heatmap))`. A heatmap smaller
+    than the image (e.g. at the conv layer's resolution) must have the image's orientation:
+    a map taller than wide on an image wider than tall (or the reverse) has its axes swapped
+    and is refused.
 
     Args:
         image: RGB `(H, W, 3)` or grayscale `(H, W)` / `(H, W, 1)` image, either `uint8`
             or float. Floats whose maximum is at most 1.0 are read as [0, 1], otherwise
             as [0, 255].
-        heatmap: 2-D array of any size: floats in [0, 1] (up to a rounding tolerance of
-            1e-3, see `to_unit_heatmap()`), `uint8` levels 0..255, or bool.
+        heatmap: 2-D array `(h, w)` of any size with the image's orientation: floats in
+            [0, 1] (up to a rounding tolerance of 1e-3, see `to_unit_heatmap()`), `uint8`
+            levels 0..255, or bool.
         alpha: Weight of the heatmap, in [0, 1]: `0` returns the image, `1` the
             colorized heatmap. Defaults to `0.4`.
         colormap: OpenCV colormap name, see `colorize()`. Defaults to `"jet"`.
@@ -180,7 +184,7 @@ def overlay(
     Raises:
         TypeError: An argument has the wrong type.
         ValueError: `alpha` is outside [0, 1], the image or heatmap has the wrong shape
-            or values out of range, or `colormap` is unknown.
+            (or orientation) or values out of range, or `colormap` is unknown.
 
     Example:
     ```python
@@ -194,6 +198,7 @@ def overlay(
     rgb = _to_uint8_rgb(image)
     heat = _check_heatmap(heatmap)
     height, width = rgb.shape[:2]
+    _check_orientation(heat.shape, (height, width), "heatmap")
     if heat.shape != (height, width):
         heat = cv2.resize(heat, (width, height), interpolation=cv2.INTER_LINEAR)  # dsize is (W, H)
     colour = colorize(heat, colormap)
@@ -225,8 +230,8 @@ def plot_cams(
             formats `overlay()` accepts (`C` is 1 or 3).
         maps_by_method: Non-empty mapping from method name to maps `(B, h, w)`, or to
             one map `(h, w)` when there is a single image, with values as `overlay()`
-            takes them (floats in [0, 1], `uint8` 0..255 or bool). Maps of any size are
-            resized to the images.
+            takes them (floats in [0, 1], `uint8` 0..255 or bool). Maps of any size with
+            the images' orientation are resized to the images.
         titles: One string per image, shown left of its row. Defaults to `None`.
         class_names: Names indexed by class, used to print `labels` and `predictions`.
             Defaults to `None` (class indices are printed).
@@ -272,7 +277,7 @@ def plot_cams(
             f"got shape {np.shape(images)}."
         )
     rows = batch.shape[0]
-    maps = _check_maps_by_method(maps_by_method, rows)
+    maps = _check_maps_by_method(maps_by_method, rows, batch.shape[1:3])
     row_texts = _row_texts(rows, titles, class_names, labels, predictions)
     cols = 1 + len(maps)
 
@@ -472,9 +477,12 @@ def _colormap_code(colormap: str) -> int:
 
 
 def _check_maps_by_method(
-    maps_by_method: Mapping[str, ArrayLike], batch_size: int
+    maps_by_method: Mapping[str, ArrayLike], batch_size: int, image_size: tuple[int, int]
 ) -> dict[str, np.ndarray]:
-    """Validates `plot_cams` maps: a non-empty mapping name -> `(B, h, w)` (`(h, w)` if B = 1)."""
+    """Validates `plot_cams` maps: a non-empty mapping name -> `(B, h, w)` (`(h, w)` if B = 1).
+
+    The maps are read by `to_unit_heatmap()` and must have the images' orientation.
+    """
     if not isinstance(maps_by_method, Mapping):
         raise TypeError(
             "`maps_by_method` must be a mapping such as {'Grad-CAM': maps}, "
@@ -494,8 +502,29 @@ def _check_maps_by_method(
                 f"`maps_by_method[{method!r}]` must have shape ({batch_size}, h, w) to match the "
                 f"{batch_size} image(s), got shape {array.shape}."
             )
+        _check_orientation(array.shape[1:], image_size, f"maps_by_method[{method!r}]")
         checked[str(method)] = array
     return checked
+
+
+def _check_orientation(
+    map_size: tuple[int, ...], image_size: tuple[int, ...], name: str
+) -> None:
+    """Raises if a map is taller than wide on an image wider than tall, or the reverse.
+
+    A CNN's feature grid keeps its input's orientation (the same stride along both axes), so
+    a map of the other orientation has its axes swapped, and resizing it to the image would
+    draw a plausible but wrong overlay. Square maps or images fit either way.
+    """
+    (map_height, map_width), (height, width) = map_size, image_size
+    if (map_height - map_width) * (height - width) < 0:
+        raise ValueError(
+            f"`{name}` has shape (h, w) = {(map_height, map_width)}, but the image is "
+            f"(H, W) = {(height, width)}: one is taller than wide, the other wider than tall, "
+            "so the map's axes look swapped. Pass maps as (H, W), as the CAM methods return "
+            f"them (transpose a (W, H) map); a map whose grid really has the other orientation "
+            f"must be resized to {(height, width)} first."
+        )
 
 
 def _row_texts(

@@ -19,6 +19,7 @@ import cv2
 import keras
 import numpy as np
 import pytest
+from drawing_reference import reference_overlay
 
 from keras_cam import metrics
 from keras_cam.visualize import (
@@ -59,15 +60,6 @@ def blob(centre_y: float = 10.0, centre_x: float = 25.0, sigma: float = 6.0) -> 
     rows, cols = np.mgrid[0:HEIGHT, 0:WIDTH]
     values = np.exp(-((rows - centre_y) ** 2 + (cols - centre_x) ** 2) / (2 * sigma**2))
     return (values - values.min()) / (values.max() - values.min())
-
-
-def reference_overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) -> np.ndarray:
-    """Plain OpenCV overlay of a float heatmap in [0, 1], written independently of keras_cam."""
-    height, width = image.shape[:2]
-    resized = cv2.resize(heatmap.astype(np.float32), (width, height), cv2.INTER_LINEAR)
-    levels = np.uint8(np.round(resized * 255))
-    colour = cv2.applyColorMap(levels, cv2.COLORMAP_JET)[..., ::-1]
-    return np.round((1 - alpha) * image + alpha * colour)
 
 
 def region_model() -> keras.Model:
@@ -136,7 +128,7 @@ def drawing_reference(name: str, heatmap: np.ndarray) -> np.ndarray:
     """What `name` must draw for a float heatmap in [0, 1], by plain OpenCV."""
     if name == "colorize":
         return reference_overlay(IMAGE, heatmap, alpha=1.0)
-    return reference_overlay(IMAGE, heatmap)
+    return reference_overlay(IMAGE, heatmap, alpha=0.4)
 
 
 # --- the issue's example: a uint8 heatmap is read as 0..255 -----------------------------
@@ -152,7 +144,7 @@ def test_uint8_heatmap_draws_like_heatmap_over_255(name, tmp_path):
 def test_uint8_heatmap_at_conv_resolution_is_resized_on_the_0_255_scale():
     levels = np.uint8(255 * blob()[::4, ::4])  # a 6x10 map, as at the conv layer
     drawn = overlay(IMAGE, levels).astype(int)
-    assert np.abs(drawn - reference_overlay(IMAGE, levels / 255.0)).max() <= 1
+    assert np.abs(drawn - reference_overlay(IMAGE, levels / 255.0, alpha=0.4)).max() <= 1
 
 
 def test_issue_example_draws_only_the_peak_in_the_top_colour():
