@@ -117,7 +117,7 @@ def to_unit_heatmap(heatmap: ArrayLike, name: str = "heatmap") -> np.ndarray:
         raise ValueError(
             f"`{name}` must lie in [0, 1] (up to {HEATMAP_TOLERANCE:g} for rounding), as CAM "
             f"methods return maps; got values in [{low:.6g}, {high:.6g}]. Min-max normalize it "
-            f"(`(m - m.min()) / (m.max() - m.min())`), or pass levels 0..255 as uint8."
+            "(`(m - m.min()) / (m.max() - m.min())`), or pass levels 0..255 as uint8."
         )
     return np.clip(array.astype(np.float32), 0.0, 1.0)
 
@@ -522,7 +522,7 @@ def _check_orientation(
             f"`{name}` has shape (h, w) = {(map_height, map_width)}, but the image is "
             f"(H, W) = {(height, width)}: one is taller than wide, the other wider than tall, "
             "so the map's axes look swapped. Pass maps as (H, W), as the CAM methods return "
-            f"them (transpose a (W, H) map); a map whose grid really has the other orientation "
+            "them (transpose a (W, H) map); a map whose grid really has the other orientation "
             f"must be resized to {(height, width)} first."
         )
 
