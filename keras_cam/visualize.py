@@ -57,7 +57,9 @@ def to_unit_heatmap(heatmap: ArrayLike, name: str = "heatmap") -> np.ndarray:
 
     The one rule every function that draws a heatmap or uses it as a soft mask applies:
 
-    - `uint8`: levels 0..255, divided by 255 (as `uint8` images are read).
+    - `uint8`: levels 0..255, divided by 255 (as `uint8` images are read). A `uint8` map
+      whose largest value is 1 is refused: it is a 0/1 mask (`(m > t).astype(np.uint8)`),
+      which read as levels would be drawn almost entirely in the colormap's bottom colour.
     - `bool`: `False` is 0, `True` is 1.
     - other integers (`int64`, `uint16`, ...): their values, which must be 0 or 1; any other
       value is refused, since 0..255 and 0..65535 scales cannot be told apart safely.
@@ -96,6 +98,12 @@ def to_unit_heatmap(heatmap: ArrayLike, name: str = "heatmap") -> np.ndarray:
             "[0, 1], uint8 levels 0..255 or bool."
         )
     if array.dtype == np.uint8:
+        if array.size and array.max() == 1:
+            raise ValueError(
+                f"`{name}` is a uint8 map whose values are all 0 or 1: a 0/1 mask, but uint8 "
+                "heatmaps are read as levels 0..255, which would make it almost all 0. Pass "
+                f"the mask as bool (`{name}.astype(bool)`) or float, or levels 0..255."
+            )
         return array.astype(np.float32) / np.float32(255.0)
     if array.size == 0:
         return array.astype(np.float32)

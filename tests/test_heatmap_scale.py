@@ -210,6 +210,15 @@ def test_integer_levels_other_than_uint8_are_refused(name, dtype, tmp_path):
 
 
 @pytest.mark.parametrize("name", list(DRAWING))
+def test_uint8_0_1_mask_is_refused(name, tmp_path):
+    # Read as levels it would be 1/255 at most: a blank map. bool and float spell a mask.
+    _, argument = DRAWING[name]
+    message = rf"`{argument}` is a uint8 map whose values are all 0 or 1: a 0/1 mask"
+    with pytest.raises(ValueError, match=message + r".*Pass the mask as bool"):
+        call_drawing(name, (blob() > 0.5).astype(np.uint8), tmp_path)
+
+
+@pytest.mark.parametrize("name", list(DRAWING))
 def test_bool_and_integer_masks_are_read_as_0_and_1(name, tmp_path):
     mask = IN_BOX > 0
     expected = drawing_reference(name, mask.astype(np.float64))
@@ -263,6 +272,7 @@ def test_soft_mask_metrics_clip_rounding_and_read_bool(model):
         (IN_BOX[None] * 1.5, r"`maps` must lie in \[0, 1\] \(up to 0\.001.*\[0, 1\.5\]"),
         (IN_BOX[None] - 0.5, r"`maps` must lie in \[0, 1\].*\[-0\.5, 0\.5\]"),
         ((255 * IN_BOX[None]).astype(np.int64), r"`maps` has integer dtype int64"),
+        (IN_BOX[None].astype(np.uint8), r"`maps` is a uint8 map whose values are all 0 or 1"),
         (np.full((1, HEIGHT, WIDTH), np.nan), r"`maps` contains NaN or infinite values"),
     ],
 )
