@@ -167,6 +167,10 @@ def _check_maps(
         raise ValueError("`maps` is an empty batch (shape[0] == 0); pass at least one map.")
     if not order_only:
         return to_unit_heatmap(array, "maps")
+    if np.iscomplexobj(array):
+        raise TypeError(
+            f"`maps` must hold real values to rank pixels by; received dtype {array.dtype}."
+        )
     array = array.astype(np.float64)
     if not np.isfinite(array).all():
         raise ValueError(

@@ -367,3 +367,10 @@ def test_localization_metrics_refuse_nan(metric):
     maps[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match=r"`maps` contain NaN or infinite values"):
         metric(maps, np.array([BOX]))
+
+
+def test_localization_metrics_refuse_complex_maps():
+    # A cast to float would drop the imaginary part without a word.
+    maps = (peak_map(5, 30) + 1j * peak_map(20, 5))[None]
+    with pytest.raises(TypeError, match=r"`maps` must hold real values.*complex128"):
+        metrics.pointing_game(maps, np.array([BOX]))
