@@ -15,7 +15,12 @@ in `BOX_METRICS` take `(maps, boxes)`, all the others `(model, images, maps, tar
 Conventions shared by all metrics:
 
 - `images` is a batch `(B, H, W, C)` preprocessed the way the model expects; `maps` is
-  `(B, H, W)` in [0, 1] at the image resolution, as the CAM methods return them.
+  `(B, H, W)` at the image resolution, as the CAM methods return them.
+- The scale of the maps: `average_drop` and `increase_in_confidence` multiply the image by
+  the map, so they need maps on the [0, 1] scale, read by the rule the drawing functions use
+  (`keras_cam.visualize.to_unit_heatmap`: floats in [0, 1] up to 1e-3, `uint8` as 0..255,
+  bool as 0/1; anything else is refused). Every other metric uses only the order of the
+  pixels and accepts any finite maps (raw scores, any scale or sign).
 - A score is the target class's probability. The model's outputs are taken as probabilities
   unless `activation="softmax"` (or `"sigmoid"`) says they are logits; a single-unit output
   is the probability of class 1, and class 0 gets one minus it.
@@ -43,6 +48,7 @@ import tensorflow as tf
 from numpy.typing import ArrayLike
 
 from keras_cam.targets import TOP_PREDICTION, Targets, resolve_targets
+from keras_cam.visualize import to_unit_heatmap
 
 Activation = Optional[Literal["softmax", "sigmoid"]]
 Baseline = Literal["zero", "mean", "blur"]
@@ -56,7 +62,6 @@ _BLUR_KERNEL = (11, 11)
 _BLUR_SIGMA = 5.0
 # Slack for probabilities computed in float16/float32 before they count as out of [0, 1].
 _PROBABILITY_SLACK = 1e-3
-_MAP_SLACK = 1e-6
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -137,8 +142,17 @@ def _check_images(images: ArrayLike) -> np.ndarray:
     return array
 
 
-def _check_maps(maps: ArrayLike, shape: tuple[int, int, int] | None = None) -> np.ndarray:
-    """Validates `(B, H, W)` maps in [0, 1]; `shape` is the `(B, H, W)` of the images."""
+def _check_maps(
+    maps: ArrayLike, shape: tuple[int, int, int] | None = None, *, order_only: bool = False
+) -> np.ndarray:
+    """Validates a `(B, H, W)` batch of maps; `shape` is the `(B, H, W)` of the images.
+
+    With `order_only=False` the maps are soft masks, read by `visualize.to_unit_heatmap`:
+    float32 in [0, 1] (floats up to 1e-3 outside are clipped, `uint8` is divided by 255, bool
+    is 0/1, anything else is refused). With `order_only=True` only the order of the pixels
+    matters: any finite values of any scale (negative included), returned as float64 so that
+    no two distinct values become a tie.
+    """
     array = _as_array("maps", maps, "(B, H, W)")
     if array.ndim != 3:
         raise ValueError(
@@ -151,14 +165,17 @@ def _check_maps(maps: ArrayLike, shape: tuple[int, int, int] | None = None) -> n
         )
     if array.shape[0] == 0:
         raise ValueError("`maps` is an empty batch (shape[0] == 0); pass at least one map.")
-    array = array.astype(np.float32, copy=False)
+    if not order_only:
+        return to_unit_heatmap(array, "maps")
+    if np.iscomplexobj(array):
+        raise TypeError(
+            f"`maps` must hold real values to rank pixels by; received dtype {array.dtype}."
+        )
+    array = array.astype(np.float64)
     if not np.isfinite(array).all():
-        raise ValueError("`maps` contain NaN or infinite values.")
-    low, high = float(array.min()), float(array.max())
-    if low < -_MAP_SLACK or high > 1.0 + _MAP_SLACK:
         raise ValueError(
-            f"`maps` must lie in [0, 1], as CAM methods return them; received values in "
-            f"[{low:g}, {high:g}]. Min-max normalize each map first."
+            "`maps` contain NaN or infinite values; the metric ranks pixels by map value, "
+            "which needs finite values."
         )
     return array
 
@@ -286,7 +303,7 @@ class _Scored:
     """Checked inputs of a model metric, the compiled model call and the unmasked scores."""
 
     images: np.ndarray  # (B, H, W, C) float32
-    maps: np.ndarray  # (B, H, W) float32
+    maps: np.ndarray  # (B, H, W): float32 in [0, 1], or float64 of any scale if order_only
     targets: np.ndarray  # (B,) int class per image
     scores: np.ndarray  # (B,) float64 target probability of the unmasked image: Y
     probabilities: ProbabilityFn
@@ -338,8 +355,14 @@ def _score(
     targets: Targets,
     batch_size: int,
     activation: Activation,
+    *,
+    order_only: bool = False,
 ) -> _Scored:
-    """Validates a model metric's inputs, compiles the model call and scores the images."""
+    """Validates a model metric's inputs, compiles the model call and scores the images.
+
+    `order_only`: the metric uses only the order of the map's pixels, so any finite maps are
+    accepted (see `_check_maps`); otherwise the maps are soft masks in [0, 1].
+    """
     batch_size = _check_positive_int("batch_size", batch_size)
     _check_choice("activation", activation, _ACTIVATIONS)
     if callable(targets):
@@ -350,7 +373,7 @@ def _score(
     if not callable(model):
         raise TypeError(f"`model` must be a keras.Model; received {type(model).__name__}.")
     images = _check_images(images)
-    maps = _check_maps(maps, images.shape[:3])
+    maps = _check_maps(maps, images.shape[:3], order_only=order_only)
     probabilities = _compiled_probabilities(model, activation, images.shape[1:])
     num_classes = int(probabilities.get_concrete_function().structured_outputs.shape[-1])
     resolved = resolve_targets(targets, len(images), num_classes).astype(np.int64)
@@ -412,7 +435,10 @@ def average_drop(
     Args:
         model: a Keras classifier taking `(B, H, W, C)` float images.
         images: `(B, H, W, C)` images, NumPy or tensor, preprocessed for the model.
-        maps: `(B, H, W)` maps in [0, 1] at the image resolution.
+        maps: `(B, H, W)` maps at the image resolution, used as soft masks, so on the
+            [0, 1] scale: floats in [0, 1] (up to 1e-3 for rounding, then clipped), `uint8`
+            levels 0..255 (divided by 255) or bool; other values are refused (see
+            `keras_cam.visualize.to_unit_heatmap`).
         targets: `None` (each image's top-1 class on the unmasked image), an int (one class for
             all images) or a sequence of ints (one class per image). Defaults to `None`.
         batch_size: images per model call. Defaults to `32`.
@@ -454,7 +480,10 @@ def increase_in_confidence(
     Args:
         model: a Keras classifier taking `(B, H, W, C)` float images.
         images: `(B, H, W, C)` images, NumPy or tensor, preprocessed for the model.
-        maps: `(B, H, W)` maps in [0, 1] at the image resolution.
+        maps: `(B, H, W)` maps at the image resolution, used as soft masks, so on the
+            [0, 1] scale: floats in [0, 1] (up to 1e-3 for rounding, then clipped), `uint8`
+            levels 0..255 (divided by 255) or bool; other values are refused (see
+            `keras_cam.visualize.to_unit_heatmap`).
         targets: `None` (each image's top-1 class on the unmasked image), an int (one class for
             all images) or a sequence of ints (one class per image). Defaults to `None`.
         batch_size: images per model call. Defaults to `32`.
@@ -491,7 +520,7 @@ def _top_fraction_change(
     """Relative confidence change when the top pixels are replaced (or all others are)."""
     fraction = _check_fraction(fraction)
     _check_choice("baseline", baseline, BASELINES)
-    scored = _score(model, images, maps, targets, batch_size, activation)
+    scored = _score(model, images, maps, targets, batch_size, activation, order_only=True)
     height, width = scored.maps.shape[1:]
     top = _pixel_ranks(scored.maps) < _top_count(fraction, height * width)
     kept = (top if keep else ~top).astype(np.float32)
@@ -526,7 +555,9 @@ def remove_top_fraction(
     Args:
         model: a Keras classifier taking `(B, H, W, C)` float images.
         images: `(B, H, W, C)` images, NumPy or tensor, preprocessed for the model.
-        maps: `(B, H, W)` maps in [0, 1] at the image resolution.
+        maps: `(B, H, W)` maps at the image resolution. Only the order of the pixels
+            matters, so any finite values are accepted: CAM maps in [0, 1], raw scores of any
+            scale or sign, `uint8`, bool.
         targets: `None` (each image's top-1 class on the unmasked image), an int (one class for
             all images) or a sequence of ints (one class per image). Defaults to `None`.
         fraction: share of the pixels to remove, in (0, 1]. Defaults to `0.25`.
@@ -575,7 +606,9 @@ def keep_top_fraction(
     Args:
         model: a Keras classifier taking `(B, H, W, C)` float images.
         images: `(B, H, W, C)` images, NumPy or tensor, preprocessed for the model.
-        maps: `(B, H, W)` maps in [0, 1] at the image resolution.
+        maps: `(B, H, W)` maps at the image resolution. Only the order of the pixels
+            matters, so any finite values are accepted: CAM maps in [0, 1], raw scores of any
+            scale or sign, `uint8`, bool.
         targets: `None` (each image's top-1 class on the unmasked image), an int (one class for
             all images) or a sequence of ints (one class per image). Defaults to `None`.
         fraction: share of the pixels to keep, in (0, 1]. Defaults to `0.25`.
@@ -615,7 +648,7 @@ def _pixel_curve(
     """Scores along the deletion (or insertion) path and the area under that curve."""
     steps = _check_positive_int("steps", steps)
     _check_choice("baseline", baseline, BASELINES)
-    scored = _score(model, images, maps, targets, batch_size, activation)
+    scored = _score(model, images, maps, targets, batch_size, activation, order_only=True)
     batch, height, width = scored.maps.shape
     pixels = height * width
     ranks = _pixel_ranks(scored.maps)
@@ -665,7 +698,9 @@ def deletion(
     Args:
         model: a Keras classifier taking `(B, H, W, C)` float images.
         images: `(B, H, W, C)` images, NumPy or tensor, preprocessed for the model.
-        maps: `(B, H, W)` maps in [0, 1] at the image resolution.
+        maps: `(B, H, W)` maps at the image resolution. Only the order of the pixels
+            matters, so any finite values are accepted: CAM maps in [0, 1], raw scores of any
+            scale or sign, `uint8`, bool.
         targets: `None` (each image's top-1 class on the unmasked image), an int (one class for
             all images) or a sequence of ints (one class per image). Defaults to `None`.
         steps: number of deletion steps, at least 1. Defaults to `50`.
@@ -718,7 +753,9 @@ def insertion(
     Args:
         model: a Keras classifier taking `(B, H, W, C)` float images.
         images: `(B, H, W, C)` images, NumPy or tensor, preprocessed for the model.
-        maps: `(B, H, W)` maps in [0, 1] at the image resolution.
+        maps: `(B, H, W)` maps at the image resolution. Only the order of the pixels
+            matters, so any finite values are accepted: CAM maps in [0, 1], raw scores of any
+            scale or sign, `uint8`, bool.
         targets: `None` (each image's top-1 class on the unmasked image), an int (one class for
             all images) or a sequence of ints (one class per image). Defaults to `None`.
         steps: number of insertion steps, at least 1. Defaults to `50`.
@@ -749,18 +786,22 @@ def boxes_from_maps(maps: ArrayLike, fraction: float = 0.25) -> np.ndarray:
     """Bounding box of the largest connected region of each map's top pixels.
 
     The `k = round(fraction * H * W)` highest-ranked pixels (ties in raster order) that are
-    also positive are selected; the largest 8-connected region of the selection
+    also above the map's minimum are selected; the largest 8-connected region of the selection
     (`cv2.connectedComponentsWithStats`; among equal areas the first in raster order) gives
     the box, as in CAM's localization protocol (Zhou et al., "Learning Deep Features for
     Discriminative Localization", CVPR 2016, https://arxiv.org/abs/1512.04150).
 
+    Only the order of the pixels matters: the boxes are the same for any strictly increasing
+    transform of the maps (a CAM map in [0, 1] and its raw, unnormalized values give the same
+    box). For a CAM map, whose minimum is 0, "above the minimum" means positive.
+
     Args:
-        maps: `(B, H, W)` maps in [0, 1].
+        maps: `(B, H, W)` maps of any finite values (any scale or sign, `uint8`, bool).
         fraction: share of the pixels to select, in (0, 1]. Defaults to `0.25`.
 
     Returns:
-        int64 `(B, 4)` boxes `(x0, y0, x1, y1)`, `x1`/`y1` exclusive; a map with no positive
-        pixel (all zeros) gives the empty box `(0, 0, 0, 0)`.
+        int64 `(B, 4)` boxes `(x0, y0, x1, y1)`, `x1`/`y1` exclusive; a constant map (all
+        zeros included) has no pixel above its minimum and gives the empty box `(0, 0, 0, 0)`.
 
     Example:
     ```python
@@ -770,9 +811,10 @@ def boxes_from_maps(maps: ArrayLike, fraction: float = 0.25) -> np.ndarray:
     import cv2
 
     fraction = _check_fraction(fraction)
-    maps = _check_maps(maps)
+    maps = _check_maps(maps, order_only=True)
     height, width = maps.shape[1:]
-    selected = (_pixel_ranks(maps) < _top_count(fraction, height * width)) & (maps > 0)
+    above_minimum = maps > maps.min(axis=(1, 2), keepdims=True)
+    selected = (_pixel_ranks(maps) < _top_count(fraction, height * width)) & above_minimum
     boxes = np.zeros((len(maps), 4), np.int64)
     for index, mask in enumerate(selected.astype(np.uint8)):
         count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
@@ -790,13 +832,14 @@ def box_iou(maps: ArrayLike, boxes: ArrayLike, *, fraction: float = 0.25) -> Met
     """Intersection over union of each map's box (`boxes_from_maps`) with the true box.
 
     Each image scores `|P ∩ G| / |P ∪ G|` in pixels, where `P` is the bounding box of the
-    largest connected region of the map's top `fraction` positive pixels and `G` the
+    largest connected region of the map's top `fraction` pixels above its minimum and `G` the
     ground-truth box (Zhou et al., "CAM", CVPR 2016, https://arxiv.org/abs/1512.04150;
     Selvaraju et al., "Grad-CAM", ICCV 2017, https://arxiv.org/abs/1610.02391). Higher is
-    better. A map with no positive pixel (all zeros) has an empty box and scores 0.
+    better. A constant map (all zeros included) has an empty box and scores 0. Only the order
+    of the pixels matters, so maps of any scale give the same IoU as their normalized form.
 
     Args:
-        maps: `(B, H, W)` maps in [0, 1].
+        maps: `(B, H, W)` maps of any finite values (any scale or sign, `uint8`, bool).
         boxes: int `(B, 4)` ground-truth boxes `(x0, y0, x1, y1)` inside the image, `x1`/`y1`
             exclusive (`image[y0:y1, x0:x1]` is the object).
         fraction: share of the pixels whose region gives the box, in (0, 1].
@@ -812,7 +855,7 @@ def box_iou(maps: ArrayLike, boxes: ArrayLike, *, fraction: float = 0.25) -> Met
     ```
     """
     fraction = _check_fraction(fraction)
-    maps = _check_maps(maps)
+    maps = _check_maps(maps, order_only=True)
     truth = _check_boxes(boxes, maps.shape)
     predicted = boxes_from_maps(maps, fraction)
     width = np.minimum(predicted[:, 2], truth[:, 2]) - np.maximum(predicted[:, 0], truth[:, 0])
@@ -829,10 +872,11 @@ def pointing_game(maps: ArrayLike, boxes: ArrayLike) -> MetricResult:
     hit scores 1 and a miss 0, so the mean is the hit rate (Zhang et al., "Top-down Neural
     Attention by Excitation Backprop", ECCV 2016, https://arxiv.org/abs/1608.00507; no
     tolerance margin). A constant map (all zeros included) points nowhere and counts as a
-    miss. Higher is better.
+    miss. Higher is better. Only the order of the pixels matters, so maps of any scale or sign
+    are accepted (a peak of 1.009 after resampling, raw CAM values, negative scores).
 
     Args:
-        maps: `(B, H, W)` maps in [0, 1].
+        maps: `(B, H, W)` maps of any finite values (any scale or sign, `uint8`, bool).
         boxes: int `(B, 4)` ground-truth boxes `(x0, y0, x1, y1)` inside the image, `x1`/`y1`
             exclusive.
 
@@ -845,7 +889,7 @@ def pointing_game(maps: ArrayLike, boxes: ArrayLike) -> MetricResult:
     print(f"hit rate {result.mean:.2f}")
     ```
     """
-    maps = _check_maps(maps)
+    maps = _check_maps(maps, order_only=True)
     truth = _check_boxes(boxes, maps.shape)
     flat = maps.reshape(len(maps), -1)
     y, x = np.divmod(flat.argmax(axis=1), maps.shape[2])

@@ -27,6 +27,13 @@ PathLike = str | os.PathLike[str]
 
 _COLORMAP_PREFIX = "COLORMAP_"
 
+HEATMAP_TOLERANCE = 1e-3
+"""How far a float heatmap may stray outside [0, 1] (rounding, resampling) before it is refused.
+
+`to_unit_heatmap()` clips values in [-1e-3, 0) and (1, 1 + 1e-3] to [0, 1]; values further out
+mean the map is on another scale (raw CAM values, percentages, 0..255 as floats).
+"""
+
 
 def colormap_names() -> tuple[str, ...]:
     """Returns the names `colorize()` accepts: OpenCV's `COLORMAP_*`, lower-cased.
@@ -45,14 +52,93 @@ def colormap_names() -> tuple[str, ...]:
     return tuple(sorted(name[len(_COLORMAP_PREFIX) :].lower() for name in names))
 
 
+def to_unit_heatmap(heatmap: ArrayLike, name: str = "heatmap") -> np.ndarray:
+    """Reads heatmap values of any dtype as float32 in [0, 1], or refuses them.
+
+    The one rule every function that draws a heatmap or uses it as a soft mask applies:
+
+    - `uint8`: levels 0..255, divided by 255 (as `uint8` images are read). A `uint8` map
+      whose largest value is 1 is refused: it is a 0/1 mask (`(m > t).astype(np.uint8)`),
+      which read as levels would be drawn almost entirely in the colormap's bottom colour.
+    - `bool`: `False` is 0, `True` is 1.
+    - other integers (`int64`, `uint16`, ...): their values, which must be 0 or 1; any other
+      value is refused, since 0..255 and 0..65535 scales cannot be told apart safely.
+    - floats: must lie in [0, 1] up to `HEATMAP_TOLERANCE` (1e-3), then are clipped to
+      [0, 1]; values further out are refused rather than clipped, since clipping would draw
+      every pixel above 1 in the colormap's top colour.
+    - NaN or infinity is refused.
+
+    The shape is not checked: callers check the dimensions they need.
+
+    Args:
+        heatmap: Array-like of any shape (NumPy array, tensor or nested lists), numeric or
+            bool.
+        name: Argument name used in error messages. Defaults to `"heatmap"`.
+
+    Returns:
+        `float32` array of the same shape, in [0, 1].
+
+    Raises:
+        TypeError: The dtype is neither numeric nor bool (or is complex).
+        ValueError: Values are NaN or infinite, or outside the range their dtype allows.
+
+    Example:
+    ```python
+    to_unit_heatmap(np.array([[0, 51, 255]], np.uint8))  # [[0.0, 0.2, 1.0]]
+    to_unit_heatmap(np.array([[0.0, 1.0004]]))          # [[0.0, 1.0]]
+    to_unit_heatmap(np.array([[0.0, 1.5]]))             # ValueError: ... [0, 1.5] ...
+    ```
+    """
+    array = np.asarray(heatmap)
+    if array.dtype == np.bool_:
+        return array.astype(np.float32)
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise TypeError(
+            f"`{name}` must be a numeric array, got dtype {array.dtype}; pass floats in "
+            "[0, 1], uint8 levels 0..255 or bool."
+        )
+    if array.dtype == np.uint8:
+        if array.size and array.max() == 1:
+            raise ValueError(
+                f"`{name}` is a uint8 map whose values are all 0 or 1: a 0/1 mask, but uint8 "
+                "heatmaps are read as levels 0..255, which would make it almost all 0. Pass "
+                f"the mask as bool (`{name}.astype(bool)`) or float, or levels 0..255."
+            )
+        return array.astype(np.float32) / np.float32(255.0)
+    if array.size == 0:
+        return array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise ValueError(
+            f"`{name}` contains NaN or infinite values; expected finite values in [0, 1]."
+        )
+    low, high = array.min(), array.max()
+    if np.issubdtype(array.dtype, np.integer):
+        if low < 0 or high > 1:
+            raise ValueError(
+                f"`{name}` has integer dtype {array.dtype} with values in [{low}, {high}]; "
+                "integer heatmaps other than uint8 must be 0/1 masks. Pass levels 0..255 as "
+                f"uint8 (`{name}.astype(np.uint8)`) or a float map in [0, 1] "
+                f"(`{name} / {name}.max()`)."
+            )
+        return array.astype(np.float32)
+    if low < -HEATMAP_TOLERANCE or high > 1.0 + HEATMAP_TOLERANCE:
+        raise ValueError(
+            f"`{name}` must lie in [0, 1] (up to {HEATMAP_TOLERANCE:g} for rounding), as CAM "
+            f"methods return maps; got values in [{low:.6g}, {high:.6g}]. Min-max normalize it "
+            "(`(m - m.min()) / (m.max() - m.min())`), or pass levels 0..255 as uint8."
+        )
+    return np.clip(array.astype(np.float32), 0.0, 1.0)
+
+
 def colorize(heatmap: ArrayLike, colormap: str = "jet") -> np.ndarray:
     """Maps a 2-D heatmap in [0, 1] to an RGB image with an OpenCV colormap.
 
-    Values are clipped to [0, 1] and quantized to 256 levels before the colormap is
-    applied. OpenCV produces BGR; the result is converted to RGB.
+    The heatmap is read by `to_unit_heatmap()` (float in [0, 1] up to 1e-3, `uint8` as
+    0..255, bool as 0/1), then quantized to 256 levels before the colormap is applied.
+    OpenCV produces BGR; the result is converted to RGB.
 
     Args:
-        heatmap: 2-D array `(H, W)` of finite values, nominally in [0, 1].
+        heatmap: 2-D array `(H, W)`: floats in [0, 1], `uint8` levels 0..255, or bool.
         colormap: Case-insensitive name of an OpenCV colormap (`cv2.COLORMAP_<NAME>`),
             e.g. `"jet"`, `"turbo"`, `"viridis"`, `"inferno"`; see `colormap_names()`.
             Defaults to `"jet"`.
@@ -62,7 +148,9 @@ def colorize(heatmap: ArrayLike, colormap: str = "jet") -> np.ndarray:
 
     Raises:
         TypeError: `heatmap` is not numeric or `colormap` is not a string.
-        ValueError: `heatmap` is not 2-D, contains NaN or infinity, or `colormap` is unknown.
+        ValueError: `heatmap` is not 2-D, contains NaN or infinity, lies outside [0, 1]
+            (floats) or is an integer map other than `uint8` 0..255 or 0/1, or `colormap` is
+            unknown.
 
     Example:
     ```python
@@ -82,13 +170,18 @@ def overlay(
     """Blends a colorized heatmap over an image.
 
     The heatmap is resized (bilinearly) to the image's height and width, colorized, and
-    blended: `round((1 - alpha) * image + alpha * colorize(heatmap))`.
+    blended: `round((1 - alpha) * image + alpha * colorize(heatmap))`. A heatmap smaller
+    than the image (e.g. at the conv layer's resolution) must have the image's orientation:
+    a map taller than wide on an image wider than tall (or the reverse) has its axes swapped
+    and is refused.
 
     Args:
         image: RGB `(H, W, 3)` or grayscale `(H, W)` / `(H, W, 1)` image, either `uint8`
             or float. Floats whose maximum is at most 1.0 are read as [0, 1], otherwise
             as [0, 255].
-        heatmap: 2-D array of finite values in [0, 1] (clipped), of any size.
+        heatmap: 2-D array `(h, w)` of any size with the image's orientation: floats in
+            [0, 1] (up to a rounding tolerance of 1e-3, see `to_unit_heatmap()`), `uint8`
+            levels 0..255, or bool.
         alpha: Weight of the heatmap, in [0, 1]: `0` returns the image, `1` the
             colorized heatmap. Defaults to `0.4`.
         colormap: OpenCV colormap name, see `colorize()`. Defaults to `"jet"`.
@@ -99,7 +192,7 @@ def overlay(
     Raises:
         TypeError: An argument has the wrong type.
         ValueError: `alpha` is outside [0, 1], the image or heatmap has the wrong shape
-            or values out of range, or `colormap` is unknown.
+            (or orientation) or values out of range, or `colormap` is unknown.
 
     Example:
     ```python
@@ -113,6 +206,7 @@ def overlay(
     rgb = _to_uint8_rgb(image)
     heat = _check_heatmap(heatmap)
     height, width = rgb.shape[:2]
+    _check_orientation(heat.shape, (height, width), "heatmap")
     if heat.shape != (height, width):
         heat = cv2.resize(heat, (width, height), interpolation=cv2.INTER_LINEAR)  # dsize is (W, H)
     colour = colorize(heat, colormap)
@@ -143,8 +237,9 @@ def plot_cams(
         images: A batch `(B, H, W, C)` or one image `(H, W, C)` / `(H, W)`, in the
             formats `overlay()` accepts (`C` is 1 or 3).
         maps_by_method: Non-empty mapping from method name to maps `(B, h, w)`, or to
-            one map `(h, w)` when there is a single image. Maps of any size are resized
-            to the images.
+            one map `(h, w)` when there is a single image, with values as `overlay()`
+            takes them (floats in [0, 1], `uint8` 0..255 or bool). Maps of any size with
+            the images' orientation are resized to the images.
         titles: One string per image, shown left of its row. Defaults to `None`.
         class_names: Names indexed by class, used to print `labels` and `predictions`.
             Defaults to `None` (class indices are printed).
@@ -164,8 +259,9 @@ def plot_cams(
 
     Raises:
         TypeError: An argument has the wrong type.
-        ValueError: Shapes or lengths disagree, `maps_by_method` is empty, a class index
-            has no name, or `alpha`/`colormap` are invalid.
+        ValueError: Shapes or lengths disagree, `maps_by_method` is empty or holds values
+            outside [0, 1] (see `to_unit_heatmap()`), a class index has no name, or
+            `alpha`/`colormap` are invalid.
 
     Example:
     ```python
@@ -189,7 +285,7 @@ def plot_cams(
             f"got shape {np.shape(images)}."
         )
     rows = batch.shape[0]
-    maps = _check_maps_by_method(maps_by_method, rows)
+    maps = _check_maps_by_method(maps_by_method, rows, batch.shape[1:3])
     row_texts = _row_texts(rows, titles, class_names, labels, predictions)
     cols = 1 + len(maps)
 
@@ -275,7 +371,8 @@ def save_overlay(
     Args:
         path: Destination file; must end in `.png`.
         image: Image as accepted by `overlay()`.
-        heatmap: 2-D heatmap in [0, 1], of any size.
+        heatmap: 2-D heatmap of any size, as `overlay()` takes it: floats in [0, 1],
+            `uint8` levels 0..255, or bool.
         alpha: Heatmap weight in [0, 1]. Defaults to `0.4`.
         colormap: OpenCV colormap name, see `colorize()`. Defaults to `"jet"`.
 
@@ -351,17 +448,13 @@ def _to_uint8_rgb(image: ArrayLike, name: str = "image") -> np.ndarray:
 
 
 def _check_heatmap(heatmap: ArrayLike, name: str = "heatmap") -> np.ndarray:
-    """Validates a 2-D finite numeric heatmap and returns it as float32 clipped to [0, 1]."""
-    array = np.asarray(heatmap)
-    if array.ndim != 2 or 0 in array.shape:
-        raise ValueError(f"`{name}` must be a non-empty 2-D array (H, W), got shape {array.shape}.")
-    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number):
-        raise TypeError(f"`{name}` must be a numeric array, got dtype {array.dtype}.")
-    if not np.isfinite(array).all():
+    """Validates a non-empty 2-D heatmap and reads it with `to_unit_heatmap()`."""
+    values = to_unit_heatmap(heatmap, name)
+    if values.ndim != 2 or 0 in values.shape:
         raise ValueError(
-            f"`{name}` contains NaN or infinite values; expected finite values in [0, 1]."
+            f"`{name}` must be a non-empty 2-D array (H, W), got shape {values.shape}."
         )
-    return np.clip(array.astype(np.float32), 0.0, 1.0)
+    return values
 
 
 def _check_alpha(alpha: float) -> None:
@@ -392,9 +485,12 @@ def _colormap_code(colormap: str) -> int:
 
 
 def _check_maps_by_method(
-    maps_by_method: Mapping[str, ArrayLike], batch_size: int
+    maps_by_method: Mapping[str, ArrayLike], batch_size: int, image_size: tuple[int, int]
 ) -> dict[str, np.ndarray]:
-    """Validates `plot_cams` maps: a non-empty mapping name -> `(B, h, w)` (`(h, w)` if B = 1)."""
+    """Validates `plot_cams` maps: a non-empty mapping name -> `(B, h, w)` (`(h, w)` if B = 1).
+
+    The maps are read by `to_unit_heatmap()` and must have the images' orientation.
+    """
     if not isinstance(maps_by_method, Mapping):
         raise TypeError(
             "`maps_by_method` must be a mapping such as {'Grad-CAM': maps}, "
@@ -406,7 +502,7 @@ def _check_maps_by_method(
         )
     checked = {}
     for method, maps in maps_by_method.items():
-        array = np.asarray(maps)
+        array = to_unit_heatmap(maps, f"maps_by_method[{method!r}]")
         if array.ndim == 2 and batch_size == 1:
             array = array[None]
         if array.ndim != 3 or array.shape[0] != batch_size:
@@ -414,8 +510,29 @@ def _check_maps_by_method(
                 f"`maps_by_method[{method!r}]` must have shape ({batch_size}, h, w) to match the "
                 f"{batch_size} image(s), got shape {array.shape}."
             )
+        _check_orientation(array.shape[1:], image_size, f"maps_by_method[{method!r}]")
         checked[str(method)] = array
     return checked
+
+
+def _check_orientation(
+    map_size: tuple[int, ...], image_size: tuple[int, ...], name: str
+) -> None:
+    """Raises if a map is taller than wide on an image wider than tall, or the reverse.
+
+    A CNN's feature grid keeps its input's orientation (the same stride along both axes), so
+    a map of the other orientation has its axes swapped, and resizing it to the image would
+    draw a plausible but wrong overlay. Square maps or images fit either way.
+    """
+    (map_height, map_width), (height, width) = map_size, image_size
+    if (map_height - map_width) * (height - width) < 0:
+        raise ValueError(
+            f"`{name}` has shape (h, w) = {(map_height, map_width)}, but the image is "
+            f"(H, W) = {(height, width)}: one is taller than wide, the other wider than tall, "
+            "so the map's axes look swapped. Pass maps as (H, W), as the CAM methods return "
+            "them (transpose a (W, H) map); a map whose grid really has the other orientation "
+            f"must be resized to {(height, width)} first."
+        )
 
 
 def _row_texts(

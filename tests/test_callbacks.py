@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from drawing_reference import reference_overlay
 from tensorboard import program
 
 from keras_cam.callbacks import HeatmapCallback
@@ -228,6 +229,34 @@ def test_every_n_epochs_logs_the_first_then_every_nth_epoch(tmp_path):
     assert sorted(path.name for path in (tmp_path / "png").iterdir()) == [
         "epoch_001.png", "epoch_003.png", "epoch_005.png"
     ]
+
+
+# ---------------------------------------------------------------------- non-square images
+def test_grid_of_non_square_images_keeps_height_and_width(tmp_path):
+    # 24x40 images are enlarged 4x (the smallest factor that reaches 128 px on the long side)
+    # to 96x160 cells; the overlay cell is the enlarged image under the map resized to it.
+    height, width, scale = 24, 40, 4
+    inputs = keras.Input((height, width, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, x)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    images = np.random.default_rng(3).random((2, height, width, 3)).astype(np.float32)
+    heatmaps = HeatmapCallback(images, out_dir=tmp_path, raise_errors=True)
+    model.fit(images, np.array([0, 1]), epochs=1, callbacks=[heatmaps], verbose=0)
+
+    grid = tf.io.decode_png((tmp_path / "epoch_001.png").read_bytes()).numpy().astype(int)
+    cell_height, cell_width = scale * height, scale * width
+    assert grid.shape == (BAND + 2 * (cell_height + BAND), 2 * cell_width + GAP, 3)
+    maps = heatmaps.last_maps["gradcam"]
+    assert maps.shape == (2, height, width) and maps.max() == 1.0
+    for row in range(2):
+        top = BAND + row * (cell_height + BAND)
+        rgb = np.uint8(np.rint(images[row] * 255))
+        shown = np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
+        np.testing.assert_array_equal(grid[top : top + cell_height, :cell_width], shown)
+        drawn = grid[top : top + cell_height, cell_width + GAP :]
+        assert np.abs(drawn - reference_overlay(shown, maps[row], 0.4)).max() <= 1
 
 
 class _BrokenCAM(GradCAM):

@@ -5,6 +5,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
+from drawing_reference import reference_overlay
 from source_checks import top_level_imports
 
 from keras_cam import visualize
@@ -19,15 +20,6 @@ from keras_cam.visualize import (
 
 JET_HOT = (128, 0, 0)  # cv2's jet at 1.0, in RGB
 JET_COLD = (0, 0, 128)  # cv2's jet at 0.0, in RGB
-
-
-def reference_overlay(image_uint8_rgb, heatmap, alpha, colormap=cv2.COLORMAP_JET):
-    """Plain numpy + cv2 overlay, written independently of keras_cam."""
-    height, width = image_uint8_rgb.shape[:2]
-    resized = cv2.resize(heatmap.astype(np.float32), (width, height), cv2.INTER_LINEAR)
-    levels = np.uint8(np.round(np.clip(resized, 0, 1) * 255))
-    colour = cv2.applyColorMap(levels, colormap)[..., ::-1]
-    return np.round((1 - alpha) * image_uint8_rgb + alpha * colour)
 
 
 # --- colorize ---------------------------------------------------------------------------
@@ -48,10 +40,12 @@ def test_colorize_matches_opencv_by_case_insensitive_name(name):
     np.testing.assert_array_equal(colorize(heatmap, name), bgr[..., ::-1])
 
 
-def test_colorize_clips_to_unit_range():
+def test_colorize_clips_rounding_errors_and_refuses_other_scales():
     np.testing.assert_array_equal(
-        colorize(np.array([[-3.0, 7.0]])), colorize(np.array([[0.0, 1.0]]))
+        colorize(np.array([[-0.0009, 1.0009]])), colorize(np.array([[0.0, 1.0]]))
     )
+    with pytest.raises(ValueError, match=r"`heatmap` must lie in \[0, 1\].*\[-3, 7\]"):
+        colorize(np.array([[-3.0, 7.0]]))
 
 
 def test_colormap_names_lists_opencv_colormaps():
@@ -114,7 +108,7 @@ def test_overlay_alpha_0_returns_the_image_and_alpha_1_the_colormap():
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.25, 0.4, 0.77, 1.0])
-@pytest.mark.parametrize("heatmap_shape", [(12, 16), (3, 4), (7, 5), (40, 50)])
+@pytest.mark.parametrize("heatmap_shape", [(12, 16), (3, 4), (5, 7), (7, 7), (40, 50)])
 def test_overlay_matches_reference_within_one_level(alpha, heatmap_shape):
     rng = np.random.default_rng(2)
     image = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
@@ -250,6 +244,41 @@ def test_plot_cams_grid_titles_labels_and_png(tmp_path):
     assert decoded is not None
     width, height = fig.get_size_inches() * 50
     assert decoded.shape == (round(height), round(width), 3)
+
+
+def test_plot_cams_non_square_cells_are_overlays_in_place():
+    # 24x40 images: a swapped height and width anywhere (figure size, resize, imshow) fails.
+    rng = np.random.default_rng(6)
+    images = rng.random((2, 24, 40, 3))
+    full = np.zeros((2, 24, 40))
+    full[0, 5, 30] = full[1, 18, 6] = 1.0  # (y, x): top right, then bottom left
+    conv = np.zeros((2, 3, 5))
+    conv[0, 0, 4] = conv[1, 2, 0] = 1.0
+    fig = plot_cams(images, {"Full": full, "Conv": conv}, alpha=1.0)
+    # By hand: 3 columns 2 inches wide; rows 2 * 24 / 40 inches high, plus 0.4 for titles.
+    np.testing.assert_allclose(fig.get_size_inches(), (6.0, 2 * 2 * 24 / 40 + 0.4))
+    for row in range(2):
+        rgb = np.uint8(np.rint(images[row] * 255))
+        for column, maps in ((1, full), (2, conv)):
+            ax = fig.axes[3 * row + column]
+            drawn = ax.images[0].get_array().astype(int)
+            assert drawn.shape == (24, 40, 3)
+            assert np.abs(drawn - reference_overlay(rgb, maps[row], 1.0)).max() <= 1
+            assert ax.get_xlim() == (-0.5, 39.5) and ax.get_ylim() == (23.5, -0.5)
+    hot = np.all(fig.axes[1].images[0].get_array() == JET_HOT, axis=-1)
+    assert list(zip(*np.nonzero(hot))) == [(5, 30)]
+
+
+@pytest.mark.parametrize("maps_shape", [(1, 40, 24), (1, 5, 3)])
+def test_maps_with_swapped_axes_are_refused(maps_shape):
+    image = np.zeros((24, 40, 3), np.uint8)
+    maps = np.zeros(maps_shape)
+    height, width = maps_shape[1:]
+    swapped = rf"has shape \(h, w\) = \({height}, {width}\), but the image is \(H, W\) = \(24, 40\)"
+    with pytest.raises(ValueError, match=r"`heatmap` " + swapped + ".*axes look swapped"):
+        overlay(image, maps[0])
+    with pytest.raises(ValueError, match=r"`maps_by_method\['CAM'\]` " + swapped):
+        plot_cams(image, {"CAM": maps})
 
 
 def test_plot_cams_single_image_with_2d_map_and_indices_without_names():
