@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-import numbers
 import os
 import pathlib
 import warnings
@@ -27,7 +26,7 @@ from numpy.typing import ArrayLike
 from keras_cam import metrics, visualize
 from keras_cam.methods import METHODS, BaseCAM, get_method
 from keras_cam.surgery import build_cam_model
-from keras_cam.targets import Targets, resolve_targets
+from keras_cam.targets import TARGET_FORMS, Targets, class_indices, resolve_targets
 
 PathLike = str | os.PathLike[str]
 _T = TypeVar("_T")
@@ -387,16 +386,22 @@ def _check_images(images: ArrayLike) -> np.ndarray:
 
 
 def _truncate_targets(targets: Targets, count: int, max_images: int) -> Targets:
-    """Keeps the targets of the first `max_images` images; per-image targets must match `count`."""
-    if targets is None or callable(targets) or isinstance(targets, (numbers.Integral, str)):
-        return targets  # Checked against the model's classes in `on_train_begin`.
-    per_image = np.asarray(targets)
-    if per_image.ndim != 1 or len(per_image) != count:
+    """Keeps the targets of the first `max_images` images; per-image targets must match `count`.
+
+    Class indices of any array-like type (see `keras_cam.targets.class_indices`) become an int
+    or an int64 array; `None` and callables are kept as they are.
+    """
+    if targets is None or callable(targets):
+        return targets
+    indices = class_indices(targets, "targets", TARGET_FORMS)
+    if indices.ndim == 0:
+        return int(indices)  # Checked against the model's classes in `on_train_begin`.
+    if len(indices) != count:
         raise ValueError(
             f"`targets` must give one class per image: {count} images were passed, but `targets` "
-            f"has shape {per_image.shape}. Pass a single int to use one class for all."
+            f"has shape {indices.shape}. Pass a single int to use one class for all."
         )
-    return per_image[:max_images]
+    return indices[:max_images]
 
 
 def _check_methods(methods: str | Sequence[str]) -> dict[str, type[BaseCAM]]:
