@@ -25,6 +25,7 @@ from numpy.typing import ArrayLike
 
 from keras_cam import metrics, visualize
 from keras_cam.methods import METHODS, BaseCAM, get_method
+from keras_cam.methods.base import compile_fn
 from keras_cam.surgery import build_cam_model
 from keras_cam.targets import TARGET_FORMS, Targets, class_indices, resolve_targets
 
@@ -186,8 +187,8 @@ class HeatmapCallback(keras.callbacks.Callback):
             cam_model.input_shape, cam_model.num_classes
         )
         signature = [tf.TensorSpec((None, *self.images.shape[1:]), tf.float32)]
-        self._predict = tf.function(
-            lambda batch: cam_model.model(batch, training=False)[2], input_signature=signature
+        self._predict = compile_fn(
+            lambda batch: cam_model.model(batch, training=False)[2], signature
         )
         self._explainers = {}
         for tag, method in self.methods.items():

@@ -17,18 +17,31 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_cam.surgery import CamModel, build_cam_model
+from keras_cam.surgery import CamModel, build_cam_model, check_input_values
 from keras_cam.targets import TOP_PREDICTION, ScoreFn, Targets, resolve_targets
 
 _SCORES = ("logit", "probability")
 
 
 def compile_fn(fn: Callable[..., Any], input_signature: list[tf.TensorSpec]) -> Any:
-    """`tf.function(fn, input_signature)` for per-explainer functions.
+    """`tf.function(fn, input_signature)`: every compiled function of keras_cam goes through here.
 
-    Each explainer compiles its own functions from the same Python code, which TensorFlow's
-    "function created in a loop" heuristic counts as retracing once a few explainers exist.
+    Each explainer (and each model a metric or the callback scores) compiles its own functions
+    from the same Python code, which TensorFlow's "function created in a loop" heuristic counts
+    as retracing once a few of them exist (explainers per layer, per fold, per `evaluate` call).
     The fixed signature already rules real retracing out, so that warning is switched off.
+
+    Args:
+        fn: the Python function to compile.
+        input_signature: one `tf.TensorSpec` per argument of `fn`.
+
+    Returns:
+        The compiled function.
+
+    Example:
+    ```python
+    square = compile_fn(lambda x: x * x, [tf.TensorSpec((None,), tf.float32)])
+    ```
     """
     compiled = tf.function(fn, input_signature=input_signature)
     compiled._omit_frequent_tracing_warning = True
@@ -285,4 +298,6 @@ class BaseCAM:
                 f"`images` contain NaN or infinite values (first in image {bad}); a class "
                 "activation map of such an input is meaningless. Check the preprocessing."
             )
+        # A model with an integer input takes integer images (explained as float32).
+        check_input_values(batch, self.model.inputs[0].dtype, self.model.name)
         return batch, single
