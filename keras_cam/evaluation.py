@@ -203,8 +203,9 @@ def evaluate(
         model: a single-input Functional or Sequential Keras classifier, as the methods take.
         images: `(B, H, W, C)` images, NumPy or tensor, preprocessed the way the model expects.
         labels: int `(B,)` ground-truth class of each image, the class every map explains and
-            every metric scores; `None` uses each image's top-1 predicted class. Defaults to
-            `None`.
+            every metric scores: any integer array-like (NumPy array, list, tensor such as a
+            `tf.data` batch's labels, pandas Series; a `(B, 1)` column too); `None` uses each
+            image's top-1 predicted class. Defaults to `None`.
         boxes: int `(B, 4)` ground-truth boxes `(x0, y0, x1, y1)`, `x1`/`y1` exclusive, for
             the box metrics (`box_iou`, `pointing_game`); `None` if there are none. Defaults to
             `None`.

@@ -141,8 +141,9 @@ class BaseCAM:
             images: one image `(H, W, C)` or a batch `(B, H, W, C)`, NumPy or tensor,
                 preprocessed the way the model expects.
             targets: `None` (each image's top-1 class), an int (one class for all images), a
-                sequence of ints (one class per image) or a callable `f(logits) -> (B,)`.
-                Defaults to `None`.
+                sequence of ints (one class per image: a list, NumPy array, tensor or pandas
+                Series, see `keras_cam.targets.class_indices`) or a callable
+                `f(logits) -> (B,)`. Defaults to `None`.
             upsample: resize the maps to the input's height and width (bilinear). Defaults to
                 `True`; `False` returns the conv-resolution maps.
             normalize: min-max normalize each map to [0, 1] (a map with no positive evidence
@@ -153,7 +154,8 @@ class BaseCAM:
 
         Raises:
             ValueError: images of the wrong rank, channel count or size, an empty batch,
-                non-finite values, or targets out of range / of the wrong length.
+                non-finite values, or targets out of range / of the wrong length; for a model
+                with an integer (or bool) input, images that are not integers in its range.
         """
         batch, single = self._check_images(images)
         resolved = resolve_targets(targets, int(batch.shape[0]), self.num_classes)
