@@ -44,7 +44,12 @@ def _three_conv_model() -> keras.Model:
 
 
 def _retracing(messages: list[str]) -> list[str]:
-    return [message for message in messages if "retracing" in message]
+    """Retracing warnings about keras_cam's functions (not Keras' own training function)."""
+    return [
+        message
+        for message in messages
+        if "retracing" in message and "TensorFlowTrainer" not in message
+    ]
 
 
 def test_score_cam_explainers_per_layer_do_not_warn(tf_messages):
@@ -65,4 +70,27 @@ def test_repeated_evaluate_does_not_warn(tf_messages):
     for _ in range(3):  # a new model per fold
         kc.evaluate(_three_conv_model(), images, methods=("scorecam", "fasterscorecam"),
                     metrics="average_drop")
+    assert _retracing(tf_messages) == []
+
+
+def test_every_gradient_method_per_layer_does_not_warn(tf_messages):
+    model = _three_conv_model()
+    images = np.random.default_rng(2).random((2, 12, 20, 3)).astype(np.float32)
+    for name, method in kc.METHODS.items():
+        if name == "cam" or not method.requires_gradients:
+            continue
+        for layer in ("conv1", "conv2", "conv3"):
+            method(model, layer)(images)
+    assert _retracing(tf_messages) == []
+
+
+@pytest.mark.slow
+def test_heatmap_callback_per_fold_does_not_warn(tf_messages, tmp_path):
+    images = np.random.default_rng(3).random((4, 12, 20, 3)).astype(np.float32)
+    labels = np.array([0, 1, 2, 0])
+    for fold in range(6):
+        model = _three_conv_model()
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        callback = kc.HeatmapCallback(images, out_dir=tmp_path / str(fold))
+        model.fit(images, labels, epochs=1, callbacks=[callback], verbose=0)
     assert _retracing(tf_messages) == []
