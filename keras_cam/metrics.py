@@ -374,10 +374,10 @@ def _score(
     if not callable(model):
         raise TypeError(f"`model` must be a keras.Model; received {type(model).__name__}.")
     images = _check_images(images)
-    check_input_values(images, _input_dtype(model), getattr(model, "name", "model"))
     maps = _check_maps(maps, images.shape[:3])
     probabilities = _compiled_probabilities(model, activation, images.shape[1:])
     num_classes = int(probabilities.get_concrete_function().structured_outputs.shape[-1])
+    check_input_values(images, _input_dtype(model), getattr(model, "name", "model"))
     resolved = resolve_targets(targets, len(images), num_classes).astype(np.int64)
 
     batch = len(images)
