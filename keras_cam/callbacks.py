@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-import numbers
 import os
 import pathlib
 import warnings
@@ -26,8 +25,9 @@ from numpy.typing import ArrayLike
 
 from keras_cam import metrics, visualize
 from keras_cam.methods import METHODS, BaseCAM, get_method
+from keras_cam.methods.base import compile_fn
 from keras_cam.surgery import build_cam_model
-from keras_cam.targets import Targets, resolve_targets
+from keras_cam.targets import TARGET_FORMS, Targets, class_indices, resolve_targets
 
 PathLike = str | os.PathLike[str]
 _T = TypeVar("_T")
@@ -65,7 +65,10 @@ class HeatmapCallback(keras.callbacks.Callback):
     The explainers are built once, in `on_train_begin`, and share the model's weights, so nothing
     is rebuilt or retraced per epoch, and the same instance can be passed to several `fit` calls
     (pass `initial_epoch` to continue the numbering). Image shapes, targets and class names are
-    checked against the model there, before the first epoch. An error while building an explainer
+    checked against the model there, before the first epoch. A model that `fit` builds in its
+    first training step (a `keras.Sequential` without `keras.Input`) has no inputs yet at
+    `on_train_begin`: its explainers are built, and the arguments checked, at the end of the
+    first epoch, where an error warns like the ones below. An error while building an explainer
     (a method that does not apply to the model), explaining or writing warns once (a
     `RuntimeWarning` with its reason) and training goes on, unless `raise_errors=True`.
 
@@ -74,8 +77,9 @@ class HeatmapCallback(keras.callbacks.Callback):
             preprocessed the way the model expects (images outside [0, 1] and [0, 255] are
             min-max rescaled for display only).
         targets: what to explain: `None` (each image's top-1 class at that epoch), an int (one
-            class for every image), one class per image, or a callable `f(logits) -> (B,)`
-            (see `keras_cam.BaseCAM`). Defaults to `None`.
+            class for every image), one class per image (any integer array-like: list, NumPy
+            array, tensor, pandas Series), or a callable `f(logits) -> (B,)` (see
+            `keras_cam.BaseCAM`). Defaults to `None`.
         methods: method names looked up in `keras_cam.METHODS` (e.g. `"gradcam"`,
             `"gradcam++"`, `"scorecam"`), or a single name. Defaults to `("gradcam",)`.
         log_dir: directory of the TensorBoard logs, or `None` to write no summaries. Defaults to
@@ -108,8 +112,8 @@ class HeatmapCallback(keras.callbacks.Callback):
             below 1, or `boxes` that are not one box per image inside it. At `on_train_begin`:
             images whose shape the model does not take, targets out of range, `class_names`
             of the wrong length, or a model with no spatial layer to explain.
-        TypeError: arguments of the wrong type; at `on_train_begin`, a subclassed model (see
-            `keras_cam.build_cam_model`).
+        TypeError: arguments of the wrong type. (A subclassed model, which has no inputs to
+            trace, warns at the end of the first epoch and training goes on.)
 
     Example:
 
@@ -182,15 +186,22 @@ class HeatmapCallback(keras.callbacks.Callback):
             self.out_dir.mkdir(parents=True, exist_ok=True)
         if self._explained_model is self.model:
             return  # Built for this model in an earlier `fit`: reuse, don't retrace.
+        self._explainers = {}
+        if _has_inputs(self.model):
+            self._build_explainers()
+        # Otherwise the model is built by its first training step (a Sequential without
+        # `keras.Input`): the explainers are built at the end of the first epoch.
+
+    def _build_explainers(self) -> None:
+        """Checks the arguments against the model and builds one explainer per method."""
         cam_model = build_cam_model(self.model)
         self._explained_classes = self._check_against_model(
             cam_model.input_shape, cam_model.num_classes
         )
         signature = [tf.TensorSpec((None, *self.images.shape[1:]), tf.float32)]
-        self._predict = tf.function(
-            lambda batch: cam_model.model(batch, training=False)[2], input_signature=signature
+        self._predict = compile_fn(
+            lambda batch: cam_model.model(batch, training=False)[2], signature
         )
-        self._explainers = {}
         for tag, method in self.methods.items():
             # A method's own progress bar (Score-CAM) would interleave with fit's.
             quiet = {"verbose": 0} if "verbose" in inspect.signature(method).parameters else {}
@@ -205,6 +216,9 @@ class HeatmapCallback(keras.callbacks.Callback):
         self._explained_model = self.model
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self._explained_model is not self.model:  # A model built by its first step.
+            self._explained_model = self.model  # Tried once, even if it fails.
+            self._attempt("building the explainers", epoch, self._build_explainers)
         if epoch % self.every_n_epochs != 0 or not self._explainers:
             return
         probabilities = self._attempt("predicting the images' classes", epoch, self._probabilities)
@@ -386,17 +400,31 @@ def _check_images(images: ArrayLike) -> np.ndarray:
     return array
 
 
+def _has_inputs(model: keras.Model) -> bool:
+    """Whether `model` has defined inputs (an unbuilt Sequential or a subclassed model has not)."""
+    try:
+        return bool(model.inputs)
+    except (AttributeError, ValueError):
+        return False
+
+
 def _truncate_targets(targets: Targets, count: int, max_images: int) -> Targets:
-    """Keeps the targets of the first `max_images` images; per-image targets must match `count`."""
-    if targets is None or callable(targets) or isinstance(targets, (numbers.Integral, str)):
-        return targets  # Checked against the model's classes in `on_train_begin`.
-    per_image = np.asarray(targets)
-    if per_image.ndim != 1 or len(per_image) != count:
+    """Keeps the targets of the first `max_images` images; per-image targets must match `count`.
+
+    Class indices of any array-like type (see `keras_cam.targets.class_indices`) become an int
+    or an int64 array; `None` and callables are kept as they are.
+    """
+    if targets is None or callable(targets):
+        return targets
+    indices = class_indices(targets, "targets", TARGET_FORMS)
+    if indices.ndim == 0:
+        return int(indices)  # Checked against the model's classes in `on_train_begin`.
+    if len(indices) != count:
         raise ValueError(
             f"`targets` must give one class per image: {count} images were passed, but `targets` "
-            f"has shape {per_image.shape}. Pass a single int to use one class for all."
+            f"has shape {indices.shape}. Pass a single int to use one class for all."
         )
-    return per_image[:max_images]
+    return indices[:max_images]
 
 
 def _check_methods(methods: str | Sequence[str]) -> dict[str, type[BaseCAM]]:

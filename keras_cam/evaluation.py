@@ -32,7 +32,7 @@ from keras_cam.metrics import (
     get_metric,
 )
 from keras_cam.surgery import check_model
-from keras_cam.targets import resolve_targets
+from keras_cam.targets import class_indices, resolve_targets
 
 MethodSpec = Union[str, type[BaseCAM]]
 """A method: a registered name (see `keras_cam.METHODS`) or a `BaseCAM` subclass."""
@@ -203,8 +203,9 @@ def evaluate(
         model: a single-input Functional or Sequential Keras classifier, as the methods take.
         images: `(B, H, W, C)` images, NumPy or tensor, preprocessed the way the model expects.
         labels: int `(B,)` ground-truth class of each image, the class every map explains and
-            every metric scores; `None` uses each image's top-1 predicted class. Defaults to
-            `None`.
+            every metric scores: any integer array-like (NumPy array, list, tensor such as a
+            `tf.data` batch's labels, pandas Series; a `(B, 1)` column too); `None` uses each
+            image's top-1 predicted class. Defaults to `None`.
         boxes: int `(B, 4)` ground-truth boxes `(x0, y0, x1, y1)`, `x1`/`y1` exclusive, for
             the box metrics (`box_iou`, `pointing_game`); `None` if there are none. Defaults to
             `None`.
@@ -303,16 +304,17 @@ def evaluate(
 def _check_labels(labels: ArrayLike, batch: int, model: keras.Model) -> np.ndarray:
     """`labels` as int32 `(B,)` class indices within the model's classes."""
     num_classes = max(2, int(model.outputs[0].shape[-1]))  # one unit: classes 0 and 1
-    array = np.asarray(labels)
-    if array.ndim != 1 or len(array) != batch:
+    forms = "one integer class index per image (an array-like or tensor)"
+    array = class_indices(labels, "labels", forms)
+    if array.shape != (batch,):
         raise ValueError(
             f"`labels` must hold one class index per image, shape ({batch},); received shape "
             f"{array.shape}."
         )
     try:
         return resolve_targets(array, batch, num_classes)
-    except (TypeError, ValueError) as error:
-        raise type(error)(f"Invalid `labels`: {error}") from error
+    except ValueError as error:
+        raise ValueError(f"Invalid `labels`: {error}") from error
 
 
 def _registry_name(method: type[BaseCAM]) -> str:

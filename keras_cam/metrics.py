@@ -29,6 +29,9 @@ Conventions shared by all metrics:
 - The masked copies of a batch go through one compiled model call (`tf.function` with a
   `(None, H, W, C)` input signature) in chunks of `batch_size` images; the chunk size never
   changes a result, and the inputs are never modified.
+- A model with an integer (or bool) input, e.g. uint8 pixels followed by `Rescaling`, takes
+  images of integers in its dtype's range (anything else is refused); its masked copies are
+  rounded to the nearest such image.
 - Units follow the papers: `average_drop` and `increase_in_confidence` are percentages
   (0-100); IoU, pointing game and AUCs are fractions in [0, 1].
 """
@@ -47,6 +50,8 @@ import numpy as np
 import tensorflow as tf
 from numpy.typing import ArrayLike
 
+from keras_cam.methods.base import compile_fn
+from keras_cam.surgery import check_input_values
 from keras_cam.targets import TOP_PREDICTION, Targets, resolve_targets
 from keras_cam.visualize import to_unit_heatmap
 
@@ -278,24 +283,43 @@ def _compiled_probabilities(
     """The compiled `(images, baselines, masks) -> probabilities` of the composite images.
 
     A composite is `images * mask + baselines * (1 - mask)`, the mask broadcast over channels.
-    One `tf.function` per model, activation and image shape, with a `(None, H, W, C)` input
-    signature: it is traced once and then reused for every chunk and every metric call.
+    For a model whose input is integer (or bool), composites are rounded to the nearest value
+    of that dtype (clipped to its range), the nearest image the model can take, rather than
+    truncated by the model's own cast. One compiled function per model, activation and image
+    shape, with a `(None, H, W, C)` input signature: it is traced once and then reused for
+    every chunk and every metric call.
     """
     compiled = _COMPILED.setdefault(model, {})
     key = (activation, tuple(image_shape))
     if key not in compiled:
         model_ref = weakref.ref(model)  # the cached function must not keep the model alive
+        quantize = _quantizer(_input_dtype(model))
         image_spec = tf.TensorSpec((None, *image_shape), tf.float32)
         mask_spec = tf.TensorSpec((None, *image_shape[:2]), tf.float32)
 
-        @tf.function(input_signature=[image_spec, image_spec, mask_spec])
         def probabilities(images: tf.Tensor, baselines: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
             mask = masks[..., tf.newaxis]
-            composite = images * mask + baselines * (1.0 - mask)
+            composite = quantize(images * mask + baselines * (1.0 - mask))
             return _to_probabilities(model_ref()(composite, training=False), activation)
 
-        compiled[key] = probabilities
+        compiled[key] = compile_fn(probabilities, [image_spec, image_spec, mask_spec])
     return compiled[key]
+
+
+def _input_dtype(model: keras.Model) -> str:
+    """The model's input dtype; float32 for a model without declared inputs (subclassed)."""
+    try:
+        return keras.backend.standardize_dtype(model.inputs[0].dtype)
+    except (AttributeError, IndexError, ValueError):
+        return "float32"
+
+
+def _quantizer(dtype: str) -> Callable[[tf.Tensor], tf.Tensor]:
+    """Identity for float dtypes; else rounds to the nearest integer within `dtype`'s range."""
+    if keras.backend.is_float_dtype(dtype):
+        return lambda images: images
+    low, high = (0, 1) if dtype == "bool" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
+    return lambda images: tf.clip_by_value(tf.round(images), float(low), float(high))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -376,6 +400,7 @@ def _score(
     maps = _check_maps(maps, images.shape[:3], order_only=order_only)
     probabilities = _compiled_probabilities(model, activation, images.shape[1:])
     num_classes = int(probabilities.get_concrete_function().structured_outputs.shape[-1])
+    check_input_values(images, _input_dtype(model), getattr(model, "name", "model"))
     resolved = resolve_targets(targets, len(images), num_classes).astype(np.int64)
 
     batch = len(images)

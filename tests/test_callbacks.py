@@ -351,3 +351,110 @@ def test_arguments_that_do_not_fit_the_model_fail_before_the_first_epoch(tmp_pat
 def test_method_names_go_through_the_registry():
     heatmaps = HeatmapCallback(IMAGES, methods=("Grad-CAM++", "gradcam"), out_dir="unused")
     assert heatmaps.methods == {"gradcam++": get_method("gradcam++"), "gradcam": GradCAM}
+
+
+# ------------------------------------------- models built by fit; targets of any type
+def _lazy_sequential() -> keras.Model:
+    """A Sequential without `keras.Input`: `fit` builds it in its first training step."""
+    model = keras.Sequential(
+        [
+            keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    return model
+
+
+def _non_square_data(n: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    images = np.random.default_rng(3).random((n, 24, 40, 3)).astype(np.float32)
+    return images, np.arange(n) % 3
+
+
+def test_lazily_built_sequential_gets_heatmaps_from_the_first_epoch(tmp_path):
+    images, labels = _non_square_data()
+    model = _lazy_sequential()
+    heatmaps = HeatmapCallback(images[:4], out_dir=tmp_path, methods=("gradcam", "scorecam"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        history = model.fit(images, labels, epochs=2, callbacks=[heatmaps], verbose=0)
+    assert len(history.history["loss"]) == 2
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["epoch_001.png", "epoch_002.png"]
+    assert heatmaps.last_epoch == 1 and set(heatmaps.last_maps) == {"gradcam", "scorecam"}
+    # The maps of the last epoch are those of the trained model, at the input's (24, 40) grid.
+    np.testing.assert_allclose(
+        heatmaps.last_maps["gradcam"], GradCAM(model)(images[:4]), atol=1e-6
+    )
+    assert heatmaps.last_maps["gradcam"].shape == (4, 24, 40)
+
+
+def test_lazily_built_model_with_mismatched_images_warns_and_trains_on(tmp_path):
+    images, labels = _non_square_data()
+    heatmaps = HeatmapCallback(images[:2, :, :24], out_dir=tmp_path)  # 24x24, model sees 24x40
+    with pytest.warns(RuntimeWarning, match=r"building the explainers failed after epoch 1.*"
+                      r"shape \(24, 24, 3\) per image"):
+        history = _lazy_sequential().fit(images, labels, epochs=2, callbacks=[heatmaps],
+                                         verbose=0)
+    assert len(history.history["loss"]) == 2
+    assert heatmaps.last_maps == {} and list(tmp_path.iterdir()) == []
+
+
+class SubclassedNet(keras.Model):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = keras.layers.Conv2D(4, 3, activation="relu")
+        self.pool = keras.layers.GlobalAveragePooling2D()
+        self.dense = keras.layers.Dense(3, activation="softmax")
+
+    def call(self, inputs):
+        return self.dense(self.pool(self.conv(inputs)))
+
+
+def test_subclassed_model_warns_and_trains_on(tmp_path):
+    images, labels = _non_square_data()
+    model = SubclassedNet()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    heatmaps = HeatmapCallback(images[:2], out_dir=tmp_path)
+    with pytest.warns(RuntimeWarning, match="building the explainers failed.*subclassed") as record:
+        history = model.fit(images, labels, epochs=3, callbacks=[heatmaps], verbose=0)
+    assert len(history.history["loss"]) == 3
+    assert len([w for w in record if "building the explainers" in str(w.message)]) == 1
+
+
+@pytest.mark.parametrize(
+    "make_targets",
+    [
+        lambda labels: tf.constant(labels),
+        lambda labels: tf.Variable(labels.astype(np.int64)),
+        lambda labels: labels.astype(np.uint8),
+        lambda labels: pytest.importorskip("pandas").Series(labels),
+    ],
+    ids=["tensor", "variable", "uint8", "pandas"],
+)
+def test_targets_of_any_integer_array_type(tmp_path, make_targets):
+    images, labels = _non_square_data(6)
+    labels = np.array([2, 0, 1, 1, 2, 0])
+    model = _lazy_sequential()
+    model.build((None, 24, 40, 3))
+    heatmaps = HeatmapCallback(images, targets=make_targets(labels), out_dir=tmp_path,
+                               max_images=4)
+    model.fit(images, labels, epochs=1, callbacks=[heatmaps], verbose=0)
+    np.testing.assert_array_equal(heatmaps._explained_classes, labels[:4])
+    expected = GradCAM(model)(images[:4], [2, 0, 1, 1])
+    np.testing.assert_allclose(heatmaps.last_maps["gradcam"], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("targets", "error", "match"),
+    [
+        (np.array([0.0, 1.0, 2.0]), TypeError, "integer class indices; received dtype float64"),
+        (tf.constant([True, False, True]), TypeError, "received booleans"),
+        (tf.constant([0, 1]), ValueError, "3 images were passed"),
+        (np.eye(3, dtype=int), ValueError, r"one-hot.*np.argmax"),
+        ("cat", TypeError, "`targets` must be None"),
+    ],
+)
+def test_targets_that_are_not_class_indices_fail_at_construction(tmp_path, targets, error, match):
+    with pytest.raises(error, match=match):
+        HeatmapCallback(IMAGES, targets=targets, out_dir=tmp_path)

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from tiny_models import gap_model, split_model
 
 from keras_cam import metrics
@@ -151,6 +152,43 @@ def test_methods_get_the_labels_in_chunks_after_one_warm_up_image(model):
 
     (cam,) = region.instances
     assert cam.calls == [(1, [1]), (3, [1, 0, 1]), (1, [1])]
+
+
+@pytest.mark.parametrize(
+    "as_labels",
+    [
+        lambda labels: tf.constant(labels, tf.int64),
+        lambda labels: tf.Variable(labels),
+        lambda labels: tf.constant(labels, tf.uint8),
+        lambda labels: labels.astype(np.uint16),
+        lambda labels: labels[:, np.newaxis],  # a column, e.g. CIFAR-10 labels
+        lambda labels: tuple(np.int8(label) for label in labels),
+        lambda labels: pytest.importorskip("pandas").Series(labels),
+    ],
+    ids=["tensor-int64", "variable", "tensor-uint8", "uint16", "column", "numpy-scalars",
+         "pandas"],
+)
+def test_labels_of_any_integer_array_type(model, as_labels):
+    region = fake_method(REGION_MAP)
+    labels = np.array([1, 0, 1, 1], np.int32)
+    images = tf.constant(constant_images())  # a tf.data batch: tensor images and labels
+    evaluate(model, images, as_labels(labels), methods=region, metrics="average_drop")
+    assert region.instances[0].calls == [(1, [1]), (4, [1, 0, 1, 1])]
+
+
+@pytest.mark.parametrize(
+    ("labels", "error", "match"),
+    [
+        (np.array([1.0, 0.0, 1.0, 1.0]), TypeError, r"`labels` must hold integer.*float64"),
+        (tf.constant([True, False, True, True]), TypeError, r"`labels`.*booleans"),
+        (tf.constant([1, 0]), ValueError, r"`labels`.*shape \(4,\); received shape \(2,\)"),
+        (np.eye(2, dtype=int)[[1, 0, 1, 1]], ValueError, r"one-hot.*np.argmax"),
+        ("1011", TypeError, r"`labels` must be one integer class index per image"),
+    ],
+)
+def test_labels_that_are_not_class_indices_are_refused(model, labels, error, match):
+    with pytest.raises(error, match=match):
+        evaluate(model, constant_images(), labels, methods="gradcam", metrics="average_drop")
 
 
 def test_without_labels_every_image_is_explained_for_its_top_1_class(model):

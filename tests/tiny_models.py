@@ -115,3 +115,34 @@ def argmax_in_box(maps: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return (
         (cols >= boxes[:, 0]) & (cols < boxes[:, 2]) & (rows >= boxes[:, 1]) & (rows < boxes[:, 3])
     )
+
+
+def rescaling_gap_model(
+    dtype: str = "float32", shape: tuple[int, int, int] = (24, 40, 3), classes: int = 3
+) -> keras.Model:
+    """Input of `dtype` -> Rescaling(1/255) -> conv "conv" (same padding) -> GAP -> softmax Dense.
+
+    With "same" padding the feature map is on the input grid, so `gap_cam_reference` gives
+    CAM (and Grad-CAM of the logit) exactly, without any upsampling.
+    """
+    inputs = keras.Input(shape, dtype=dtype)
+    x = layers.Rescaling(1.0 / 255.0)(inputs)
+    x = layers.Conv2D(5, 3, padding="same", activation="relu", name="conv")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Dense(classes, activation="softmax", name="classifier")(x)
+    return keras.Model(inputs, outputs, name=f"rescaling_gap_{dtype}")
+
+
+def gap_cam_reference(model: keras.Model, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """CAM of a `rescaling_gap_model`, by hand: min-max of `ReLU(sum_k W_kc A_k)`, `(B, H, W)`.
+
+    For a conv -> GAP -> Dense head this is also Grad-CAM (and HiResCAM) of the logit: the
+    gradient of logit c with respect to `A_k` is `W_kc / (h * w)` at every position.
+    """
+    features = keras.Model(model.inputs[0], model.get_layer("conv").output)
+    activations = np.asarray(features(images)).astype(np.float64)
+    kernel = model.get_layer("classifier").kernel.numpy().astype(np.float64)
+    maps = np.maximum(np.einsum("bhwk,kb->bhw", activations, kernel[:, classes]), 0.0)
+    low = maps.min(axis=(1, 2), keepdims=True)
+    span = maps.max(axis=(1, 2), keepdims=True) - low
+    return np.divide(maps - low, span, out=np.zeros_like(maps), where=span > 0)

@@ -17,18 +17,31 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_cam.surgery import CamModel, build_cam_model
+from keras_cam.surgery import CamModel, build_cam_model, check_input_values
 from keras_cam.targets import TOP_PREDICTION, ScoreFn, Targets, resolve_targets
 
 _SCORES = ("logit", "probability")
 
 
 def compile_fn(fn: Callable[..., Any], input_signature: list[tf.TensorSpec]) -> Any:
-    """`tf.function(fn, input_signature)` for per-explainer functions.
+    """`tf.function(fn, input_signature)`: every compiled function of keras_cam goes through here.
 
-    Each explainer compiles its own functions from the same Python code, which TensorFlow's
-    "function created in a loop" heuristic counts as retracing once a few explainers exist.
+    Each explainer (and each model a metric or the callback scores) compiles its own functions
+    from the same Python code, which TensorFlow's "function created in a loop" heuristic counts
+    as retracing once a few of them exist (explainers per layer, per fold, per `evaluate` call).
     The fixed signature already rules real retracing out, so that warning is switched off.
+
+    Args:
+        fn: the Python function to compile.
+        input_signature: one `tf.TensorSpec` per argument of `fn`.
+
+    Returns:
+        The compiled function.
+
+    Example:
+    ```python
+    square = compile_fn(lambda x: x * x, [tf.TensorSpec((None,), tf.float32)])
+    ```
     """
     compiled = tf.function(fn, input_signature=input_signature)
     compiled._omit_frequent_tracing_warning = True
@@ -128,8 +141,9 @@ class BaseCAM:
             images: one image `(H, W, C)` or a batch `(B, H, W, C)`, NumPy or tensor,
                 preprocessed the way the model expects.
             targets: `None` (each image's top-1 class), an int (one class for all images), a
-                sequence of ints (one class per image) or a callable `f(logits) -> (B,)`.
-                Defaults to `None`.
+                sequence of ints (one class per image: a list, NumPy array, tensor or pandas
+                Series, see `keras_cam.targets.class_indices`) or a callable
+                `f(logits) -> (B,)`. Defaults to `None`.
             upsample: resize the maps to the input's height and width (bilinear). Defaults to
                 `True`; `False` returns the conv-resolution maps.
             normalize: min-max normalize each map to [0, 1] (a map with no positive evidence
@@ -140,7 +154,8 @@ class BaseCAM:
 
         Raises:
             ValueError: images of the wrong rank, channel count or size, an empty batch,
-                non-finite values, or targets out of range / of the wrong length.
+                non-finite values, or targets out of range / of the wrong length; for a model
+                with an integer (or bool) input, images that are not integers in its range.
         """
         batch, single = self._check_images(images)
         resolved = resolve_targets(targets, int(batch.shape[0]), self.num_classes)
@@ -285,4 +300,6 @@ class BaseCAM:
                 f"`images` contain NaN or infinite values (first in image {bad}); a class "
                 "activation map of such an input is meaningless. Check the preprocessing."
             )
+        # A model with an integer input takes integer images (explained as float32).
+        check_input_values(batch, self.model.inputs[0].dtype, self.model.name)
         return batch, single

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_cam.methods.base import BaseCAM
+from keras_cam.methods.base import BaseCAM, compile_fn
 from keras_cam.targets import TOP_PREDICTION, ScoreFn
 
 WEIGHTINGS = ("reference", "softmax")
@@ -239,18 +239,13 @@ class ScoreCAM(BaseCAM):
         )
         self._activations_per_pixel = _activations_per_pixel(sub_model, self._cam.input_shape)
         self._image_spec = tf.TensorSpec((None, *self._cam.input_shape), tf.float32)
-        self._features_fn = tf.function(self._features, input_signature=[self._image_spec])
+        self._features_fn = compile_fn(self._features, [self._image_spec])
         self._maps_spec = tf.TensorSpec((None, self.num_channels, *feature_shape[:2]), tf.float32)
         channel_spec = tf.TensorSpec((None, self.num_channels), tf.float32)
         flag_spec = tf.TensorSpec((None, self.num_channels), tf.bool)
-        self._combine_fn = tf.function(
+        self._combine_fn = compile_fn(
             self._combine,
-            input_signature=[
-                tf.TensorSpec((None, *feature_shape), tf.float32),
-                channel_spec,
-                flag_spec,
-                flag_spec,
-            ],
+            [tf.TensorSpec((None, *feature_shape), tf.float32), channel_spec, flag_spec, flag_spec],
         )
         self._stream_fns: dict[ScoreFn | None, tuple[Any, Any]] = {}
 
@@ -394,16 +389,16 @@ class ScoreCAM(BaseCAM):
 
             index_spec = tf.TensorSpec((None,), tf.int32)
             self._stream_fns[score_fn] = (
-                tf.function(
+                compile_fn(
                     chunk_scores,
-                    input_signature=[
+                    [
                         self._image_spec,
                         self._maps_spec,
                         tf.TensorSpec((None, 2), tf.int32),
                         index_spec,
                     ],
                 ),
-                tf.function(baseline_scores, input_signature=[self._image_spec, index_spec]),
+                compile_fn(baseline_scores, [self._image_spec, index_spec]),
             )
         return self._stream_fns[score_fn]
 
