@@ -202,6 +202,8 @@ class CAM(BaseCAM):
         layer: the layer whose output feeds the pooling (a name or the layer object; a nested
             model whose output it is also works), or `None` to find it. CAM is defined only
             on that layer. Defaults to `None`.
+        layer_call: which call of that layer to explain when the model makes several (see
+            `keras_cam.BaseCAM`). Defaults to `None`.
 
     Attributes:
         head: the `GapHead` found (`cam.head.dense.kernel` holds the class weights).
@@ -222,7 +224,13 @@ class CAM(BaseCAM):
     requires_gradients = False
     display_name = "CAM"
 
-    def __init__(self, model: keras.Model, layer: str | keras.layers.Layer | None = None) -> None:
+    def __init__(
+        self,
+        model: keras.Model,
+        layer: str | keras.layers.Layer | None = None,
+        *,
+        layer_call: int | None = None,
+    ) -> None:
         self.head = find_gap_head(model)
         features = self.head.features
         if layer is not None:
@@ -236,7 +244,7 @@ class CAM(BaseCAM):
                     f"{features.name!r}; received `layer`={chosen.name!r}. Pass `layer=None`, or "
                     "use `keras_cam.GradCAM` to explain another layer."
                 )
-        super().__init__(model, features)
+        super().__init__(model, features, layer_call=layer_call)
 
     def compute_weights(
         self, features: tf.Tensor, grads: tf.Tensor | None, class_idx: tf.Tensor
