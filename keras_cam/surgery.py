@@ -64,6 +64,13 @@ class CamModel:
     placement: Callable[[int, int], np.ndarray] | None = None
 
     @property
+    def image_shape(self) -> tuple[int | None, ...]:
+        """The input shape as `(height, width, channels)`, whatever the data format."""
+        if self.data_format == "channels_first":
+            return (*self.input_shape[1:], self.input_shape[0])
+        return self.input_shape
+
+    @property
     def spatial_axes(self) -> tuple[int, int]:
         """Axes of (height, width) in an input batch: `(1, 2)`, or `(2, 3)` channels-first."""
         return spatial_axes(self.data_format)
