@@ -350,7 +350,8 @@ class _DenseLogits(keras.layers.Layer):
 
 @dataclasses.dataclass(frozen=True)
 class _Call:
-    """One call of the explained layer while tracing: its output, grid and a description."""
+    """One call of the explained layer while tracing: its output (channels-last), grid and a
+    description."""
 
     output: Any
     grid: Grid | None
@@ -415,7 +416,16 @@ class _Recorder:
             self._producers[id(output)] = repr(layer.name)
         if layer is self.target:
             description = " > ".join([*self._context, f"{layer.name!r} called on {where}"])
-            self.calls.append(_Call(output, self.grid(output), description))
+            features = output
+            if _layer_format(layer, self.layout) == "channels_first":
+                # The features are explained channels-last; the model goes on from the same
+                # tensor transposed back, so gradients reach them.
+                features = ops.transpose(output, (0, 2, 3, 1))
+                grid = self._grids.get(id(output))
+                output = ops.transpose(features, (0, 3, 1, 2))
+                if grid is not None:
+                    self._grids[id(output)] = (output, grid[1])
+            self.calls.append(_Call(features, self.grid(output), description))
         if layer is self.final:
             self.head_input, self.head_output = args[0], output
         return output
@@ -580,8 +590,6 @@ def build_cam_model(
     inputs, recorder, output = _trace(model, target, layout, tuple(source.shape))
     chosen = recorder.chosen_call(model, layer_call)
     features = chosen.output
-    if _layer_format(target, layout) == "channels_first":
-        features = ops.transpose(features, (0, 2, 3, 1))
     logits, probabilities, head = _head_tensors(recorder, output)
     sub_model = keras.Model(inputs, [features, logits, probabilities], name=f"keras_cam_{model.name}")
     index = recorder.calls.index(chosen)

@@ -129,10 +129,7 @@ def find_gap_head(model: keras.Model) -> GapHead:
         while isinstance(layer, _PASS_THROUGH):
             step()
         pooling = layer
-        if (
-            isinstance(pooling, klayers.GlobalAveragePooling2D)
-            and pooling.data_format == "channels_last"
-        ):
+        if isinstance(pooling, klayers.GlobalAveragePooling2D):
             step()
             if not isinstance(layer, klayers.InputLayer):
                 return GapHead(
@@ -144,7 +141,7 @@ def find_gap_head(model: keras.Model) -> GapHead:
                 )
     raise ValueError(
         f"CAM needs a model that ends with convolutional feature maps -> GlobalAveragePooling2D "
-        "(channels_last) -> Dense (Dropout may sit between them; the softmax or sigmoid may be "
+        "-> Dense (Dropout may sit between them; the softmax or sigmoid may be "
         f"in the Dense layer or a separate layer after it). Model {model.name!r} ends with: "
         f"{_describe(chain)}. Build such a model from its convolutional base with "
         "`keras_cam.retrofit_gap` (and train the new head with `keras_cam.fine_tune_gap`), or "
