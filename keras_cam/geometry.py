@@ -138,7 +138,9 @@ class Grid:
         """Applies `function(axis_geometry, *args)` with one argument tuple per axis."""
         height_args, width_args = per_axis if per_axis else ((), ())
         return dataclasses.replace(
-            self, height=function(self.height, *height_args), width=function(self.width, *width_args)
+            self,
+            height=function(self.height, *height_args),
+            width=function(self.width, *width_args),
         )
 
     def flip(self, tensor_axes: tuple[int, ...]) -> Grid:
@@ -147,13 +149,16 @@ class Grid:
         width = self.width.flip() if self.axes[1] in tensor_axes else self.width
         return dataclasses.replace(self, height=height, width=width)
 
-    def stretch(self, sizes: tuple[int, int], axes: tuple[int, int], name: str) -> Grid:
-        """`sizes` cells stretched over the whole input; `name` is added to `unknown` when given."""
+    def stretch(
+        self, sizes: tuple[int, int], axes: tuple[int, int], unknown: str | None = None
+    ) -> Grid:
+        """`sizes` cells stretched over the whole input; `unknown` names the layer whose
+        change of the grid could not be derived (none for a global pooling)."""
         return Grid(
             axes,
             self.height.stretch(sizes[0]),
             self.width.stretch(sizes[1]),
-            self.unknown + ((name,) if name else ()),
+            self.unknown + ((unknown,) if unknown else ()),
         )
 
     def differs(self, other: Grid) -> bool:
@@ -200,7 +205,7 @@ def _window(layer: Any, grid: Grid, out_sizes: tuple[int, int]) -> Grid:
     return grid.map(AxisGeometry.window, *per_axis)
 
 
-def _aspect_box(size: int, other: int, target: int, target_other: int) -> int:
+def _aspect_box(other: int, target: int, target_other: int) -> int:
     """Keras' crop/pad size along an axis to reach the target aspect ratio (before clamping)."""
     return int(float(other * target) / target_other)
 
@@ -215,8 +220,8 @@ def _center_crop(layer: Any, grid: Grid, out_sizes: tuple[int, int]) -> Grid:
 
 def _crop_then_resize(grid: Grid, targets: tuple[int, int], out_sizes: tuple[int, int]) -> Grid:
     height, width = grid.sizes
-    crop_height = max(min(height, _aspect_box(height, width, targets[0], targets[1])), 1)
-    crop_width = max(min(width, _aspect_box(width, height, targets[1], targets[0])), 1)
+    crop_height = max(min(height, _aspect_box(width, targets[0], targets[1])), 1)
+    crop_width = max(min(width, _aspect_box(height, targets[1], targets[0])), 1)
     cropped = grid.map(
         AxisGeometry.crop,
         (int((height - crop_height) / 2), crop_height),
@@ -230,8 +235,8 @@ def _resizing(layer: Any, grid: Grid, out_sizes: tuple[int, int]) -> Grid:
         return _crop_then_resize(grid, (layer.height, layer.width), out_sizes)
     if layer.pad_to_aspect_ratio:
         height, width = grid.sizes
-        pad_height = max(height, _aspect_box(height, width, layer.height, layer.width))
-        pad_width = max(width, _aspect_box(width, height, layer.width, layer.height))
+        pad_height = max(height, _aspect_box(width, layer.height, layer.width))
+        pad_width = max(width, _aspect_box(height, layer.width, layer.height))
         starts = (int((pad_height - height) / 2), int((pad_width - width) / 2))
         grid = grid.map(
             AxisGeometry.pad,

@@ -60,8 +60,8 @@ class CamModel:
     head: str
     num_classes: int
     input_shape: tuple[int | None, ...]
-    data_format: str = "channels_last"
-    placement: Callable[[int, int], np.ndarray] | None = None
+    data_format: str
+    placement: Callable[[int, int], np.ndarray]
 
     @property
     def image_shape(self) -> tuple[int | None, ...]:
@@ -206,8 +206,9 @@ def find_conv_layer(model: keras.Model) -> keras.layers.Layer:
     """Finds the layer to explain automatically: the last spatial layer before the head.
 
     Picks the last layer with a 4-D output whose height or width is > 1 (a 1x1 map carries
-    no spatial information; a 1xN map of an audio-style network does), stepping back over a trailing pooling layer, and searching inside
-    nested models (a `keras.applications` base inside a Sequential, for example).
+    no spatial information; the 1xN map of an audio-style network does), stepping back over a
+    trailing pooling layer, and searching inside nested models (a `keras.applications` base
+    inside a Sequential, for example).
 
     Args:
         model: a Functional or Sequential Keras model.
@@ -348,7 +349,7 @@ class _DenseLogits(keras.layers.Layer):
         return tuple(input_shape[:-1]) + (self._dense.units,)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class _Call:
     """One call of the explained layer while tracing: its output (channels-last), grid and a
     description."""
@@ -402,7 +403,8 @@ class _Recorder:
         return entry[1] if entry is not None else None
 
     def call(self, layer: keras.layers.Layer, *args: Any, **kwargs: Any) -> Any:
-        tensors = [t for t in keras.tree.flatten((args, kwargs)) if isinstance(t, keras.KerasTensor)]
+        flat = keras.tree.flatten((args, kwargs))
+        tensors = [tensor for tensor in flat if isinstance(tensor, keras.KerasTensor)]
         where = self._producers.get(id(tensors[0]), "a constant") if tensors else "no tensor"
         if _is_graph_model(layer):
             self._context.append(f"{layer.name!r} called on {where}")
@@ -437,9 +439,9 @@ class _Recorder:
         grids = [grid for grid in map(self.grid, tensors) if grid is not None]
         if not grids:
             return
-        axes = spatial_axes(_layer_format(layer, self.layout)) if hasattr(
-            layer, "data_format"
-        ) else grids[0].axes
+        axes = grids[0].axes
+        if hasattr(layer, "data_format"):
+            axes = spatial_axes(_layer_format(layer, self.layout))
         sizes = spatial_sizes(tuple(output.shape), axes)
         matching = [grid for grid in grids if grid.sizes == sizes]
         if len(matching) > 1 and any(matching[0].differs(other) for other in matching[1:]):
@@ -454,7 +456,7 @@ class _Recorder:
         elif matching:
             grid = matching[0]
         elif sizes == (1, 1):
-            grid = grids[0].stretch(sizes, axes, "")  # global pooling: no position left
+            grid = grids[0].stretch(sizes, axes)  # global pooling: no position left
         else:
             grid = layer_grid(layer, grids[0], sizes)
             grid = grids[0].stretch(sizes, axes, layer.name) if grid is None else grid
@@ -472,8 +474,8 @@ class _Recorder:
         )
         return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
 
-    def chosen_call(self, model: keras.Model, layer_call: int | None) -> _Call:
-        """The call of the explained layer to explain; refuses when that is ambiguous."""
+    def chosen_call(self, model: keras.Model, layer_call: int | None) -> int:
+        """The index of the call of the explained layer to explain; refuses when ambiguous."""
         name = self.target.name
         if not self.calls:
             raise ValueError(
@@ -496,7 +498,7 @@ class _Recorder:
                 f"`layer_call` must be None or an int from 0 to {len(self.calls) - 1} (layer "
                 f"{name!r} has {len(self.calls)} call(s): {listing}); received {layer_call!r}."
             )
-        return self.calls[int(index)]
+        return int(index)
 
 
 def _head_tensors(recorder: _Recorder, output: Any) -> tuple[Any, Any, str]:
@@ -588,11 +590,13 @@ def build_cam_model(
     layout = data_format(model)
     source = model.inputs[0]
     inputs, recorder, output = _trace(model, target, layout, tuple(source.shape))
-    chosen = recorder.chosen_call(model, layer_call)
+    index = recorder.chosen_call(model, layer_call)
+    chosen = recorder.calls[index]
     features = chosen.output
     logits, probabilities, head = _head_tensors(recorder, output)
-    sub_model = keras.Model(inputs, [features, logits, probabilities], name=f"keras_cam_{model.name}")
-    index = recorder.calls.index(chosen)
+    sub_model = keras.Model(
+        inputs, [features, logits, probabilities], name=f"keras_cam_{model.name}"
+    )
 
     @functools.lru_cache(maxsize=32)
     def placement(height: int, width: int) -> np.ndarray:

@@ -59,7 +59,9 @@ def _features(model: keras.Model, images: np.ndarray) -> np.ndarray:
     return np.asarray(sub(images))[..., 0]
 
 
-def _sample(values: np.ndarray, centres: np.ndarray, pixels: int, lo: float, hi: float) -> np.ndarray:
+def _sample(
+    values: np.ndarray, centres: np.ndarray, pixels: int, lo: float, hi: float
+) -> np.ndarray:
     """Linear interpolation along axis 1 at pixel centres, clamped at the ends, zero outside
     [lo, hi): `(B, cells, n)` -> `(B, pixels, n)`."""
     order = np.argsort(centres)
@@ -284,7 +286,10 @@ def _cf_pair() -> tuple[keras.Model, keras.Model]:
     models = []
     for layout, shape in (("channels_first", (1, 16, 20)), ("channels_last", (16, 20, 1))):
         inputs = keras.Input(shape)
-        x = layers.Conv2D(4, 3, padding="same", activation="relu", data_format=layout, name="conv")(inputs)
+        conv = layers.Conv2D(
+            4, 3, padding="same", activation="relu", data_format=layout, name="conv"
+        )
+        x = conv(inputs)
         x = layers.GlobalAveragePooling2D(data_format=layout)(x)
         outputs = layers.Dense(3, activation="softmax", name="dense")(x)
         models.append(keras.Model(inputs, outputs))
@@ -351,7 +356,10 @@ def test_channels_first_metrics_and_callback(tmp_path):
     twin = kc.metrics.average_drop(last, np.moveaxis(images, 1, -1), maps).mean
     assert drop == pytest.approx(twin, rel=1e-5)
     boxes = np.tile([2, 3, 12, 10], (4, 1))
-    table = kc.evaluate(first, images, None, boxes, methods=("gradcam",), metrics=("pointing_game", "average_drop"), verbose=0)
+    table = kc.evaluate(
+        first, images, None, boxes, methods=("gradcam",),
+        metrics=("pointing_game", "average_drop"), verbose=0,
+    )
     assert table.rows[0]["average_drop"] == pytest.approx(drop, rel=1e-5)
 
     callback = kc.HeatmapCallback(images, methods=("gradcam",), out_dir=tmp_path, boxes=boxes)
@@ -410,7 +418,8 @@ def _tta() -> tuple[keras.Model, keras.Model]:
     x = layers.Conv2D(5, 3, padding="same", activation="relu", name="inner")(x)
     backbone = keras.Model(inputs, x, name="backbone")
     inputs = keras.Input((24, 40, 3))
-    classifier = keras.Model(inputs, _gap_dense(backbone(inputs), activation=None), name="classifier")
+    outputs = _gap_dense(backbone(inputs), activation=None)
+    classifier = keras.Model(inputs, outputs, name="classifier")
     inputs = keras.Input((24, 40, 3))
     flipped = keras.ops.flip(inputs, axis=2)
     outputs = layers.Average()([classifier(inputs), classifier(flipped)])
@@ -420,7 +429,8 @@ def _tta() -> tuple[keras.Model, keras.Model]:
 @pytest.mark.parametrize("layer", [None, "inner", "backbone"])
 def test_tta_model_refuses_then_explains_the_chosen_call(layer):
     classifier, tta = _tta()
-    with pytest.raises(ValueError, match=r"called 2 times.*call 0: .*model input.*call 1: .*'flip.*layer_call="):
+    listing = r"called 2 times.*call 0: .*model input.*call 1: .*'flip.*layer_call="
+    with pytest.raises(ValueError, match=listing):
         kc.GradCAM(tta, layer)
     images = _images((2, 24, 40, 3))
     single = kc.GradCAM(classifier, layer)
@@ -447,8 +457,10 @@ def test_conv_applied_twice_is_refused_and_each_call_can_be_chosen():
     first = layers.Conv2D(3, 3, padding="same", activation="relu", name="first")
     second = layers.Conv2D(3, 3, padding="same", activation="relu", name="second")
     twin = keras.Model(inputs, _gap_dense(second(first(inputs))))
-    twin.set_weights([*shared.get_weights(), *shared.get_weights(), *model.layers[-1].get_weights()])
-    with pytest.raises(ValueError, match=r"'shared' is called 2 times.*call 1: 'shared' called on 'shared'"):
+    head = model.layers[-1].get_weights()
+    twin.set_weights([*shared.get_weights(), *shared.get_weights(), *head])
+    listing = r"'shared' is called 2 times.*call 1: 'shared' called on 'shared'"
+    with pytest.raises(ValueError, match=listing):
         kc.GradCAM(model, "shared")
     images = _images((2, 24, 40, 3))
     for call, name in ((0, "first"), (1, "second")):

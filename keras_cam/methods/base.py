@@ -340,15 +340,15 @@ class BaseCAM:
         if shape[0] == 0:
             raise ValueError("`images` is an empty batch (shape[0] == 0); pass at least one image.")
         channel_axis = 1 if channels_first else 3
-        if expected[channel_axis - 1] is not None and shape[channel_axis] != expected[channel_axis - 1]:
+        channels = expected[channel_axis - 1]
+        if channels is not None and shape[channel_axis] != channels:
             raise ValueError(
                 f"`images` have {shape[channel_axis]} channel(s) (shape {tuple(array.shape)}, "
-                f"{layout}), but the model expects {expected[channel_axis - 1]}: its input shape "
-                f"is {expected}."
+                f"{layout}), but the model expects {channels}: its input shape is {expected}."
             )
         height_axis, width_axis = self._cam.spatial_axes
         sizes = (expected[height_axis - 1], expected[width_axis - 1])
-        for axis, name, size in ((height_axis, "height", sizes[0]), (width_axis, "width", sizes[1])):
+        for axis, name, size in zip((height_axis, width_axis), ("height", "width"), sizes):
             if size is not None and shape[axis] != size:
                 raise ValueError(
                     f"`images` have {name} {shape[axis]} (shape {tuple(array.shape)}, {layout}), "
