@@ -29,8 +29,11 @@ WINDOW_LAYERS = (
 )
 """Layers that slide a window over the grid: kernel, stride, dilation and padding move it."""
 
-_TOLERANCE_PX = 0.5
-"""Branches of a merge whose grids differ by more than this many input pixels are reported."""
+_TOLERANCE_CELLS = 1.0
+"""Branches of a merge whose grids differ by more than this many cells are reported.
+
+Strided shortcuts of residual networks (a 1x1 convolution with stride 2 beside a 3x3 pooling)
+sit half a cell apart by construction; such branches are averaged, not reported."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,10 +103,22 @@ class AxisGeometry:
         return AxisGeometry(size, 0.0, self.extent / size, 0.0, float(self.extent), self.extent)
 
     def differs(self, other: AxisGeometry) -> bool:
-        """Whether two grids of the same size disagree by more than a fraction of a pixel."""
+        """Whether two grids of the same size disagree by more than a cell at either end."""
+        tolerance = _TOLERANCE_CELLS * min(abs(self.scale), abs(other.scale))
         return (
-            abs(self.edge(0) - other.edge(0)) > _TOLERANCE_PX
-            or abs(self.edge(self.size) - other.edge(other.size)) > _TOLERANCE_PX
+            abs(self.edge(0) - other.edge(0)) > tolerance
+            or abs(self.edge(self.size) - other.edge(other.size)) > tolerance
+        )
+
+    def average(self, others: list[AxisGeometry]) -> AxisGeometry:
+        """The mean placement of merged branches; features come from all their regions."""
+        axes = [self, *others]
+        return dataclasses.replace(
+            self,
+            offset=float(np.mean([axis.offset for axis in axes])),
+            scale=float(np.mean([axis.scale for axis in axes])),
+            lo=min(axis.lo for axis in axes),
+            hi=max(axis.hi for axis in axes),
         )
 
 
@@ -163,6 +178,15 @@ class Grid:
 
     def differs(self, other: Grid) -> bool:
         return self.height.differs(other.height) or self.width.differs(other.width)
+
+    def average(self, others: list[Grid]) -> Grid:
+        """The grid of a merge (Add, Concatenate...) of this grid's tensor with `others`."""
+        return dataclasses.replace(
+            self,
+            height=self.height.average([other.height for other in others]),
+            width=self.width.average([other.width for other in others]),
+            unknown=tuple(dict.fromkeys(sum((g.unknown for g in [self, *others]), ()))),
+        )
 
     def placement(self) -> np.ndarray:
         """float32 `(2, 4)`: `(offset, scale, lo, hi)` of height and width, for `place_maps`."""

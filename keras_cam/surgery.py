@@ -444,17 +444,20 @@ class _Recorder:
             axes = spatial_axes(_layer_format(layer, self.layout))
         sizes = spatial_sizes(tuple(output.shape), axes)
         matching = [grid for grid in grids if grid.sizes == sizes]
-        if len(matching) > 1 and any(matching[0].differs(other) for other in matching[1:]):
+        apart = any(matching[0].differs(other) for other in matching[1:])
+        if apart:
             warnings.warn(
                 f"keras_cam: layer {layer.name!r} ({type(layer).__name__}) merges feature maps "
-                "that sit at different places on the input; the map follows its first input.",
+                "that sit more than a cell apart on the input (e.g. an image and its flip); "
+                "the map follows its first input. Explain a layer before the merge (with "
+                "`layer_call=` for a layer called on each branch).",
                 stacklevel=2,
             )
         flipped = _flipped_axes(layer)
         if flipped is not None:
             grid = grids[0].flip(flipped)
         elif matching:
-            grid = matching[0]
+            grid = matching[0] if apart else matching[0].average(matching[1:])
         elif sizes == (1, 1):
             grid = grids[0].stretch(sizes, axes)  # global pooling: no position left
         else:

@@ -249,6 +249,31 @@ def test_unknown_size_changing_layer_warns_once_naming_it():
     np.testing.assert_allclose(maps, _expected(features, (24, 40), centres), atol=1e-5)
 
 
+def test_merge_of_branches_from_different_places_warns():
+    inputs = keras.Input((24, 40, 1))
+    merged = layers.Add(name="mirror_add")([inputs, keras.ops.flip(inputs, axis=2)])
+    model = _probe((24, 40, 1), [])
+    model = keras.Model(inputs, model(merged))
+    with pytest.warns(UserWarning, match=r"'mirror_add' \(Add\) merges .* more than a cell"):
+        kc.GradCAM(model, "features")
+
+
+def test_merge_of_half_cell_shortcuts_is_averaged_silently():
+    """A residual block's stride-2 1x1 shortcut and its 3x3 stride-2 pooling sit half a cell
+    apart; the sum is placed between them, without a warning."""
+    inputs = keras.Input((24, 40, 1))
+    shortcut = layers.Conv2D(1, 1, strides=2, use_bias=False)(inputs)
+    pooled = layers.MaxPooling2D(3, strides=2, padding="same")(inputs)
+    model = _probe((12, 20, 1), [])
+    model = keras.Model(inputs, model(layers.Add()([shortcut, pooled])))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cam = kc.GradCAM(model, "features")
+    # shortcut: cell j centred on pixel 2j (offset -0.5); pooling: 'same' with pad_before 0,
+    # centred on 2j + 1 (offset 0.5); the mean: offset 0, scale 2.
+    np.testing.assert_allclose(cam._cam.placement(24, 40), [[0, 2, 0, 24], [0, 2, 0, 40]])
+
+
 def test_dynamic_input_size_places_per_call_size():
     """With (None, None, C) inputs the 'same' padding depends on each call's size."""
     model = _probe((None, None, 1), [], kernel=3, strides=2, padding="same")
