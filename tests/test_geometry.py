@@ -494,3 +494,33 @@ def test_conv_applied_twice_is_refused_and_each_call_can_be_chosen():
             kc.GradCAM(twin, name)(images, targets=0),
             atol=1e-5,
         )
+
+
+def test_channels_first_cli_explain_and_evaluate(tmp_path, capsys):
+    import cv2
+
+    from keras_cam import cli
+
+    inputs = keras.Input((3, 16, 20))
+    x = layers.Conv2D(4, 3, padding="same", activation="relu", data_format="channels_first")(
+        inputs
+    )
+    x = layers.GlobalAveragePooling2D(data_format="channels_first")(x)
+    model = keras.Model(inputs, layers.Dense(3, activation="softmax")(x))
+    model.save(tmp_path / "cf.keras")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rgb = (_images((16, 20, 3)) * 255).astype(np.uint8)
+    assert cv2.imwrite(str(folder / "a.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    out = tmp_path / "out"
+    arguments = ["--out", str(out), "--verbose", "0", "--method", "gradcam"]
+    assert cli.main(["explain", str(tmp_path / "cf.keras"), str(folder / "a.png"), *arguments]) == 0
+    [written] = list(out.iterdir())
+    assert cv2.imread(str(written)).shape == (16, 20, 3)
+    assert cli.main([
+        "evaluate", str(tmp_path / "cf.keras"), str(folder), "--methods", "gradcam",
+        "--metrics", "average_drop", "--verbose", "0",
+    ]) == 0
+    image = np.moveaxis(rgb, -1, 0)[None] / 255.0  # the default preprocessing, channels first
+    expected = kc.metrics.average_drop(model, image, kc.GradCAM(model)(image)).mean
+    assert f"| Grad-CAM | {expected:.1f} |" in capsys.readouterr().out
