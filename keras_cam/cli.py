@@ -300,6 +300,10 @@ def _add_explain(verbs: Any) -> None:
                         help="image files OpenCV can read")
     _add_methods(parser, "--method", EXPLAIN_DEFAULT_METHODS)
     parser.add_argument("--layer", help="layer to explain (default: automatic; see 'info')")
+    parser.add_argument("--layer-call", type=int, metavar="I",
+                        help="which call of a layer the model calls several times (e.g. on an "
+                             "image and on its flip) to explain, from 0 (default: refuse such "
+                             "a layer, listing its calls)")
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--class", dest="class_index", type=int, metavar="N",
                         help="explain class N for every image (default: its top class)")
@@ -322,7 +326,7 @@ def _explain(args: argparse.Namespace) -> int:
     """`keras-cam explain`: overlays of each image, method and explained class."""
     model = _load_model(args.model, args.unsafe)
     methods = _parse_methods(args.method, EXPLAIN_DEFAULT_METHODS)
-    predictor = build_cam_model(model)
+    predictor = build_cam_model(model, args.layer, layer_call=args.layer_call)
     num_classes = predictor.num_classes
     if args.class_index is not None and not 0 <= args.class_index < num_classes:
         raise ValueError(
@@ -333,7 +337,8 @@ def _explain(args: argparse.Namespace) -> int:
         raise ValueError(f"--top {args.top} exceeds the model's {num_classes} classes.")
     pixels = [_read_image(path, predictor.image_shape)[0] for path in args.images]
     explainers = {
-        name: _explainer(cls, model, args.layer, args.verbose) for name, cls in methods.items()
+        name: _explainer(cls, model, args.layer, args.verbose, args.layer_call)
+        for name, cls in methods.items()
     }
     shown = max(min(5, num_classes), args.top or 0)
     for path, stem, rgb in zip(args.images, _unique_stems(args.images), pixels):
@@ -815,11 +820,16 @@ def _parse_methods(
 
 
 def _explainer(
-    cls: type[BaseCAM], model: keras.Model, layer: str | None, verbose: int
+    cls: type[BaseCAM],
+    model: keras.Model,
+    layer: str | None,
+    verbose: int,
+    layer_call: int | None = None,
 ) -> BaseCAM:
     """Builds a method, passing `verbose` to those that show progress (Score-CAM)."""
     takes_verbose = "verbose" in inspect.signature(cls).parameters
-    return cls(model, layer, **({"verbose": verbose} if takes_verbose else {}))
+    options = {"verbose": verbose} if takes_verbose else {}
+    return cls(model, layer, layer_call=layer_call, **options)
 
 
 def _steps_options(steps: int, metrics: Sequence[str] | None) -> dict[str, dict[str, int]]:

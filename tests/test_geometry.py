@@ -524,3 +524,19 @@ def test_channels_first_cli_explain_and_evaluate(tmp_path, capsys):
     image = np.moveaxis(rgb, -1, 0)[None] / 255.0  # the default preprocessing, channels first
     expected = kc.metrics.average_drop(model, image, kc.GradCAM(model)(image)).mean
     assert f"| Grad-CAM | {expected:.1f} |" in capsys.readouterr().out
+
+
+def test_cli_explain_chooses_the_call_of_a_tta_model(tmp_path, capsys):
+    import cv2
+
+    from keras_cam import cli
+
+    _, tta = _tta()
+    tta.save(tmp_path / "tta.keras")
+    rgb = (_images((24, 40, 3)) * 255).astype(np.uint8)
+    assert cv2.imwrite(str(tmp_path / "a.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    arguments = [str(tmp_path / "tta.keras"), str(tmp_path / "a.png"), "--out", str(tmp_path)]
+    assert cli.main(["explain", *arguments, "--verbose", "0"]) != 0
+    assert "layer_call" in capsys.readouterr().err
+    assert cli.main(["explain", *arguments, "--layer-call", "1", "--verbose", "0"]) == 0
+    assert list(tmp_path.glob("a_gradcampp_class*.png"))  # the default method
