@@ -164,15 +164,16 @@ class HeatmapCallback(keras.callbacks.Callback):
         self.class_names = _check_class_names(class_names)
         self.boxes = None
         if boxes is not None:
-            # The metrics' own check: one (x0, y0, x1, y1) int box per image, inside the image.
-            all_boxes = metrics._check_boxes(boxes, all_images.shape[:3])
+            # The metrics' own check: one (x0, y0, x1, y1) int box per image, inside the image
+            # (of either layout here; `on_train_begin` checks the model's).
+            all_boxes = _check_boxes_either_layout(boxes, all_images.shape)
             self.boxes = all_boxes[: self.max_images]
         self.raise_errors = bool(raise_errors)
 
         self.last_epoch: int | None = None
         self.last_maps: dict[str, np.ndarray] = {}
         self.last_scores: dict[str, float] = {}
-        self._display_images = _display_images(self.images)
+        self._display_images: np.ndarray | None = None
         self._explained_model: keras.Model | None = None
         self._explainers: dict[str, BaseCAM] = {}
         self._predict: Callable[[tf.Tensor], tf.Tensor] | None = None
@@ -198,6 +199,12 @@ class HeatmapCallback(keras.callbacks.Callback):
         self._explained_classes = self._check_against_model(
             cam_model.input_shape, cam_model.num_classes
         )
+        channels_last = self.images
+        if cam_model.data_format == "channels_first":
+            channels_last = np.moveaxis(self.images, 1, -1)
+        if self.boxes is not None:
+            metrics._check_boxes(self.boxes, channels_last.shape[:3])
+        self._display_images = _display_images(channels_last)
         signature = [tf.TensorSpec((None, *self.images.shape[1:]), tf.float32)]
         self._predict = compile_fn(
             lambda batch: cam_model.model(batch, training=False)[2], signature
@@ -406,6 +413,18 @@ def _has_inputs(model: keras.Model) -> bool:
         return bool(model.inputs)
     except (AttributeError, ValueError):
         return False
+
+
+def _check_boxes_either_layout(boxes: ArrayLike, shape: tuple[int, ...]) -> np.ndarray:
+    """`metrics._check_boxes` for images `(B, H, W, C)`, or `(B, C, H, W)` if only that fits."""
+    try:
+        return metrics._check_boxes(boxes, shape[:3])
+    except ValueError:
+        try:
+            return metrics._check_boxes(boxes, (shape[0], *shape[2:4]))
+        except ValueError:
+            pass
+        raise
 
 
 def _truncate_targets(targets: Targets, count: int, max_images: int) -> Targets:

@@ -40,7 +40,13 @@ from keras_cam.evaluation import DEFAULT_METHODS, EvaluationTable, evaluate
 from keras_cam.methods import METHODS, BaseCAM, get_method
 from keras_cam.methods.cam import find_gap_head
 from keras_cam.metrics import METRICS
-from keras_cam.surgery import build_cam_model, check_model, find_conv_layer, spatial_layers
+from keras_cam.surgery import (
+    CamModel,
+    build_cam_model,
+    check_model,
+    find_conv_layer,
+    spatial_layers,
+)
 from keras_cam.visualize import (
     _atomic_writer,
     _to_uint8_rgb,
@@ -294,6 +300,10 @@ def _add_explain(verbs: Any) -> None:
                         help="image files OpenCV can read")
     _add_methods(parser, "--method", EXPLAIN_DEFAULT_METHODS)
     parser.add_argument("--layer", help="layer to explain (default: automatic; see 'info')")
+    parser.add_argument("--layer-call", type=int, metavar="I",
+                        help="which call of a layer the model calls several times (e.g. on an "
+                             "image and on its flip) to explain, from 0 (default: refuse such "
+                             "a layer, listing its calls)")
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--class", dest="class_index", type=int, metavar="N",
                         help="explain class N for every image (default: its top class)")
@@ -316,7 +326,7 @@ def _explain(args: argparse.Namespace) -> int:
     """`keras-cam explain`: overlays of each image, method and explained class."""
     model = _load_model(args.model, args.unsafe)
     methods = _parse_methods(args.method, EXPLAIN_DEFAULT_METHODS)
-    predictor = build_cam_model(model)
+    predictor = build_cam_model(model, args.layer, layer_call=args.layer_call)
     num_classes = predictor.num_classes
     if args.class_index is not None and not 0 <= args.class_index < num_classes:
         raise ValueError(
@@ -325,13 +335,14 @@ def _explain(args: argparse.Namespace) -> int:
         )
     if args.top is not None and args.top > num_classes:
         raise ValueError(f"--top {args.top} exceeds the model's {num_classes} classes.")
-    pixels = [_read_image(path, predictor.input_shape)[0] for path in args.images]
+    pixels = [_read_image(path, predictor.image_shape)[0] for path in args.images]
     explainers = {
-        name: _explainer(cls, model, args.layer, args.verbose) for name, cls in methods.items()
+        name: _explainer(cls, model, args.layer, args.verbose, args.layer_call)
+        for name, cls in methods.items()
     }
     shown = max(min(5, num_classes), args.top or 0)
     for path, stem, rgb in zip(args.images, _unique_stems(args.images), pixels):
-        batch = _preprocess(rgb[np.newaxis], args.preprocess)
+        batch = _model_layout(_preprocess(rgb[np.newaxis], args.preprocess), predictor)
         probabilities = np.asarray(predictor.model(batch, training=False)[2])[0]
         ranking = np.argsort(-probabilities, kind="stable")
         print(f"{path}: top classes " + ", ".join(
@@ -453,7 +464,9 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise ValueError("give MODEL and IMAGES_DIR, or --builtin (see 'keras-cam evaluate "
                              "--help').")
         model = _load_model(args.model, args.unsafe)
-        images, labels, boxes = _folder_data(args, build_cam_model(model).input_shape)
+        cam_model = build_cam_model(model)
+        images, labels, boxes = _folder_data(args, cam_model.image_shape)
+        images = _model_layout(images, cam_model)
     metrics = None if args.metrics is None else _split_names(args.metrics)
     table = evaluate(
         model,
@@ -487,7 +500,7 @@ def _builtin_data(
     else:
         model = _load_model(args.model, args.unsafe)
     cam_model = build_cam_model(model)
-    height, width, channels = cam_model.input_shape
+    height, width, channels = cam_model.image_shape
     classes = cam_model.num_classes
     if height is None or height != width or channels != 3 or not 2 <= classes <= len(
         datasets.SHAPE_NAMES
@@ -500,7 +513,14 @@ def _builtin_data(
     images, labels, boxes = datasets.shapes(
         args.n, height, seed=args.seed + 1, num_classes=classes
     )
-    return model, images, labels, boxes
+    return model, _model_layout(images, cam_model), labels, boxes
+
+
+def _model_layout(images: np.ndarray, cam_model: CamModel) -> np.ndarray:
+    """Channels-last images `(B, H, W, C)` in the layout the model takes."""
+    if cam_model.data_format == "channels_first":
+        return np.ascontiguousarray(np.moveaxis(images, -1, 1))
+    return images
 
 
 def _folder_data(
@@ -800,11 +820,16 @@ def _parse_methods(
 
 
 def _explainer(
-    cls: type[BaseCAM], model: keras.Model, layer: str | None, verbose: int
+    cls: type[BaseCAM],
+    model: keras.Model,
+    layer: str | None,
+    verbose: int,
+    layer_call: int | None = None,
 ) -> BaseCAM:
     """Builds a method, passing `verbose` to those that show progress (Score-CAM)."""
     takes_verbose = "verbose" in inspect.signature(cls).parameters
-    return cls(model, layer, **({"verbose": verbose} if takes_verbose else {}))
+    options = {"verbose": verbose} if takes_verbose else {}
+    return cls(model, layer, layer_call=layer_call, **options)
 
 
 def _steps_options(steps: int, metrics: Sequence[str] | None) -> dict[str, dict[str, int]]:

@@ -30,6 +30,7 @@ from keras_cam.metrics import (
     _check_maps,
     _check_positive_int,
     get_metric,
+    map_shape,
 )
 from keras_cam.surgery import check_model
 from keras_cam.targets import class_indices, resolve_targets
@@ -259,7 +260,7 @@ def evaluate(
     classes = _resolve_methods(methods)
     metric_names = _resolve_metrics(metrics, has_boxes=boxes is not None)
     if boxes is not None:
-        boxes = _check_boxes(boxes, images.shape[:3])
+        boxes = _check_boxes(boxes, map_shape(model, images.shape))
     constructor_kwargs = _constructor_kwargs(classes, layer, method_options, verbose)
     metric_kwargs = _metric_kwargs(metric_names, metric_options, batch_size, activation)
 
@@ -436,7 +437,7 @@ def _timed_maps(
     begin = time.perf_counter()
     chunks = [explain(start, start + batch_size) for start in range(0, len(images), batch_size)]
     seconds = time.perf_counter() - begin
-    maps = _check_maps(np.concatenate(chunks), images.shape[:3])
+    maps = _check_maps(np.concatenate(chunks), map_shape(cam.model, images.shape))
     return maps, seconds / len(images)
 
 

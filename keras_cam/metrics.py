@@ -52,6 +52,8 @@ from numpy.typing import ArrayLike
 
 from keras_cam.methods.base import compile_fn
 from keras_cam.surgery import check_input_values
+from keras_cam.geometry import spatial_axes
+from keras_cam.surgery import data_format
 from keras_cam.targets import TOP_PREDICTION, Targets, resolve_targets
 from keras_cam.visualize import to_unit_heatmap
 
@@ -220,6 +222,38 @@ def _pixel_ranks(maps: np.ndarray) -> np.ndarray:
     return ranks.reshape(maps.shape)
 
 
+def channels_first(model: object) -> bool:
+    """Whether `model` takes channels-first images `(B, C, H, W)` (see `surgery.data_format`).
+
+    Args:
+        model: a Keras model, or any callable (taken as channels-last).
+
+    Returns:
+        `True` for a channels-first Keras model.
+    """
+    return isinstance(model, keras.Model) and data_format(model) == "channels_first"
+
+
+def map_shape(model: object, images_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """`(B, H, W)`: the shape of the maps of a batch of `images_shape` for `model`.
+
+    Args:
+        model: the explained model (channels-first Keras models take `(B, C, H, W)` images).
+        images_shape: the batch's shape.
+
+    Returns:
+        The batch size and the images' height and width.
+
+    Example:
+    ```python
+    map_shape(model, (8, 3, 32, 48))   # (8, 32, 48) for a channels-first model
+    ```
+    """
+    layout = "channels_first" if channels_first(model) else "channels_last"
+    height, width = spatial_axes(layout)
+    return images_shape[0], images_shape[height], images_shape[width]
+
+
 def _top_count(fraction: float, pixels: int) -> int:
     """Number of pixels in the top `fraction`: rounded half up, at least one."""
     return max(1, math.floor(fraction * pixels + 0.5))
@@ -282,7 +316,8 @@ def _compiled_probabilities(
 ) -> ProbabilityFn:
     """The compiled `(images, baselines, masks) -> probabilities` of the composite images.
 
-    A composite is `images * mask + baselines * (1 - mask)`, the mask broadcast over channels.
+    A composite is `images * mask + baselines * (1 - mask)`, the mask broadcast over channels;
+    `image_shape` is channels-last, and the composite is transposed for a channels-first model.
     For a model whose input is integer (or bool), composites are rounded to the nearest value
     of that dtype (clipped to its range), the nearest image the model can take, rather than
     truncated by the model's own cast. One compiled function per model, activation and image
@@ -290,7 +325,8 @@ def _compiled_probabilities(
     every chunk and every metric call.
     """
     compiled = _COMPILED.setdefault(model, {})
-    key = (activation, tuple(image_shape))
+    transpose = channels_first(model)  # images arrive channels-last; the model takes (C, H, W)
+    key = (activation, tuple(image_shape), transpose)
     if key not in compiled:
         model_ref = weakref.ref(model)  # the cached function must not keep the model alive
         quantize = _quantizer(_input_dtype(model))
@@ -300,6 +336,8 @@ def _compiled_probabilities(
         def probabilities(images: tf.Tensor, baselines: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
             mask = masks[..., tf.newaxis]
             composite = quantize(images * mask + baselines * (1.0 - mask))
+            if transpose:
+                composite = tf.transpose(composite, (0, 3, 1, 2))
             return _to_probabilities(model_ref()(composite, training=False), activation)
 
         compiled[key] = compile_fn(probabilities, [image_spec, image_spec, mask_spec])
@@ -397,6 +435,8 @@ def _score(
     if not callable(model):
         raise TypeError(f"`model` must be a keras.Model; received {type(model).__name__}.")
     images = _check_images(images)
+    if channels_first(model):
+        images = np.ascontiguousarray(np.moveaxis(images, 1, -1))  # masks act channels-last
     maps = _check_maps(maps, images.shape[:3], order_only=order_only)
     probabilities = _compiled_probabilities(model, activation, images.shape[1:])
     num_classes = int(probabilities.get_concrete_function().structured_outputs.shape[-1])

@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
@@ -20,6 +21,9 @@ import numpy as np
 from keras import layers as klayers
 from keras import ops
 from keras.src.models.functional import Functional
+from keras.src.ops.numpy import Flip, Fliplr
+
+from keras_cam.geometry import Grid, layer_grid, spatial_axes, spatial_sizes
 
 logger = logging.getLogger("keras_cam")
 
@@ -42,8 +46,13 @@ class CamModel:
         head: how logits were obtained: `"softmax"` or `"sigmoid"` (read before the model's
             own output activation) or `"linear"` (the model outputs logits).
         num_classes: number of classes (2 for a single-unit binary head).
-        input_shape: the model's input shape without the batch axis, e.g. `(224, 224, 3)`;
-            spatial dimensions may be `None`.
+        input_shape: the model's input shape without the batch axis, e.g. `(224, 224, 3)`
+            (`(3, 224, 224)` channels-first); spatial dimensions may be `None`.
+        data_format: `"channels_last"` or `"channels_first"`: the layout of the model's input.
+            The sub-model's features are always channels-last `(B, h, w, C)`.
+        placement: `placement(height, width)` -> float32 `(2, 4)`: where the feature map sits
+            on an input of that size, `(offset, scale, lo, hi)` per axis (height, width), for
+            `keras_cam.methods.base.place_maps`.
     """
 
     model: keras.Model
@@ -51,6 +60,20 @@ class CamModel:
     head: str
     num_classes: int
     input_shape: tuple[int | None, ...]
+    data_format: str
+    placement: Callable[[int, int], np.ndarray]
+
+    @property
+    def image_shape(self) -> tuple[int | None, ...]:
+        """The input shape as `(height, width, channels)`, whatever the data format."""
+        if self.data_format == "channels_first":
+            return (*self.input_shape[1:], self.input_shape[0])
+        return self.input_shape
+
+    @property
+    def spatial_axes(self) -> tuple[int, int]:
+        """Axes of (height, width) in an input batch: `(1, 2)`, or `(2, 3)` channels-first."""
+        return spatial_axes(self.data_format)
 
 
 def _is_graph_model(obj: Any) -> bool:
@@ -122,12 +145,34 @@ def _output_shape(layer: keras.layers.Layer) -> tuple | None:
     return tuple(output.shape)
 
 
-def _is_spatial(shape: tuple | None) -> bool:
-    return (
-        shape is not None
-        and len(shape) == 4
-        and all(dim is None or dim > 1 for dim in shape[1:3])
-    )
+def data_format(model: keras.Model) -> str:
+    """The image layout of `model`: that of its first layer with a `data_format`.
+
+    Falls back to `keras.config.image_data_format()` for a model without such a layer.
+
+    Args:
+        model: a Functional or Sequential model; nested models are searched too.
+
+    Returns:
+        `"channels_last"` or `"channels_first"`.
+    """
+    for _, layer in _iter_layers(model):
+        layout = getattr(layer, "data_format", None)
+        if layout in ("channels_last", "channels_first"):
+            return layout
+    return keras.config.image_data_format()
+
+
+def _layer_format(layer: keras.layers.Layer, default: str) -> str:
+    layout = getattr(layer, "data_format", None)
+    return layout if layout in ("channels_last", "channels_first") else default
+
+
+def _is_spatial(shape: tuple | None, layout: str = "channels_last") -> bool:
+    """A 4-D map with at least one spatial axis longer than 1 (unknown sizes count as long)."""
+    if shape is None or len(shape) != 4:
+        return False
+    return any(dim is None or dim > 1 for dim in spatial_sizes(shape, spatial_axes(layout)))
 
 
 def _has_conv_kernel(layer: keras.layers.Layer) -> bool:
@@ -135,7 +180,7 @@ def _has_conv_kernel(layer: keras.layers.Layer) -> bool:
 
 
 def spatial_layers(model: keras.Model) -> list[tuple[str, keras.layers.Layer]]:
-    """Lists the layers that can be explained: 4-D outputs with height and width > 1.
+    """Lists the layers that can be explained: 4-D outputs with height or width > 1.
 
     Only layers from the first convolution on count (an input rescaling layer is spatial but
     carries no learned features).
@@ -149,9 +194,10 @@ def spatial_layers(model: keras.Model) -> list[tuple[str, keras.layers.Layer]]:
     """
     candidates = []
     seen_conv = False
+    layout = data_format(model)
     for path, layer in _iter_layers(model):
         seen_conv = seen_conv or _has_conv_kernel(layer)
-        if seen_conv and _is_spatial(_output_shape(layer)):
+        if seen_conv and _is_spatial(_output_shape(layer), _layer_format(layer, layout)):
             candidates.append((path, layer))
     return candidates
 
@@ -159,9 +205,10 @@ def spatial_layers(model: keras.Model) -> list[tuple[str, keras.layers.Layer]]:
 def find_conv_layer(model: keras.Model) -> keras.layers.Layer:
     """Finds the layer to explain automatically: the last spatial layer before the head.
 
-    Picks the last layer with a 4-D output whose height and width are > 1 (a 1x1 map carries
-    no spatial information), stepping back over a trailing pooling layer, and searching inside
-    nested models (a `keras.applications` base inside a Sequential, for example).
+    Picks the last layer with a 4-D output whose height or width is > 1 (a 1x1 map carries
+    no spatial information; the 1xN map of an audio-style network does), stepping back over a
+    trailing pooling layer, and searching inside nested models (a `keras.applications` base
+    inside a Sequential, for example).
 
     Args:
         model: a Functional or Sequential Keras model.
@@ -183,7 +230,7 @@ def find_conv_layer(model: keras.Model) -> keras.layers.Layer:
     if not candidates:
         raise ValueError(
             f"`model` ({model.name}) has no convolutional layer with a spatial output (4-D, "
-            "height and width > 1), so there is no feature map to explain. Class activation maps "
+            "height or width > 1), so there is no feature map to explain. Class activation maps "
             "need a convolutional network; for a larger map use a bigger input size."
         )
     index = len(candidates) - 1
@@ -249,12 +296,11 @@ def resolve_layer(model: keras.Model, layer: str | keras.layers.Layer | None) ->
             f"`layer`={chosen.name!r} outputs shape {shape}, not a 4-D feature map "
             f"(batch, height, width, channels). Choose one of: {names}."
         )
-    if not _is_spatial(shape):
+    if not _is_spatial(shape, _layer_format(chosen, data_format(model))):
         logger.warning(
-            "keras_cam: layer %r has a %sx%s map: it carries little spatial information.",
+            "keras_cam: layer %r has a 1x1 map (output shape %s): the heatmap is constant.",
             chosen.name,
-            shape[1],
-            shape[2],
+            shape,
         )
     return chosen
 
@@ -303,25 +349,121 @@ class _DenseLogits(keras.layers.Layer):
         return tuple(input_shape[:-1]) + (self._dense.units,)
 
 
-class _Recorder:
-    """Re-traces a model on new inputs, calling the same layers and recording what we need."""
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Call:
+    """One call of the explained layer while tracing: its output (channels-last), grid and a
+    description."""
 
-    def __init__(self, target: keras.layers.Layer, final: keras.layers.Layer) -> None:
+    output: Any
+    grid: Grid | None
+    description: str
+
+
+def _flipped_axes(operation: Any) -> tuple[int, ...] | None:
+    """Tensor axes a rank-4 `keras.ops.flip` / `fliplr` reverses; `None` for other operations."""
+    if isinstance(operation, Fliplr):
+        return (1,)
+    if not isinstance(operation, Flip):
+        return None
+    axis = operation.axis
+    axes = range(4) if axis is None else (axis,) if isinstance(axis, int) else axis
+    return tuple(int(a) % 4 for a in axes)
+
+
+class _Recorder:
+    """Re-traces a model on new inputs, calling the same layers and recording what we need.
+
+    Besides the features and the head, it follows each traced tensor's `Grid` (where it sits on
+    the input) and lists every call of the explained layer (a layer or nested model called
+    several times, e.g. on an image and on its flip, has one feature map per call).
+    """
+
+    def __init__(
+        self, target: keras.layers.Layer, final: keras.layers.Layer, layout: str
+    ) -> None:
         self.target = target
         self.final = final
-        self.features: Any = None
+        self.layout = layout
+        self.calls: list[_Call] = []
         self.head_input: Any = None
         self.head_output: Any = None
+        self._grids: dict[int, tuple[Any, Grid]] = {}
+        self._producers: dict[int, str] = {}
+        self._context: list[str] = []
+
+    def start(self, inputs: Any) -> None:
+        """Registers the model input: the identity grid (when its spatial size is known)."""
+        self._producers[id(inputs)] = "the model input"
+        shape = tuple(inputs.shape)
+        if None not in spatial_sizes(shape, spatial_axes(self.layout)):
+            self._grids[id(inputs)] = (inputs, Grid.identity(shape, self.layout))
+
+    def grid(self, tensor: Any) -> Grid | None:
+        entry = self._grids.get(id(tensor))
+        return entry[1] if entry is not None else None
 
     def call(self, layer: keras.layers.Layer, *args: Any, **kwargs: Any) -> Any:
-        if _is_graph_model(layer) and layer is not self.target:
-            return self.trace(layer, *args)
-        output = layer(*args, **kwargs)
+        flat = keras.tree.flatten((args, kwargs))
+        tensors = [tensor for tensor in flat if isinstance(tensor, keras.KerasTensor)]
+        where = self._producers.get(id(tensors[0]), "a constant") if tensors else "no tensor"
+        if _is_graph_model(layer):
+            self._context.append(f"{layer.name!r} called on {where}")
+            output = self.trace(layer, *args)
+            self._context.pop()
+        else:
+            output = layer(*args, **kwargs)
+            if tensors:
+                self._follow_grid(layer, tensors, output)
+        if not isinstance(output, (list, tuple)):
+            self._producers[id(output)] = repr(layer.name)
         if layer is self.target:
-            self.features = output
+            description = " > ".join([*self._context, f"{layer.name!r} called on {where}"])
+            features = output
+            if _layer_format(layer, self.layout) == "channels_first":
+                # The features are explained channels-last; the model goes on from the same
+                # tensor transposed back, so gradients reach them.
+                features = ops.transpose(output, (0, 2, 3, 1))
+                grid = self._grids.get(id(output))
+                output = ops.transpose(features, (0, 3, 1, 2))
+                if grid is not None:
+                    self._grids[id(output)] = (output, grid[1])
+            self.calls.append(_Call(features, self.grid(output), description))
         if layer is self.final:
             self.head_input, self.head_output = args[0], output
         return output
+
+    def _follow_grid(self, layer: Any, tensors: list[Any], output: Any) -> None:
+        """Records the grid of `output` from the grids of the layer's spatial inputs."""
+        if isinstance(output, (list, tuple)) or len(output.shape) != 4:
+            return
+        grids = [grid for grid in map(self.grid, tensors) if grid is not None]
+        if not grids:
+            return
+        axes = grids[0].axes
+        if hasattr(layer, "data_format"):
+            axes = spatial_axes(_layer_format(layer, self.layout))
+        sizes = spatial_sizes(tuple(output.shape), axes)
+        matching = [grid for grid in grids if grid.sizes == sizes]
+        apart = any(matching[0].differs(other) for other in matching[1:])
+        if apart:
+            warnings.warn(
+                f"keras_cam: layer {layer.name!r} ({type(layer).__name__}) merges feature maps "
+                "that sit more than a cell apart on the input (e.g. an image and its flip); "
+                "the map follows its first input. Explain a layer before the merge (with "
+                "`layer_call=` for a layer called on each branch).",
+                stacklevel=2,
+            )
+        flipped = _flipped_axes(layer)
+        if flipped is not None:
+            grid = grids[0].flip(flipped)
+        elif matching:
+            grid = matching[0] if apart else matching[0].average(matching[1:])
+        elif sizes == (1, 1):
+            grid = grids[0].stretch(sizes, axes)  # global pooling: no position left
+        else:
+            grid = layer_grid(layer, grids[0], sizes)
+            grid = grids[0].stretch(sizes, axes, layer.name) if grid is None else grid
+        self._grids[id(output)] = (output, dataclasses.replace(grid, axes=axes))
 
     def trace(self, model: keras.Model, inputs: Any) -> Any:
         if isinstance(model, keras.Sequential):
@@ -334,6 +476,32 @@ class _Recorder:
             inputs, operation_fn=lambda operation: functools.partial(self.call, operation)
         )
         return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+
+    def chosen_call(self, model: keras.Model, layer_call: int | None) -> int:
+        """The index of the call of the explained layer to explain; refuses when ambiguous."""
+        name = self.target.name
+        if not self.calls:
+            raise ValueError(
+                f"`layer`={name!r} is not on the path from the input to the output of model "
+                f"{model.name!r}, so it does not influence the prediction. Choose another layer."
+            )
+        listing = "; ".join(f"call {i}: {call.description}" for i, call in enumerate(self.calls))
+        if layer_call is None and len(self.calls) > 1:
+            raise ValueError(
+                f"`layer`={name!r} is called {len(self.calls)} times on the way from the input "
+                f"to the output of model {model.name!r} ({listing}), so it has one feature map "
+                "per call. Choose which call to explain with `layer_call=` (an index from 0 to "
+                f"{len(self.calls) - 1}), or choose another layer."
+            )
+        index = 0 if layer_call is None else layer_call
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not (
+            0 <= index < len(self.calls)
+        ):
+            raise ValueError(
+                f"`layer_call` must be None or an int from 0 to {len(self.calls) - 1} (layer "
+                f"{name!r} has {len(self.calls)} call(s): {listing}); received {layer_call!r}."
+            )
+        return int(index)
 
 
 def _head_tensors(recorder: _Recorder, output: Any) -> tuple[Any, Any, str]:
@@ -378,26 +546,43 @@ def _head_tensors(recorder: _Recorder, output: Any) -> tuple[Any, Any, str]:
 
 
 def build_cam_model(
-    model: keras.Model, layer: str | keras.layers.Layer | None = None
+    model: keras.Model,
+    layer: str | keras.layers.Layer | None = None,
+    *,
+    layer_call: int | None = None,
 ) -> CamModel:
     """Builds the Functional sub-model `inputs -> (features, logits, probabilities)`.
 
     The user's model is not modified: its layers are called again on a new input, so the
     sub-model shares their weights (a model that keeps training is explained as it is now).
     That input is float32 when the model's is integer or bool (see `explained_input_dtype`).
+    On the way, the geometry of every layer between the input and the explained layer is
+    followed (crops, paddings, strides, resizes, flips), so the maps can be placed on the input
+    pixels their features come from.
 
     Args:
         model: a single-input, single-output Functional or Sequential classifier; nested
-            models are supported.
+            models are supported. Channels-first models too: the features are returned
+            channels-last.
         layer: the layer to explain: a name, a layer object, or `None` for the automatic
             choice (see `find_conv_layer`). Defaults to `None`.
+        layer_call: which call of `layer` to explain when the model calls it (or a nested
+            model holding it) more than once, e.g. a backbone run on an image and on its
+            flip: an index in the order of the calls. `None` requires a single call.
+            Defaults to `None`.
 
     Returns:
-        A `CamModel` holding the sub-model, the layer, the head type and the class count.
+        A `CamModel` holding the sub-model, the layer, the head type, the class count, the
+        data format and the placement of the maps.
 
     Raises:
         TypeError: `model` is not a traceable Keras model.
-        ValueError: unusable `layer`, or a model with no spatial layer.
+        ValueError: unusable `layer`, a model with no spatial layer, or a layer called
+            several times without `layer_call` (the message lists the calls).
+
+    Warns:
+        UserWarning: a layer between the input and the explained layer changes the grid in a
+            way keras_cam cannot derive (the map is then stretched over the whole input).
 
     Example:
     ```python
@@ -406,28 +591,77 @@ def build_cam_model(
     ```
     """
     target = resolve_layer(model, layer)
-    recorder = _Recorder(target, _final_layer(model))
+    layout = data_format(model)
     source = model.inputs[0]
-    inputs = keras.Input(
-        batch_shape=source.shape, dtype=explained_input_dtype(source.dtype), name="keras_cam_images"
-    )
-    output = recorder.trace(model, inputs)
-    if recorder.features is None:
-        raise ValueError(
-            f"`layer`={target.name!r} is not on the path from the input to the output of model "
-            f"{model.name!r}, so it does not influence the prediction. Choose another layer."
-        )
+    inputs, recorder, output = _trace(model, target, layout, tuple(source.shape))
+    index = recorder.chosen_call(model, layer_call)
+    chosen = recorder.calls[index]
+    features = chosen.output
     logits, probabilities, head = _head_tensors(recorder, output)
     sub_model = keras.Model(
-        inputs, [recorder.features, logits, probabilities], name=f"keras_cam_{model.name}"
+        inputs, [features, logits, probabilities], name=f"keras_cam_{model.name}"
     )
+
+    @functools.lru_cache(maxsize=32)
+    def placement(height: int, width: int) -> np.ndarray:
+        grid = chosen.grid
+        if None in spatial_sizes(tuple(source.shape), spatial_axes(layout)):
+            shape = list(source.shape)
+            for axis, size in zip(spatial_axes(layout), (height, width)):
+                shape[axis] = size
+            grid = _trace(model, target, layout, tuple(shape))[1].calls[index].grid
+        return _placement(grid, target, (height, width))
+
     return CamModel(
         model=sub_model,
         layer=target,
         head=head,
         num_classes=int(logits.shape[-1]),
         input_shape=tuple(source.shape[1:]),
+        data_format=layout,
+        placement=placement,
     )
+
+
+def _trace(
+    model: keras.Model, target: keras.layers.Layer, layout: str, batch_shape: tuple
+) -> tuple[Any, _Recorder, Any]:
+    """Re-traces `model` on a new input of `batch_shape`: `(inputs, recorder, output)`."""
+    recorder = _Recorder(target, _final_layer(model), layout)
+    source = model.inputs[0]
+    inputs = keras.Input(
+        batch_shape=batch_shape, dtype=explained_input_dtype(source.dtype), name="keras_cam_images"
+    )
+    recorder.start(inputs)
+    output = recorder.trace(model, inputs)
+    return inputs, recorder, output
+
+
+def _placement(grid: Grid | None, target: keras.layers.Layer, size: tuple[int, int]) -> np.ndarray:
+    """`Grid.placement()` of the features, warning about layers whose geometry is unknown.
+
+    Without a grid (the path left the image grid), the map is stretched over the whole input:
+    scale 0 tells `place_maps` to stretch the map over `[lo, hi)`.
+    """
+    if grid is None:
+        warnings.warn(
+            f"keras_cam: cannot tell where the feature map of layer {target.name!r} sits on the "
+            "input (its path from the input leaves the image grid); the map is stretched over "
+            "the whole image. Explain a layer whose path keeps a spatial grid.",
+            stacklevel=3,
+        )
+        return np.array([[0.0, 0.0, 0.0, size[0]], [0.0, 0.0, 0.0, size[1]]], np.float32)
+    if grid.unknown:
+        warnings.warn(
+            f"keras_cam: layer(s) {list(grid.unknown)} between the input and layer "
+            f"{target.name!r} change the feature grid in a way keras_cam cannot derive; the "
+            "map is stretched over the whole image from there on and may be misplaced. "
+            "Explain a layer before them, or use Keras layers whose geometry is known "
+            "(Cropping2D, ZeroPadding2D, CenterCrop, Resizing, UpSampling2D, convolutions, "
+            "pooling).",
+            stacklevel=3,
+        )
+    return grid.placement()
 
 
 # ------------------------------------------------------------------------- input dtypes

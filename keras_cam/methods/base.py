@@ -48,9 +48,60 @@ def compile_fn(fn: Callable[..., Any], input_signature: list[tf.TensorSpec]) -> 
     return compiled
 
 
-def _postprocess(maps: tf.Tensor, size: tf.Tensor, upsample: bool, normalize: bool) -> tf.Tensor:
+def _axis_weights(cells: tf.Tensor, pixels: tf.Tensor, placement: tf.Tensor) -> tf.Tensor:
+    """Bilinear sampling weights `(pixels, cells)` of one axis; rows outside `[lo, hi)` are 0."""
+    offset, scale, lo, hi = tf.unstack(placement)
+    count = tf.cast(cells, tf.float32)
+    stretch = tf.equal(scale, 0.0)
+    scale = tf.where(stretch, (hi - lo) / count, scale)
+    offset = tf.where(stretch, lo, offset)
+    centres = tf.range(tf.cast(pixels, tf.float32)) + 0.5
+    position = tf.clip_by_value((centres - offset) / scale - 0.5, 0.0, count - 1.0)
+    low = tf.floor(position)
+    fraction = (position - low)[:, tf.newaxis]
+    high = tf.minimum(low + 1.0, count - 1.0)
+    weights = tf.one_hot(tf.cast(low, tf.int32), cells) * (1.0 - fraction) + tf.one_hot(
+        tf.cast(high, tf.int32), cells
+    ) * fraction
+    inside = tf.logical_and(centres >= lo, centres < hi)
+    return weights * tf.cast(inside, tf.float32)[:, tf.newaxis]
+
+
+def place_maps(maps: tf.Tensor, size: tf.Tensor, placement: tf.Tensor) -> tf.Tensor:
+    """Places conv-resolution maps on the input grid: `(B, h, w)` -> `(B, H, W)`.
+
+    Each input pixel's centre is mapped through the placement's affine map into the feature
+    grid and sampled bilinearly, clamped at the grid's edges; pixels outside the input region
+    the features come from get 0. With offset 0 and scale `H / h` this is
+    `tf.image.resize(..., "bilinear")` (half-pixel centres).
+
+    Args:
+        maps: float32 `(B, h, w)`.
+        size: int32 `(2,)`: the input's `(H, W)`.
+        placement: float32 `(2, 4)`: `(offset, scale, lo, hi)` of height and width in input
+            pixels (see `keras_cam.surgery.CamModel.placement`): feature cell `j` covers input
+            `[offset + scale * j, offset + scale * (j + 1))`, a negative scale mirrors the axis,
+            and scale 0 stretches the map over `[lo, hi)`.
+
+    Returns:
+        float32 `(B, H, W)`.
+
+    Example:
+    ```python
+    place_maps(maps, tf.constant([64, 64]), cam._cam.placement(64, 64))
+    ```
+    """
+    shape = tf.shape(maps)
+    rows = _axis_weights(shape[1], size[0], placement[0])
+    columns = _axis_weights(shape[2], size[1], placement[1])
+    return tf.einsum("yh,bhw,xw->byx", rows, maps, columns)
+
+
+def _postprocess(
+    maps: tf.Tensor, size: tf.Tensor, placement: tf.Tensor, upsample: bool, normalize: bool
+) -> tf.Tensor:
     if upsample:
-        maps = tf.image.resize(maps[..., tf.newaxis], size, method="bilinear")[..., 0]
+        maps = place_maps(maps, size, placement)
     if normalize:
         low = tf.reduce_min(maps, axis=(1, 2), keepdims=True)
         high = tf.reduce_max(maps, axis=(1, 2), keepdims=True)
@@ -61,6 +112,7 @@ def _postprocess(maps: tf.Tensor, size: tf.Tensor, upsample: bool, normalize: bo
 _POSTPROCESS_SIGNATURE = [
     tf.TensorSpec((None, None, None), tf.float32),
     tf.TensorSpec((2,), tf.int32),
+    tf.TensorSpec((2, 4), tf.float32),
 ]
 _POSTPROCESS = {
     (upsample, normalize): compile_fn(
@@ -70,7 +122,7 @@ _POSTPROCESS = {
     for upsample in (False, True)
     for normalize in (False, True)
 }
-"""Upsampling and normalization, shared by every explainer: `(upsample, normalize) -> fn`."""
+"""Placement and normalization, shared by every explainer: `(upsample, normalize) -> fn`."""
 
 
 class BaseCAM:
@@ -89,6 +141,12 @@ class BaseCAM:
             a spatial output (see `keras_cam.find_conv_layer`). Defaults to `None`.
         score: what gradient methods differentiate: `"logit"` (the pre-softmax score; the
             softmax saturates) or `"probability"` (the softmax output). Defaults to `"logit"`.
+        layer_call: which call of `layer` to explain when the model calls it (or a nested
+            model holding it) several times, e.g. a backbone run on an image and on its flip
+            for test-time augmentation: the index of the call, in the order the model makes
+            them. `None` refuses such a layer with a message listing its calls. The map of the
+            chosen call is placed where that call's features sit on the input (a flipped
+            call's map is flipped back). Defaults to `None`.
 
     Attributes:
         layer: the explained layer (`cam.layer.name` is its name).
@@ -111,12 +169,13 @@ class BaseCAM:
         layer: str | keras.layers.Layer | None = None,
         *,
         score: str = "logit",
+        layer_call: int | None = None,
     ) -> None:
         if score not in _SCORES:
             raise ValueError(f"`score` must be one of {_SCORES}; received {score!r}.")
         self.model = model
         self.score = score
-        self._cam: CamModel = build_cam_model(model, layer)
+        self._cam: CamModel = build_cam_model(model, layer, layer_call=layer_call)
         self.layer: keras.layers.Layer = self._cam.layer
         self.num_classes: int = self._cam.num_classes
         image_spec = tf.TensorSpec((None, *self._cam.input_shape), tf.float32)
@@ -144,8 +203,11 @@ class BaseCAM:
                 sequence of ints (one class per image: a list, NumPy array, tensor or pandas
                 Series, see `keras_cam.targets.class_indices`) or a callable
                 `f(logits) -> (B,)`. Defaults to `None`.
-            upsample: resize the maps to the input's height and width (bilinear). Defaults to
-                `True`; `False` returns the conv-resolution maps.
+            upsample: place the maps on the input's pixels: each pixel samples (bilinearly)
+                the features its position maps to through the crops, paddings, strides and
+                resizes between the input and the layer, and pixels outside the region the
+                features come from are 0 (see `place_maps`). Defaults to `True`; `False`
+                returns the conv-resolution maps.
             normalize: min-max normalize each map to [0, 1] (a map with no positive evidence
                 is all zeros). Defaults to `True`; `False` returns the raw ReLU'd values.
 
@@ -161,7 +223,8 @@ class BaseCAM:
         resolved = resolve_targets(targets, int(batch.shape[0]), self.num_classes)
         raw = self.explain_batch(batch, resolved)
         postprocess = _POSTPROCESS[bool(upsample), bool(normalize)]
-        maps = postprocess(raw, tf.shape(batch)[1:3]).numpy()
+        size = self.image_size(batch)
+        maps = postprocess(raw, tf.constant(size, tf.int32), self.placement(*size)).numpy()
         if not np.isfinite(maps).all():
             bad = int(np.flatnonzero(~np.isfinite(maps).reshape(len(maps), -1).all(axis=1))[0])
             raise ValueError(
@@ -169,6 +232,15 @@ class BaseCAM:
                 "weights and the preprocessing of the input (a heatmap is never returned as NaN)."
             )
         return maps[0] if single else maps
+
+    def image_size(self, batch: tf.Tensor) -> tuple[int, int]:
+        """`(H, W)` of a checked batch, whatever the model's data format."""
+        return tuple(int(batch.shape[axis]) for axis in self._cam.spatial_axes)
+
+    def placement(self, height: int, width: int) -> tf.Tensor:
+        """Where the layer's maps sit on `height x width` inputs: float32 `(2, 4)` for
+        `place_maps` (see `keras_cam.surgery.CamModel.placement`)."""
+        return tf.constant(self._cam.placement(height, width))
 
     # ------------------------------------------------------------- method hooks
     def compute_weights(
@@ -269,27 +341,33 @@ class BaseCAM:
             ):
                 raise TypeError(f"`images` must be numeric; received dtype {array.dtype}.")
         expected = self._cam.input_shape
+        channels_first = self._cam.data_format == "channels_first"
+        layout = "(C, H, W)" if channels_first else "(H, W, C)"
         shape = tuple(array.shape)
         if len(shape) not in (3, 4):
             raise ValueError(
-                f"`images` must be one image (H, W, C) or a batch (B, H, W, C); received shape "
-                f"{shape}. The model expects images of shape {expected}."
+                f"`images` must be one image {layout} or a batch (B, {layout[1:]}; received "
+                f"shape {shape}. The model expects images of shape {expected}."
             )
         single = len(shape) == 3
         if single:
             shape = (1, *shape)
         if shape[0] == 0:
             raise ValueError("`images` is an empty batch (shape[0] == 0); pass at least one image.")
-        if expected[-1] is not None and shape[-1] != expected[-1]:
+        channel_axis = 1 if channels_first else 3
+        channels = expected[channel_axis - 1]
+        if channels is not None and shape[channel_axis] != channels:
             raise ValueError(
-                f"`images` have {shape[-1]} channel(s) (shape {tuple(array.shape)}), but the model "
-                f"expects {expected[-1]}: its input shape is {expected}."
+                f"`images` have {shape[channel_axis]} channel(s) (shape {tuple(array.shape)}, "
+                f"{layout}), but the model expects {channels}: its input shape is {expected}."
             )
-        for axis, name in ((1, "height"), (2, "width")):
-            if expected[axis - 1] is not None and shape[axis] != expected[axis - 1]:
+        height_axis, width_axis = self._cam.spatial_axes
+        sizes = (expected[height_axis - 1], expected[width_axis - 1])
+        for axis, name, size in zip((height_axis, width_axis), ("height", "width"), sizes):
+            if size is not None and shape[axis] != size:
                 raise ValueError(
-                    f"`images` have {name} {shape[axis]} (shape {tuple(array.shape)}), but the model "
-                    f"expects {expected[axis - 1]}: resize them to {expected[0]}x{expected[1]} "
+                    f"`images` have {name} {shape[axis]} (shape {tuple(array.shape)}, {layout}), "
+                    f"but the model expects {size}: resize them to {sizes[0]}x{sizes[1]} "
                     "(e.g. with tf.image.resize) first."
                 )
         batch = tf.reshape(tf.cast(array, tf.float32), shape)

@@ -129,10 +129,7 @@ def find_gap_head(model: keras.Model) -> GapHead:
         while isinstance(layer, _PASS_THROUGH):
             step()
         pooling = layer
-        if (
-            isinstance(pooling, klayers.GlobalAveragePooling2D)
-            and pooling.data_format == "channels_last"
-        ):
+        if isinstance(pooling, klayers.GlobalAveragePooling2D):
             step()
             if not isinstance(layer, klayers.InputLayer):
                 return GapHead(
@@ -144,7 +141,7 @@ def find_gap_head(model: keras.Model) -> GapHead:
                 )
     raise ValueError(
         f"CAM needs a model that ends with convolutional feature maps -> GlobalAveragePooling2D "
-        "(channels_last) -> Dense (Dropout may sit between them; the softmax or sigmoid may be "
+        "-> Dense (Dropout may sit between them; the softmax or sigmoid may be "
         f"in the Dense layer or a separate layer after it). Model {model.name!r} ends with: "
         f"{_describe(chain)}. Build such a model from its convolutional base with "
         "`keras_cam.retrofit_gap` (and train the new head with `keras_cam.fine_tune_gap`), or "
@@ -202,6 +199,8 @@ class CAM(BaseCAM):
         layer: the layer whose output feeds the pooling (a name or the layer object; a nested
             model whose output it is also works), or `None` to find it. CAM is defined only
             on that layer. Defaults to `None`.
+        layer_call: which call of that layer to explain when the model makes several (see
+            `keras_cam.BaseCAM`). Defaults to `None`.
 
     Attributes:
         head: the `GapHead` found (`cam.head.dense.kernel` holds the class weights).
@@ -222,7 +221,13 @@ class CAM(BaseCAM):
     requires_gradients = False
     display_name = "CAM"
 
-    def __init__(self, model: keras.Model, layer: str | keras.layers.Layer | None = None) -> None:
+    def __init__(
+        self,
+        model: keras.Model,
+        layer: str | keras.layers.Layer | None = None,
+        *,
+        layer_call: int | None = None,
+    ) -> None:
         self.head = find_gap_head(model)
         features = self.head.features
         if layer is not None:
@@ -236,7 +241,7 @@ class CAM(BaseCAM):
                     f"{features.name!r}; received `layer`={chosen.name!r}. Pass `layer=None`, or "
                     "use `keras_cam.GradCAM` to explain another layer."
                 )
-        super().__init__(model, features)
+        super().__init__(model, features, layer_call=layer_call)
 
     def compute_weights(
         self, features: tf.Tensor, grads: tf.Tensor | None, class_idx: tf.Tensor

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_cam.methods.base import BaseCAM, compile_fn
+from keras_cam.methods.base import BaseCAM, compile_fn, place_maps
 from keras_cam.targets import TOP_PREDICTION, ScoreFn
 
 WEIGHTINGS = ("reference", "softmax")
@@ -165,6 +165,8 @@ class ScoreCAM(BaseCAM):
         verbose: 0 (silent), 1 (progress bar) or 2 (one line at the end); a `keras.utils.
             Progbar` is shown only when the stream is expected to take more than 2 seconds.
             Defaults to `1`.
+        layer_call: which call of `layer` to explain when the model makes several (see
+            `keras_cam.BaseCAM`). Defaults to `None`.
 
     Attributes:
         last_stats: a `ScoreCAMStats` describing the last call (passes run, channels skipped
@@ -202,8 +204,9 @@ class ScoreCAM(BaseCAM):
         weighting: str = "reference",
         skip_constant: bool = True,
         verbose: int = 1,
+        layer_call: int | None = None,
     ) -> None:
-        super().__init__(model, layer)
+        super().__init__(model, layer, layer_call=layer_call)
         sub_model = self._cam.model
         feature_shape = tuple(sub_model.outputs[0].shape[1:])
         self.num_channels: int = int(feature_shape[-1])
@@ -237,7 +240,9 @@ class ScoreCAM(BaseCAM):
         self._probabilities = keras.Model(
             sub_model.inputs[0], sub_model.outputs[2], name=f"{sub_model.name}_probabilities"
         )
-        self._activations_per_pixel = _activations_per_pixel(sub_model, self._cam.input_shape)
+        self._activations_per_pixel = _activations_per_pixel(
+            sub_model, [self._cam.input_shape[axis - 1] for axis in self._cam.spatial_axes]
+        )
         self._image_spec = tf.TensorSpec((None, *self._cam.input_shape), tf.float32)
         self._features_fn = compile_fn(self._features, [self._image_spec])
         self._maps_spec = tf.TensorSpec((None, self.num_channels, *feature_shape[:2]), tf.float32)
@@ -259,7 +264,7 @@ class ScoreCAM(BaseCAM):
         run = selected & ~constant if self.skip_constant else selected
         pairs = np.argwhere(run).astype(np.int32)  # image-major: one stream across images
 
-        batch_size = self.batch_size or self._auto_batch_size(*images.shape[1:])
+        batch_size = self.batch_size or self._auto_batch_size(images)
         start_time = time.perf_counter()
         scores = self._run_stream(
             chunk_fn, images, maps, pairs, classes[pairs[:, 0]], batch_size
@@ -327,9 +332,11 @@ class ScoreCAM(BaseCAM):
         np.put_along_axis(selected, top, True, axis=-1)
         return selected
 
-    def _auto_batch_size(self, height: int, width: int, channels: int) -> int:
+    def _auto_batch_size(self, images: tf.Tensor) -> int:
         """Chunk size from `MEMORY_BUDGET_BYTES` (see the class docstring for the rule)."""
-        per_input = 4 * height * width * (channels + 1 + 2 * self._activations_per_pixel)
+        pixels = math.prod(self.image_size(images))
+        channels = int(images.shape[1:].num_elements()) // pixels
+        per_input = 4 * pixels * (channels + 1 + 2 * self._activations_per_pixel)
         return int(np.clip(MEMORY_BUDGET_BYTES // per_input, 1, MAX_AUTO_BATCH_SIZE))
 
     def _run_stream(
@@ -343,10 +350,13 @@ class ScoreCAM(BaseCAM):
     ) -> np.ndarray:
         """Scores of all `pairs`, chunk by chunk, scattered into a `(B, K)` array."""
         chunks, progress = [], None
+        placement = self.placement(*self.image_size(images))
         start_time = time.perf_counter()
         for start in range(0, len(pairs), batch_size):
             stop = start + batch_size
-            chunks.append(chunk_fn(images, maps, pairs[start:stop], classes[start:stop]))
+            chunks.append(
+                chunk_fn(images, maps, pairs[start:stop], classes[start:stop], placement)
+            )
             done = min(stop, len(pairs))
             if progress is None and self.verbose and done < len(pairs):
                 expected = (time.perf_counter() - start_time) * len(pairs) / done
@@ -373,14 +383,19 @@ class ScoreCAM(BaseCAM):
                 return tf.reshape(tf.cast(score_fn(probabilities), tf.float32), [-1])
 
             def chunk_scores(
-                images: tf.Tensor, maps: tf.Tensor, pairs: tf.Tensor, classes: tf.Tensor
+                images: tf.Tensor,
+                maps: tf.Tensor,
+                pairs: tf.Tensor,
+                classes: tf.Tensor,
+                placement: tf.Tensor,
             ) -> tf.Tensor:
-                small = tf.gather_nd(maps, pairs)[..., tf.newaxis]
-                masks = tf.image.resize(small, tf.shape(images)[1:3], method="bilinear")
-                low = tf.reduce_min(masks, axis=(1, 2, 3), keepdims=True)
-                high = tf.reduce_max(masks, axis=(1, 2, 3), keepdims=True)
+                size = tf.gather(tf.shape(images), self._cam.spatial_axes)
+                masks = place_maps(tf.gather_nd(maps, pairs), size, placement)
+                low = tf.reduce_min(masks, axis=(1, 2), keepdims=True)
+                high = tf.reduce_max(masks, axis=(1, 2), keepdims=True)
                 masks = tf.math.divide_no_nan(masks - low, high - low)
-                masked = tf.gather(images, pairs[:, 0]) * masks
+                channel_axis = 1 if self._cam.data_format == "channels_first" else 3
+                masked = tf.gather(images, pairs[:, 0]) * tf.expand_dims(masks, channel_axis)
                 return score(self._probabilities(masked, training=False), classes)
 
             def baseline_scores(images: tf.Tensor, classes: tf.Tensor) -> tf.Tensor:
@@ -396,6 +411,7 @@ class ScoreCAM(BaseCAM):
                         self._maps_spec,
                         tf.TensorSpec((None, 2), tf.int32),
                         index_spec,
+                        tf.TensorSpec((2, 4), tf.float32),
                     ],
                 ),
                 compile_fn(baseline_scores, [self._image_spec, index_spec]),
@@ -423,9 +439,9 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def _activations_per_pixel(model: keras.Model, input_shape: tuple[int | None, ...]) -> float:
-    """The largest layer output of `model`, in elements per input pixel."""
-    height, width = input_shape[:2]
+def _activations_per_pixel(model: keras.Model, sizes: list[int | None]) -> float:
+    """The largest layer output of `model`, in elements per input pixel of `sizes` (H, W)."""
+    height, width = sizes
     if height is None or width is None:
         return _UNKNOWN_ACTIVATIONS_PER_PIXEL
     largest = max(
