@@ -63,6 +63,25 @@ def _is_graph_model(obj: Any) -> bool:
     return isinstance(obj, (Functional, keras.Sequential))
 
 
+def is_readable(model: Any) -> bool:
+    """Whether `read_head` can read `model`: a Functional or Sequential model with one input
+    and one `(batch, units)` output.
+
+    Args:
+        model: any object, e.g. the callable a metric is given.
+
+    Returns:
+        `True` when the model's graph, and so its head, can be read.
+    """
+    if not _is_graph_model(model):
+        return False
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError):
+        return False
+    return len(inputs) == 1 and len(outputs) == 1 and len(outputs[0].shape) == 2
+
+
 def check_model(model: Any) -> None:
     """Raises a clear error unless `model` is a traceable single-input, single-output Keras model.
 
