@@ -520,15 +520,17 @@ class Head:
 
 
 def check_head(head: Any) -> None:
-    """Raises a `ValueError` unless `head` is `None` (automatic) or one of `HEADS`.
+    """Raises a `ValueError` unless `head` is `None` (automatic), one of `HEADS` or a `Head`.
 
     Args:
-        head: the user's `head=` argument.
+        head: the user's `head=` argument (a `Head` is a reading already made by `read_head`).
 
     Raises:
         ValueError: any other value; the message lists the valid ones.
     """
-    if head is not None and not (isinstance(head, str) and head in HEADS):
+    if head is not None and not isinstance(head, Head) and not (
+        isinstance(head, str) and head in HEADS
+    ):
         raise ValueError(
             f"`head` must be None (read the model's head automatically) or one of {HEADS}; "
             f"received {head!r}. See keras_cam.surgery.HEADS for what each one means."
@@ -543,7 +545,7 @@ def _automatic_kind(activation: str | None, units: int) -> str:
     return "linear"
 
 
-def read_head(model: keras.Model, head: str | None = None) -> Head:
+def read_head(model: keras.Model, head: str | Head | None = None) -> Head:
     """Reads how the model's output is to be interpreted: the one place this is decided.
 
     The final activation is recognised by identity, in every spelling Keras and TensorFlow
@@ -565,7 +567,8 @@ def read_head(model: keras.Model, head: str | None = None) -> Head:
         model: a single-input, single-output Functional or Sequential Keras model whose output
             is `(batch, units)`.
         head: `None` to read the head automatically, or one of `HEADS` to state it (no warning
-            then). Defaults to `None`.
+            then); a `Head` already read for this model is returned as it is. Defaults to
+            `None`.
 
     Returns:
         The `Head` reading.
@@ -585,6 +588,8 @@ def read_head(model: keras.Model, head: str | None = None) -> Head:
     """
     check_model(model)
     check_head(head)
+    if isinstance(head, Head):
+        return head
     shape = tuple(model.outputs[0].shape)
     if len(shape) != 2 or shape[-1] is None:
         raise ValueError(
@@ -704,7 +709,7 @@ def build_cam_model(
             choice (see `find_conv_layer`). Defaults to `None`.
         head: how to read the model's output: `None` for the automatic reading of
             `read_head` (which warns when it cannot recognise the final activation), or one
-            of `HEADS` (a `Head` already read also works). Defaults to `None`.
+            of `HEADS`, or a `Head` already read. Defaults to `None`.
 
     Returns:
         A `CamModel` holding the sub-model, the layer, the head reading and the class count.
@@ -719,7 +724,7 @@ def build_cam_model(
     features, logits, probabilities = cam_model.model(images)
     ```
     """
-    reading = head if isinstance(head, Head) else read_head(model, head)
+    reading = read_head(model, head)
     target = resolve_layer(model, layer)
     recorder = _Recorder(target, reading.final)
     source = model.inputs[0]

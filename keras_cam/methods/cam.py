@@ -78,7 +78,7 @@ def _describe(chain: list[keras.layers.Layer]) -> str:
     return " <- ".join(f"{layer.name!r} ({type(layer).__name__})" for layer in chain)
 
 
-def find_gap_head(model: keras.Model, head: str | None = None) -> GapHead:
+def find_gap_head(model: keras.Model, head: str | Head | None = None) -> GapHead:
     """Finds the conv -> GlobalAveragePooling2D -> Dense head that CAM needs.
 
     Accepted between the pooling and the output: layers that are the identity at inference
@@ -235,7 +235,7 @@ class CAM(BaseCAM):
         model: keras.Model,
         layer: str | keras.layers.Layer | None = None,
         *,
-        head: str | None = None,
+        head: str | Head | None = None,
     ) -> None:
         self.head = find_gap_head(model, head)
         features = self.head.features

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_cam.methods.base import BaseCAM
+from keras_cam.surgery import Head
 from keras_cam.targets import TOP_PREDICTION, ScoreFn
 
 WEIGHTINGS = ("reference", "softmax")
@@ -210,7 +211,7 @@ class ScoreCAM(BaseCAM):
         weighting: str = "reference",
         skip_constant: bool = True,
         verbose: int = 1,
-        head: str | None = None,
+        head: str | Head | None = None,
     ) -> None:
         super().__init__(model, layer, head=head)
         sub_model = self._cam.model
