@@ -40,7 +40,14 @@ from keras_cam.evaluation import DEFAULT_METHODS, EvaluationTable, evaluate
 from keras_cam.methods import METHODS, BaseCAM, get_method
 from keras_cam.methods.cam import find_gap_head
 from keras_cam.metrics import METRICS
-from keras_cam.surgery import build_cam_model, check_model, find_conv_layer, spatial_layers
+from keras_cam.surgery import (
+    HEADS,
+    Head,
+    build_cam_model,
+    check_model,
+    find_conv_layer,
+    spatial_layers,
+)
 from keras_cam.visualize import (
     _atomic_writer,
     _to_uint8_rgb,
@@ -294,6 +301,7 @@ def _add_explain(verbs: Any) -> None:
                         help="image files OpenCV can read")
     _add_methods(parser, "--method", EXPLAIN_DEFAULT_METHODS)
     parser.add_argument("--layer", help="layer to explain (default: automatic; see 'info')")
+    _add_head(parser)
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--class", dest="class_index", type=int, metavar="N",
                         help="explain class N for every image (default: its top class)")
@@ -316,7 +324,7 @@ def _explain(args: argparse.Namespace) -> int:
     """`keras-cam explain`: overlays of each image, method and explained class."""
     model = _load_model(args.model, args.unsafe)
     methods = _parse_methods(args.method, EXPLAIN_DEFAULT_METHODS)
-    predictor = build_cam_model(model)
+    predictor = build_cam_model(model, head=args.head)
     num_classes = predictor.num_classes
     if args.class_index is not None and not 0 <= args.class_index < num_classes:
         raise ValueError(
@@ -327,7 +335,8 @@ def _explain(args: argparse.Namespace) -> int:
         raise ValueError(f"--top {args.top} exceeds the model's {num_classes} classes.")
     pixels = [_read_image(path, predictor.input_shape)[0] for path in args.images]
     explainers = {
-        name: _explainer(cls, model, args.layer, args.verbose) for name, cls in methods.items()
+        name: _explainer(cls, model, args.layer, args.verbose, predictor.head)
+        for name, cls in methods.items()
     }
     shown = max(min(5, num_classes), args.top or 0)
     for path, stem, rgb in zip(args.images, _unique_stems(args.images), pixels):
@@ -363,6 +372,7 @@ def _add_info(verbs: Any) -> None:
     )
     parser.add_argument("model", type=pathlib.Path, metavar="MODEL",
                         help="a .keras (or legacy .h5) model file")
+    _add_head(parser)
     _add_unsafe(parser)
     parser.set_defaults(handler=_info)
 
@@ -370,10 +380,10 @@ def _add_info(verbs: Any) -> None:
 def _info(args: argparse.Namespace) -> int:
     """`keras-cam info`: input, classes, head type and the explainable layers."""
     model = _load_model(args.model, args.unsafe)
-    cam_model = build_cam_model(model)
+    cam_model = build_cam_model(model, head=args.head)
     automatic = find_conv_layer(model)
     try:
-        head = find_gap_head(model)
+        head = find_gap_head(model, cam_model.head)
         head_text = (
             f"conv -> GlobalAveragePooling2D -> Dense: CAM applies (pooled layer "
             f"{head.features.name!r}, classifier {head.dense.name!r})"
@@ -387,7 +397,8 @@ def _info(args: argparse.Namespace) -> int:
     width = max(len(path) for path, _ in candidates)
     print(f"model        {model.name} ({args.model})")
     print(f"input shape  {cam_model.input_shape}")
-    print(f"classes      {cam_model.num_classes} ({cam_model.head} output)")
+    print(f"classes      {cam_model.num_classes} ({cam_model.head.kind} output)")
+    print(f"head read    {cam_model.head.description} (--head states it)")
     print(f"head         {head_text}")
     print("\nLayers you can explain (--layer NAME), from input to output:")
     for path, layer in candidates:
@@ -430,6 +441,7 @@ def _add_evaluate(verbs: Any) -> None:
                         help=f"metrics to compute, repeatable or comma-separated, from: "
                              f"{', '.join(METRICS)} (default: all that apply)")
     parser.add_argument("--layer", help="layer every method explains (default: automatic)")
+    _add_head(parser)
     parser.add_argument("--steps", type=_positive_int, default=METRIC_STEPS,
                         help="deletion/insertion steps (default: %(default)s)")
     parser.add_argument("--batch-size", type=_positive_int, default=32,
@@ -453,7 +465,9 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise ValueError("give MODEL and IMAGES_DIR, or --builtin (see 'keras-cam evaluate "
                              "--help').")
         model = _load_model(args.model, args.unsafe)
-        images, labels, boxes = _folder_data(args, build_cam_model(model).input_shape)
+        images, labels, boxes = _folder_data(
+            args, build_cam_model(model, head=args.head).input_shape
+        )
     metrics = None if args.metrics is None else _split_names(args.metrics)
     table = evaluate(
         model,
@@ -465,6 +479,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         layer=args.layer,
         batch_size=args.batch_size,
         metric_options=_steps_options(args.steps, metrics),
+        head=args.head,
         verbose=min(args.verbose, 1),
     )
     print(table.to_markdown())
@@ -486,7 +501,7 @@ def _builtin_data(
         )
     else:
         model = _load_model(args.model, args.unsafe)
-    cam_model = build_cam_model(model)
+    cam_model = build_cam_model(model, head=args.head)
     height, width, channels = cam_model.input_shape
     classes = cam_model.num_classes
     if height is None or height != width or channels != 3 or not 2 <= classes <= len(
@@ -635,6 +650,15 @@ def _add_preprocess(parser: argparse.ArgumentParser) -> None:
         help="how RGB pixels 0-255 become model input: scale01 divides by 255, none keeps "
              "them, the others are keras.applications.<name>.preprocess_input "
              "(default: %(default)s)",
+    )
+
+
+def _add_head(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--head", choices=HEADS, default=None,
+        help="how to read the model's output: softmax/sigmoid probabilities, logits "
+             "(pre-softmax; one unit: a binary logit), sigmoid_logits (multi-label), or linear "
+             "(raw scores, e.g. regression) (default: read from the model; it warns when unsure)",
     )
 
 
@@ -800,11 +824,16 @@ def _parse_methods(
 
 
 def _explainer(
-    cls: type[BaseCAM], model: keras.Model, layer: str | None, verbose: int
+    cls: type[BaseCAM],
+    model: keras.Model,
+    layer: str | None,
+    verbose: int,
+    head: Head | None = None,
 ) -> BaseCAM:
-    """Builds a method, passing `verbose` to those that show progress (Score-CAM)."""
+    """Builds a method with the head reading already made, passing `verbose` to those that
+    show progress (Score-CAM)."""
     takes_verbose = "verbose" in inspect.signature(cls).parameters
-    return cls(model, layer, **({"verbose": verbose} if takes_verbose else {}))
+    return cls(model, layer, head=head, **({"verbose": verbose} if takes_verbose else {}))
 
 
 def _steps_options(steps: int, metrics: Sequence[str] | None) -> dict[str, dict[str, int]]:
