@@ -108,9 +108,10 @@ class HeatmapCallback(keras.callbacks.Callback):
     Raises:
         ValueError: no images, images that are not a batch of finite values, no `log_dir` and no
             `out_dir`, an unknown or repeated method name, an invalid `head`, `every_n_epochs`
-            or `max_images` below 1, or `boxes` that are not one box per image inside it. At `on_train_begin`:
-            images whose shape the model does not take, targets out of range, `class_names`
-            of the wrong length, or a model with no spatial layer to explain.
+            or `max_images` below 1, or `boxes` that are not one box per image inside it. At
+            `on_train_begin`: images whose shape the model does not take, targets out of
+            range, `class_names` of the wrong length, or a model with no spatial layer to
+            explain.
         TypeError: arguments of the wrong type; at `on_train_begin`, a subclassed model (see
             `keras_cam.build_cam_model`).
 

@@ -35,6 +35,7 @@ _TF_NATIVE_LOG = re.compile(
 def files(tmp_path_factory):
     """Saved models and images: a GAP model, a Flatten-head model, a Lambda model, PNGs."""
     folder = tmp_path_factory.mktemp("cli")
+    keras.backend.clear_session()  # layer names ("conv2d") must not depend on earlier tests
     keras.utils.set_random_seed(0)
     gap_model(size=SIZE, classes=CLASSES).save(folder / "gap.keras")
 
