@@ -368,6 +368,8 @@ def _function_name(function: Any) -> tuple[str | None, Any]:
     while isinstance(function, functools.partial):
         keywords = {**function.keywords, **keywords}
         function = function.func
+    if function is None:
+        return "linear", None
     if isinstance(function, klayers.Softmax):
         return "softmax", function.axis
     if isinstance(function, klayers.Activation):

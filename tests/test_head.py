@@ -295,3 +295,17 @@ def test_stated_head_reads_outputs_as_told(no_warnings):
     np.testing.assert_allclose(multi_label, 1 / (1 + np.exp(-z)), rtol=1e-5)
     _, _, raw = build_cam_model(model, head="linear").model(images)
     np.testing.assert_allclose(raw, z, rtol=1e-6)
+
+
+def test_cli_reads_the_head_and_takes_head(tmp_path, capsys):
+    from keras_cam import cli
+
+    path = tmp_path / "logits.keras"
+    _model(None).save(path)  # a linear Dense(4): logits by default
+    assert cli.main(["info", str(path)]) == 0
+    assert "classes      4 (logits output)" in capsys.readouterr().out
+    assert cli.main(["info", str(path), "--head", "sigmoid_logits"]) == 0
+    printed = capsys.readouterr().out
+    assert "(sigmoid_logits output)" in printed and "stated by head='sigmoid_logits'" in printed
+    assert cli.main(["info", str(path), "--head", "probabilities"]) == 2
+    assert "argument --head: invalid choice: 'probabilities'" in capsys.readouterr().err
