@@ -239,7 +239,8 @@ def evaluate(
     Raises:
         ValueError: an unknown or repeated method or metric name (the message lists the known
             ones), box metrics without `boxes`, options for a method or metric that is not
-            evaluated, or inputs of the wrong shape; or every method failed (see above).
+            evaluated, an invalid `head` or both `head` and `activation`, or inputs of the
+            wrong shape; or every method failed (see above).
         TypeError: an argument of the wrong type.
 
     Example:
@@ -255,6 +256,11 @@ def evaluate(
     ```
     """
     reading = read_head(model, head)
+    if activation is not None and head is not None:
+        raise ValueError(
+            f"`activation` is the metrics' older spelling of `head`: pass one of them; received "
+            f"head={head!r} and activation={activation!r}."
+        )
     images = _check_images(images)
     batch_size = _check_positive_int("batch_size", batch_size)
     if verbose not in (0, 1):

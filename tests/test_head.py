@@ -280,6 +280,11 @@ def test_bad_head_value_is_refused_with_the_valid_values(build):
         assert valid in str(pytest.raises(ValueError, build, model, "probabilities").value)
 
 
+def test_evaluate_refuses_head_and_activation_together():
+    with pytest.raises(ValueError, match="`activation` is the metrics' older spelling of `head`"):
+        kc.evaluate(_model(None), _images(1), head="logits", activation="softmax")
+
+
 def test_softmax_over_one_unit_is_refused():
     with pytest.raises(ValueError, match="softmax over a single output unit is always 1"):
         read_head(_model("softmax", units=1))
