@@ -314,3 +314,17 @@ def test_cli_reads_the_head_and_takes_head(tmp_path, capsys):
     assert "(sigmoid_logits output)" in printed and "stated by head='sigmoid_logits'" in printed
     assert cli.main(["info", str(path), "--head", "probabilities"]) == 2
     assert "argument --head: invalid choice: 'probabilities'" in capsys.readouterr().err
+
+
+def test_callback_explains_a_tf_nn_softmax_model_like_its_twin(tmp_path, no_warnings):
+    model = _model(tf.nn.softmax)
+    twin = _twin(model, "softmax", 4)
+    images = _images(2, seed=8)
+    callback = kc.HeatmapCallback(images, methods=("gradcam", "scorecam"), out_dir=tmp_path)
+    frozen = keras.optimizers.SGD(learning_rate=0.0)  # fit runs, the weights stay
+    model.compile(optimizer=frozen, loss="categorical_crossentropy")
+    model.fit(images, np.eye(4)[[0, 1]], epochs=1, verbose=0, callbacks=[callback])
+    np.testing.assert_allclose(callback.last_maps["gradcam"], kc.GradCAM(twin)(images), atol=1e-5)
+    np.testing.assert_allclose(
+        callback.last_maps["scorecam"], kc.ScoreCAM(twin, verbose=0)(images), atol=1e-5
+    )
