@@ -328,3 +328,13 @@ def test_callback_explains_a_tf_nn_softmax_model_like_its_twin(tmp_path, no_warn
     np.testing.assert_allclose(
         callback.last_maps["scorecam"], kc.ScoreCAM(twin, verbose=0)(images), atol=1e-5
     )
+
+
+def test_fine_tune_gap_refuses_a_raw_score_unit_unless_stated_a_binary_logit():
+    model = _raw_score_model()
+    data = (_images(2, seed=9), np.array([0, 1]))
+    with pytest.raises(ValueError, match=r"read as a raw score \(a regression\).*head='logits'"):
+        kc.fine_tune_gap(model, data, epochs=1, verbose=0)
+    history = kc.fine_tune_gap(model, data, epochs=1, verbose=0, head="logits")
+    assert isinstance(model.loss, keras.losses.BinaryCrossentropy) and model.loss.from_logits
+    assert len(history.epoch) == 1
