@@ -26,7 +26,7 @@ from numpy.typing import ArrayLike
 from keras_cam import metrics, visualize
 from keras_cam.methods import METHODS, BaseCAM, get_method
 from keras_cam.methods.base import compile_fn
-from keras_cam.surgery import build_cam_model
+from keras_cam.surgery import build_cam_model, check_head
 from keras_cam.targets import TARGET_FORMS, Targets, class_indices, resolve_targets
 
 PathLike = str | os.PathLike[str]
@@ -98,6 +98,9 @@ class HeatmapCallback(keras.callbacks.Callback):
             Defaults to `8`.
         raise_errors: raise errors that happen while explaining or writing, instead of warning
             once and letting training go on. Defaults to `False`.
+        head: how the model's output is read, for the explainers and the captions'
+            probabilities: `None` for automatic (`keras_cam.surgery.read_head`), or one of
+            `keras_cam.surgery.HEADS` (e.g. `"logits"`). Defaults to `None`.
 
     Attributes:
         last_epoch: the 0-based epoch of the latest computed maps, or `None`.
@@ -108,10 +111,11 @@ class HeatmapCallback(keras.callbacks.Callback):
 
     Raises:
         ValueError: no images, images that are not a batch of finite values, no `log_dir` and no
-            `out_dir`, an unknown or repeated method name, `every_n_epochs` or `max_images`
-            below 1, or `boxes` that are not one box per image inside it. At `on_train_begin`:
-            images whose shape the model does not take, targets out of range, `class_names`
-            of the wrong length, or a model with no spatial layer to explain.
+            `out_dir`, an unknown or repeated method name, an invalid `head`, `every_n_epochs`
+            or `max_images` below 1, or `boxes` that are not one box per image inside it. At
+            `on_train_begin`: images whose shape the model does not take, targets out of
+            range, `class_names` of the wrong length, or a model with no spatial layer to
+            explain.
         TypeError: arguments of the wrong type. (A subclassed model, which has no inputs to
             trace, warns at the end of the first epoch and training goes on.)
 
@@ -146,8 +150,11 @@ class HeatmapCallback(keras.callbacks.Callback):
         boxes: ArrayLike | None = None,
         max_images: int = 8,
         raise_errors: bool = False,
+        head: str | None = None,
     ) -> None:
         super().__init__()
+        check_head(head)
+        self.head = head
         if log_dir is None and out_dir is None:
             raise ValueError(
                 "Pass `log_dir` (TensorBoard summaries), `out_dir` (PNG files) or both; with "
@@ -195,7 +202,7 @@ class HeatmapCallback(keras.callbacks.Callback):
 
     def _build_explainers(self) -> None:
         """Checks the arguments against the model and builds one explainer per method."""
-        cam_model = build_cam_model(self.model)
+        cam_model = build_cam_model(self.model, head=self.head)
         self._explained_classes = self._check_against_model(
             cam_model.input_shape, cam_model.num_classes
         )
@@ -212,10 +219,11 @@ class HeatmapCallback(keras.callbacks.Callback):
         for tag, method in self.methods.items():
             # A method's own progress bar (Score-CAM) would interleave with fit's.
             quiet = {"verbose": 0} if "verbose" in inspect.signature(method).parameters else {}
+            # The head reading already made (and warned about, if unsure) for the sub-model.
             explainer = self._attempt(
                 f"building {method.display_name} ({tag!r})",
                 None,
-                functools.partial(method, **quiet),
+                functools.partial(method, **quiet, head=cam_model.head),
                 self.model,
             )
             if explainer is not None:

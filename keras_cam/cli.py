@@ -42,6 +42,8 @@ from keras_cam.methods.cam import find_gap_head
 from keras_cam.metrics import METRICS
 from keras_cam.surgery import (
     CamModel,
+    HEADS,
+    Head,
     build_cam_model,
     check_model,
     find_conv_layer,
@@ -304,6 +306,7 @@ def _add_explain(verbs: Any) -> None:
                         help="which call of a layer the model calls several times (e.g. on an "
                              "image and on its flip) to explain, from 0 (default: refuse such "
                              "a layer, listing its calls)")
+    _add_head(parser)
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--class", dest="class_index", type=int, metavar="N",
                         help="explain class N for every image (default: its top class)")
@@ -326,7 +329,7 @@ def _explain(args: argparse.Namespace) -> int:
     """`keras-cam explain`: overlays of each image, method and explained class."""
     model = _load_model(args.model, args.unsafe)
     methods = _parse_methods(args.method, EXPLAIN_DEFAULT_METHODS)
-    predictor = build_cam_model(model, args.layer, layer_call=args.layer_call)
+    predictor = build_cam_model(model, args.layer, layer_call=args.layer_call, head=args.head)
     num_classes = predictor.num_classes
     if args.class_index is not None and not 0 <= args.class_index < num_classes:
         raise ValueError(
@@ -337,7 +340,7 @@ def _explain(args: argparse.Namespace) -> int:
         raise ValueError(f"--top {args.top} exceeds the model's {num_classes} classes.")
     pixels = [_read_image(path, predictor.image_shape)[0] for path in args.images]
     explainers = {
-        name: _explainer(cls, model, args.layer, args.verbose, args.layer_call)
+        name: _explainer(cls, model, args.layer, args.verbose, args.layer_call, predictor.head)
         for name, cls in methods.items()
     }
     shown = max(min(5, num_classes), args.top or 0)
@@ -374,6 +377,7 @@ def _add_info(verbs: Any) -> None:
     )
     parser.add_argument("model", type=pathlib.Path, metavar="MODEL",
                         help="a .keras (or legacy .h5) model file")
+    _add_head(parser)
     _add_unsafe(parser)
     parser.set_defaults(handler=_info)
 
@@ -381,10 +385,10 @@ def _add_info(verbs: Any) -> None:
 def _info(args: argparse.Namespace) -> int:
     """`keras-cam info`: input, classes, head type and the explainable layers."""
     model = _load_model(args.model, args.unsafe)
-    cam_model = build_cam_model(model)
+    cam_model = build_cam_model(model, head=args.head)
     automatic = find_conv_layer(model)
     try:
-        head = find_gap_head(model)
+        head = find_gap_head(model, cam_model.head)
         head_text = (
             f"conv -> GlobalAveragePooling2D -> Dense: CAM applies (pooled layer "
             f"{head.features.name!r}, classifier {head.dense.name!r})"
@@ -398,7 +402,8 @@ def _info(args: argparse.Namespace) -> int:
     width = max(len(path) for path, _ in candidates)
     print(f"model        {model.name} ({args.model})")
     print(f"input shape  {cam_model.input_shape}")
-    print(f"classes      {cam_model.num_classes} ({cam_model.head} output)")
+    print(f"classes      {cam_model.num_classes} ({cam_model.head.kind} output)")
+    print(f"head read    {cam_model.head.description} (--head states it)")
     print(f"head         {head_text}")
     print("\nLayers you can explain (--layer NAME), from input to output:")
     for path, layer in candidates:
@@ -441,6 +446,7 @@ def _add_evaluate(verbs: Any) -> None:
                         help=f"metrics to compute, repeatable or comma-separated, from: "
                              f"{', '.join(METRICS)} (default: all that apply)")
     parser.add_argument("--layer", help="layer every method explains (default: automatic)")
+    _add_head(parser)
     parser.add_argument("--steps", type=_positive_int, default=METRIC_STEPS,
                         help="deletion/insertion steps (default: %(default)s)")
     parser.add_argument("--batch-size", type=_positive_int, default=32,
@@ -464,7 +470,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise ValueError("give MODEL and IMAGES_DIR, or --builtin (see 'keras-cam evaluate "
                              "--help').")
         model = _load_model(args.model, args.unsafe)
-        cam_model = build_cam_model(model)
+        cam_model = build_cam_model(model, head=args.head)
         images, labels, boxes = _folder_data(args, cam_model.image_shape)
         images = _model_layout(images, cam_model)
     metrics = None if args.metrics is None else _split_names(args.metrics)
@@ -478,6 +484,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         layer=args.layer,
         batch_size=args.batch_size,
         metric_options=_steps_options(args.steps, metrics),
+        head=args.head,
         verbose=min(args.verbose, 1),
     )
     print(table.to_markdown())
@@ -499,7 +506,7 @@ def _builtin_data(
         )
     else:
         model = _load_model(args.model, args.unsafe)
-    cam_model = build_cam_model(model)
+    cam_model = build_cam_model(model, head=args.head)
     height, width, channels = cam_model.image_shape
     classes = cam_model.num_classes
     if height is None or height != width or channels != 3 or not 2 <= classes <= len(
@@ -655,6 +662,15 @@ def _add_preprocess(parser: argparse.ArgumentParser) -> None:
         help="how RGB pixels 0-255 become model input: scale01 divides by 255, none keeps "
              "them, the others are keras.applications.<name>.preprocess_input "
              "(default: %(default)s)",
+    )
+
+
+def _add_head(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--head", choices=HEADS, default=None,
+        help="how to read the model's output: softmax/sigmoid probabilities, logits "
+             "(pre-softmax; one unit: a binary logit), sigmoid_logits (multi-label), or linear "
+             "(raw scores, e.g. regression) (default: read from the model; it warns when unsure)",
     )
 
 
@@ -825,11 +841,13 @@ def _explainer(
     layer: str | None,
     verbose: int,
     layer_call: int | None = None,
+    head: Head | None = None,
 ) -> BaseCAM:
-    """Builds a method, passing `verbose` to those that show progress (Score-CAM)."""
+    """Builds a method with the head reading already made, passing `verbose` to those that
+    show progress (Score-CAM)."""
     takes_verbose = "verbose" in inspect.signature(cls).parameters
     options = {"verbose": verbose} if takes_verbose else {}
-    return cls(model, layer, layer_call=layer_call, **options)
+    return cls(model, layer, layer_call=layer_call, head=head, **options)
 
 
 def _steps_options(steps: int, metrics: Sequence[str] | None) -> dict[str, dict[str, int]]:

@@ -32,7 +32,7 @@ from keras_cam.metrics import (
     get_metric,
     map_shape,
 )
-from keras_cam.surgery import check_model
+from keras_cam.surgery import Head, read_head
 from keras_cam.targets import class_indices, resolve_targets
 
 MethodSpec = Union[str, type[BaseCAM]]
@@ -179,6 +179,7 @@ def evaluate(
     method_options: Mapping[MethodSpec, Mapping[str, Any]] | None = None,
     metric_options: Mapping[str, Mapping[str, Any]] | None = None,
     activation: Activation = None,
+    head: str | None = None,
     verbose: int = 0,
 ) -> EvaluationTable:
     """Evaluates CAM methods on a model and images: one row per method, each metric's mean.
@@ -225,9 +226,13 @@ def evaluate(
             whose constructor takes `verbose` (Score-CAM) get this call's `verbose` unless
             their options set it. Defaults to `None`.
         metric_options: extra keyword arguments per metric, e.g. `{"deletion": {"steps": 20}}`;
-            they override `batch_size` and `activation`. Defaults to `None`.
-        activation: how the metrics read the model's outputs: `None` if they are
-            probabilities, `"softmax"` or `"sigmoid"` if they are logits. Defaults to `None`.
+            they override `batch_size`, `activation` and `head`. Defaults to `None`.
+        activation: the metrics' older spelling of `head="logits"` (`"softmax"`) or
+            `head="sigmoid_logits"` (`"sigmoid"`); `None` leaves the reading to `head`.
+            Defaults to `None`.
+        head: how the model's output is read, by every method and metric: `None` for
+            automatic (`keras_cam.surgery.read_head`, which warns when it cannot recognise the
+            final activation), or one of `keras_cam.surgery.HEADS`. Defaults to `None`.
         verbose: 0 (silent) or 1 (one line per method as it finishes). Defaults to `0`.
 
     Returns:
@@ -236,7 +241,8 @@ def evaluate(
     Raises:
         ValueError: an unknown or repeated method or metric name (the message lists the known
             ones), box metrics without `boxes`, options for a method or metric that is not
-            evaluated, or inputs of the wrong shape; or every method failed (see above).
+            evaluated, an invalid `head` or both `head` and `activation`, or inputs of the
+            wrong shape; or every method failed (see above).
         TypeError: an argument of the wrong type.
 
     Example:
@@ -251,18 +257,25 @@ def evaluate(
         f.write(table.to_json())
     ```
     """
-    check_model(model)
+    reading = read_head(model, head)
+    if activation is not None and head is not None:
+        raise ValueError(
+            f"`activation` is the metrics' older spelling of `head`: pass one of them; received "
+            f"head={head!r} and activation={activation!r}."
+        )
     images = _check_images(images)
     batch_size = _check_positive_int("batch_size", batch_size)
     if verbose not in (0, 1):
         raise ValueError(f"`verbose` must be 0 or 1; received {verbose!r}.")
-    targets = None if labels is None else _check_labels(labels, len(images), model)
+    targets = None if labels is None else _check_labels(labels, len(images), reading.num_classes)
     classes = _resolve_methods(methods)
     metric_names = _resolve_metrics(metrics, has_boxes=boxes is not None)
     if boxes is not None:
         boxes = _check_boxes(boxes, map_shape(model, images.shape))
-    constructor_kwargs = _constructor_kwargs(classes, layer, method_options, verbose)
-    metric_kwargs = _metric_kwargs(metric_names, metric_options, batch_size, activation)
+    constructor_kwargs = _constructor_kwargs(classes, layer, method_options, verbose, reading)
+    metric_kwargs = _metric_kwargs(
+        metric_names, metric_options, batch_size, activation, None if activation else reading.kind
+    )
 
     rows: list[dict[str, Any]] = []
     results: dict[str, dict[str, MetricResult]] = {}
@@ -302,9 +315,8 @@ def evaluate(
 
 
 # ---------------------------------------------------------------------------- internals
-def _check_labels(labels: ArrayLike, batch: int, model: keras.Model) -> np.ndarray:
+def _check_labels(labels: ArrayLike, batch: int, num_classes: int) -> np.ndarray:
     """`labels` as int32 `(B,)` class indices within the model's classes."""
-    num_classes = max(2, int(model.outputs[0].shape[-1]))  # one unit: classes 0 and 1
     forms = "one integer class index per image (an array-like or tensor)"
     array = class_indices(labels, "labels", forms)
     if array.shape != (batch,):
@@ -392,6 +404,7 @@ def _constructor_kwargs(
     layer: str | keras.layers.Layer | None,
     method_options: Mapping[MethodSpec, Mapping[str, Any]] | None,
     verbose: int,
+    head: Head,
 ) -> dict[str, dict[str, Any]]:
     """The keyword arguments each method is built with, by row name."""
     names = {method: name for name, method in classes.items()}
@@ -401,8 +414,11 @@ def _constructor_kwargs(
     kwargs = {}
     for name, method in classes.items():
         kwargs[name] = {} if layer is None else {"layer": layer}
-        if "verbose" in inspect.signature(method).parameters:
+        parameters = inspect.signature(method).parameters
+        if "verbose" in parameters:
             kwargs[name]["verbose"] = verbose
+        if "head" in parameters:  # the reading made once, so an unsure one warns once
+            kwargs[name]["head"] = head
         kwargs[name].update(options.get(name, {}))
     return kwargs
 
@@ -412,13 +428,14 @@ def _metric_kwargs(
     metric_options: Mapping[str, Mapping[str, Any]] | None,
     batch_size: int,
     activation: Activation,
+    head: str | None,
 ) -> dict[str, dict[str, Any]]:
     """The keyword arguments each metric is called with."""
     options = _check_options(
         "metric_options", metric_options, metric_names,
         lambda key: key if key in metric_names else None,
     )
-    model_kwargs = {"batch_size": batch_size, "activation": activation}
+    model_kwargs = {"batch_size": batch_size, "activation": activation, "head": head}
     return {
         name: {**({} if name in BOX_METRICS else model_kwargs), **options.get(name, {})}
         for name in metric_names

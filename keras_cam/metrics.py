@@ -21,8 +21,12 @@ Conventions shared by all metrics:
   (`keras_cam.visualize.to_unit_heatmap`: floats in [0, 1] up to 1e-3, `uint8` as 0..255,
   bool as 0/1; anything else is refused). Every other metric uses only the order of the
   pixels and accepts any finite maps (raw scores, any scale or sign).
-- A score is the target class's probability. The model's outputs are taken as probabilities
-  unless `activation="softmax"` (or `"sigmoid"`) says they are logits; a single-unit output
+- A score is the target class's probability, read from the model's outputs the way the
+  explainers read them (`keras_cam.surgery.read_head`): a softmax or sigmoid output is a
+  probability, logits go through their softmax, a single raw (linear) unit is scored by its
+  value. `head=` states the reading (`activation="softmax"` / `"sigmoid"` is the older
+  spelling of `head="logits"` / `"sigmoid_logits"`); the outputs of a callable that is not
+  a Functional or Sequential model are taken as probabilities. A binary single-unit output
   is the probability of class 1, and class 0 gets one minus it.
 - Pixels are ranked by decreasing map value; ties (a constant or all-zero map included) are
   broken in raster order (row by row, top-left first), so rankings are deterministic.
@@ -50,10 +54,16 @@ import numpy as np
 import tensorflow as tf
 from numpy.typing import ArrayLike
 
-from keras_cam.methods.base import compile_fn
-from keras_cam.surgery import check_input_values
 from keras_cam.geometry import spatial_axes
-from keras_cam.surgery import data_format
+from keras_cam.methods.base import compile_fn
+from keras_cam.surgery import (
+    Head,
+    check_head,
+    check_input_values,
+    data_format,
+    is_readable,
+    read_head,
+)
 from keras_cam.targets import TOP_PREDICTION, Targets, resolve_targets
 from keras_cam.visualize import to_unit_heatmap
 
@@ -272,8 +282,32 @@ def _baseline_images(images: np.ndarray, baseline: str) -> np.ndarray:
     return np.stack(blurred).reshape(images.shape)
 
 
-def _to_probabilities(outputs: object, activation: Activation) -> tf.Tensor:
-    """Model outputs `(n, K)` -> class probabilities `(n, K)`, or `(n, 2)` for one unit."""
+# `activation=` is the older spelling of a head that outputs logits.
+_ACTIVATION_HEADS = {"softmax": "logits", "sigmoid": "sigmoid_logits"}
+
+
+def _head_kind(model: object, activation: Activation, head: str | None) -> str | None:
+    """The head the metrics score with; `None`: the outputs are taken as probabilities."""
+    _check_choice("activation", activation, _ACTIVATIONS)
+    check_head(head)
+    if activation is not None and head is not None:
+        raise ValueError(
+            f"Pass either `head` or its older spelling `activation`, not both; received "
+            f"head={head!r} and activation={activation!r}."
+        )
+    if activation is not None:
+        return _ACTIVATION_HEADS[activation]
+    if head is not None:
+        return head
+    return read_head(model).kind if is_readable(model) else None
+
+
+def _to_probabilities(outputs: object, kind: str | None) -> tf.Tensor:
+    """Model outputs `(n, K)` -> scores `(n, num_classes)` as the head `kind` reads them.
+
+    Probabilities for a classifier (`(n, 2)` for a binary single unit), the raw outputs for a
+    `"linear"` head. `kind=None` takes the outputs as probabilities.
+    """
     if isinstance(outputs, (list, tuple)) and len(outputs) == 1:
         outputs = outputs[0]
     if not tf.is_tensor(outputs):
@@ -281,30 +315,20 @@ def _to_probabilities(outputs: object, activation: Activation) -> tf.Tensor:
             "`model` must have a single output tensor of class scores; its call returned "
             f"{type(outputs).__name__}."
         )
-    outputs = tf.cast(outputs, tf.float32)
     if outputs.shape.rank != 2 or outputs.shape[-1] is None:
         raise ValueError(
             f"`model` must output class scores of shape (batch, classes); its output has shape "
             f"{outputs.shape}."
         )
-    if outputs.shape[-1] == 1:
-        if activation == "softmax":
-            raise ValueError(
-                "`activation='softmax'` on a single-unit output makes every probability 1; "
-                "use `activation='sigmoid'` for a binary logit, or `None` if it is a probability."
-            )
-        positive = tf.sigmoid(outputs) if activation == "sigmoid" else outputs
-        return tf.concat([1.0 - positive, positive], axis=-1)
-    if activation == "softmax":
-        return tf.nn.softmax(outputs, axis=-1)
-    if activation == "sigmoid":
-        return tf.sigmoid(outputs)
-    return outputs
+    units = int(outputs.shape[-1])
+    if kind is None:
+        kind = "sigmoid" if units == 1 else "softmax"
+    return Head(kind, units, "as the metric was told").scores(outputs)
 
 
 ProbabilityFn = Callable[[np.ndarray, np.ndarray, np.ndarray], tf.Tensor]
 
-# Compiled model calls per model, by (activation, image shape): tracing a large model takes
+# Compiled model calls per model, by (head kind, image shape): tracing a large model takes
 # seconds, and `evaluate` runs every metric on the same model. Weak keys: no model is kept alive.
 _COMPILED: weakref.WeakKeyDictionary[keras.Model, dict[tuple[object, ...], ProbabilityFn]] = (
     weakref.WeakKeyDictionary()
@@ -312,7 +336,7 @@ _COMPILED: weakref.WeakKeyDictionary[keras.Model, dict[tuple[object, ...], Proba
 
 
 def _compiled_probabilities(
-    model: keras.Model, activation: Activation, image_shape: tuple[int, ...]
+    model: keras.Model, kind: str | None, image_shape: tuple[int, ...]
 ) -> ProbabilityFn:
     """The compiled `(images, baselines, masks) -> probabilities` of the composite images.
 
@@ -320,13 +344,13 @@ def _compiled_probabilities(
     `image_shape` is channels-last, and the composite is transposed for a channels-first model.
     For a model whose input is integer (or bool), composites are rounded to the nearest value
     of that dtype (clipped to its range), the nearest image the model can take, rather than
-    truncated by the model's own cast. One compiled function per model, activation and image
+    truncated by the model's own cast. One compiled function per model, head kind and image
     shape, with a `(None, H, W, C)` input signature: it is traced once and then reused for
     every chunk and every metric call.
     """
     compiled = _COMPILED.setdefault(model, {})
     transpose = channels_first(model)  # images arrive channels-last; the model takes (C, H, W)
-    key = (activation, tuple(image_shape), transpose)
+    key = (kind, tuple(image_shape), transpose)
     if key not in compiled:
         model_ref = weakref.ref(model)  # the cached function must not keep the model alive
         quantize = _quantizer(_input_dtype(model))
@@ -338,7 +362,7 @@ def _compiled_probabilities(
             composite = quantize(images * mask + baselines * (1.0 - mask))
             if transpose:
                 composite = tf.transpose(composite, (0, 3, 1, 2))
-            return _to_probabilities(model_ref()(composite, training=False), activation)
+            return _to_probabilities(model_ref()(composite, training=False), kind)
 
         compiled[key] = compile_fn(probabilities, [image_spec, image_spec, mask_spec])
     return compiled[key]
@@ -417,6 +441,7 @@ def _score(
     targets: Targets,
     batch_size: int,
     activation: Activation,
+    head: str | None,
     *,
     order_only: bool = False,
 ) -> _Scored:
@@ -426,7 +451,7 @@ def _score(
     accepted (see `_check_maps`); otherwise the maps are soft masks in [0, 1].
     """
     batch_size = _check_positive_int("batch_size", batch_size)
-    _check_choice("activation", activation, _ACTIVATIONS)
+    kind = _head_kind(model, activation, head)
     if callable(targets):
         raise TypeError(
             "Metrics score the probability of a class: `targets` must be None (top-1 class), "
@@ -438,7 +463,7 @@ def _score(
     if channels_first(model):
         images = np.ascontiguousarray(np.moveaxis(images, 1, -1))  # masks act channels-last
     maps = _check_maps(maps, images.shape[:3], order_only=order_only)
-    probabilities = _compiled_probabilities(model, activation, images.shape[1:])
+    probabilities = _compiled_probabilities(model, kind, images.shape[1:])
     num_classes = int(probabilities.get_concrete_function().structured_outputs.shape[-1])
     check_input_values(images, _input_dtype(model), getattr(model, "name", "model"))
     resolved = resolve_targets(targets, len(images), num_classes).astype(np.int64)
@@ -450,13 +475,13 @@ def _score(
         batch_size,
     )
     unmasked = np.concatenate([chunk for _, chunk in chunks])
-    if activation is None and (
+    if kind in (None, "softmax", "sigmoid") and (
         unmasked.min() < -_PROBABILITY_SLACK or unmasked.max() > 1.0 + _PROBABILITY_SLACK
     ):
         raise ValueError(
             f"The model's outputs lie in [{unmasked.min():g}, {unmasked.max():g}], so they are "
-            "not probabilities: pass `activation='softmax'` (or `'sigmoid'`) for a model that "
-            "returns logits."
+            "not probabilities: pass `head='logits'` (or `'sigmoid_logits'`) for a model that "
+            "returns logits, or `head='linear'` for raw scores."
         )
     resolved = np.where(resolved == TOP_PREDICTION, unmasked.argmax(axis=1), resolved)
     scores = unmasked[np.arange(batch), resolved].astype(np.float64)
@@ -488,6 +513,7 @@ def average_drop(
     *,
     batch_size: int = 32,
     activation: Activation = None,
+    head: str | None = None,
 ) -> MetricResult:
     """Average Drop: how much confidence is lost when the image is masked by its map.
 
@@ -507,8 +533,13 @@ def average_drop(
         targets: `None` (each image's top-1 class on the unmasked image), an int (one class for
             all images) or a sequence of ints (one class per image). Defaults to `None`.
         batch_size: images per model call. Defaults to `32`.
-        activation: `None` if the model outputs probabilities, `"softmax"` or `"sigmoid"` to
-            turn its logits into probabilities. Defaults to `None`.
+        activation: `"softmax"` or `"sigmoid"` to turn the model's logits into
+            probabilities (the older spelling of `head="logits"` / `"sigmoid_logits"`), or
+            `None` to leave the reading to `head`. Defaults to `None`.
+        head: how the model's output is read (`keras_cam.surgery.read_head`): `None` reads
+            a Functional or Sequential model's head as the explainers do (the outputs of any
+            other callable are taken as probabilities), or one of `keras_cam.surgery.HEADS`
+            states it. Defaults to `None`.
 
     Returns:
         A `MetricResult` with `unit="percent"`: `per_image` in [0, 100].
@@ -520,7 +551,7 @@ def average_drop(
     print(f"average drop {result.mean:.1f} %")
     ```
     """
-    scored = _score(model, images, maps, targets, batch_size, activation)
+    scored = _score(model, images, maps, targets, batch_size, activation, head)
     masked = _mask_scores(scored)
     drop = 100.0 * _relative(np.maximum(0.0, scored.scores - masked), scored.scores)
     return MetricResult("average_drop", drop, "percent", higher_is_better=False)
@@ -534,6 +565,7 @@ def increase_in_confidence(
     *,
     batch_size: int = 32,
     activation: Activation = None,
+    head: str | None = None,
 ) -> MetricResult:
     """Increase in Confidence: how often masking the image by its map raises confidence.
 
@@ -552,8 +584,13 @@ def increase_in_confidence(
         targets: `None` (each image's top-1 class on the unmasked image), an int (one class for
             all images) or a sequence of ints (one class per image). Defaults to `None`.
         batch_size: images per model call. Defaults to `32`.
-        activation: `None` if the model outputs probabilities, `"softmax"` or `"sigmoid"` to
-            turn its logits into probabilities. Defaults to `None`.
+        activation: `"softmax"` or `"sigmoid"` to turn the model's logits into
+            probabilities (the older spelling of `head="logits"` / `"sigmoid_logits"`), or
+            `None` to leave the reading to `head`. Defaults to `None`.
+        head: how the model's output is read (`keras_cam.surgery.read_head`): `None` reads
+            a Functional or Sequential model's head as the explainers do (the outputs of any
+            other callable are taken as probabilities), or one of `keras_cam.surgery.HEADS`
+            states it. Defaults to `None`.
 
     Returns:
         A `MetricResult` with `unit="percent"`: `per_image` is 0 or 100.
@@ -564,7 +601,7 @@ def increase_in_confidence(
     print(f"confidence increased for {result.mean:.0f} % of the images")
     ```
     """
-    scored = _score(model, images, maps, targets, batch_size, activation)
+    scored = _score(model, images, maps, targets, batch_size, activation, head)
     increased = 100.0 * (_mask_scores(scored) > scored.scores)
     return MetricResult("increase_in_confidence", increased, "percent", higher_is_better=True)
 
@@ -581,11 +618,12 @@ def _top_fraction_change(
     baseline: Baseline,
     batch_size: int,
     activation: Activation,
+    head: str | None,
 ) -> MetricResult:
     """Relative confidence change when the top pixels are replaced (or all others are)."""
     fraction = _check_fraction(fraction)
     _check_choice("baseline", baseline, BASELINES)
-    scored = _score(model, images, maps, targets, batch_size, activation, order_only=True)
+    scored = _score(model, images, maps, targets, batch_size, activation, head, order_only=True)
     height, width = scored.maps.shape[1:]
     top = _pixel_ranks(scored.maps) < _top_count(fraction, height * width)
     kept = (top if keep else ~top).astype(np.float32)
@@ -606,6 +644,7 @@ def remove_top_fraction(
     baseline: Baseline = "zero",
     batch_size: int = 32,
     activation: Activation = None,
+    head: str | None = None,
 ) -> MetricResult:
     """Relative confidence change when the most relevant pixels are removed.
 
@@ -630,8 +669,13 @@ def remove_top_fraction(
             space), `"mean"` (the image's per-channel mean) or `"blur"` (the image blurred by
             an 11x11 Gaussian with sigma 5, OpenCV). Defaults to `"zero"`.
         batch_size: images per model call. Defaults to `32`.
-        activation: `None` if the model outputs probabilities, `"softmax"` or `"sigmoid"` to
-            turn its logits into probabilities. Defaults to `None`.
+        activation: `"softmax"` or `"sigmoid"` to turn the model's logits into
+            probabilities (the older spelling of `head="logits"` / `"sigmoid_logits"`), or
+            `None` to leave the reading to `head`. Defaults to `None`.
+        head: how the model's output is read (`keras_cam.surgery.read_head`): `None` reads
+            a Functional or Sequential model's head as the explainers do (the outputs of any
+            other callable are taken as probabilities), or one of `keras_cam.surgery.HEADS`
+            states it. Defaults to `None`.
 
     Returns:
         A `MetricResult` with `unit="ratio"`: `per_image` is at least -1.
@@ -644,7 +688,7 @@ def remove_top_fraction(
     """
     return _top_fraction_change(
         "remove_top_fraction", False, model, images, maps, targets,
-        fraction, baseline, batch_size, activation,
+        fraction, baseline, batch_size, activation, head,
     )
 
 
@@ -658,6 +702,7 @@ def keep_top_fraction(
     baseline: Baseline = "zero",
     batch_size: int = 32,
     activation: Activation = None,
+    head: str | None = None,
 ) -> MetricResult:
     """Relative confidence change when only the most relevant pixels are kept.
 
@@ -680,8 +725,13 @@ def keep_top_fraction(
         baseline: what the other pixels become: `"zero"`, `"mean"` (the image's per-channel
             mean) or `"blur"` (11x11 Gaussian, sigma 5). Defaults to `"zero"`.
         batch_size: images per model call. Defaults to `32`.
-        activation: `None` if the model outputs probabilities, `"softmax"` or `"sigmoid"` to
-            turn its logits into probabilities. Defaults to `None`.
+        activation: `"softmax"` or `"sigmoid"` to turn the model's logits into
+            probabilities (the older spelling of `head="logits"` / `"sigmoid_logits"`), or
+            `None` to leave the reading to `head`. Defaults to `None`.
+        head: how the model's output is read (`keras_cam.surgery.read_head`): `None` reads
+            a Functional or Sequential model's head as the explainers do (the outputs of any
+            other callable are taken as probabilities), or one of `keras_cam.surgery.HEADS`
+            states it. Defaults to `None`.
 
     Returns:
         A `MetricResult` with `unit="ratio"`: `per_image` is at least -1.
@@ -693,7 +743,7 @@ def keep_top_fraction(
     """
     return _top_fraction_change(
         "keep_top_fraction", True, model, images, maps, targets,
-        fraction, baseline, batch_size, activation,
+        fraction, baseline, batch_size, activation, head,
     )
 
 
@@ -709,11 +759,12 @@ def _pixel_curve(
     baseline: Baseline,
     batch_size: int,
     activation: Activation,
+    head: str | None,
 ) -> MetricResult:
     """Scores along the deletion (or insertion) path and the area under that curve."""
     steps = _check_positive_int("steps", steps)
     _check_choice("baseline", baseline, BASELINES)
-    scored = _score(model, images, maps, targets, batch_size, activation, order_only=True)
+    scored = _score(model, images, maps, targets, batch_size, activation, head, order_only=True)
     batch, height, width = scored.maps.shape
     pixels = height * width
     ranks = _pixel_ranks(scored.maps)
@@ -745,6 +796,7 @@ def deletion(
     baseline: Baseline = "zero",
     batch_size: int = 32,
     activation: Activation = None,
+    head: str | None = None,
 ) -> MetricResult:
     """Deletion curve and its area: confidence as the most relevant pixels are removed.
 
@@ -773,8 +825,13 @@ def deletion(
             (the image's per-channel mean) or `"blur"` (11x11 Gaussian, sigma 5). Defaults to
             `"zero"`.
         batch_size: images per model call. Defaults to `32`.
-        activation: `None` if the model outputs probabilities, `"softmax"` or `"sigmoid"` to
-            turn its logits into probabilities. Defaults to `None`.
+        activation: `"softmax"` or `"sigmoid"` to turn the model's logits into
+            probabilities (the older spelling of `head="logits"` / `"sigmoid_logits"`), or
+            `None` to leave the reading to `head`. Defaults to `None`.
+        head: how the model's output is read (`keras_cam.surgery.read_head`): `None` reads
+            a Functional or Sequential model's head as the explainers do (the outputs of any
+            other callable are taken as probabilities), or one of `keras_cam.surgery.HEADS`
+            states it. Defaults to `None`.
 
     Returns:
         A `MetricResult` with `unit="fraction"`: `per_image` is the AUC in [0, 1], `curve` the
@@ -789,7 +846,8 @@ def deletion(
     ```
     """
     return _pixel_curve(
-        "deletion", False, model, images, maps, targets, steps, baseline, batch_size, activation
+        "deletion", False, model, images, maps, targets, steps, baseline, batch_size, activation,
+        head,
     )
 
 
@@ -803,6 +861,7 @@ def insertion(
     baseline: Baseline = "blur",
     batch_size: int = 32,
     activation: Activation = None,
+    head: str | None = None,
 ) -> MetricResult:
     """Insertion curve and its area: confidence as the most relevant pixels are revealed.
 
@@ -827,8 +886,13 @@ def insertion(
         baseline: the starting canvas: `"blur"` (RISE's choice for insertion: 11x11 Gaussian,
             sigma 5), `"zero"` or `"mean"` (the image's per-channel mean). Defaults to `"blur"`.
         batch_size: images per model call. Defaults to `32`.
-        activation: `None` if the model outputs probabilities, `"softmax"` or `"sigmoid"` to
-            turn its logits into probabilities. Defaults to `None`.
+        activation: `"softmax"` or `"sigmoid"` to turn the model's logits into
+            probabilities (the older spelling of `head="logits"` / `"sigmoid_logits"`), or
+            `None` to leave the reading to `head`. Defaults to `None`.
+        head: how the model's output is read (`keras_cam.surgery.read_head`): `None` reads
+            a Functional or Sequential model's head as the explainers do (the outputs of any
+            other callable are taken as probabilities), or one of `keras_cam.surgery.HEADS`
+            states it. Defaults to `None`.
 
     Returns:
         A `MetricResult` with `unit="fraction"`: `per_image` is the AUC in [0, 1], `curve` the
@@ -842,7 +906,8 @@ def insertion(
     ```
     """
     return _pixel_curve(
-        "insertion", True, model, images, maps, targets, steps, baseline, batch_size, activation
+        "insertion", True, model, images, maps, targets, steps, baseline, batch_size, activation,
+        head,
     )
 
 

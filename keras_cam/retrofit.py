@@ -381,16 +381,22 @@ def _label_shape(train_data: Any) -> tuple[tuple, tuple]:
     )
 
 
-def _loss_for(model: keras.Model, train_data: Any) -> keras.losses.Loss:
-    """The cross-entropy matching the model's head and the labels' form."""
-    head = find_gap_head(model)
-    units = head.dense.units
-    from_logits = head.activation == "linear"
-    if head.activation == "sigmoid" and units > 1:
+def _loss_for(model: keras.Model, train_data: Any, head: str | None) -> keras.losses.Loss:
+    """The cross-entropy matching the model's head (as `head` reads it) and the labels' form."""
+    head = find_gap_head(model, head).head
+    units = head.units
+    if head.kind in ("sigmoid", "sigmoid_logits") and units > 1:
         raise ValueError(
             f"`fine_tune_gap` trains single-label classifiers, but model {model.name!r} has "
             f"{units} sigmoid outputs (multi-label): compile and fit it yourself."
         )
+    if head.kind == "linear":
+        raise ValueError(
+            f"`fine_tune_gap` trains classifiers, but model {model.name!r} ends with a single "
+            "linear unit, read as a raw score (a regression): compile and fit it yourself with "
+            "a regression loss, or pass `head='logits'` if it is a binary logit."
+        )
+    from_logits = head.kind in ("logits", "sigmoid_logits")
     image_shape, label_shape = _label_shape(train_data)
     per_image = label_shape[len(image_shape) - 3 :]  # drop the batch axis, if any
     if per_image in ((), (1,)):
@@ -418,6 +424,7 @@ def fine_tune_gap(
     callbacks: Sequence[keras.callbacks.Callback] | None = None,
     verbose: str | int = "auto",
     batch_size: int | None = None,
+    head: str | None = None,
 ) -> keras.callbacks.History:
     """Trains a GAP-head model in two stages: the model as it is, then the top of the base.
 
@@ -430,8 +437,11 @@ def fine_tune_gap(
 
     The loss is chosen from the head and the labels: sparse categorical cross-entropy for
     integer labels `(B,)` or `(B, 1)`, categorical cross-entropy for one-hot labels
-    `(B, num_classes)`, binary cross-entropy for a single-unit sigmoid head (labels 0/1);
-    `from_logits=True` when the head has no softmax/sigmoid. Accuracy is reported too.
+    `(B, num_classes)`, binary cross-entropy for a single-unit sigmoid head or binary logit
+    (labels 0/1); `from_logits=True` when the head outputs logits (see
+    `keras_cam.surgery.read_head`: several linear units, or `head="logits"`). A single linear
+    unit is a raw score (a regression) unless `head="logits"` says it is a binary logit.
+    Accuracy is reported too.
     Progress is Keras' own `fit` progress bar.
 
     Args:
@@ -449,6 +459,8 @@ def fine_tune_gap(
         verbose: `fit`'s verbosity (`"auto"`, 0, 1 or 2). Defaults to `"auto"`.
         batch_size: batch size for array data (a dataset is already batched). Defaults to
             `None`: Keras' default, 32.
+        head: how the model's output is read: `None` for automatic, or one of
+            `keras_cam.surgery.HEADS`. Defaults to `None`.
 
     Returns:
         One `keras.callbacks.History` covering both stages: `history.epoch` runs from 0 to
@@ -456,8 +468,9 @@ def fine_tune_gap(
         epoch.
 
     Raises:
-        ValueError: a model without a GAP -> Dense head, labels that fit neither form, or
-            bad epoch counts, learning rates or `unfreeze`.
+        ValueError: a model without a GAP -> Dense head, a multi-label or raw-score (single
+            linear unit) head, labels that fit neither form, or bad epoch counts, learning
+            rates, `unfreeze` or `head`.
         TypeError: `train_data` of another type.
 
     Example:
@@ -487,7 +500,7 @@ def fine_tune_gap(
             "(to train the head only, set `fine_tune_epochs=0`)."
         )
     _check_unfreeze(unfreeze, "unfreeze")
-    loss = _loss_for(model, train_data)
+    loss = _loss_for(model, train_data, head)
     x, y = train_data if isinstance(train_data, tuple) else (train_data, None)
     fit_args = dict(
         x=x,

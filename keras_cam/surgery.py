@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import logging
 import warnings
 from collections.abc import Callable, Iterator
@@ -18,9 +19,11 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import layers as klayers
 from keras import ops
 from keras.src.models.functional import Functional
+from keras.src.ops import nn as keras_nn_ops
 from keras.src.ops.numpy import Flip, Fliplr
 
 from keras_cam.geometry import Grid, layer_grid, spatial_axes, spatial_sizes
@@ -31,6 +34,8 @@ _POOLING = (
     klayers.MaxPooling2D,
     klayers.AveragePooling2D,
 )
+# Layers that are activations of their own; one keras_cam does not recognise gets a warning.
+_ACTIVATION_LAYERS = (klayers.ReLU, klayers.LeakyReLU, klayers.ELU, klayers.PReLU)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,14 +43,15 @@ class CamModel:
     """The Functional sub-model behind every explainer.
 
     Attributes:
-        model: `inputs -> (features, logits, probabilities)`, sharing the user's weights.
-            Logits and probabilities are float32 `(B, num_classes)`; a single-unit
-            (binary) head is expanded to two classes: logits `[-z, z]`, probabilities
-            `[1 - p, p]`.
+        model: `inputs -> (features, logits, scores)`, sharing the user's weights. Logits
+            and scores are float32 `(B, num_classes)` as `head` reads them (`Head.logits`,
+            `Head.scores`): scores are probabilities for a classifier and the raw output for
+            a `"linear"` head; a binary single-unit head is expanded to two classes: logits
+            `[-z, z]`, probabilities `[1 - p, p]`.
         layer: the explained layer.
-        head: how logits were obtained: `"softmax"` or `"sigmoid"` (read before the model's
-            own output activation) or `"linear"` (the model outputs logits).
-        num_classes: number of classes (2 for a single-unit binary head).
+        head: the `Head` reading of the model's output (see `read_head`).
+        num_classes: number of classes (2 for a binary single-unit head, 1 for a single raw
+            score).
         input_shape: the model's input shape without the batch axis, e.g. `(224, 224, 3)`
             (`(3, 224, 224)` channels-first); spatial dimensions may be `None`.
         data_format: `"channels_last"` or `"channels_first"`: the layout of the model's input.
@@ -57,7 +63,7 @@ class CamModel:
 
     model: keras.Model
     layer: keras.layers.Layer
-    head: str
+    head: Head
     num_classes: int
     input_shape: tuple[int | None, ...]
     data_format: str
@@ -78,6 +84,25 @@ class CamModel:
 
 def _is_graph_model(obj: Any) -> bool:
     return isinstance(obj, (Functional, keras.Sequential))
+
+
+def is_readable(model: Any) -> bool:
+    """Whether `read_head` can read `model`: a Functional or Sequential model with one input
+    and one `(batch, units)` output.
+
+    Args:
+        model: any object, e.g. the callable a metric is given.
+
+    Returns:
+        `True` when the model's graph, and so its head, can be read.
+    """
+    if not _is_graph_model(model):
+        return False
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError):
+        return False
+    return len(inputs) == 1 and len(outputs) == 1 and len(outputs[0].shape) == 2
 
 
 def check_model(model: Any) -> None:
@@ -322,13 +347,334 @@ def _final_layer(model: keras.Model) -> keras.layers.Layer:
     return _final_layer(last) if _is_graph_model(last) else last
 
 
-def _activation_name(layer: keras.layers.Layer) -> str | None:
-    if isinstance(layer, klayers.Softmax):
-        return "softmax"
-    activation = getattr(layer, "activation", None)
-    if activation is None:
-        return None
-    return getattr(activation, "__name__", None)
+HEADS: tuple[str, ...] = ("softmax", "sigmoid", "logits", "sigmoid_logits", "linear")
+"""Valid values of `head=`, naming what the model's output is:
+
+- `"softmax"`: class probabilities from a softmax.
+- `"sigmoid"`: probabilities from a sigmoid; one unit is a binary classifier (the probability
+  of class 1, class 0 gets one minus it), several units are independent (multi-label) classes.
+- `"logits"`: pre-softmax class scores; one unit is a binary logit (pre-sigmoid score of
+  class 1). Log-probabilities (`log_softmax`) are logits too.
+- `"sigmoid_logits"`: pre-sigmoid scores of independent (multi-label) classes.
+- `"linear"`: raw scores explained as they are (e.g. a regression output); each unit is one
+  "class" and is scored by its own value.
+"""
+
+# The head each recognised activation gives; its input is then read as the logits.
+_SPLIT_KINDS = {"softmax": "softmax", "sigmoid": "sigmoid", "log_softmax": "logits"}
+_EPSILON = 1e-7
+
+
+def _known_activations() -> dict[Any, str]:
+    """Every spelling of the activations a head is read by, TensorFlow's wrapped ones too."""
+    spellings = {
+        "softmax": (keras.activations.softmax, ops.softmax, tf.nn.softmax, tf.math.softmax),
+        "sigmoid": (
+            keras.activations.sigmoid, ops.sigmoid, tf.nn.sigmoid, tf.math.sigmoid, tf.sigmoid
+        ),
+        "log_softmax": (keras.activations.log_softmax, ops.log_softmax, tf.nn.log_softmax),
+        "linear": (keras.activations.linear,),
+    }
+    return {
+        spelling: name
+        for name, functions in spellings.items()
+        for function in functions
+        for spelling in (function, inspect.unwrap(function))
+    }
+
+
+_KNOWN_ACTIVATIONS = _known_activations()
+# `keras.ops.softmax(x)` and its relatives applied in a Functional graph leave an Operation (not
+# a layer) as the model's final node.
+_KNOWN_OPERATIONS = {
+    keras_nn_ops.Softmax: "softmax",
+    keras_nn_ops.Sigmoid: "sigmoid",
+    keras_nn_ops.LogSoftmax: "log_softmax",
+}
+_AXIS_ACTIVATIONS = ("softmax", "log_softmax")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Activation:
+    """What the model's final operation applies, as far as it can be recognised.
+
+    `name` is `"softmax"`, `"sigmoid"`, `"log_softmax"`, `"linear"` or `None` (unrecognised);
+    `pre_activation` says where its input can be read: `"input"` (the operation's input),
+    `"dense"` (a Dense layer's own pre-activation) or `None`.
+    """
+
+    name: str | None
+    description: str
+    pre_activation: str | None = None
+
+
+def _function_name(function: Any) -> tuple[str | None, Any]:
+    """`(activation name or None, axis)` of an activation callable, unwrapping partials."""
+    keywords: dict[str, Any] = {}
+    while isinstance(function, functools.partial):
+        keywords = {**function.keywords, **keywords}
+        function = function.func
+    if function is None:
+        return "linear", None
+    if isinstance(function, klayers.Softmax):
+        return "softmax", function.axis
+    if isinstance(function, klayers.Activation):
+        return _function_name(function.activation)
+    try:
+        name = _KNOWN_ACTIVATIONS.get(function)
+    except TypeError:  # an unhashable callable
+        name = None
+    return name, keywords.get("axis", -1)
+
+
+def _spelling(function: Any) -> str:
+    return getattr(function, "__name__", None) or type(function).__name__
+
+
+def _last_axis(axis: Any, rank: int) -> bool:
+    if isinstance(axis, (list, tuple)):
+        if len(axis) != 1:
+            return False
+        axis = axis[0]
+    return axis is None or axis in (-1, rank - 1)
+
+
+def _final_activation(final: Any, rank: int) -> _Activation:
+    """Recognises the activation the model's final operation applies (by identity, any spelling)."""
+    what = f"{type(final).__name__} {final.name!r}"
+    pre_activation: str | None = "input"
+    if isinstance(final, klayers.Softmax):
+        name, axis, spelling = "softmax", final.axis, "Softmax"
+    elif type(final) in _KNOWN_OPERATIONS:
+        name, axis = _KNOWN_OPERATIONS[type(final)], getattr(final, "axis", -1)
+        spelling = f"keras.ops.{name}"
+    elif isinstance(final, klayers.Lambda):
+        function = functools.partial(final.function, **(final.arguments or {}))
+        (name, axis), spelling = _function_name(function), _spelling(final.function)
+    elif isinstance(final, keras.layers.Layer) and hasattr(final, "activation"):
+        (name, axis), spelling = _function_name(final.activation), _spelling(final.activation)
+        if not isinstance(final, klayers.Activation):
+            pre_activation = "dense" if isinstance(final, klayers.Dense) else None
+    elif isinstance(final, keras.layers.Layer) and not isinstance(final, _ACTIVATION_LAYERS):
+        return _Activation("linear", f"{what} (no activation)")
+    else:
+        return _Activation(None, f"{what} (an operation keras_cam does not recognise)")
+    if name in _AXIS_ACTIVATIONS and not _last_axis(axis, rank):
+        return _Activation(
+            None, f"{what} applying {spelling} over axis {axis}, not the class axis"
+        )
+    if name is None:
+        return _Activation(None, f"{what} with activation {spelling}")
+    return _Activation(name, f"{what} with activation {spelling}", pre_activation)
+
+
+def activation_name(layer: Any) -> str | None:
+    """The activation a layer or operation applies, recognised in any spelling.
+
+    Args:
+        layer: a layer (its `activation=`, or the layer itself: `Softmax`, `Activation`,
+            `Lambda`) or a Keras operation such as the one `keras.ops.softmax(x)` leaves in a
+            Functional graph.
+
+    Returns:
+        `"softmax"` or `"log_softmax"` (over the last axis of a `(batch, units)` output),
+        `"sigmoid"`, `"linear"` (no activation), or `None` when it is not recognised.
+
+    Example:
+    ```python
+    activation_name(keras.layers.Dense(4, activation=tf.nn.softmax))   # "softmax"
+    ```
+    """
+    return _final_activation(layer, 2).name
+
+
+@dataclasses.dataclass(frozen=True)
+class Head:
+    """How a model's output is read: the one reading every method, metric and tool uses.
+
+    Attributes:
+        kind: one of `HEADS`: `"softmax"`, `"sigmoid"`, `"logits"`, `"sigmoid_logits"` or
+            `"linear"`.
+        units: output units of the model.
+        description: how the reading was reached, e.g. `"Dense 'predictions' with activation
+            softmax_v2"` or `"stated by head='logits'"`.
+        pre_activation: where the pre-activation logits are read when the model's own final
+            softmax/sigmoid/log_softmax was recognised: `"input"` (the input of the final activation
+            operation) or `"dense"` (the final Dense layer's kernel and bias); `None` when the
+            logits follow from the output.
+        final: the model's final layer or operation.
+    """
+
+    kind: str
+    units: int
+    description: str
+    pre_activation: str | None = None
+    final: Any = dataclasses.field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check_head(self.kind)
+        if self.kind == "softmax" and self.units == 1:
+            raise ValueError(
+                "A softmax over a single output unit is always 1, so its output cannot be "
+                "explained. Read it with head='sigmoid' (a probability of class 1), "
+                "head='logits' (a binary logit) or head='linear' (a raw score)."
+            )
+
+    @property
+    def binary(self) -> bool:
+        """Whether one unit stands for two classes: class 1 and its complement, class 0."""
+        return self.units == 1 and self.kind != "linear"
+
+    @property
+    def num_classes(self) -> int:
+        """Classes the explainers and metrics index: 2 for a binary head, else `units`."""
+        return 2 if self.binary else self.units
+
+    def scores(self, outputs: Any) -> Any:
+        """What Score-CAM and the metrics score: `(n, units)` outputs -> `(n, num_classes)`.
+
+        Probabilities for classifiers (`[1 - p, p]` for a binary head), the raw output for a
+        `"linear"` head.
+        """
+        outputs = ops.cast(outputs, "float32")
+        if self.kind == "logits" and self.units > 1:
+            outputs = ops.softmax(outputs, axis=-1)
+        elif self.kind in ("logits", "sigmoid_logits"):
+            outputs = ops.sigmoid(outputs)
+        return ops.concatenate([1.0 - outputs, outputs], axis=-1) if self.binary else outputs
+
+    def logits(self, outputs: Any, pre_activation: Any = None) -> Any:
+        """What gradient methods differentiate: `(n, num_classes)` float32 logits.
+
+        Args:
+            outputs: the model's `(n, units)` output.
+            pre_activation: the pre-activation values of a recognised final softmax/sigmoid,
+                or `None` to derive logits from `outputs` (log-probabilities for a softmax,
+                log-odds for a sigmoid, the output itself otherwise).
+
+        Returns:
+            `[-z, z]` for a binary head, else `z`.
+        """
+        if pre_activation is not None:
+            logits = ops.cast(pre_activation, "float32")
+        elif self.kind in ("softmax", "sigmoid"):
+            clipped = ops.clip(ops.cast(outputs, "float32"), _EPSILON, 1.0 - _EPSILON)
+            logits = ops.log(clipped)
+            if self.kind == "sigmoid":
+                logits = logits - ops.log1p(-clipped)
+        else:
+            logits = ops.cast(outputs, "float32")
+        return ops.concatenate([-logits, logits], axis=-1) if self.binary else logits
+
+
+def check_head(head: Any) -> None:
+    """Raises a `ValueError` unless `head` is `None` (automatic), one of `HEADS` or a `Head`.
+
+    Args:
+        head: the user's `head=` argument (a `Head` is a reading already made by `read_head`).
+
+    Raises:
+        ValueError: any other value; the message lists the valid ones.
+    """
+    if head is not None and not isinstance(head, Head) and not (
+        isinstance(head, str) and head in HEADS
+    ):
+        raise ValueError(
+            f"`head` must be None (read the model's head automatically) or one of {HEADS}; "
+            f"received {head!r}. See keras_cam.surgery.HEADS for what each one means."
+        )
+
+
+def _automatic_kind(activation: str | None, units: int) -> str:
+    if activation in ("softmax", "sigmoid"):
+        return activation
+    if activation == "log_softmax" or units > 1:
+        return "logits"
+    return "linear"
+
+
+def read_head(model: keras.Model, head: str | Head | None = None) -> Head:
+    """Reads how the model's output is to be interpreted: the one place this is decided.
+
+    The final activation is recognised by identity, in every spelling Keras and TensorFlow
+    offer: as a layer's `activation=` (`"softmax"`, `keras.activations.softmax`,
+    `keras.ops.softmax`, `tf.nn.softmax`, `tf.math.softmax`, a `keras.layers.Softmax()`
+    instance, ...; sigmoid and log_softmax likewise), as a layer of its own (`Softmax`,
+    `Activation(...)`, `Lambda(tf.nn.softmax)`) or as `keras.ops.softmax(x)` in a Functional
+    graph. A softmax over another axis than the last is not a classifier head. The rule:
+
+    - a softmax / sigmoid output is read as probabilities; logits are read before it;
+    - a log_softmax output is read as logits (those before it), and so is a linear output
+      with several units;
+    - a linear output with **one** unit is a raw score (e.g. a regression), explained as it
+      is; `head="logits"` says it is a binary logit instead;
+    - an activation keras_cam does not know (`"tanh"`, `"relu"`, a custom function) is read
+      like a linear output, with a warning that names `head=`.
+
+    Args:
+        model: a single-input, single-output Functional or Sequential Keras model whose output
+            is `(batch, units)`.
+        head: `None` to read the head automatically, or one of `HEADS` to state it (no warning
+            then); a `Head` already read for this model is returned as it is. Defaults to
+            `None`.
+
+    Returns:
+        The `Head` reading.
+
+    Raises:
+        ValueError: an invalid `head`, an output that is not `(batch, units)`, or a softmax
+            over a single unit.
+        TypeError: `model` is not a traceable Keras model.
+
+    Example:
+    ```python
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 3)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(4, activation=tf.nn.softmax)(x))
+    read_head(model).kind          # "softmax"
+    ```
+    """
+    check_model(model)
+    check_head(head)
+    if isinstance(head, Head):
+        return head
+    shape = tuple(model.outputs[0].shape)
+    if len(shape) != 2 or shape[-1] is None:
+        raise ValueError(
+            f"`model` must output class scores of shape (batch, units); model {model.name!r} "
+            f"outputs shape {shape}. Build a Functional model that returns the scores to explain."
+        )
+    units = int(shape[-1])
+    final = _final_layer(model)
+    activation = _final_activation(final, len(shape))
+    if head is not None:
+        matches = _SPLIT_KINDS.get(activation.name) == head
+        return Head(
+            head,
+            units,
+            f"stated by head={head!r} ({activation.description})",
+            activation.pre_activation if matches else None,
+            final,
+        )
+    kind = _automatic_kind(activation.name, units)
+    if activation.name is None:
+        warnings.warn(
+            f"keras_cam: the model's final layer is {activation.description}; its output is "
+            f"read as {'logits' if kind == 'logits' else 'a raw score'} (head={kind!r}). If "
+            f"that is wrong, pass `head=` (one of {HEADS}) to state how to read it.",
+            stacklevel=1,
+        )
+    recognised = _SPLIT_KINDS.get(activation.name) == kind
+    pre_activation = activation.pre_activation if recognised else None
+    if recognised and pre_activation is None and kind != "logits":
+        logger.warning(
+            "keras_cam: the final layer %r applies %s inside a %s layer; logits are recovered "
+            "from its outputs (log-probabilities for softmax, log-odds for sigmoid).",
+            final.name,
+            kind,
+            type(final).__name__,
+        )
+    return Head(kind, units, activation.description, pre_activation, final)
 
 
 class _DenseLogits(keras.layers.Layer):
@@ -504,45 +850,15 @@ class _Recorder:
         return int(index)
 
 
-def _head_tensors(recorder: _Recorder, output: Any) -> tuple[Any, Any, str]:
-    """Splits the model's output into float32 (logits, probabilities) and names the head."""
-    final = recorder.final
-    activation = _activation_name(final)
-    if activation in ("softmax", "sigmoid"):
-        if isinstance(final, (klayers.Softmax, klayers.Activation)):
-            logits = recorder.head_input
-        elif isinstance(final, klayers.Dense):
-            logits = _DenseLogits(final, name="keras_cam_logits")(recorder.head_input)
-        else:
-            logger.warning(
-                "keras_cam: the final layer %r applies %s inside a %s layer; logits are "
-                "recovered from its probabilities (log-probabilities for softmax).",
-                final.name,
-                activation,
-                type(final).__name__,
-            )
-            clipped = ops.clip(ops.cast(output, "float32"), 1e-7, 1.0 - 1e-7)
-            logits = ops.log(clipped) - (ops.log1p(-clipped) if activation == "sigmoid" else 0.0)
-        probabilities = output
-        head = activation
-    else:
-        logits = output
-        probabilities = None
-        head = "linear"
-    logits = ops.cast(logits, "float32")
-    num_units = logits.shape[-1]
-    if num_units == 1:
-        probability = (
-            ops.sigmoid(logits) if probabilities is None else ops.cast(probabilities, "float32")
-        )
-        return (
-            ops.concatenate([-logits, logits], axis=-1),
-            ops.concatenate([1.0 - probability, probability], axis=-1),
-            head,
-        )
-    if probabilities is None:
-        probabilities = ops.softmax(logits, axis=-1)
-    return logits, ops.cast(probabilities, "float32"), head
+def _head_tensors(head: Head, recorder: _Recorder, output: Any) -> tuple[Any, Any]:
+    """The float32 `(logits, scores)` of the re-traced output, as `head` reads them."""
+    pre_activation = None
+    if head.pre_activation == "input":
+        pre_activation = recorder.head_input
+    elif head.pre_activation == "dense":
+        dense_logits = _DenseLogits(head.final, name="keras_cam_logits")
+        pre_activation = dense_logits(recorder.head_input)
+    return head.logits(output, pre_activation), head.scores(output)
 
 
 def build_cam_model(
@@ -550,6 +866,7 @@ def build_cam_model(
     layer: str | keras.layers.Layer | None = None,
     *,
     layer_call: int | None = None,
+    head: str | Head | None = None,
 ) -> CamModel:
     """Builds the Functional sub-model `inputs -> (features, logits, probabilities)`.
 
@@ -570,19 +887,23 @@ def build_cam_model(
             model holding it) more than once, e.g. a backbone run on an image and on its
             flip: an index in the order of the calls. `None` requires a single call.
             Defaults to `None`.
+        head: how to read the model's output: `None` for the automatic reading of
+            `read_head` (which warns when it cannot recognise the final activation), or one
+            of `HEADS`, or a `Head` already read. Defaults to `None`.
 
     Returns:
-        A `CamModel` holding the sub-model, the layer, the head type, the class count, the
+        A `CamModel` holding the sub-model, the layer, the head reading, the class count, the
         data format and the placement of the maps.
 
     Raises:
         TypeError: `model` is not a traceable Keras model.
-        ValueError: unusable `layer`, a model with no spatial layer, or a layer called
-            several times without `layer_call` (the message lists the calls).
+        ValueError: unusable `layer` or `head`, a model with no spatial layer, or a layer
+            called several times without `layer_call` (the message lists the calls).
 
     Warns:
         UserWarning: a layer between the input and the explained layer changes the grid in a
-            way keras_cam cannot derive (the map is then stretched over the whole input).
+            way keras_cam cannot derive (the map is then stretched over the whole input), or
+            the model's final activation is not recognised (see `read_head`).
 
     Example:
     ```python
@@ -590,6 +911,7 @@ def build_cam_model(
     features, logits, probabilities = cam_model.model(images)
     ```
     """
+    reading = read_head(model, head)
     target = resolve_layer(model, layer)
     layout = data_format(model)
     source = model.inputs[0]
@@ -597,9 +919,9 @@ def build_cam_model(
     index = recorder.chosen_call(model, layer_call)
     chosen = recorder.calls[index]
     features = chosen.output
-    logits, probabilities, head = _head_tensors(recorder, output)
+    logits, scores = _head_tensors(reading, recorder, output)
     sub_model = keras.Model(
-        inputs, [features, logits, probabilities], name=f"keras_cam_{model.name}"
+        inputs, [features, logits, scores], name=f"keras_cam_{model.name}"
     )
 
     @functools.lru_cache(maxsize=32)
@@ -615,8 +937,8 @@ def build_cam_model(
     return CamModel(
         model=sub_model,
         layer=target,
-        head=head,
-        num_classes=int(logits.shape[-1]),
+        head=reading,
+        num_classes=reading.num_classes,
         input_shape=tuple(source.shape[1:]),
         data_format=layout,
         placement=placement,

@@ -176,7 +176,7 @@ def test_default_maps_follow_the_shared_contract():
 def test_head_is_found_in_keras_applications_models():
     model = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), classes=3)
     head = find_gap_head(model)
-    assert (head.features.name, head.dense.name, head.activation) == (
+    assert (head.features.name, head.dense.name, head.head.kind) == (
         "out_relu",
         "predictions",
         "softmax",
@@ -190,7 +190,7 @@ def test_head_is_found_in_keras_applications_models():
         ("dense_softmax", "softmax", ["GlobalAveragePooling2D", "Dense"]),
         ("softmax_layer", "softmax", ["GlobalAveragePooling2D", "Dense", "Softmax"]),
         ("activation_layer", "softmax", ["GlobalAveragePooling2D", "Dense", "Activation"]),
-        ("logits", "linear", ["GlobalAveragePooling2D", "Dense"]),
+        ("logits", "logits", ["GlobalAveragePooling2D", "Dense"]),
         ("dropout", "softmax", ["GlobalAveragePooling2D", "Dropout", "Dense"]),
         ("nested_base", "softmax", ["GlobalAveragePooling2D", "Dropout", "Dense"]),
         ("nested_head", "softmax", ["GlobalAveragePooling2D", "Dense", "Softmax"]),
@@ -200,7 +200,7 @@ def test_find_gap_head_describes_the_head(variant, activation, head_layers):
     head = find_gap_head(MODELS[variant]())
     assert head.features.name == "last_conv"
     assert head.dense.name == "classifier"
-    assert head.activation == activation
+    assert head.head.kind == activation
     assert [type(layer).__name__ for layer in head.layers] == head_layers
 
 

@@ -333,14 +333,17 @@ def test_model_call_is_traced_once_for_all_chunks_and_metric_calls():
 
 
 # ---------------------------------------------------------------------- activations
-def test_logit_model_needs_activation(model):
+def test_logit_model_is_read_as_logits(model):
     logits = region_model(softmax=False)
     images, maps = ones(2), np.stack([GOOD, REVERSE])
     expected = metrics.deletion(model, images, maps, steps=4)
-    result = metrics.deletion(logits, images, maps, steps=4, activation="softmax")
-    np.testing.assert_allclose(result.curve, expected.curve, atol=1e-6)
-    with pytest.raises(ValueError, match=r"not probabilities: pass `activation='softmax'`"):
-        metrics.deletion(logits, images, maps, steps=4)
+    for kwargs in ({}, {"activation": "softmax"}, {"head": "logits"}):
+        result = metrics.deletion(logits, images, maps, steps=4, **kwargs)
+        np.testing.assert_allclose(result.curve, expected.curve, atol=1e-6)
+    with pytest.raises(ValueError, match=r"not probabilities: pass `head='logits'`"):
+        metrics.deletion(logits, images, maps, steps=4, head="softmax")
+    with pytest.raises(ValueError, match=r"either `head` or its older spelling `activation`"):
+        metrics.deletion(logits, images, maps, steps=4, head="logits", activation="softmax")
 
 
 def single_unit_model(activation: str | None) -> keras.Model:
@@ -355,13 +358,14 @@ def single_unit_model(activation: str | None) -> keras.Model:
 def test_single_unit_output_is_probability_of_class_one(model):
     images, maps = ones(2), np.stack([GOOD, REVERSE])
     expected = metrics.deletion(model, images, maps, steps=4, targets=[1, 0])
-    for unit_model, activation in ((single_unit_model("sigmoid"), None),
-                                   (single_unit_model(None), "sigmoid")):
-        result = metrics.deletion(unit_model, images, maps, steps=4, targets=[1, 0],
-                                  activation=activation)
+    for unit_model, kwargs in ((single_unit_model("sigmoid"), {}),
+                               (single_unit_model(None), {"activation": "sigmoid"}),
+                               (single_unit_model(None), {"activation": "softmax"}),
+                               (single_unit_model(None), {"head": "logits"})):
+        result = metrics.deletion(unit_model, images, maps, steps=4, targets=[1, 0], **kwargs)
         np.testing.assert_allclose(result.curve, expected.curve, atol=1e-6)
-    with pytest.raises(ValueError, match="single-unit output makes every probability 1"):
-        metrics.deletion(single_unit_model(None), images, maps, activation="softmax")
+    with pytest.raises(ValueError, match="A softmax over a single output unit is always 1"):
+        metrics.deletion(single_unit_model(None), images, maps, head="softmax")
 
 
 def test_model_must_output_one_batch_of_class_scores():

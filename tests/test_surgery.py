@@ -107,7 +107,7 @@ def test_softmax_heads_give_pre_softmax_logits(head):
     dense = model.get_layer("classifier")
     pooled = keras.Model(model.input, dense.input)(images)
     expected_logits = pooled @ dense.kernel.numpy() + dense.bias.numpy()
-    assert cam_model.head == "softmax"
+    assert cam_model.head.kind == "softmax"
     np.testing.assert_allclose(logits, expected_logits, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(probabilities, model(images), rtol=1e-5, atol=1e-6)
 
@@ -117,7 +117,7 @@ def test_model_without_softmax_outputs_logits_and_softmax_probabilities():
     images = np.random.default_rng(3).normal(size=(2, 16, 16, 3)).astype("float32")
     cam_model = build_cam_model(model)
     _, logits, probabilities = cam_model.model(images)
-    assert cam_model.head == "linear"
+    assert cam_model.head.kind == "logits"
     np.testing.assert_allclose(logits, model(images), rtol=1e-6)
     np.testing.assert_allclose(probabilities, keras.ops.softmax(model(images)), rtol=1e-5)
 
@@ -131,7 +131,7 @@ def test_single_sigmoid_head_becomes_two_classes():
     cam_model = build_cam_model(model)
     _, logits, probabilities = cam_model.model(images)
     p = model(images).numpy()[:, 0]
-    assert cam_model.head == "sigmoid" and cam_model.num_classes == 2
+    assert cam_model.head.kind == "sigmoid" and cam_model.num_classes == 2
     np.testing.assert_allclose(probabilities, np.stack([1 - p, p], axis=1), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(logits[:, 1], -logits[:, 0])
     np.testing.assert_allclose(1 / (1 + np.exp(-logits[:, 1])), p, rtol=1e-5)

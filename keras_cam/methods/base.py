@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_cam.surgery import CamModel, build_cam_model, check_input_values
+from keras_cam.surgery import CamModel, Head, build_cam_model, check_input_values
 from keras_cam.targets import TOP_PREDICTION, ScoreFn, Targets, resolve_targets
 
 _SCORES = ("logit", "probability")
@@ -147,11 +147,20 @@ class BaseCAM:
             them. `None` refuses such a layer with a message listing its calls. The map of the
             chosen call is placed where that call's features sit on the input (a flipped
             call's map is flipped back). Defaults to `None`.
+            softmax saturates) or `"probability"` (the softmax output). For a raw-score head
+            (`head="linear"`) both are the raw output. Defaults to `"logit"`.
+        head: how the model's output is read: `None` reads it automatically (a softmax or
+            sigmoid in any spelling, log_softmax, several linear units as logits, one linear
+            unit as a raw score; an unrecognised activation is read like a linear one, with a
+            warning), or one of `keras_cam.surgery.HEADS` (`"softmax"`, `"sigmoid"`,
+            `"logits"`, `"sigmoid_logits"`, `"linear"`) states it. See
+            `keras_cam.surgery.read_head`. Defaults to `None`.
 
     Attributes:
         layer: the explained layer (`cam.layer.name` is its name).
         num_classes: the number of classes of the model's head (2 for a single-unit binary
-            head: class 1 is the positive class, class 0 its complement).
+            head: class 1 is the positive class, class 0 its complement; 1 for a single raw
+            score).
     """
 
     requires_gradients: ClassVar[bool] = True
@@ -170,12 +179,13 @@ class BaseCAM:
         *,
         score: str = "logit",
         layer_call: int | None = None,
+        head: str | Head | None = None,
     ) -> None:
         if score not in _SCORES:
             raise ValueError(f"`score` must be one of {_SCORES}; received {score!r}.")
         self.model = model
         self.score = score
-        self._cam: CamModel = build_cam_model(model, layer, layer_call=layer_call)
+        self._cam: CamModel = build_cam_model(model, layer, layer_call=layer_call, head=head)
         self.layer: keras.layers.Layer = self._cam.layer
         self.num_classes: int = self._cam.num_classes
         image_spec = tf.TensorSpec((None, *self._cam.input_shape), tf.float32)

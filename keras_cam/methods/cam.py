@@ -19,10 +19,11 @@ from keras import layers as klayers
 
 from keras_cam.methods.base import BaseCAM
 from keras_cam.surgery import (
-    _activation_name,
+    Head,
     _final_layer,
     _is_graph_model,
-    check_model,
+    activation_name,
+    read_head,
     resolve_layer,
 )
 from keras_cam.targets import ScoreFn
@@ -35,7 +36,6 @@ _PASS_THROUGH = (
     klayers.AlphaDropout,
     klayers.Flatten,
 )
-_HEAD_ACTIVATIONS = ("softmax", "sigmoid", "linear")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,15 +46,16 @@ class GapHead:
         features: the layer whose output is pooled (its feature maps are what CAM weighs).
         pooling: the `GlobalAveragePooling2D` layer.
         dense: the `Dense` classifier; its kernel `(C, num_units)` holds the CAM weights.
-        activation: the head's output activation: `"softmax"`, `"sigmoid"` or `"linear"`,
-            in the Dense layer or in a separate `Softmax` / `Activation` layer after it.
+        head: how the model's output is read (`keras_cam.surgery.read_head`): its softmax,
+            sigmoid or log_softmax sits in the Dense layer or in a separate operation after
+            it, or the Dense layer is linear.
         layers: every layer of the head, from the pooling layer to the model's output.
     """
 
     features: keras.layers.Layer
     pooling: klayers.GlobalAveragePooling2D
     dense: klayers.Dense
-    activation: str
+    head: Head
     layers: tuple[keras.layers.Layer, ...]
 
 
@@ -77,17 +78,20 @@ def _describe(chain: list[keras.layers.Layer]) -> str:
     return " <- ".join(f"{layer.name!r} ({type(layer).__name__})" for layer in chain)
 
 
-def find_gap_head(model: keras.Model) -> GapHead:
+def find_gap_head(model: keras.Model, head: str | Head | None = None) -> GapHead:
     """Finds the conv -> GlobalAveragePooling2D -> Dense head that CAM needs.
 
     Accepted between the pooling and the output: layers that are the identity at inference
     (`Dropout`, `GaussianDropout`, `GaussianNoise`, `AlphaDropout`, `Flatten`), then a `Dense`
-    layer with a softmax, sigmoid or linear activation, optionally followed by a separate
-    `Softmax` or `Activation("softmax" | "sigmoid")` layer (the Dense is then linear). The head
-    and the base may sit in nested models.
+    layer whose activation is a softmax, sigmoid, log_softmax or linear, or a linear `Dense`
+    followed by the softmax / sigmoid / log_softmax as an operation of its own (`Softmax`,
+    `Activation`, `Lambda(tf.nn.softmax)`, `keras.ops.softmax(x)`), in any spelling
+    `keras_cam.surgery.read_head` recognises. The head and the base may sit in nested models.
 
     Args:
         model: a single-input, single-output Functional or Sequential classifier.
+        head: how to read the model's output (see `keras_cam.surgery.read_head`): `None`
+            for automatic, or one of `keras_cam.surgery.HEADS`. Defaults to `None`.
 
     Returns:
         A `GapHead` naming the feature layer, the pooling, the Dense layer and the activation.
@@ -103,7 +107,7 @@ def find_gap_head(model: keras.Model) -> GapHead:
     head.features.name, head.dense.name   # ("conv5_block3_out", "predictions")
     ```
     """
-    check_model(model)
+    reading = read_head(model, head)
     layer, node, outer = _producer(model.outputs[0])
     chain = [layer]
 
@@ -112,18 +116,16 @@ def find_gap_head(model: keras.Model) -> GapHead:
         layer, node, outer = _producer(node.input_tensors[0], outer)
         chain.append(layer)
 
-    activation = None
-    if isinstance(layer, (klayers.Softmax, klayers.Activation)):
-        activation = _activation_name(layer)
+    if reading.pre_activation == "input":  # the activation is an operation of its own
         step()
     dense = layer
-    is_head = isinstance(dense, klayers.Dense) and len(node.input_tensors[0].shape) == 2
-    if is_head:
-        dense_activation = _activation_name(dense)
-        # A separate activation layer needs a linear Dense before it.
-        is_head = dense_activation == "linear" or dense is chain[0]
-        activation = activation or dense_activation
-        is_head = is_head and activation in _HEAD_ACTIVATIONS
+    # The Dense layer's kernel gives the logits if it is linear, or if its own activation is
+    # one whose input `read_head` takes as the logits.
+    is_head = (
+        isinstance(dense, klayers.Dense)
+        and len(node.input_tensors[0].shape) == 2
+        and (activation_name(dense) == "linear" or reading.pre_activation == "dense")
+    )
     if is_head:
         step()
         while isinstance(layer, _PASS_THROUGH):
@@ -136,28 +138,32 @@ def find_gap_head(model: keras.Model) -> GapHead:
                     features=layer,
                     pooling=pooling,
                     dense=dense,
-                    activation=activation,
+                    head=reading,
                     layers=tuple(reversed(chain[:-1])),
                 )
     raise ValueError(
         f"CAM needs a model that ends with convolutional feature maps -> GlobalAveragePooling2D "
         "-> Dense (Dropout may sit between them; the softmax or sigmoid may be "
-        f"in the Dense layer or a separate layer after it). Model {model.name!r} ends with: "
+        "in the Dense layer or a separate layer after it; another activation has no CAM). "
+        f"Model {model.name!r} ends with: "
         f"{_describe(chain)}. Build such a model from its convolutional base with "
         "`keras_cam.retrofit_gap` (and train the new head with `keras_cam.fine_tune_gap`), or "
         "use `keras_cam.GradCAM`, which works with any head."
     )
 
 
-def cam_weights(kernel: Any, class_idx: Any) -> tf.Tensor:
+def cam_weights(kernel: Any, class_idx: Any, binary: bool = True) -> tf.Tensor:
     """CAM's channel weights: the Dense kernel's column of each image's class.
 
-    A single-unit (binary) kernel is expanded to two classes the way `build_cam_model`
-    expands the logits to `[-z, z]`: class 1 gets `+w`, class 0 gets `-w`.
+    A single-unit kernel of a binary head is expanded to two classes the way
+    `build_cam_model` expands the logits to `[-z, z]`: class 1 gets `+w`, class 0 gets `-w`.
 
     Args:
         kernel: the Dense kernel `w`, `(C, num_units)`.
         class_idx: int `(B,)` class of each image, in `[0, num_classes)`.
+        binary: whether a single-unit kernel is a binary classifier (expanded to two
+            classes) rather than one raw score (`head="linear"`, kept as one class).
+            Defaults to `True`.
 
     Returns:
         float32 `(B, C)` with row `b` equal to `w[:, class_idx[b]]`.
@@ -168,7 +174,7 @@ def cam_weights(kernel: Any, class_idx: Any) -> tf.Tensor:
     ```
     """
     kernel = tf.cast(kernel, tf.float32)
-    if kernel.shape[-1] == 1:
+    if binary and kernel.shape[-1] == 1:
         kernel = tf.concat([-kernel, kernel], axis=-1)
     return tf.gather(tf.transpose(kernel), class_idx)
 
@@ -201,6 +207,8 @@ class CAM(BaseCAM):
             on that layer. Defaults to `None`.
         layer_call: which call of that layer to explain when the model makes several (see
             `keras_cam.BaseCAM`). Defaults to `None`.
+        head: how to read the model's output: `None` for automatic, or one of
+            `keras_cam.surgery.HEADS` (see `keras_cam.BaseCAM`). Defaults to `None`.
 
     Attributes:
         head: the `GapHead` found (`cam.head.dense.kernel` holds the class weights).
@@ -227,8 +235,9 @@ class CAM(BaseCAM):
         layer: str | keras.layers.Layer | None = None,
         *,
         layer_call: int | None = None,
+        head: str | Head | None = None,
     ) -> None:
-        self.head = find_gap_head(model)
+        self.head = find_gap_head(model, head)
         features = self.head.features
         if layer is not None:
             chosen = resolve_layer(model, layer)
@@ -241,13 +250,13 @@ class CAM(BaseCAM):
                     f"{features.name!r}; received `layer`={chosen.name!r}. Pass `layer=None`, or "
                     "use `keras_cam.GradCAM` to explain another layer."
                 )
-        super().__init__(model, features, layer_call=layer_call)
+        super().__init__(model, features, layer_call=layer_call, head=self.head.head)
 
     def compute_weights(
         self, features: tf.Tensor, grads: tf.Tensor | None, class_idx: tf.Tensor
     ) -> tf.Tensor:
         """Returns the Dense kernel's column of each image's class, `(B, C)`."""
-        return cam_weights(self.head.dense.kernel, class_idx)
+        return cam_weights(self.head.dense.kernel, class_idx, self.head.head.binary)
 
     def explain_batch(self, images: tf.Tensor, targets: np.ndarray | ScoreFn) -> tf.Tensor:
         """Raw maps `(B, h, w)` for class indices; refuses a callable target."""

@@ -24,6 +24,8 @@ class GradCAM(BaseCAM):
         model: a Functional or Sequential Keras classifier (nested models supported).
         layer: the layer to explain (name, layer, or `None` for automatic). Defaults to `None`.
         score: `"logit"` or `"probability"`. Defaults to `"logit"`.
+        head: how the model's output is read: `None` (automatic) or one of
+            `keras_cam.surgery.HEADS` (see `keras_cam.BaseCAM`). Defaults to `None`.
 
     Example:
     ```python
@@ -53,6 +55,8 @@ class GradCAMPlusPlus(BaseCAM):
         model: a Functional or Sequential Keras classifier (nested models supported).
         layer: the layer to explain (name, layer, or `None` for automatic). Defaults to `None`.
         score: `"logit"` or `"probability"`. Defaults to `"logit"`.
+        head: how the model's output is read: `None` (automatic) or one of
+            `keras_cam.surgery.HEADS` (see `keras_cam.BaseCAM`). Defaults to `None`.
 
     Example:
     ```python

@@ -8,8 +8,9 @@ arranged around running those passes at the model's own speed:
    `max_channels` of largest variance) minus the constant ones, whose result is known.
 3. The pairs of all images form one stream, cut into chunks of `batch_size`. One compiled
    function per chunk gathers the chunk's small maps, upsamples them to the input size,
-   min-max normalizes each, multiplies its image by it and runs the model's probabilities
-   head. Only one chunk of masked copies exists at a time.
+   min-max normalizes each, multiplies its image by it and runs the model's scores head
+   (probabilities for a classifier, the raw output for a raw-score head). Only one chunk of
+   masked copies exists at a time.
 4. The scores become channel weights (`channel_weights`, pure) and `BaseCAM` does the rest.
 """
 
@@ -25,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_cam.methods.base import BaseCAM, compile_fn, place_maps
+from keras_cam.surgery import Head
 from keras_cam.targets import TOP_PREDICTION, ScoreFn
 
 WEIGHTINGS = ("reference", "softmax")
@@ -117,9 +119,12 @@ class ScoreCAM(BaseCAM):
 
     Each channel `A^k` of the explained layer is upsampled to the input size (bilinear) and
     min-max normalized to a mask `H^k` in [0, 1]; the input `X` masked with it is scored by
-    the model's probabilities: `s_k = p_c(X * H^k)` for the target class `c` (for a
-    single-sigmoid head, the sigmoid probability; for a model without softmax, the softmax of
-    its logits). The map is `ReLU(sum_k w_k A^k)`, with one of two weightings:
+    the model's scores as the head is read (`keras_cam.surgery.read_head`):
+    `s_k = p_c(X * H^k)`, the probability of the target class `c` for a classifier (for a
+    single-sigmoid head, the sigmoid probability; for a model that outputs logits, their
+    softmax), and the raw output itself for a raw-score head (a single linear unit, e.g. a
+    regression, or `head="linear"`). The map is `ReLU(sum_k w_k A^k)`, with one of two
+    weightings:
 
     - `"reference"` (the authors' code, the default): `w_k = s_k`. Channels constant over the
       map have no mask to normalize and are left out, as in the authors' code (for the usual
@@ -146,8 +151,9 @@ class ScoreCAM(BaseCAM):
     (an input copy, its mask and two live activations per masked input).
 
     Targets: `None`, an int or one int per image, as everywhere. A callable target is applied
-    to the **probabilities** `(n, num_classes)` of each chunk of masked inputs and must return
-    one score per row, computed from that row alone (e.g. `lambda p: p[:, 3] - p[:, 5]`).
+    to the **scores** (probabilities, or raw outputs) `(n, num_classes)` of each chunk of
+    masked inputs and must return one score per row, computed from that row alone (e.g.
+    `lambda p: p[:, 3] - p[:, 5]`).
 
     Args:
         model: a Functional or Sequential Keras classifier (nested models supported). It is
@@ -166,6 +172,9 @@ class ScoreCAM(BaseCAM):
             Progbar` is shown only when the stream is expected to take more than 2 seconds.
             Defaults to `1`.
         layer_call: which call of `layer` to explain when the model makes several (see
+            `keras_cam.BaseCAM`). Defaults to `None`.
+        head: how to read the model's output, hence what the masked inputs are scored with:
+            `None` for automatic, or one of `keras_cam.surgery.HEADS` (see
             `keras_cam.BaseCAM`). Defaults to `None`.
 
     Attributes:
@@ -205,8 +214,9 @@ class ScoreCAM(BaseCAM):
         skip_constant: bool = True,
         verbose: int = 1,
         layer_call: int | None = None,
+        head: str | Head | None = None,
     ) -> None:
-        super().__init__(model, layer, layer_call=layer_call)
+        super().__init__(model, layer, layer_call=layer_call, head=head)
         sub_model = self._cam.model
         feature_shape = tuple(sub_model.outputs[0].shape[1:])
         self.num_channels: int = int(feature_shape[-1])
@@ -235,10 +245,10 @@ class ScoreCAM(BaseCAM):
         self.skip_constant = bool(skip_constant)
         self.verbose = int(verbose)
         self.last_stats: ScoreCAMStats | None = None
-        # The masked passes need only the probabilities: a second Functional model over the
-        # same graph (shared weights) skips the work of returning the feature maps.
-        self._probabilities = keras.Model(
-            sub_model.inputs[0], sub_model.outputs[2], name=f"{sub_model.name}_probabilities"
+        # The masked passes need only the scores: a second Functional model over the same
+        # graph (shared weights) skips the work of returning the feature maps.
+        self._scores = keras.Model(
+            sub_model.inputs[0], sub_model.outputs[2], name=f"{sub_model.name}_scores"
         )
         self._activations_per_pixel = _activations_per_pixel(
             sub_model, [self._cam.input_shape[axis - 1] for axis in self._cam.spatial_axes]
@@ -293,12 +303,12 @@ class ScoreCAM(BaseCAM):
     # -------------------------------------------------------------- internals
     def _features(self, images: tf.Tensor) -> tuple[tf.Tensor, ...]:
         """Feature maps `(B, h, w, K)`, as `(B, K, h, w)`, top-1 class and channel statistics."""
-        features, _, probabilities = self._forward(images)
+        features, _, scores = self._forward(images)
         features = tf.cast(features, tf.float32)
         maps = tf.transpose(features, (0, 3, 1, 2))  # one gather per chunk picks a channel
         flat = tf.reshape(maps, tf.concat([tf.shape(maps)[:2], [-1]], axis=0))
         constant = tf.reduce_max(flat, axis=-1) == tf.reduce_min(flat, axis=-1)
-        top = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        top = tf.argmax(scores, axis=-1, output_type=tf.int32)
         return features, maps, top, constant, tf.math.reduce_variance(flat, axis=-1)
 
     def _first_pass(
@@ -377,10 +387,10 @@ class ScoreCAM(BaseCAM):
             if score_fn is not None:  # keep the class-target functions and the last callable
                 self._stream_fns = {k: v for k, v in self._stream_fns.items() if k is None}
 
-            def score(probabilities: tf.Tensor, classes: tf.Tensor) -> tf.Tensor:
+            def score(scores: tf.Tensor, classes: tf.Tensor) -> tf.Tensor:
                 if score_fn is None:
-                    return tf.gather(probabilities, classes, batch_dims=1)
-                return tf.reshape(tf.cast(score_fn(probabilities), tf.float32), [-1])
+                    return tf.gather(scores, classes, batch_dims=1)
+                return tf.reshape(tf.cast(score_fn(scores), tf.float32), [-1])
 
             def chunk_scores(
                 images: tf.Tensor,
@@ -396,10 +406,10 @@ class ScoreCAM(BaseCAM):
                 masks = tf.math.divide_no_nan(masks - low, high - low)
                 channel_axis = 1 if self._cam.data_format == "channels_first" else 3
                 masked = tf.gather(images, pairs[:, 0]) * tf.expand_dims(masks, channel_axis)
-                return score(self._probabilities(masked, training=False), classes)
+                return score(self._scores(masked, training=False), classes)
 
             def baseline_scores(images: tf.Tensor, classes: tf.Tensor) -> tf.Tensor:
-                blank = self._probabilities(tf.zeros_like(images[:1]), training=False)
+                blank = self._scores(tf.zeros_like(images[:1]), training=False)
                 return score(tf.repeat(blank, tf.shape(images)[0], axis=0), classes)
 
             index_spec = tf.TensorSpec((None,), tf.int32)
