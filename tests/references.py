@@ -59,6 +59,21 @@ def corner_model(
     return model
 
 
+def copy_weights(source: keras.Model, target: keras.Model) -> None:
+    """Copies the weights of each named layer of `source` to the layer of that name in
+    `target`, searching nested models of `target` too."""
+    targets = {}
+    stack = [target]
+    while stack:
+        for layer in stack.pop().layers:
+            targets[layer.name] = layer
+            if isinstance(layer, keras.Model):
+                stack.append(layer)
+    for layer in source.layers:
+        if layer.weights:
+            targets[layer.name].set_weights(layer.get_weights())
+
+
 def make_positive(model: keras.Model) -> None:
     """Sets the weights described in `corner_model(positive=True)` (by layer name)."""
     rng = np.random.default_rng(0)
@@ -102,23 +117,9 @@ def upsample_and_normalize(raw: np.ndarray, size: tuple[int, int]) -> np.ndarray
     return np.where(span > 0, (maps - low) / np.where(span > 0, span, 1.0), 0.0)
 
 
-def feature_model(model: keras.Model, path: tuple[str, ...] = ("last_conv",)) -> keras.Model:
-    """`inputs -> the output of the layer at `path` (nested model names, then the layer)`.
-
-    Built from the user model's own layers; for a nested path each level's sub-model is
-    re-applied, so no keras_cam code is involved.
-    """
-    if len(path) == 1:
-        return keras.Model(model.inputs[0], model.get_layer(path[0]).output)
-    inner = model.get_layer(path[0])
-    inner_features = feature_model(inner, path[1:])
-    inputs = keras.Input(model.inputs[0].shape[1:])
-    x = inputs
-    for layer in model.layers[1:]:
-        if layer is inner:
-            return keras.Model(inputs, inner_features(x))
-        x = layer(x)
-    raise AssertionError(f"{path[0]!r} is not on the main path of {model.name!r}")
+def feature_model(model: keras.Model, layer: str = "last_conv") -> keras.Model:
+    """`inputs -> the output of `layer``, built from the user model's own layers."""
+    return keras.Model(model.inputs[0], model.get_layer(layer).output)
 
 
 def gap_head(dense: keras.layers.Layer) -> Callable[[tf.Tensor], tf.Tensor]:
@@ -214,10 +215,9 @@ def reference_maps(
     model: keras.Model,
     images: np.ndarray,
     classes: np.ndarray,
-    path: tuple[str, ...] = ("last_conv",),
 ) -> np.ndarray:
     """The reference maps of any registered method on a model ending in GAP -> "classifier"."""
-    features_of = feature_model(model, path)
+    features_of = feature_model(model)
     dense = model.get_layer("classifier")
     if name in GRADIENT_METHODS:
         return reference_gradient_maps(features_of, gap_head(dense), images, classes, name)
