@@ -170,7 +170,9 @@ def test_bad_input_is_one_line_on_stderr_and_a_nonzero_status(
     files, tmp_path, capsys, arguments, message
 ):
     paths = {"files": files, "images": files / "images", "missing": tmp_path / "missing"}
-    status = cli.main([argument.format(**paths) for argument in arguments])
+    # Under the test's folder: a case that wrongly succeeds must not write into the cwd.
+    out = ["--out", str(tmp_path / "out")] if arguments[0] == "explain" else []
+    status = cli.main([argument.format(**paths) for argument in arguments] + out)
     captured = capsys.readouterr()
     assert status == 1
     [line] = captured.err.splitlines()
@@ -287,7 +289,10 @@ def _entry_point() -> list[str]:
 
 
 def _run(arguments: list[str]) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    # The code under test, whichever tree or installed copy the venv's entry point points at.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(cli.__file__)))
+    path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": path}
     return subprocess.run(
         arguments, capture_output=True, text=True, env=environment, timeout=300, check=False
     )
