@@ -77,3 +77,59 @@ def test_half_box_iou_on_a_non_square_map():
     # truth: the right half of that region, 6 rows x 10 columns -> IoU = 60 / 120.
     result = kc.metrics.box_iou(maps, np.array([(30, 0, 40, 6)]), fraction=0.5)
     np.testing.assert_allclose(result.per_image, [0.5])
+
+
+# ------------------------------------------------------- model-based metrics, by hand
+def _ramp_maps(n: int) -> np.ndarray:
+    """Distinct values that rise to the right more than downwards: a transposed or swapped
+    reading ranks different pixels first."""
+    rows, cols = np.mgrid[0:HEIGHT, 0:WIDTH]
+    ramp = (cols * HEIGHT + rows) / (HEIGHT * WIDTH)
+    maps = np.stack([ramp if i % 2 == 0 else ramp[::-1, ::-1] for i in range(n)])
+    return maps.astype(np.float32)
+
+
+def _probability(model, images, classes) -> np.ndarray:
+    return np.asarray(model(images), np.float64)[np.arange(len(images)), classes]
+
+
+def _reference_curve(model, images, maps, classes, steps: int, insert: bool) -> np.ndarray:
+    """Deletion (insertion) AUC: remove (insert) pixels in decreasing map order, zero baseline."""
+    pixels = HEIGHT * WIDTH
+    aucs = []
+    for image, heatmap, cls in zip(images, maps, classes):
+        order = np.argsort(-heatmap.ravel(), kind="stable")
+        counts = [int(np.floor(k * pixels / steps + 0.5)) for k in range(steps + 1)]
+        scores = []
+        for count in counts:
+            changed = np.zeros(pixels, bool)
+            changed[order[:count]] = True
+            keep = changed if insert else ~changed
+            masked = image * keep.reshape(HEIGHT, WIDTH, 1)
+            scores.append(_probability(model, masked[None], [cls])[0])
+        x = np.array(counts) / pixels
+        aucs.append(np.trapezoid(scores, x))
+    return np.array(aucs)
+
+
+def test_deletion_and_insertion_on_a_non_square_input(positive_model):
+    images = corner_images(2)
+    maps = _ramp_maps(2)
+    classes = np.array([0, 0])
+    for metric, insert in ((kc.metrics.deletion, False), (kc.metrics.insertion, True)):
+        result = metric(positive_model, images, maps, classes, steps=4, baseline="zero")
+        expected = _reference_curve(positive_model, images, maps, classes, 4, insert)
+        np.testing.assert_allclose(result.per_image, expected, rtol=1e-5)
+
+
+def test_average_drop_and_increase_in_confidence_on_a_non_square_input(positive_model):
+    images = corner_images(2)
+    maps = _ramp_maps(2)
+    classes = np.array([0, 0])
+    full = _probability(positive_model, images, classes)
+    masked = _probability(positive_model, images * maps[..., None], classes)
+    drop = 100.0 * np.maximum(0.0, full - masked) / full
+    result = kc.metrics.average_drop(positive_model, images, maps, classes)
+    np.testing.assert_allclose(result.per_image, drop, rtol=1e-5)
+    increase = kc.metrics.increase_in_confidence(positive_model, images, maps, classes)
+    np.testing.assert_array_equal(increase.per_image, 100.0 * (masked > full))
