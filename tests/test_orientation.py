@@ -3,6 +3,7 @@ bright blob is, so a swapped height/width anywhere (upsampling, masks, boxes) fa
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 from references import (
@@ -12,6 +13,7 @@ from references import (
     blob_mask,
     corner_images,
     corner_model,
+    reference_cam_maps,
     reference_maps,
 )
 
@@ -53,6 +55,31 @@ def test_every_method_points_at_the_blob_in_the_top_right_corner(name, positive_
         assert heatmap[HEIGHT // 2 :, : WIDTH // 2].max() < 0.5
     low = cam(images, targets=0, upsample=False)
     assert low.shape == (2, HEIGHT // 2, WIDTH // 2)
+
+
+@pytest.mark.parametrize("name", sorted(kc.METHODS))
+def test_the_contract_holds_on_a_non_square_input(name, random_model):
+    images = corner_images(4, seed=3)
+    cam = kc.get_method(name)(random_model)
+    maps = cam(images)
+    assert maps.shape == (4, HEIGHT, WIDTH) and maps.dtype == np.float32
+    np.testing.assert_allclose(cam(images[1]), maps[1], atol=1e-5)  # one image: (H, W)
+    order = np.array([2, 0, 3, 1])
+    np.testing.assert_allclose(cam(images[order]), maps[order], atol=1e-5)
+
+
+def test_retrofitted_model_on_a_non_square_input():
+    model = kc.retrofit_gap("vgg16", 3, input_shape=(32, 64, 3), weights=None)
+    images = np.random.default_rng(0).uniform(0, 1, (2, 32, 64, 3)).astype("float32")
+    classes = np.array([2, 1])
+    cam = kc.CAM(model)
+    [base] = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    assert cam.layer is base.layers[-1]  # the base's last conv, nested one level down
+    features = keras.Model(base.inputs[0], base.outputs[0])(images)
+    kernel = model.get_layer("predictions").get_weights()[0]
+    expected = reference_cam_maps(np.asarray(features), kernel, classes, (32, 64))
+    np.testing.assert_allclose(cam(images, targets=classes), expected, atol=2e-4)
+    np.testing.assert_allclose(kc.GradCAM(model)(images, targets=classes), expected, atol=2e-4)
 
 
 def test_localization_metrics_read_boxes_as_x0_y0_x1_y1_on_a_non_square_map():
