@@ -188,7 +188,8 @@ def test_a_failing_tensorboard_write_warns_once_and_the_pngs_go_on(tmp_path):
     heatmaps = kc.HeatmapCallback(
         images, methods="gradcam", log_dir=tmp_path / "logs", out_dir=tmp_path / "png"
     )
-    with pytest.warns(RuntimeWarning, match="writing to TensorBoard failed after epoch 1") as record:
+    expected = "writing to TensorBoard failed after epoch 1"
+    with pytest.warns(RuntimeWarning, match=expected) as record:
         history = _compiled(corner_model()).fit(
             images, TARGETS, epochs=3, verbose=0, callbacks=[heatmaps]
         )

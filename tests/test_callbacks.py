@@ -129,7 +129,9 @@ def test_box_scalars_per_method_per_epoch(run):
         for metric in ("box_iou", "pointing_game"):
             steps = summaries[f"cam/{name}/{metric}"]
             assert sorted(steps) == [0, 1, 2]
-            values = {step: float(tf.make_ndarray(value.tensor)) for step, (value,) in steps.items()}
+            values = {
+                step: float(tf.make_ndarray(value.tensor)) for step, (value,) in steps.items()
+            }
             metric_fn = getattr(metrics, metric)
             # The logged value is the metric of the maps logged at that epoch and the boxes.
             if name == "gradcam":

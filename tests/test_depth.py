@@ -40,8 +40,8 @@ def _two_levels(flat: keras.Model, height=HEIGHT, width=WIDTH) -> keras.Model:
     x = layers.Conv2D(12, 3, padding="same", activation="relu", name="last_conv")(x)
     base = keras.Model(base_input, x, name="base")
     block_input = keras.Input((height, width, 3))
-    block = keras.Model(block_input, layers.Activation("linear", name="block_linear")(base(block_input)),
-                        name="block")
+    linear = layers.Activation("linear", name="block_linear")
+    block = keras.Model(block_input, linear(base(block_input)), name="block")
     inputs = keras.Input((height, width, 3))
     x = layers.GlobalAveragePooling2D(name="gap")(block(inputs))
     outputs = layers.Dense(3, activation="softmax", name="classifier")(x)
