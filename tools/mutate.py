@@ -9,7 +9,8 @@ the entry with the code), and runs the unmutated tests once as a baseline.
 Usage:
     python tools/mutate.py                 # every mutation, then the table and the kill rate
     python tools/mutate.py --list          # the mutations, without running anything
-    python tools/mutate.py --only cli-box-scale --only callback-rgb-swapped
+    python tools/mutate.py --only cli-box-scale-swapped --only callback-rgb-swapped
+    python tools/mutate.py --tests tests/test_cli.py   # every mutation against other tests
     make mutate                            # the same as the first line (not run in CI: slow)
 
 Exit status: 0 when every mutation is killed, 1 when one survives (or the baseline fails),
@@ -234,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only this mutation (repeatable)")
     parser.add_argument("--list", action="store_true", help="list the mutations and exit")
     parser.add_argument("--slow", action="store_true", help="also run tests marked slow")
+    parser.add_argument("--tests", nargs="+", metavar="FILE",
+                        help="run these test files for every mutation instead of its own list "
+                             "(e.g. to see what an older suite misses)")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the run of the unmutated tests")
     args = parser.parse_args(argv)
@@ -244,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"unknown mutation(s) {sorted(unknown)}; see --list")
         mutations = tuple(m for m in MUTATIONS if m.name in args.only)
+    if args.tests:
+        mutations = tuple(dataclasses.replace(m, tests=tuple(args.tests)) for m in mutations)
     if args.list:
         for mutation in mutations:
             print(f"{mutation.name:36} {mutation.area:14} {mutation.path}")
