@@ -10,8 +10,14 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from hypothesis import settings  # noqa: E402
 
 tf.config.experimental.enable_tensor_float_32_execution(False)  # exact fp32 on GPUs too
+
+# Hypothesis draws the same examples on every run (a test's own `@settings` keep this unless
+# they set `derandomize` themselves), so a failure is reproducible and the suite deterministic.
+settings.register_profile("keras_cam", derandomize=True)
+settings.load_profile("keras_cam")
 
 
 @pytest.fixture(autouse=True)

@@ -16,6 +16,7 @@ import tensorflow as tf
 from drawing_reference import reference_overlay
 from tensorboard import program
 
+from keras_cam import metrics
 from keras_cam.callbacks import HeatmapCallback
 from keras_cam.datasets import SHAPE_NAMES, shapes
 from keras_cam.methods import METHODS, GradCAM, get_method
@@ -123,13 +124,23 @@ def test_event_files_hold_one_image_per_method_per_epoch(run):
 
 @pytest.mark.slow
 def test_box_scalars_per_method_per_epoch(run):
+    boxes = _data()[2][:SHOWN]
     summaries = _summaries(run["root"] / "logs" / "cam")
     for name in METHOD_NAMES:
         for metric in ("box_iou", "pointing_game"):
             steps = summaries[f"cam/{name}/{metric}"]
             assert sorted(steps) == [0, 1, 2]
-            values = [float(tf.make_ndarray(value.tensor)) for (value,) in steps.values()]
-            assert all(0.0 <= value <= 1.0 for value in values)
+            values = {
+                step: float(tf.make_ndarray(value.tensor)) for step, (value,) in steps.items()
+            }
+            metric_fn = getattr(metrics, metric)
+            # The logged value is the metric of the maps logged at that epoch and the boxes.
+            if name == "gradcam":
+                for step, value in values.items():
+                    expected = metric_fn(run["probe"].logged[step], boxes).mean
+                    assert value == pytest.approx(expected, abs=1e-6)
+            expected = metric_fn(run["heatmaps"].last_maps[name], boxes).mean
+            assert values[2] == pytest.approx(expected, abs=1e-6)
     assert set(run["heatmaps"].last_scores) == {
         f"cam/{name}/{metric}" for name in METHOD_NAMES for metric in ("box_iou", "pointing_game")
     }

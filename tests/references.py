@@ -1,0 +1,230 @@
+"""Non-square test models with known answers, and slow reference maps written from the papers.
+
+Everything here is independent of keras_cam: the references read the model's own layers,
+differentiate with their own `GradientTape`, and resize with `tf.image.resize` to `(H, W)`.
+The models are conv -> 2x2 average pooling -> conv -> GlobalAveragePooling2D -> Dense, so the
+explained layer sits on an exact 2x grid of the input (each feature cell covers 2x2 pixels),
+where bilinear resizing to the input size is the right placement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+HEIGHT, WIDTH = 24, 40
+"""Input size of the oriented models: height != width, so a swapped axis changes the answer."""
+
+BLOB = (slice(2, 8), slice(30, 38))
+"""Rows and columns of the bright blob in `corner_images`: the top-right corner."""
+
+BLOB_BOX = (30, 2, 38, 8)
+"""`BLOB` as an `(x0, y0, x1, y1)` box, `x1`/`y1` exclusive."""
+
+GRADIENT_METHODS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam")
+
+
+def corner_model(
+    height: int | None = HEIGHT,
+    width: int | None = WIDTH,
+    channels: int = 3,
+    classes: int = 3,
+    filters: int = 12,
+    positive: bool = True,
+    seed: int = 0,
+) -> keras.Model:
+    """conv -> AveragePooling2D(2) -> conv "last_conv" -> GAP -> Dense "classifier" (softmax).
+
+    Args:
+        height, width: the input size; `None` takes images of any size.
+        positive: non-negative conv kernels, zero biases, and a classifier whose class 0
+            has positive weights and the other classes zero weights: every feature map then
+            grows with the input's brightness, so each method's map of class 0 peaks on the
+            brightest region. With `False`, Keras' default random weights.
+    """
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((height, width, channels))
+    x = layers.Conv2D(6, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = layers.AveragePooling2D(2, name="pool")(x)
+    x = layers.Conv2D(filters, 3, padding="same", activation="relu", name="last_conv")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = layers.Dense(classes, activation="softmax", name="classifier")(x)
+    model = keras.Model(inputs, outputs, name="corner")
+    if positive:
+        make_positive(model)
+    return model
+
+
+def copy_weights(source: keras.Model, target: keras.Model) -> None:
+    """Copies the weights of each named layer of `source` to the layer of that name in
+    `target`, searching nested models of `target` too."""
+    targets = {}
+    stack = [target]
+    while stack:
+        for layer in stack.pop().layers:
+            targets[layer.name] = layer
+            if isinstance(layer, keras.Model):
+                stack.append(layer)
+    for layer in source.layers:
+        if layer.weights:
+            targets[layer.name].set_weights(layer.get_weights())
+
+
+def make_positive(model: keras.Model) -> None:
+    """Sets the weights described in `corner_model(positive=True)` (by layer name)."""
+    rng = np.random.default_rng(0)
+    for name in ("conv1", "last_conv"):
+        kernel, bias = model.get_layer(name).get_weights()
+        model.get_layer(name).set_weights(
+            [rng.uniform(0.05, 0.3, kernel.shape).astype("float32"), np.zeros_like(bias)]
+        )
+    kernel, bias = model.get_layer("classifier").get_weights()
+    head = np.zeros_like(kernel)
+    head[:, 0] = rng.uniform(0.5, 1.5, kernel.shape[0])
+    model.get_layer("classifier").set_weights([head, np.zeros_like(bias)])
+
+
+def corner_images(
+    n: int = 3, height: int = HEIGHT, width: int = WIDTH, channels: int = 3, seed: int = 0
+) -> np.ndarray:
+    """Dim noise with one bright blob at `BLOB` (top right), float32 `(n, height, width, C)`."""
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0.0, 0.2, (n, height, width, channels)).astype("float32")
+    images[:, BLOB[0], BLOB[1]] = 1.0
+    return images
+
+
+def blob_mask(height: int = HEIGHT, width: int = WIDTH, margin: int = 2) -> np.ndarray:
+    """Where a map of a blob image may peak: the blob grown by `margin` pixels."""
+    mask = np.zeros((height, width), bool)
+    rows, cols = BLOB
+    mask[max(rows.start - margin, 0) : rows.stop + margin,
+         max(cols.start - margin, 0) : cols.stop + margin] = True
+    return mask
+
+
+# ----------------------------------------------------------------------------- references
+def upsample_and_normalize(raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of `(B, h, w)` maps to `size = (H, W)`, then per-map min-max to [0, 1]."""
+    maps = tf.image.resize(np.asarray(raw, np.float32)[..., None], size, "bilinear")[..., 0]
+    maps = maps.numpy().astype(np.float64)
+    low = maps.min(axis=(1, 2), keepdims=True)
+    span = maps.max(axis=(1, 2), keepdims=True) - low
+    return np.where(span > 0, (maps - low) / np.where(span > 0, span, 1.0), 0.0)
+
+
+def feature_model(model: keras.Model, layer: str = "last_conv") -> keras.Model:
+    """`inputs -> the output of `layer``, built from the user model's own layers."""
+    return keras.Model(model.inputs[0], model.get_layer(layer).output)
+
+
+def gap_head(dense: keras.layers.Layer) -> Callable[[tf.Tensor], tf.Tensor]:
+    """The logits of a GAP -> Dense head, from the Dense layer's kernel and bias."""
+    kernel, bias = (tf.constant(w, tf.float32) for w in dense.get_weights())
+    return lambda features: tf.reduce_mean(features, axis=(1, 2)) @ kernel + bias
+
+
+def gradient_weights(method: str, features: np.ndarray, grads: np.ndarray) -> np.ndarray:
+    """Per-channel `(B, 1, 1, C)` or per-position `(B, h, w, C)` weights, from the papers."""
+    if method == "gradcam":
+        return grads.mean(axis=(1, 2), keepdims=True)
+    if method == "gradcam++":  # Eq. 19 as written, no renormalization
+        total = features.sum(axis=(1, 2), keepdims=True)
+        denominator = 2 * grads**2 + total * grads**3
+        safe = np.where(denominator == 0, 1.0, denominator)
+        alpha = np.where(denominator == 0, 0.0, grads**2 / safe)
+        return (alpha * np.maximum(grads, 0)).sum(axis=(1, 2), keepdims=True)
+    if method == "xgradcam":
+        total = features.sum(axis=(1, 2), keepdims=True)
+        summed = (features * grads).sum(axis=(1, 2), keepdims=True)
+        return np.where(total == 0, 0.0, summed / np.where(total == 0, 1.0, total))
+    if method == "hirescam":
+        return grads
+    if method == "layercam":
+        return np.maximum(grads, 0)
+    raise ValueError(method)
+
+
+def reference_gradient_maps(
+    features_of: Callable[[tf.Tensor], tf.Tensor],
+    logits_of: Callable[[tf.Tensor], tf.Tensor],
+    images: np.ndarray,
+    classes: np.ndarray,
+    method: str = "gradcam",
+) -> np.ndarray:
+    """A gradient method's maps `(B, H, W)`, computed one image at a time in float64."""
+    maps = []
+    for image, cls in zip(images, classes):
+        features = features_of(tf.constant(image[None]))
+        features = tf.cast(features, tf.float32)
+        with tf.GradientTape() as tape:
+            tape.watch(features)
+            score = logits_of(features)[0, int(cls)]
+        grads = tape.gradient(score, features).numpy().astype(np.float64)
+        values = features.numpy().astype(np.float64)
+        weights = gradient_weights(method, values, grads)
+        maps.append(np.maximum((weights * values).sum(axis=-1), 0)[0])
+    return upsample_and_normalize(np.stack(maps), images.shape[1:3])
+
+
+def reference_cam_maps(
+    features: np.ndarray, kernel: np.ndarray, classes: np.ndarray, size: tuple[int, int]
+) -> np.ndarray:
+    """CAM (Zhou et al. 2016): `ReLU(sum_k W[k, c] A^k)`, upsampled and normalized."""
+    raw = np.einsum("bhwk,kb->bhw", features.astype(np.float64), kernel[:, classes])
+    return upsample_and_normalize(np.maximum(raw, 0), size)
+
+
+def reference_score_maps(
+    model: keras.Model,
+    features: np.ndarray,
+    images: np.ndarray,
+    classes: np.ndarray,
+    max_channels: int | None = None,
+) -> np.ndarray:
+    """Score-CAM with the authors' weighting `w_k = p_c(X * H^k)`, one masked input at a time.
+
+    `H^k` is channel `k` resized to the input's `(H, W)` and min-max normalized; constant
+    channels are left out; `max_channels` keeps the channels of largest variance.
+    """
+    size = images.shape[1:3]
+    maps = []
+    for image, values, cls in zip(images, features.astype(np.float64), classes):
+        channels = values.shape[-1]
+        order = np.argsort(-values.reshape(-1, channels).var(axis=0), kind="stable")
+        kept = order[: max_channels or channels]
+        weights = np.zeros(channels)
+        for k in kept:
+            channel = values[..., k]
+            if channel.max() == channel.min():
+                continue
+            mask = tf.image.resize(channel[..., None].astype("float32"), size, "bilinear").numpy()
+            mask = (mask - mask.min()) / (mask.max() - mask.min())
+            probabilities = model(image[None] * mask[None], training=False)
+            weights[k] = float(np.asarray(probabilities, np.float64)[0, cls])
+        maps.append(np.maximum((values * weights).sum(axis=-1), 0))
+    return upsample_and_normalize(np.stack(maps), size)
+
+
+def reference_maps(
+    name: str,
+    model: keras.Model,
+    images: np.ndarray,
+    classes: np.ndarray,
+) -> np.ndarray:
+    """The reference maps of any registered method on a model ending in GAP -> "classifier"."""
+    features_of = feature_model(model)
+    dense = model.get_layer("classifier")
+    if name in GRADIENT_METHODS:
+        return reference_gradient_maps(features_of, gap_head(dense), images, classes, name)
+    features = np.asarray(features_of(images), np.float32)
+    if name == "cam":
+        return reference_cam_maps(features, dense.get_weights()[0], classes, images.shape[1:3])
+    if name in ("scorecam", "fasterscorecam"):
+        max_channels = 10 if name == "fasterscorecam" else None
+        return reference_score_maps(model, features, images, classes, max_channels)
+    raise ValueError(f"no reference for {name!r}: add one when registering a method")
