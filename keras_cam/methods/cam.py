@@ -13,12 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from keras_cam.methods.base import BaseCAM
 from keras_cam.surgery import Head, final_layer, find_gap_head, is_graph_model, resolve_layer
-from keras_cam.targets import ScoreFn
 
 def cam_weights(kernel: Any, class_idx: Any, binary: bool = True) -> tf.Tensor:
     """CAM's channel weights: the Dense kernel's column of each image's class.
@@ -95,6 +93,7 @@ class CAM(BaseCAM):
     """
 
     requires_gradients = False
+    supports_callable_targets = False
     display_name = "CAM"
 
     def __init__(
@@ -125,14 +124,3 @@ class CAM(BaseCAM):
     ) -> tf.Tensor:
         """Returns the Dense kernel's column of each image's class, `(B, C)`."""
         return cam_weights(self.head.dense.kernel, class_idx, self.head.head.binary)
-
-    def explain_batch(self, images: tf.Tensor, targets: np.ndarray | ScoreFn) -> tf.Tensor:
-        """Raw maps `(B, h, w)` for class indices; refuses a callable target."""
-        if callable(targets):
-            raise ValueError(
-                "CAM reads the weights of one class from the Dense kernel, so `targets` must be "
-                "None, a class index or one index per image; received a callable score "
-                f"({getattr(targets, '__name__', type(targets).__name__)}). Use "
-                "`keras_cam.GradCAM` for arbitrary differentiable scores."
-            )
-        return super().explain_batch(images, targets)
