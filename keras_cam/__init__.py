@@ -9,7 +9,7 @@ fig = kc.plot_cams(images, {"Grad-CAM": maps})
 ```
 """
 
-from keras_cam import datasets, metrics
+from keras_cam import datasets, metrics, targets
 from keras_cam.callbacks import HeatmapCallback
 from keras_cam.evaluation import EvaluationTable, evaluate
 from keras_cam.methods import (
@@ -27,6 +27,7 @@ from keras_cam.methods import (
 )
 from keras_cam.retrofit import fine_tune_gap, retrofit_gap
 from keras_cam.surgery import build_cam_model, find_conv_layer
+from keras_cam.targets import BinaryTarget, ClassTarget, Target, TopPredictionTarget
 from keras_cam.visualize import colorize, overlay, plot_cams, save_figure, save_overlay
 
 __version__ = "0.1.0"
@@ -35,6 +36,8 @@ __all__ = [
     "CAM",
     "METHODS",
     "BaseCAM",
+    "BinaryTarget",
+    "ClassTarget",
     "EvaluationTable",
     "FasterScoreCAM",
     "GradCAM",
@@ -43,6 +46,8 @@ __all__ = [
     "HiResCAM",
     "LayerCAM",
     "ScoreCAM",
+    "Target",
+    "TopPredictionTarget",
     "XGradCAM",
     "build_cam_model",
     "colorize",
@@ -57,4 +62,5 @@ __all__ = [
     "retrofit_gap",
     "save_figure",
     "save_overlay",
+    "targets",
 ]

@@ -38,7 +38,6 @@ from keras_cam.callbacks import HeatmapCallback
 from keras_cam.demo_model import train_demo_model
 from keras_cam.evaluation import DEFAULT_METHODS, EvaluationTable, evaluate
 from keras_cam.methods import METHODS, BaseCAM, get_method
-from keras_cam.methods.cam import find_gap_head
 from keras_cam.metrics import METRICS
 from keras_cam.surgery import (
     CamModel,
@@ -47,6 +46,7 @@ from keras_cam.surgery import (
     build_cam_model,
     check_model,
     find_conv_layer,
+    find_gap_head,
     spatial_layers,
 )
 from keras_cam.visualize import (

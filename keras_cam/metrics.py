@@ -64,7 +64,7 @@ from keras_cam.surgery import (
     is_readable,
     read_head,
 )
-from keras_cam.targets import TOP_PREDICTION, Targets, resolve_targets
+from keras_cam.targets import Targets, class_scores, explained_classes, resolve_targets
 from keras_cam.visualize import to_unit_heatmap
 
 Activation = Optional[Literal["softmax", "sigmoid"]]
@@ -415,7 +415,7 @@ class _Scored:
         for items, probabilities in _probability_chunks(
             self.probabilities, self.images, baselines, image_index, masks_for, self.batch_size
         ):
-            scores[items] = probabilities[np.arange(len(items)), self.targets[image_index[items]]]
+            scores[items] = class_scores(probabilities, self.targets[image_index[items]]).numpy()
         return scores
 
 
@@ -452,11 +452,6 @@ def _score(
     """
     batch_size = _check_positive_int("batch_size", batch_size)
     kind = _head_kind(model, activation, head)
-    if callable(targets):
-        raise TypeError(
-            "Metrics score the probability of a class: `targets` must be None (top-1 class), "
-            "an int or a sequence of ints (one per image), not a callable."
-        )
     if not callable(model):
         raise TypeError(f"`model` must be a keras.Model; received {type(model).__name__}.")
     images = _check_images(images)
@@ -466,7 +461,13 @@ def _score(
     probabilities = _compiled_probabilities(model, kind, images.shape[1:])
     num_classes = int(probabilities.get_concrete_function().structured_outputs.shape[-1])
     check_input_values(images, _input_dtype(model), getattr(model, "name", "model"))
-    resolved = resolve_targets(targets, len(images), num_classes).astype(np.int64)
+    resolved = resolve_targets(targets, len(images), num_classes)
+    if callable(resolved):
+        raise TypeError(
+            "Metrics score the probability of a class: `targets` must be None (top-1 class), "
+            "an int, a sequence of ints (one per image) or class targets (`ClassTarget`), not "
+            "a callable."
+        )
 
     batch = len(images)
     ones = np.ones((batch_size, *images.shape[1:3]), np.float32)
@@ -483,8 +484,8 @@ def _score(
             "not probabilities: pass `head='logits'` (or `'sigmoid_logits'`) for a model that "
             "returns logits, or `head='linear'` for raw scores."
         )
-    resolved = np.where(resolved == TOP_PREDICTION, unmasked.argmax(axis=1), resolved)
-    scores = unmasked[np.arange(batch), resolved].astype(np.float64)
+    resolved = explained_classes(resolved, unmasked).numpy().astype(np.int64)
+    scores = class_scores(unmasked, resolved).numpy().astype(np.float64)
     return _Scored(images, maps, resolved, scores, probabilities, batch_size)
 
 

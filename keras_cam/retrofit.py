@@ -18,14 +18,15 @@ import numpy as np
 import tensorflow as tf
 from keras import layers as klayers
 
-from keras_cam.methods.cam import find_gap_head
 from keras_cam.surgery import (
-    _is_graph_model,
-    _is_spatial,
-    _iter_layers,
-    _iter_nested_models,
-    _output_shape,
     find_conv_layer,
+    find_gap_head,
+    is_graph_model,
+    is_spatial,
+    iter_layers,
+    iter_nested_models,
+    output_call,
+    output_shape,
     spatial_layers,
 )
 
@@ -263,26 +264,24 @@ def _user_input_shape(
 
 def _without_last_pool(base: keras.layers.Layer) -> keras.Model:
     """The base rebuilt to end at the input of its final pooling layer (layers shared)."""
-    history = base.outputs[0]._keras_history if _is_graph_model(base) else None
-    last = history.operation if history else base
+    last, pool_input = output_call(base) if is_graph_model(base) else (base, None)
     if not isinstance(last, _POOLS):
         raise ValueError(
             "`remove_last_pool=True` needs a Functional or Sequential base that ends with a "
             f"MaxPooling2D or AveragePooling2D layer; the base {base.name!r} ends with "
             f"{type(last).__name__}. Pass `remove_last_pool=False`."
         )
-    pool_input = last._inbound_nodes[history.node_index].input_tensors[0]
     return keras.Model(base.inputs, pool_input, name=base.name)
 
 
 def _check_features(base: keras.layers.Layer, features: Any) -> None:
     """Raises unless the base's output is one spatial feature map."""
     shape = tuple(features.shape) if isinstance(features, keras.KerasTensor) else None
-    if _is_spatial(shape):
+    if is_spatial(shape):
         return
     if shape is not None and len(shape) == 4:
         hint = "Use a larger `input_shape` (or `remove_last_pool=True`)"
-    elif _is_graph_model(base) and spatial_layers(base):
+    elif is_graph_model(base) and spatial_layers(base):
         last = find_conv_layer(base).name
         hint = (
             f"Its last layer with a spatial output is {last!r}: pass "
@@ -324,18 +323,18 @@ def set_base_trainable(model: keras.Model, train_base: Unfreeze) -> None:
     head = find_gap_head(model)
     # Keras skips `layer.trainable = value` when the flag already has that value (it would not
     # reach the sublayers), so every container and every layer is set explicitly.
-    for container in (model, *(nested for _, nested in _iter_nested_models(model))):
+    for container in (model, *(nested for _, nested in iter_nested_models(model))):
         container.trainable = True
     base_layers = [
         layer
-        for _, layer in _iter_layers(model)
+        for _, layer in iter_layers(model)
         if not isinstance(layer, klayers.InputLayer) and layer not in head.layers
     ]
     trained: list[keras.layers.Layer] = []
     if train_base is True:
         trained = base_layers
     elif train_base == "last_block":
-        size = _output_shape(find_conv_layer(model))[1:3]
+        size = output_shape(find_conv_layer(model))[1:3]
         if None in size:
             raise ValueError(
                 f"`'last_block'` needs a fixed input size, but model {model.name!r} has feature "
@@ -345,7 +344,7 @@ def set_base_trainable(model: keras.Model, train_base: Unfreeze) -> None:
         start = next(
             i
             for i, layer in enumerate(base_layers)
-            if (_output_shape(layer) or ())[1:3] == size
+            if (output_shape(layer) or ())[1:3] == size
         )
         trained = base_layers[start:]
     elif train_base is not False:

@@ -82,7 +82,15 @@ class CamModel:
         return spatial_axes(self.data_format)
 
 
-def _is_graph_model(obj: Any) -> bool:
+def is_graph_model(obj: Any) -> bool:
+    """Whether `obj` is a Functional or Sequential model, whose layer graph can be walked.
+
+    Args:
+        obj: any object, e.g. a layer of a model.
+
+    Returns:
+        `True` for a Functional or Sequential model (a subclassed model is `False`).
+    """
     return isinstance(obj, (Functional, keras.Sequential))
 
 
@@ -96,7 +104,7 @@ def is_readable(model: Any) -> bool:
     Returns:
         `True` when the model's graph, and so its head, can be read.
     """
-    if not _is_graph_model(model):
+    if not is_graph_model(model):
         return False
     try:
         inputs, outputs = model.inputs, model.outputs
@@ -119,7 +127,7 @@ def check_model(model: Any) -> None:
         raise TypeError(
             f"`model` must be a keras.Model; received an object of type {type(model).__name__}."
         )
-    if not _is_graph_model(model):
+    if not is_graph_model(model):
         raise TypeError(
             f"`model` is a subclassed Keras model ({type(model).__name__}) whose layer graph cannot "
             "be traced, so its intermediate feature maps are not reachable. Rebuild it with the "
@@ -150,17 +158,25 @@ def check_model(model: Any) -> None:
         )
 
 
-def _iter_layers(model: keras.Model) -> Iterator[tuple[str, keras.layers.Layer]]:
+def iter_layers(model: keras.Model) -> Iterator[tuple[str, keras.layers.Layer]]:
     """Yields `(path, layer)` in execution order, descending into nested models."""
     for layer in model.layers:
-        if _is_graph_model(layer):
-            for path, inner in _iter_layers(layer):
+        if is_graph_model(layer):
+            for path, inner in iter_layers(layer):
                 yield f"{layer.name}/{path}", inner
         else:
             yield layer.name, layer
 
 
-def _output_shape(layer: keras.layers.Layer) -> tuple | None:
+def output_shape(layer: keras.layers.Layer) -> tuple | None:
+    """The shape of `layer`'s single output, or `None` if it has none or several.
+
+    Args:
+        layer: a layer of a built model.
+
+    Returns:
+        The output shape as a tuple (batch axis included), or `None`.
+    """
     try:
         output = layer.output
     except (AttributeError, ValueError):
@@ -181,7 +197,7 @@ def data_format(model: keras.Model) -> str:
     Returns:
         `"channels_last"` or `"channels_first"`.
     """
-    for _, layer in _iter_layers(model):
+    for _, layer in iter_layers(model):
         layout = getattr(layer, "data_format", None)
         if layout in ("channels_last", "channels_first"):
             return layout
@@ -193,7 +209,7 @@ def _layer_format(layer: keras.layers.Layer, default: str) -> str:
     return layout if layout in ("channels_last", "channels_first") else default
 
 
-def _is_spatial(shape: tuple | None, layout: str = "channels_last") -> bool:
+def is_spatial(shape: tuple | None, layout: str = "channels_last") -> bool:
     """A 4-D map with at least one spatial axis longer than 1 (unknown sizes count as long)."""
     if shape is None or len(shape) != 4:
         return False
@@ -220,9 +236,9 @@ def spatial_layers(model: keras.Model) -> list[tuple[str, keras.layers.Layer]]:
     candidates = []
     seen_conv = False
     layout = data_format(model)
-    for path, layer in _iter_layers(model):
+    for path, layer in iter_layers(model):
         seen_conv = seen_conv or _has_conv_kernel(layer)
-        if seen_conv and _is_spatial(_output_shape(layer), _layer_format(layer, layout)):
+        if seen_conv and is_spatial(output_shape(layer), _layer_format(layer, layout)):
             candidates.append((path, layer))
     return candidates
 
@@ -262,7 +278,7 @@ def find_conv_layer(model: keras.Model) -> keras.layers.Layer:
     while index > 0 and isinstance(candidates[index][1], _POOLING):
         index -= 1
     path, layer = candidates[index]
-    logger.info("keras_cam: explaining layer %r with output shape %s", path, _output_shape(layer))
+    logger.info("keras_cam: explaining layer %r with output shape %s", path, output_shape(layer))
     return layer
 
 
@@ -285,8 +301,8 @@ def resolve_layer(model: keras.Model, layer: str | keras.layers.Layer | None) ->
     if layer is None:
         return find_conv_layer(model)
     check_model(model)
-    everything = list(_iter_layers(model))
-    everything += [(path, nested) for path, nested in _iter_nested_models(model)]
+    everything = list(iter_layers(model))
+    everything += [(path, nested) for path, nested in iter_nested_models(model)]
     if isinstance(layer, str):
         matches = [obj for path, obj in everything if layer in (path, obj.name)]
         if not matches:
@@ -314,14 +330,14 @@ def resolve_layer(model: keras.Model, layer: str | keras.layers.Layer | None) ->
             "`layer` must be a layer name, a keras layer of the model, or None for the automatic "
             f"choice; received an object of type {type(layer).__name__}."
         )
-    shape = _output_shape(chosen)
+    shape = output_shape(chosen)
     if shape is None or len(shape) != 4:
         names = [path for path, _ in spatial_layers(model)]
         raise ValueError(
             f"`layer`={chosen.name!r} outputs shape {shape}, not a 4-D feature map "
             f"(batch, height, width, channels). Choose one of: {names}."
         )
-    if not _is_spatial(shape, _layer_format(chosen, data_format(model))):
+    if not is_spatial(shape, _layer_format(chosen, data_format(model))):
         logger.warning(
             "keras_cam: layer %r has a 1x1 map (output shape %s): the heatmap is constant.",
             chosen.name,
@@ -330,21 +346,48 @@ def resolve_layer(model: keras.Model, layer: str | keras.layers.Layer | None) ->
     return chosen
 
 
-def _iter_nested_models(model: keras.Model) -> Iterator[tuple[str, keras.Model]]:
+def iter_nested_models(model: keras.Model) -> Iterator[tuple[str, keras.Model]]:
+    """Yields `(path, model)` for every Functional or Sequential model nested in `model`.
+
+    Args:
+        model: a Functional or Sequential model.
+
+    Yields:
+        `(path, nested)`: the nested model and its path of names, e.g. `"outer/inner"`.
+    """
     for layer in model.layers:
-        if _is_graph_model(layer):
+        if is_graph_model(layer):
             yield layer.name, layer
-            for path, inner in _iter_nested_models(layer):
+            for path, inner in iter_nested_models(layer):
                 yield f"{layer.name}/{path}", inner
 
 
-def _final_layer(model: keras.Model) -> keras.layers.Layer:
+def output_call(model: keras.Model) -> tuple[Any, Any]:
+    """The operation that produces `model`'s output, and the tensor it was called on.
+
+    Args:
+        model: a Functional or Sequential model (see `is_graph_model`).
+
+    Returns:
+        `(operation, input_tensor)`: the layer (or nested model) whose call gives the model's
+        first output, and the first input tensor of that call.
+
+    Example:
+    ```python
+    pool, features = output_call(keras.applications.VGG16(include_top=False, pooling=None))
+    ```
+    """
+    operation, node_index, _ = model.outputs[0]._keras_history
+    return operation, operation._inbound_nodes[node_index].input_tensors[0]
+
+
+def final_layer(model: keras.Model) -> keras.layers.Layer:
     """The layer that produces the model's output, looking inside a nested final model."""
     if isinstance(model, keras.Sequential):
         last = model.layers[-1]
     else:
         last = model.outputs[0]._keras_history.operation
-    return _final_layer(last) if _is_graph_model(last) else last
+    return final_layer(last) if is_graph_model(last) else last
 
 
 HEADS: tuple[str, ...] = ("softmax", "sigmoid", "logits", "sigmoid_logits", "linear")
@@ -645,7 +688,7 @@ def read_head(model: keras.Model, head: str | Head | None = None) -> Head:
             f"outputs shape {shape}. Build a Functional model that returns the scores to explain."
         )
     units = int(shape[-1])
-    final = _final_layer(model)
+    final = final_layer(model)
     activation = _final_activation(final, len(shape))
     if head is not None:
         matches = _SPLIT_KINDS.get(activation.name) == head
@@ -675,6 +718,132 @@ def read_head(model: keras.Model, head: str | Head | None = None) -> Head:
             type(final).__name__,
         )
     return Head(kind, units, activation.description, pre_activation, final)
+
+
+# ---------------------------------------------------------------- GAP head (CAM)
+PASS_THROUGH_LAYERS: tuple[type, ...] = (
+    klayers.Dropout,
+    klayers.GaussianDropout,
+    klayers.GaussianNoise,
+    klayers.AlphaDropout,
+    klayers.Flatten,
+)
+"""Layers that are the identity at inference, allowed between the pooling and the Dense layer."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GapHead:
+    """The classification head of a conv -> GlobalAveragePooling2D -> Dense model.
+
+    Attributes:
+        features: the layer whose output is pooled (its feature maps are what CAM weighs).
+        pooling: the `GlobalAveragePooling2D` layer.
+        dense: the `Dense` classifier; its kernel `(C, num_units)` holds the CAM weights.
+        head: how the model's output is read (`keras_cam.surgery.read_head`): its softmax,
+            sigmoid or log_softmax sits in the Dense layer or in a separate operation after
+            it, or the Dense layer is linear.
+        layers: every layer of the head, from the pooling layer to the model's output.
+    """
+
+    features: keras.layers.Layer
+    pooling: klayers.GlobalAveragePooling2D
+    dense: klayers.Dense
+    head: Head
+    layers: tuple[keras.layers.Layer, ...]
+
+
+def _producer(tensor: Any, outer: tuple[Any, ...] = ()) -> tuple[keras.layers.Layer, Any, tuple]:
+    """The layer (never a nested model) that produced `tensor`, with its graph node.
+
+    Steps into a nested model through its output, and out of it through its input: `outer`
+    is the stack of nodes at which nested models were entered.
+    """
+    operation, node_index, _ = tensor._keras_history
+    while is_graph_model(operation):
+        outer = (*outer, operation._inbound_nodes[node_index])
+        operation, node_index, _ = operation.outputs[0]._keras_history
+    if isinstance(operation, klayers.InputLayer) and outer:
+        return _producer(outer[-1].input_tensors[0], outer[:-1])
+    return operation, operation._inbound_nodes[node_index], outer
+
+
+def _describe(chain: list[keras.layers.Layer]) -> str:
+    return " <- ".join(f"{layer.name!r} ({type(layer).__name__})" for layer in chain)
+
+
+def find_gap_head(model: keras.Model, head: str | Head | None = None) -> GapHead:
+    """Finds the conv -> GlobalAveragePooling2D -> Dense head that CAM needs.
+
+    Accepted between the pooling and the output: layers that are the identity at inference
+    (`Dropout`, `GaussianDropout`, `GaussianNoise`, `AlphaDropout`, `Flatten`), then a `Dense`
+    layer whose activation is a softmax, sigmoid, log_softmax or linear, or a linear `Dense`
+    followed by the softmax / sigmoid / log_softmax as an operation of its own (`Softmax`,
+    `Activation`, `Lambda(tf.nn.softmax)`, `keras.ops.softmax(x)`), in any spelling
+    `keras_cam.surgery.read_head` recognises. The head and the base may sit in nested models.
+
+    Args:
+        model: a single-input, single-output Functional or Sequential classifier.
+        head: how to read the model's output (see `keras_cam.surgery.read_head`): `None`
+            for automatic, or one of `keras_cam.surgery.HEADS`. Defaults to `None`.
+
+    Returns:
+        A `GapHead` naming the feature layer, the pooling, the Dense layer and the activation.
+
+    Raises:
+        TypeError: `model` is not a traceable Keras model.
+        ValueError: the model does not end with such a head; the message shows what it ends
+            with and names `keras_cam.retrofit_gap`, which builds a model that does.
+
+    Example:
+    ```python
+    head = find_gap_head(keras.applications.ResNet50(weights=None))
+    head.features.name, head.dense.name   # ("conv5_block3_out", "predictions")
+    ```
+    """
+    reading = read_head(model, head)
+    layer, node, outer = _producer(model.outputs[0])
+    chain = [layer]
+
+    def step() -> None:
+        nonlocal layer, node, outer
+        layer, node, outer = _producer(node.input_tensors[0], outer)
+        chain.append(layer)
+
+    if reading.pre_activation == "input":  # the activation is an operation of its own
+        step()
+    dense = layer
+    # The Dense layer's kernel gives the logits if it is linear, or if its own activation is
+    # one whose input `read_head` takes as the logits.
+    is_head = (
+        isinstance(dense, klayers.Dense)
+        and len(node.input_tensors[0].shape) == 2
+        and (activation_name(dense) == "linear" or reading.pre_activation == "dense")
+    )
+    if is_head:
+        step()
+        while isinstance(layer, PASS_THROUGH_LAYERS):
+            step()
+        pooling = layer
+        if isinstance(pooling, klayers.GlobalAveragePooling2D):
+            step()
+            if not isinstance(layer, klayers.InputLayer):
+                return GapHead(
+                    features=layer,
+                    pooling=pooling,
+                    dense=dense,
+                    head=reading,
+                    layers=tuple(reversed(chain[:-1])),
+                )
+    raise ValueError(
+        f"CAM needs a model that ends with convolutional feature maps -> GlobalAveragePooling2D "
+        "-> Dense (Dropout may sit between them; the softmax or sigmoid may be "
+        "in the Dense layer or a separate layer after it; another activation has no CAM). "
+        f"Model {model.name!r} ends with: "
+        f"{_describe(chain)}. Build such a model from its convolutional base with "
+        "`keras_cam.retrofit_gap` (and train the new head with `keras_cam.fine_tune_gap`), or "
+        "use `keras_cam.GradCAM`, which works with any head."
+    )
+
 
 
 class _DenseLogits(keras.layers.Layer):
@@ -752,7 +921,7 @@ class _Recorder:
         flat = keras.tree.flatten((args, kwargs))
         tensors = [tensor for tensor in flat if isinstance(tensor, keras.KerasTensor)]
         where = self._producers.get(id(tensors[0]), "a constant") if tensors else "no tensor"
-        if _is_graph_model(layer):
+        if is_graph_model(layer):
             self._context.append(f"{layer.name!r} called on {where}")
             output = self.trace(layer, *args)
             self._context.pop()
@@ -949,7 +1118,7 @@ def _trace(
     model: keras.Model, target: keras.layers.Layer, layout: str, batch_shape: tuple
 ) -> tuple[Any, _Recorder, Any]:
     """Re-traces `model` on a new input of `batch_shape`: `(inputs, recorder, output)`."""
-    recorder = _Recorder(target, _final_layer(model), layout)
+    recorder = _Recorder(target, final_layer(model), layout)
     source = model.inputs[0]
     inputs = keras.Input(
         batch_shape=batch_shape, dtype=explained_input_dtype(source.dtype), name="keras_cam_images"

@@ -8,7 +8,8 @@ from keras import layers
 from tiny_models import gap_model, split_model
 
 import keras_cam as kc
-from keras_cam.methods.cam import CAM, cam_weights, find_gap_head
+from keras_cam.methods.cam import CAM, cam_weights
+from keras_cam.surgery import find_gap_head
 
 CLASSES = 4
 

@@ -8,8 +8,9 @@ from keras import layers
 
 import keras_cam as kc
 from keras_cam.datasets import shapes
-from keras_cam.methods.cam import CAM, find_gap_head
+from keras_cam.methods.cam import CAM
 from keras_cam.retrofit import BACKBONES, fine_tune_gap, retrofit_gap, set_base_trainable
+from keras_cam.surgery import find_gap_head
 
 
 def _conv_base(size=16, pool=True, batch_norm=False, name="my_base"):

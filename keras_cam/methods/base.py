@@ -18,7 +18,14 @@ import numpy as np
 import tensorflow as tf
 
 from keras_cam.surgery import CamModel, Head, build_cam_model, check_input_values
-from keras_cam.targets import TOP_PREDICTION, ScoreFn, Targets, resolve_targets
+from keras_cam.targets import (
+    TOP_PREDICTION,
+    ScoreFn,
+    Targets,
+    explained_classes,
+    resolve_targets,
+    target_scores,
+)
 
 _SCORES = ("logit", "probability")
 
@@ -129,8 +136,10 @@ class BaseCAM:
     """Base class of all class activation map methods.
 
     A method overrides `compute_weights` (pure: tensors in, tensors out) and, rarely,
-    `compute_cam`. Methods that need no gradient set `requires_gradients = False`; methods
-    whose weights need extra forward passes (Score-CAM) override `explain_batch`.
+    `compute_cam`. Capabilities are declared as class flags and checked here: methods that
+    need no gradient set `requires_gradients = False`, methods that need one class per image
+    (CAM) set `supports_callable_targets = False`; methods whose weights need extra forward
+    passes (Score-CAM) override `explain_batch`.
 
     Args:
         model: a single-input Functional or Sequential Keras classifier (nested models such as
@@ -165,6 +174,10 @@ class BaseCAM:
 
     requires_gradients: ClassVar[bool] = True
     """Whether `compute_weights` receives the gradient of the score w.r.t. the feature maps."""
+
+    supports_callable_targets: ClassVar[bool] = True
+    """Whether `targets` may be a score function (a callable, or a `keras_cam.targets.Target`
+    that stands for no single class); `False` for methods that need one class per image."""
 
     display_name: ClassVar[str] = "CAM method"
     """Human-readable name for figures and tables."""
@@ -211,8 +224,10 @@ class BaseCAM:
                 preprocessed the way the model expects.
             targets: `None` (each image's top-1 class), an int (one class for all images), a
                 sequence of ints (one class per image: a list, NumPy array, tensor or pandas
-                Series, see `keras_cam.targets.class_indices`) or a callable
-                `f(logits) -> (B,)`. Defaults to `None`.
+                Series, see `keras_cam.targets.class_indices`), a callable
+                `f(logits) -> (B,)`, or a target object (`keras_cam.targets.ClassTarget`,
+                `TopPredictionTarget`, `BinaryTarget`, a `Target` of your own) or a list of
+                class targets, one per image. Defaults to `None`.
             upsample: place the maps on the input's pixels: each pixel samples (bilinearly)
                 the features its position maps to through the crops, paddings, strides and
                 resizes between the input and the layer, and pixels outside the region the
@@ -227,10 +242,19 @@ class BaseCAM:
         Raises:
             ValueError: images of the wrong rank, channel count or size, an empty batch,
                 non-finite values, or targets out of range / of the wrong length; for a model
-                with an integer (or bool) input, images that are not integers in its range.
+                with an integer (or bool) input, images that are not integers in its range; a
+                callable target for a method that needs class indices
+                (`supports_callable_targets = False`).
         """
         batch, single = self._check_images(images)
         resolved = resolve_targets(targets, int(batch.shape[0]), self.num_classes)
+        if callable(resolved) and not self.supports_callable_targets:
+            raise ValueError(
+                f"{self.display_name} explains one class per image, so `targets` must be None, "
+                "a class index, one index per image or class targets (`ClassTarget`); received "
+                f"a callable score ({getattr(resolved, '__name__', type(resolved).__name__)}). "
+                "Use `keras_cam.GradCAM` for arbitrary differentiable scores."
+            )
         raw = self.explain_batch(batch, resolved)
         postprocess = _POSTPROCESS[bool(upsample), bool(normalize)]
         size = self.image_size(batch)
@@ -305,13 +329,9 @@ class BaseCAM:
             # frozen; the backward pass still stops at the explained layer.
             tape.watch(images)
             features, logits, probabilities = self._forward(images)
-            top = tf.argmax(logits, axis=-1, output_type=tf.int32)
-            class_idx = tf.where(class_idx == TOP_PREDICTION, top, class_idx)
+            class_idx = explained_classes(class_idx, logits)
             outputs = logits if self.score == "logit" else probabilities
-            if score_fn is None:
-                scores = tf.gather(outputs, class_idx, batch_dims=1)
-            else:
-                scores = tf.reshape(tf.cast(score_fn(outputs), tf.float32), [-1])
+            scores = target_scores(outputs, class_idx, score_fn)
             # Each image's score depends only on its own features, so one gradient of the
             # sum gives every image its own gradient.
             total_score = tf.reduce_sum(scores)

@@ -1,156 +1,22 @@
 """CAM: the original class activation map, read straight from a GAP -> Dense head.
 
-The head is found by walking the model's graph back from its output: an optional softmax /
-sigmoid layer, the `Dense` classifier, any layers that are the identity at inference
-(`Dropout` and its relatives, `Flatten`), and the `GlobalAveragePooling2D` layer whose input
-is the explained feature map. Nested models (a `keras.applications` base inside a Sequential,
-or a head built as its own model) are walked through.
+The head is found by `keras_cam.surgery.find_gap_head`, which walks the model's graph back
+from its output: an optional softmax / sigmoid layer, the `Dense` classifier, any layers that
+are the identity at inference (`Dropout` and its relatives, `Flatten`), and the
+`GlobalAveragePooling2D` layer whose input is the explained feature map. Nested models (a
+`keras.applications` base inside a Sequential, or a head built as its own model) are walked
+through.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
-from keras import layers as klayers
 
 from keras_cam.methods.base import BaseCAM
-from keras_cam.surgery import (
-    Head,
-    _final_layer,
-    _is_graph_model,
-    activation_name,
-    read_head,
-    resolve_layer,
-)
-from keras_cam.targets import ScoreFn
-
-# Layers that are the identity at inference, allowed between the pooling and the Dense layer.
-_PASS_THROUGH = (
-    klayers.Dropout,
-    klayers.GaussianDropout,
-    klayers.GaussianNoise,
-    klayers.AlphaDropout,
-    klayers.Flatten,
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class GapHead:
-    """The classification head of a conv -> GlobalAveragePooling2D -> Dense model.
-
-    Attributes:
-        features: the layer whose output is pooled (its feature maps are what CAM weighs).
-        pooling: the `GlobalAveragePooling2D` layer.
-        dense: the `Dense` classifier; its kernel `(C, num_units)` holds the CAM weights.
-        head: how the model's output is read (`keras_cam.surgery.read_head`): its softmax,
-            sigmoid or log_softmax sits in the Dense layer or in a separate operation after
-            it, or the Dense layer is linear.
-        layers: every layer of the head, from the pooling layer to the model's output.
-    """
-
-    features: keras.layers.Layer
-    pooling: klayers.GlobalAveragePooling2D
-    dense: klayers.Dense
-    head: Head
-    layers: tuple[keras.layers.Layer, ...]
-
-
-def _producer(tensor: Any, outer: tuple[Any, ...] = ()) -> tuple[keras.layers.Layer, Any, tuple]:
-    """The layer (never a nested model) that produced `tensor`, with its graph node.
-
-    Steps into a nested model through its output, and out of it through its input: `outer`
-    is the stack of nodes at which nested models were entered.
-    """
-    operation, node_index, _ = tensor._keras_history
-    while _is_graph_model(operation):
-        outer = (*outer, operation._inbound_nodes[node_index])
-        operation, node_index, _ = operation.outputs[0]._keras_history
-    if isinstance(operation, klayers.InputLayer) and outer:
-        return _producer(outer[-1].input_tensors[0], outer[:-1])
-    return operation, operation._inbound_nodes[node_index], outer
-
-
-def _describe(chain: list[keras.layers.Layer]) -> str:
-    return " <- ".join(f"{layer.name!r} ({type(layer).__name__})" for layer in chain)
-
-
-def find_gap_head(model: keras.Model, head: str | Head | None = None) -> GapHead:
-    """Finds the conv -> GlobalAveragePooling2D -> Dense head that CAM needs.
-
-    Accepted between the pooling and the output: layers that are the identity at inference
-    (`Dropout`, `GaussianDropout`, `GaussianNoise`, `AlphaDropout`, `Flatten`), then a `Dense`
-    layer whose activation is a softmax, sigmoid, log_softmax or linear, or a linear `Dense`
-    followed by the softmax / sigmoid / log_softmax as an operation of its own (`Softmax`,
-    `Activation`, `Lambda(tf.nn.softmax)`, `keras.ops.softmax(x)`), in any spelling
-    `keras_cam.surgery.read_head` recognises. The head and the base may sit in nested models.
-
-    Args:
-        model: a single-input, single-output Functional or Sequential classifier.
-        head: how to read the model's output (see `keras_cam.surgery.read_head`): `None`
-            for automatic, or one of `keras_cam.surgery.HEADS`. Defaults to `None`.
-
-    Returns:
-        A `GapHead` naming the feature layer, the pooling, the Dense layer and the activation.
-
-    Raises:
-        TypeError: `model` is not a traceable Keras model.
-        ValueError: the model does not end with such a head; the message shows what it ends
-            with and names `keras_cam.retrofit_gap`, which builds a model that does.
-
-    Example:
-    ```python
-    head = find_gap_head(keras.applications.ResNet50(weights=None))
-    head.features.name, head.dense.name   # ("conv5_block3_out", "predictions")
-    ```
-    """
-    reading = read_head(model, head)
-    layer, node, outer = _producer(model.outputs[0])
-    chain = [layer]
-
-    def step() -> None:
-        nonlocal layer, node, outer
-        layer, node, outer = _producer(node.input_tensors[0], outer)
-        chain.append(layer)
-
-    if reading.pre_activation == "input":  # the activation is an operation of its own
-        step()
-    dense = layer
-    # The Dense layer's kernel gives the logits if it is linear, or if its own activation is
-    # one whose input `read_head` takes as the logits.
-    is_head = (
-        isinstance(dense, klayers.Dense)
-        and len(node.input_tensors[0].shape) == 2
-        and (activation_name(dense) == "linear" or reading.pre_activation == "dense")
-    )
-    if is_head:
-        step()
-        while isinstance(layer, _PASS_THROUGH):
-            step()
-        pooling = layer
-        if isinstance(pooling, klayers.GlobalAveragePooling2D):
-            step()
-            if not isinstance(layer, klayers.InputLayer):
-                return GapHead(
-                    features=layer,
-                    pooling=pooling,
-                    dense=dense,
-                    head=reading,
-                    layers=tuple(reversed(chain[:-1])),
-                )
-    raise ValueError(
-        f"CAM needs a model that ends with convolutional feature maps -> GlobalAveragePooling2D "
-        "-> Dense (Dropout may sit between them; the softmax or sigmoid may be "
-        "in the Dense layer or a separate layer after it; another activation has no CAM). "
-        f"Model {model.name!r} ends with: "
-        f"{_describe(chain)}. Build such a model from its convolutional base with "
-        "`keras_cam.retrofit_gap` (and train the new head with `keras_cam.fine_tune_gap`), or "
-        "use `keras_cam.GradCAM`, which works with any head."
-    )
-
+from keras_cam.surgery import Head, final_layer, find_gap_head, is_graph_model, resolve_layer
 
 def cam_weights(kernel: Any, class_idx: Any, binary: bool = True) -> tf.Tensor:
     """CAM's channel weights: the Dense kernel's column of each image's class.
@@ -227,6 +93,7 @@ class CAM(BaseCAM):
     """
 
     requires_gradients = False
+    supports_callable_targets = False
     display_name = "CAM"
 
     def __init__(
@@ -242,7 +109,7 @@ class CAM(BaseCAM):
         if layer is not None:
             chosen = resolve_layer(model, layer)
             if chosen is not features and not (
-                _is_graph_model(chosen) and _final_layer(chosen) is features
+                is_graph_model(chosen) and final_layer(chosen) is features
             ):
                 raise ValueError(
                     f"CAM is defined only on the feature maps that feed the "
@@ -257,14 +124,3 @@ class CAM(BaseCAM):
     ) -> tf.Tensor:
         """Returns the Dense kernel's column of each image's class, `(B, C)`."""
         return cam_weights(self.head.dense.kernel, class_idx, self.head.head.binary)
-
-    def explain_batch(self, images: tf.Tensor, targets: np.ndarray | ScoreFn) -> tf.Tensor:
-        """Raw maps `(B, h, w)` for class indices; refuses a callable target."""
-        if callable(targets):
-            raise ValueError(
-                "CAM reads the weights of one class from the Dense kernel, so `targets` must be "
-                "None, a class index or one index per image; received a callable score "
-                f"({getattr(targets, '__name__', type(targets).__name__)}). Use "
-                "`keras_cam.GradCAM` for arbitrary differentiable scores."
-            )
-        return super().explain_batch(images, targets)

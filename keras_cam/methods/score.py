@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from keras_cam.methods.base import BaseCAM, compile_fn, place_maps
 from keras_cam.surgery import Head
-from keras_cam.targets import TOP_PREDICTION, ScoreFn
+from keras_cam.targets import TOP_PREDICTION, ScoreFn, target_scores
 
 WEIGHTINGS = ("reference", "softmax")
 """Known values of `ScoreCAM(weighting=...)`."""
@@ -387,11 +387,6 @@ class ScoreCAM(BaseCAM):
             if score_fn is not None:  # keep the class-target functions and the last callable
                 self._stream_fns = {k: v for k, v in self._stream_fns.items() if k is None}
 
-            def score(scores: tf.Tensor, classes: tf.Tensor) -> tf.Tensor:
-                if score_fn is None:
-                    return tf.gather(scores, classes, batch_dims=1)
-                return tf.reshape(tf.cast(score_fn(scores), tf.float32), [-1])
-
             def chunk_scores(
                 images: tf.Tensor,
                 maps: tf.Tensor,
@@ -406,11 +401,13 @@ class ScoreCAM(BaseCAM):
                 masks = tf.math.divide_no_nan(masks - low, high - low)
                 channel_axis = 1 if self._cam.data_format == "channels_first" else 3
                 masked = tf.gather(images, pairs[:, 0]) * tf.expand_dims(masks, channel_axis)
-                return score(self._scores(masked, training=False), classes)
+                return target_scores(self._scores(masked, training=False), classes, score_fn)
 
             def baseline_scores(images: tf.Tensor, classes: tf.Tensor) -> tf.Tensor:
                 blank = self._scores(tf.zeros_like(images[:1]), training=False)
-                return score(tf.repeat(blank, tf.shape(images)[0], axis=0), classes)
+                return target_scores(
+                    tf.repeat(blank, tf.shape(images)[0], axis=0), classes, score_fn
+                )
 
             index_spec = tf.TensorSpec((None,), tf.int32)
             self._stream_fns[score_fn] = (
