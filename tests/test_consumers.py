@@ -172,7 +172,8 @@ def test_explain_layer_works_where_the_automatic_choice_fails(pixel_model, tmp_p
     with pytest.raises(ValueError, match="no convolutional layer with a spatial output"):
         kc.find_conv_layer(pixel_model["model"])
     status = cli.main([
-        "explain", str(pixel_model["root"] / "pixels.keras"), str(pixel_model["root"] / "image.png"),
+        "explain", str(pixel_model["root"] / "pixels.keras"),
+        str(pixel_model["root"] / "image.png"),
         "--layer", "pixels", "--method", "gradcam", "--class", "1", "--alpha", "1",
         "--out", str(tmp_path), "--verbose", "0",
     ])
@@ -329,7 +330,8 @@ def test_load_model_preprocess_and_layout(corner, tmp_path):
         io.preprocess(pixels[..., :1], "vgg16")
     batch = np.arange(24, dtype=np.float32).reshape(1, 2, 4, 3)
     assert io.to_data_format(batch, "channels_last") is batch
-    np.testing.assert_array_equal(io.to_data_format(batch, "channels_first")[0, 2], batch[0, ..., 2])
+    channels_first = io.to_data_format(batch, "channels_first")
+    np.testing.assert_array_equal(channels_first[0, 2], batch[0, ..., 2])
 
 
 # ---------------------------------------------------------------------- module boundaries
