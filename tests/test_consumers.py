@@ -1,12 +1,12 @@
 """Explainers serve their consumers: the CLI, the callback and `evaluate` trace the user's model
 once per method (through `keras_cam.surgery.build_cam_model`) and build no sub-model of their
 own; `--layer` reaches every verb; a method registered once appears in every tool; the library
-IO the CLI uses (`keras_cam.io`) works on its own; no module imports another's `_private` name.
+IO the CLI uses (`keras_cam.io`) works on its own. (Module boundaries: tests/test_architecture.py
+on main, from the surgery part of issue 11.)
 """
 
 from __future__ import annotations
 
-import ast
 import json
 import pathlib
 import sys
@@ -21,8 +21,6 @@ from references import HEIGHT, WIDTH, corner_images, corner_model, upsample_and_
 import keras_cam as kc
 from keras_cam import cli, io, surgery
 from keras_cam.methods import BaseCAM, method_name, resolve_methods
-
-PACKAGE = pathlib.Path(kc.__file__).parent
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -332,65 +330,3 @@ def test_load_model_preprocess_and_layout(corner, tmp_path):
     assert io.to_data_format(batch, "channels_last") is batch
     channels_first = io.to_data_format(batch, "channels_first")
     np.testing.assert_array_equal(channels_first[0, 2], batch[0, ..., 2])
-
-
-# ---------------------------------------------------------------------- module boundaries
-def _private_imports(path: pathlib.Path) -> list[str]:
-    """`module.name` of each `_private` name `path` imports from another keras_cam module."""
-    found = []
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("keras_cam"):
-            found += [f"{node.module}.{alias.name}" for alias in node.names
-                      if alias.name.startswith("_") and not alias.name.startswith("__")]
-    return found
-
-
-def _private_attributes(path: pathlib.Path) -> list[str]:
-    """`module._name` attribute reads on a keras_cam module imported by name."""
-    tree = ast.parse(path.read_text())
-    modules = {
-        alias.asname or alias.name
-        for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
-        and (node.module or "").startswith("keras_cam")
-        for alias in node.names
-        if (PACKAGE / f"{alias.name}.py").exists() or (PACKAGE / alias.name).is_dir()
-    }
-    return [
-        f"{node.value.id}.{node.attr}"
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-        and node.value.id in modules and node.attr.startswith("_")
-        and not node.attr.startswith("__")
-    ]
-
-
-# Still importing surgery's private graph helpers: the surgery part of issue 11 gives them
-# public names. strict: once that lands these pass, and the marks must go.
-_SURGERY_PART = {"methods/cam.py", "retrofit.py"}
-
-
-@pytest.mark.parametrize(
-    "module",
-    [
-        pytest.param(
-            path.relative_to(PACKAGE).as_posix(),
-            marks=pytest.mark.xfail(
-                strict=True, reason="the surgery part of issue 11 makes these public"
-            )
-            if path.relative_to(PACKAGE).as_posix() in _SURGERY_PART
-            else (),
-        )
-        for path in sorted(PACKAGE.rglob("*.py"))
-    ],
-)
-def test_no_module_uses_another_modules_private_names(module):
-    path = PACKAGE / module
-    assert _private_imports(path) + _private_attributes(path) == []
-
-
-def test_the_boundary_check_sees_private_imports(tmp_path):
-    source = tmp_path / "m.py"
-    source.write_text("from keras_cam.metrics import _score, METRICS\nfrom keras_cam import "
-                      "visualize\nvisualize._secret(1)\n")
-    assert _private_imports(source) == ["keras_cam.metrics._score"]
-    assert _private_attributes(source) == ["visualize._secret"]
