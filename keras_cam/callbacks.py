@@ -21,7 +21,7 @@ import tensorflow as tf
 from numpy.typing import ArrayLike
 
 from keras_cam import metrics, visualize
-from keras_cam._checks import check_boxes, check_positive_int
+from keras_cam._checks import as_numeric_array, check_boxes, check_images, check_positive_int
 from keras_cam._files import encode_png, write_png
 from keras_cam.methods import BaseCAM, resolve_methods
 from keras_cam.surgery import check_head, read_head
@@ -386,33 +386,13 @@ class HeatmapCallback(keras.callbacks.Callback):
 
 # ---------------------------------------------------------------------- argument checks
 def _check_images(images: ArrayLike) -> np.ndarray:
-    """A float32 batch `(B, H, W, C)` with B >= 1 and finite values."""
+    """A float32 copy of the batch `(B, H, W, C)` (one image `(H, W, C)` gets a batch axis)."""
     if images is None:
         raise ValueError(
             "`images` is required: the fixed batch (B, H, W, C) to explain at each epoch."
         )
-    try:
-        array = np.asarray(images)
-    except (TypeError, ValueError) as error:
-        raise TypeError(
-            "`images` must be a NumPy array or tensor (B, H, W, C); received "
-            f"{type(images).__name__}."
-        ) from error
-    if array.dtype == bool or not np.issubdtype(array.dtype, np.number):
-        raise TypeError(f"`images` must be numeric; received dtype {array.dtype}.")
-    if array.ndim == 3:
-        array = array[np.newaxis]
-    if array.ndim != 4:
-        raise ValueError(
-            "`images` must be a batch (B, H, W, C) or one image (H, W, C); received shape "
-            f"{np.shape(images)}."
-        )
-    if array.shape[0] == 0:
-        raise ValueError("`images` is an empty batch (shape[0] == 0); pass at least one image.")
-    array = array.astype(np.float32)
-    if not np.isfinite(array).all():
-        raise ValueError("`images` contain NaN or infinite values; check the preprocessing.")
-    return array
+    array = as_numeric_array("images", images, "(B, H, W, C) or (H, W, C)")
+    return np.array(check_images(array[np.newaxis] if array.ndim == 3 else array), copy=True)
 
 
 def _has_inputs(model: keras.Model) -> bool:
