@@ -9,9 +9,6 @@ input signatures, so nothing is rebuilt or retraced from one epoch, or one `fit`
 
 from __future__ import annotations
 
-import functools
-import inspect
-import math
 import os
 import pathlib
 import warnings
@@ -24,9 +21,10 @@ import tensorflow as tf
 from numpy.typing import ArrayLike
 
 from keras_cam import metrics, visualize
-from keras_cam.methods import METHODS, BaseCAM, get_method
-from keras_cam.methods.base import compile_fn
-from keras_cam.surgery import build_cam_model, check_head
+from keras_cam._checks import as_numeric_array, check_boxes, check_images, check_positive_int
+from keras_cam._files import encode_png, write_png
+from keras_cam.methods import BaseCAM, resolve_methods
+from keras_cam.surgery import check_head, read_head
 from keras_cam.targets import TARGET_FORMS, Targets, class_indices, resolve_targets
 
 PathLike = str | os.PathLike[str]
@@ -34,14 +32,6 @@ _T = TypeVar("_T")
 
 RUN_NAME = "cam"
 """TensorBoard run (sub-directory of `log_dir`) the callback writes to, next to Keras' `train`."""
-
-# Grid layout: small images are enlarged (nearest neighbour, by an integer factor) to at least
-# this many pixels, so captions fit and maps stay visible in TensorBoard, which shows images 1:1.
-_MIN_CELL_SIZE = 128
-_BAND_HEIGHT = 18
-_GAP = 2
-_FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX, without importing OpenCV at module import
-_FONT_SCALE = 0.4
 
 
 class HeatmapCallback(keras.callbacks.Callback):
@@ -114,8 +104,8 @@ class HeatmapCallback(keras.callbacks.Callback):
             `out_dir`, an unknown or repeated method name, an invalid `head`, `every_n_epochs`
             or `max_images` below 1, or `boxes` that are not one box per image inside it. At
             `on_train_begin`: images whose shape the model does not take, targets out of
-            range, `class_names` of the wrong length, or a model with no spatial layer to
-            explain.
+            range, `class_names` of the wrong length, or a model none of the methods can
+            explain (e.g. one with no spatial layer: the first method's error is raised).
         TypeError: arguments of the wrong type. (A subclassed model, which has no inputs to
             trace, warns at the end of the first epoch and training goes on.)
 
@@ -160,12 +150,12 @@ class HeatmapCallback(keras.callbacks.Callback):
                 "Pass `log_dir` (TensorBoard summaries), `out_dir` (PNG files) or both; with "
                 "neither, HeatmapCallback would compute maps and write them nowhere."
             )
-        self.every_n_epochs = metrics._check_positive_int("every_n_epochs", every_n_epochs)
-        self.max_images = metrics._check_positive_int("max_images", max_images)
+        self.every_n_epochs = check_positive_int("every_n_epochs", every_n_epochs)
+        self.max_images = check_positive_int("max_images", max_images)
         all_images = _check_images(images)
         self.images = all_images[: self.max_images]
         self.targets = _truncate_targets(targets, len(all_images), self.max_images)
-        self.methods = _check_methods(methods)
+        self.methods = resolve_methods(methods)
         self.log_dir = None if log_dir is None else pathlib.Path(log_dir)
         self.out_dir = None if out_dir is None else pathlib.Path(out_dir)
         self.class_names = _check_class_names(class_names)
@@ -183,7 +173,7 @@ class HeatmapCallback(keras.callbacks.Callback):
         self._display_images: np.ndarray | None = None
         self._explained_model: keras.Model | None = None
         self._explainers: dict[str, BaseCAM] = {}
-        self._predict: Callable[[tf.Tensor], tf.Tensor] | None = None
+        self._predict: Callable[[np.ndarray], np.ndarray] | None = None
         self._explained_classes: np.ndarray | None = None
         self._writer: Any = None
         self._warned: set[str] = set()
@@ -201,33 +191,38 @@ class HeatmapCallback(keras.callbacks.Callback):
         # `keras.Input`): the explainers are built at the end of the first epoch.
 
     def _build_explainers(self) -> None:
-        """Checks the arguments against the model and builds one explainer per method."""
-        cam_model = build_cam_model(self.model, head=self.head)
-        self._explained_classes = self._check_against_model(
-            cam_model.input_shape, cam_model.num_classes
-        )
+        """Builds one explainer per method and checks the arguments against the model.
+
+        Raises:
+            The first method's error when no method can be built (e.g. a model with no
+            spatial layer); `ValueError` for arguments that do not fit the model.
+        """
+        # The head reading made once (and warned about once, if unsure) for every method.
+        reading = read_head(self.model, self.head)
+        explainers: dict[str, BaseCAM] = {}
+        failures: dict[str, Exception] = {}
+        for tag, method in self.methods.items():
+            try:
+                # A method's own progress bar (Score-CAM) would interleave with fit's.
+                explainers[tag] = method(self.model, verbose=0, head=reading)
+            except Exception as error:
+                if self.raise_errors:
+                    raise
+                failures[f"building {method.display_name} ({tag!r})"] = error
+        if not explainers:
+            raise next(iter(failures.values()))
+        for what, error in failures.items():
+            self._warn_once(what, None, error)
+        first = next(iter(explainers.values()))
+        self._explained_classes = self._check_against_model(first.input_shape, first.num_classes)
         channels_last = self.images
-        if cam_model.data_format == "channels_first":
+        if first.data_format == "channels_first":
             channels_last = np.moveaxis(self.images, 1, -1)
         if self.boxes is not None:
-            metrics._check_boxes(self.boxes, channels_last.shape[:3])
-        self._display_images = _display_images(channels_last)
-        signature = [tf.TensorSpec((None, *self.images.shape[1:]), tf.float32)]
-        self._predict = compile_fn(
-            lambda batch: cam_model.model(batch, training=False)[2], signature
-        )
-        for tag, method in self.methods.items():
-            # A method's own progress bar (Score-CAM) would interleave with fit's.
-            quiet = {"verbose": 0} if "verbose" in inspect.signature(method).parameters else {}
-            # The head reading already made (and warned about, if unsure) for the sub-model.
-            explainer = self._attempt(
-                f"building {method.display_name} ({tag!r})",
-                None,
-                functools.partial(method, **quiet, head=cam_model.head),
-                self.model,
-            )
-            if explainer is not None:
-                self._explainers[tag] = explainer
+            check_boxes(self.boxes, channels_last.shape[:3])
+        self._display_images = visualize.display_images(channels_last)
+        self._predict = first.predict
+        self._explainers = explainers
         self._explained_model = self.model
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -299,20 +294,25 @@ class HeatmapCallback(keras.callbacks.Callback):
         except Exception as error:
             if self.raise_errors:
                 raise
-            if what not in self._warned:
-                self._warned.add(what)
-                when = "" if epoch is None else f" after epoch {epoch + 1}"
-                warnings.warn(
-                    f"HeatmapCallback: {what} failed{when}: {type(error).__name__}: {error}. "
-                    "Training goes on and this warning is not repeated; pass `raise_errors=True` "
-                    "to stop on the error instead.",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
+            self._warn_once(what, epoch, error)
             return None
 
+    def _warn_once(self, what: str, epoch: int | None, error: Exception) -> None:
+        """Warns that `what` failed with `error`, once per `what`."""
+        if what in self._warned:
+            return
+        self._warned.add(what)
+        when = "" if epoch is None else f" after epoch {epoch + 1}"
+        warnings.warn(
+            f"HeatmapCallback: {what} failed{when}: {type(error).__name__}: {error}. "
+            "Training goes on and this warning is not repeated; pass `raise_errors=True` "
+            "to stop on the error instead.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
     def _probabilities(self) -> np.ndarray:
-        return self._predict(tf.constant(self.images)).numpy()
+        return self._predict(self.images)
 
     def _box_scores(self, maps: Mapping[str, np.ndarray]) -> dict[str, float]:
         return {
@@ -334,9 +334,11 @@ class HeatmapCallback(keras.callbacks.Callback):
             map_captions = [""] * len(self.images)
         else:
             map_captions = [f"cam: {self._class_name(index)}" for index in self._explained_classes]
-        image_column = _column(f"Epoch {epoch + 1}", list(self._display_images), image_captions)
+        image_column = visualize.grid_column(
+            f"Epoch {epoch + 1}", list(self._display_images), image_captions
+        )
         method_columns = {
-            tag: _column(
+            tag: visualize.grid_column(
                 self.methods[tag].display_name,
                 [visualize.overlay(*pair) for pair in zip(self._display_images, method_maps)],
                 map_captions,
@@ -361,14 +363,14 @@ class HeatmapCallback(keras.callbacks.Callback):
             for tag, column in method_columns.items():
                 # What `tf.summary.image` writes, with OpenCV's PNG encoder: several times
                 # faster than TensorFlow's, whose default compression dominated the callback.
-                grid = _hstack([image_column, column])
+                grid = visualize.join_columns([image_column, column])
                 description = (
                     f"{self.methods[tag].display_name} of {len(self.images)} fixed images: "
                     "image | overlay, with the predicted class and its probability."
                 )
                 tf.summary.write(
                     f"{RUN_NAME}/{tag}",
-                    tf.constant([str(grid.shape[1]), str(grid.shape[0]), _encode_png(grid)]),
+                    tf.constant([str(grid.shape[1]), str(grid.shape[0]), encode_png(grid)]),
                     metadata=image_metadata.create_summary_metadata(None, description),
                 )
             for name, value in self.last_scores.items():
@@ -378,41 +380,19 @@ class HeatmapCallback(keras.callbacks.Callback):
     def _write_png(
         self, epoch: int, image_column: np.ndarray, method_columns: Mapping[str, np.ndarray]
     ) -> None:
-        png = _encode_png(_hstack([image_column, *method_columns.values()]))
-        path = self.out_dir / f"epoch_{epoch + 1:03d}.png"
-        with visualize._atomic_writer(path) as file:  # a temporary file, then os.replace
-            file.write(png)
+        grid = visualize.join_columns([image_column, *method_columns.values()])
+        write_png(self.out_dir / f"epoch_{epoch + 1:03d}.png", grid)  # atomically
 
 
 # ---------------------------------------------------------------------- argument checks
 def _check_images(images: ArrayLike) -> np.ndarray:
-    """A float32 batch `(B, H, W, C)` with B >= 1 and finite values."""
+    """A float32 copy of the batch `(B, H, W, C)` (one image `(H, W, C)` gets a batch axis)."""
     if images is None:
         raise ValueError(
             "`images` is required: the fixed batch (B, H, W, C) to explain at each epoch."
         )
-    try:
-        array = np.asarray(images)
-    except (TypeError, ValueError) as error:
-        raise TypeError(
-            "`images` must be a NumPy array or tensor (B, H, W, C); received "
-            f"{type(images).__name__}."
-        ) from error
-    if array.dtype == bool or not np.issubdtype(array.dtype, np.number):
-        raise TypeError(f"`images` must be numeric; received dtype {array.dtype}.")
-    if array.ndim == 3:
-        array = array[np.newaxis]
-    if array.ndim != 4:
-        raise ValueError(
-            "`images` must be a batch (B, H, W, C) or one image (H, W, C); received shape "
-            f"{np.shape(images)}."
-        )
-    if array.shape[0] == 0:
-        raise ValueError("`images` is an empty batch (shape[0] == 0); pass at least one image.")
-    array = array.astype(np.float32)
-    if not np.isfinite(array).all():
-        raise ValueError("`images` contain NaN or infinite values; check the preprocessing.")
-    return array
+    array = as_numeric_array("images", images, "(B, H, W, C) or (H, W, C)")
+    return np.array(check_images(array[np.newaxis] if array.ndim == 3 else array), copy=True)
 
 
 def _has_inputs(model: keras.Model) -> bool:
@@ -424,12 +404,12 @@ def _has_inputs(model: keras.Model) -> bool:
 
 
 def _check_boxes_either_layout(boxes: ArrayLike, shape: tuple[int, ...]) -> np.ndarray:
-    """`metrics._check_boxes` for images `(B, H, W, C)`, or `(B, C, H, W)` if only that fits."""
+    """`check_boxes` for images `(B, H, W, C)`, or `(B, C, H, W)` if only that fits."""
     try:
-        return metrics._check_boxes(boxes, shape[:3])
+        return check_boxes(boxes, shape[:3])
     except ValueError:
         try:
-            return metrics._check_boxes(boxes, (shape[0], *shape[2:4]))
+            return check_boxes(boxes, (shape[0], *shape[2:4]))
         except ValueError:
             pass
         raise
@@ -454,27 +434,6 @@ def _truncate_targets(targets: Targets, count: int, max_images: int) -> Targets:
     return indices[:max_images]
 
 
-def _check_methods(methods: str | Sequence[str]) -> dict[str, type[BaseCAM]]:
-    """`{registry name: method class}`, in the given order."""
-    if isinstance(methods, str):
-        methods = (methods,)
-    if not isinstance(methods, Sequence):
-        raise TypeError(
-            f"`methods` must be a method name or a sequence of names; received {methods!r}."
-        )
-    if not methods:
-        raise ValueError(f"`methods` is empty; name at least one of {sorted(METHODS)}.")
-    checked: dict[str, type[BaseCAM]] = {}
-    for name in methods:
-        method = get_method(name)
-        registered = (key for key, value in METHODS.items() if value is method)
-        tag = next(registered, method.__name__.lower())
-        if tag in checked:
-            raise ValueError(f"`methods` lists {tag!r} more than once; received {methods!r}.")
-        checked[tag] = method
-    return checked
-
-
 def _check_class_names(class_names: Sequence[str] | None) -> tuple[str, ...] | None:
     if class_names is None:
         return None
@@ -483,59 +442,3 @@ def _check_class_names(class_names: Sequence[str] | None) -> tuple[str, ...] | N
             f"`class_names` must be a sequence of strings, one per class; received {class_names!r}."
         )
     return tuple(str(name) for name in class_names)
-
-
-# ---------------------------------------------------------------------------- rendering
-def _display_images(images: np.ndarray) -> np.ndarray:
-    """uint8 RGB copies of the images as shown, enlarged (nearest neighbour) to be readable.
-
-    Images in [0, 1] or [0, 255] are shown as they are; others (e.g. mean-subtracted) are
-    min-max rescaled per image.
-    """
-    if images.min() < 0.0 or images.max() > 255.0:
-        low = images.min(axis=(1, 2, 3), keepdims=True)
-        high = images.max(axis=(1, 2, 3), keepdims=True)
-        images = (images - low) / np.maximum(high - low, np.finfo(np.float32).eps)
-    blank = np.zeros(images.shape[1:3], np.float32)
-    rgb = np.stack([visualize.overlay(image, blank, alpha=0.0) for image in images])
-    scale = max(1, math.ceil(_MIN_CELL_SIZE / max(rgb.shape[1:3])))
-    return np.repeat(np.repeat(rgb, scale, axis=1), scale, axis=2)
-
-
-def _column(title: str, cells: Sequence[np.ndarray], captions: Sequence[str]) -> np.ndarray:
-    """Stacks a title band, then each cell above its caption band."""
-    width = cells[0].shape[1]
-    parts = [_text_band(title, width)]
-    for cell, caption in zip(cells, captions):
-        parts += [cell, _text_band(caption, width)]
-    return np.concatenate(parts, axis=0)
-
-
-def _text_band(text: str, width: int) -> np.ndarray:
-    """A white `(_BAND_HEIGHT, width, 3)` strip with `text` centred in black (cut to fit)."""
-    import cv2
-
-    band = np.full((_BAND_HEIGHT, width, 3), 255, np.uint8)
-    while text and cv2.getTextSize(text, _FONT, _FONT_SCALE, 1)[0][0] > width - 4:
-        text = text[:-3] + ".." if len(text) > 3 else ""  # Drop one character per step.
-    if text:
-        (text_width, text_height), _ = cv2.getTextSize(text, _FONT, _FONT_SCALE, 1)
-        origin = ((width - text_width) // 2, (_BAND_HEIGHT + text_height) // 2)
-        cv2.putText(band, text, origin, _FONT, _FONT_SCALE, (0, 0, 0), 1, cv2.LINE_AA)
-    return band
-
-
-def _encode_png(rgb: np.ndarray) -> bytes:
-    import cv2
-
-    ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise RuntimeError(f"OpenCV could not encode a {rgb.shape} image as PNG.")
-    return encoded.tobytes()
-
-
-def _hstack(columns: Sequence[np.ndarray]) -> np.ndarray:
-    """Columns side by side, separated by white gaps."""
-    gap = np.full((columns[0].shape[0], _GAP, 3), 255, np.uint8)
-    parts = [part for column in columns for part in (gap, column)][1:]
-    return np.concatenate(parts, axis=1)

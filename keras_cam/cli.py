@@ -1,4 +1,4 @@
-"""The `keras-cam` command line: `demo`, `explain`, `info`, `evaluate` and `benchmark`.
+"""The `keras-cam` command line: `demo`, `explain`, `info` and `evaluate`.
 
 Every verb has `--help`. Errors in the input (a missing file, an unreadable image, a file that
 is not a Keras model, an unknown method or layer, a class out of range) end the command with
@@ -19,67 +19,41 @@ keras-cam evaluate --builtin --n 64 --json evaluation.json
 from __future__ import annotations
 
 import argparse
-import csv
-import inspect
 import logging
 import pathlib
-import subprocess
 import sys
 import time
-import zipfile
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 import keras
 import numpy as np
 
-from keras_cam import datasets
+from keras_cam import datasets, io
+from keras_cam._files import atomic_writer, write_png
 from keras_cam.callbacks import HeatmapCallback
 from keras_cam.demo_model import train_demo_model
 from keras_cam.evaluation import DEFAULT_METHODS, EvaluationTable, evaluate
-from keras_cam.methods import METHODS, BaseCAM, get_method
+from keras_cam.io import PREPROCESSING
+from keras_cam.methods import ALL, METHODS, BaseCAM, resolve_methods
 from keras_cam.metrics import METRICS
 from keras_cam.surgery import (
-    CamModel,
     HEADS,
-    Head,
-    build_cam_model,
-    check_model,
     find_conv_layer,
     find_gap_head,
+    read_head,
+    resolve_layer,
     spatial_layers,
 )
 from keras_cam.visualize import (
-    _atomic_writer,
-    _to_uint8_rgb,
     colormap_names,
     plot_cams,
     save_figure,
     save_overlay,
+    to_uint8_rgb,
 )
 
 PROG = "keras-cam"
-
-MODEL_EXTENSIONS: tuple[str, ...] = (".keras", ".h5", ".hdf5")
-"""Model files `keras.models.load_model` reads: Keras 3 archives and legacy HDF5."""
-
-IMAGE_EXTENSIONS: tuple[str, ...] = (
-    ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
-)
-"""File extensions `keras-cam evaluate` picks up in an image folder."""
-
-PREPROCESSING: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "scale01": lambda pixels: pixels / 255.0,
-    "none": lambda pixels: pixels,
-    "vgg16": keras.applications.vgg16.preprocess_input,
-    "resnet50": keras.applications.resnet50.preprocess_input,
-    "mobilenet_v2": keras.applications.mobilenet_v2.preprocess_input,
-}
-"""`--preprocess` choices: float32 RGB pixels in [0, 255], `(B, H, W, 3)` -> model input.
-
-`scale01` divides by 255 (the demo model's input), `none` passes the pixels as they are, and
-the others are `keras.applications.<family>.preprocess_input` (3-channel images only).
-"""
 
 EXPLAIN_DEFAULT_METHODS = ("gradcam++",)
 DEMO_IMAGE_SIZE = 64
@@ -89,9 +63,6 @@ DEMO_CALLBACK_METHODS = ("gradcam", "gradcam++")
 DEMO_CALLBACK_IMAGES = 4
 METRIC_STEPS = 20
 """Deletion/insertion steps used by `demo` and `evaluate` unless `--steps` says otherwise."""
-
-_ALL = "all"
-
 
 # ============================================================================ entry point
 def main(argv: Sequence[str] | None = None) -> int:
@@ -112,11 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     try:
-        args, extra = parser.parse_known_args(argv)
-        if args.verb == "benchmark":
-            args.script_args = extra  # everything is the benchmark script's
-        elif extra:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args = parser.parse_args(argv)
     except SystemExit as exit_:  # `--help` (status 0) or a usage error, already printed
         return 0 if exit_.code is None else int(exit_.code)
     # TensorFlow's retracing notices, logged when several explainers each trace their own
@@ -159,7 +126,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_explain(verbs)
     _add_info(verbs)
     _add_evaluate(verbs)
-    _add_benchmark(verbs)
     return parser
 
 
@@ -234,10 +200,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     say(f"Explaining {args.n_gallery} held-out images with {len(METHODS)} methods...")
     gallery = images[: args.n_gallery]
-    maps = {
-        cls.display_name: _explainer(cls, model, None, args.verbose)(gallery)
-        for cls in METHODS.values()
-    }
+    maps = {cls.display_name: cls(model, verbose=args.verbose)(gallery) for cls in METHODS.values()}
     predictions = np.argmax(model.predict(gallery, verbose=0), axis=-1)
     figure = plot_cams(
         gallery, maps, class_names=datasets.SHAPE_NAMES,
@@ -272,14 +235,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _write_samples(folder: pathlib.Path, images: np.ndarray, labels: np.ndarray) -> pathlib.Path:
     """Writes images in [0, 1] as `sample_<i>_<class name>.png` files; returns the folder."""
-    import cv2
-
     folder.mkdir(parents=True, exist_ok=True)
     for index, (image, label) in enumerate(zip(images, labels)):
-        path = folder / f"sample_{index}_{datasets.SHAPE_NAMES[label]}.png"
-        bgr = cv2.cvtColor(_to_uint8_rgb(image), cv2.COLOR_RGB2BGR)
-        if not cv2.imwrite(str(path), bgr):
-            raise OSError(f"OpenCV could not write {path}.")
+        write_png(folder / f"sample_{index}_{datasets.SHAPE_NAMES[label]}.png", to_uint8_rgb(image))
     return folder
 
 
@@ -328,8 +286,14 @@ def _add_explain(verbs: Any) -> None:
 def _explain(args: argparse.Namespace) -> int:
     """`keras-cam explain`: overlays of each image, method and explained class."""
     model = _load_model(args.model, args.unsafe)
-    methods = _parse_methods(args.method, EXPLAIN_DEFAULT_METHODS)
-    predictor = build_cam_model(model, args.layer, layer_call=args.layer_call, head=args.head)
+    methods = _methods(args.method, EXPLAIN_DEFAULT_METHODS, "--method")
+    head = read_head(model, args.head)  # read once: an unsure reading warns once
+    explainers = {
+        name: cls(model, args.layer, layer_call=args.layer_call, head=head, verbose=args.verbose)
+        for name, cls in methods.items()
+    }
+    # Any explainer predicts: they all read the same head of the same model.
+    predictor = next(iter(explainers.values()))
     num_classes = predictor.num_classes
     if args.class_index is not None and not 0 <= args.class_index < num_classes:
         raise ValueError(
@@ -338,15 +302,13 @@ def _explain(args: argparse.Namespace) -> int:
         )
     if args.top is not None and args.top > num_classes:
         raise ValueError(f"--top {args.top} exceeds the model's {num_classes} classes.")
-    pixels = [_read_image(path, predictor.image_shape)[0] for path in args.images]
-    explainers = {
-        name: _explainer(cls, model, args.layer, args.verbose, args.layer_call, predictor.head)
-        for name, cls in methods.items()
-    }
+    pixels = [io.read_image(path, predictor.image_shape)[0] for path in args.images]
     shown = max(min(5, num_classes), args.top or 0)
     for path, stem, rgb in zip(args.images, _unique_stems(args.images), pixels):
-        batch = _model_layout(_preprocess(rgb[np.newaxis], args.preprocess), predictor)
-        probabilities = np.asarray(predictor.model(batch, training=False)[2])[0]
+        batch = io.to_data_format(
+            _preprocess(rgb[np.newaxis], args.preprocess), predictor.data_format
+        )
+        probabilities = predictor.predict(batch)[0]
         ranking = np.argsort(-probabilities, kind="stable")
         print(f"{path}: top classes " + ", ".join(
             f"{index} ({probabilities[index]:.3f})" for index in ranking[:shown]
@@ -377,6 +339,8 @@ def _add_info(verbs: Any) -> None:
     )
     parser.add_argument("model", type=pathlib.Path, metavar="MODEL",
                         help="a .keras (or legacy .h5) model file")
+    parser.add_argument("--layer", help="a layer to check and mark (default: show the "
+                                        "automatic choice)")
     _add_head(parser)
     _add_unsafe(parser)
     parser.set_defaults(handler=_info)
@@ -385,10 +349,17 @@ def _add_info(verbs: Any) -> None:
 def _info(args: argparse.Namespace) -> int:
     """`keras-cam info`: input, classes, head type and the explainable layers."""
     model = _load_model(args.model, args.unsafe)
-    cam_model = build_cam_model(model, head=args.head)
-    automatic = find_conv_layer(model)
+    reading = read_head(model, args.head)
+    chosen = None if args.layer is None else resolve_layer(model, args.layer)
     try:
-        head = find_gap_head(model, cam_model.head)
+        automatic = find_conv_layer(model)
+        choice_text = f"{automatic.name} (automatic)"
+    except ValueError as error:
+        automatic, choice_text = None, f"none: {_one_line(error)} Pass --layer."
+    if chosen is not None:
+        choice_text = f"{chosen.name} (--layer)"
+    try:
+        head = find_gap_head(model, reading)
         head_text = (
             f"conv -> GlobalAveragePooling2D -> Dense: CAM applies (pooled layer "
             f"{head.features.name!r}, classifier {head.dense.name!r})"
@@ -399,15 +370,17 @@ def _info(args: argparse.Namespace) -> int:
             "methods do (keras_cam.retrofit_gap builds a GAP head on the conv base)"
         )
     candidates = spatial_layers(model)
-    width = max(len(path) for path, _ in candidates)
+    width = max((len(path) for path, _ in candidates), default=0)
     print(f"model        {model.name} ({args.model})")
-    print(f"input shape  {cam_model.input_shape}")
-    print(f"classes      {cam_model.num_classes} ({cam_model.head.kind} output)")
-    print(f"head read    {cam_model.head.description} (--head states it)")
+    print(f"input shape  {tuple(model.inputs[0].shape[1:])}")
+    print(f"classes      {reading.num_classes} ({reading.kind} output)")
+    print(f"head read    {reading.description} (--head states it)")
     print(f"head         {head_text}")
+    print(f"explained    {choice_text}")
     print("\nLayers you can explain (--layer NAME), from input to output:")
     for path, layer in candidates:
         marker = "   <- automatic choice" if layer is automatic else ""
+        marker += "   <- --layer" if layer is chosen else ""
         print(f"  {path:<{width}}  {tuple(layer.output.shape)}{marker}")
     return 0
 
@@ -470,16 +443,18 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise ValueError("give MODEL and IMAGES_DIR, or --builtin (see 'keras-cam evaluate "
                              "--help').")
         model = _load_model(args.model, args.unsafe)
-        cam_model = build_cam_model(model, head=args.head)
-        images, labels, boxes = _folder_data(args, cam_model.image_shape)
-        images = _model_layout(images, cam_model)
+        image_shape, layout = io.input_layout(model)
+        images, labels, boxes = io.read_image_folder(
+            args.images_dir, image_shape, args.labels, args.preprocess
+        )
+        images = io.to_data_format(images, layout)
     metrics = None if args.metrics is None else _split_names(args.metrics)
     table = evaluate(
         model,
         images,
         labels,
         boxes,
-        methods=list(_parse_methods(args.methods, DEFAULT_METHODS).values()),
+        methods=list(_methods(args.methods, DEFAULT_METHODS, "--methods").values()),
         metrics=metrics,
         layer=args.layer,
         batch_size=args.batch_size,
@@ -506,145 +481,27 @@ def _builtin_data(
         )
     else:
         model = _load_model(args.model, args.unsafe)
-    cam_model = build_cam_model(model, head=args.head)
-    height, width, channels = cam_model.image_shape
-    classes = cam_model.num_classes
+    (height, width, channels), layout = io.input_layout(model)
+    classes = read_head(model, args.head).num_classes
     if height is None or height != width or channels != 3 or not 2 <= classes <= len(
         datasets.SHAPE_NAMES
     ):
         raise ValueError(
             f"--builtin needs a model of square RGB images with 2 to {len(datasets.SHAPE_NAMES)} "
             f"classes (the built-in shapes, pixels in [0, 1]); {args.model} takes "
-            f"{cam_model.input_shape} and has {classes} classes."
+            f"{tuple(model.inputs[0].shape[1:])} and has {classes} classes."
         )
     images, labels, boxes = datasets.shapes(
         args.n, height, seed=args.seed + 1, num_classes=classes
     )
-    return model, _model_layout(images, cam_model), labels, boxes
-
-
-def _model_layout(images: np.ndarray, cam_model: CamModel) -> np.ndarray:
-    """Channels-last images `(B, H, W, C)` in the layout the model takes."""
-    if cam_model.data_format == "channels_first":
-        return np.ascontiguousarray(np.moveaxis(images, -1, 1))
-    return images
-
-
-def _folder_data(
-    args: argparse.Namespace, input_shape: tuple[int | None, ...]
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Preprocessed images of a folder, with labels and boxes from `--labels` if given."""
-    folder: pathlib.Path = args.images_dir
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder not found: {folder}")
-    if None in input_shape[:2]:
-        raise ValueError(
-            f"the model takes images of any size {input_shape}; evaluate needs one size for the "
-            "whole batch: save the model with a fixed input size."
-        )
-    if args.labels is None:
-        paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not paths:
-            raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
-        rows: list[tuple[pathlib.Path, int | None, tuple[int, ...] | None]] = [
-            (path, None, None) for path in paths
-        ]
-    else:
-        rows = _read_labels(args.labels, folder)
-    pixels, boxes = [], []
-    for path, _, box in rows:
-        rgb, original_size = _read_image(path, input_shape)
-        pixels.append(rgb)
-        if box is not None:
-            boxes.append(_scale_box(box, original_size, rgb.shape[:2], path))
-    images = _preprocess(np.stack(pixels), args.preprocess)
-    labels = None if args.labels is None else np.array([row[1] for row in rows], np.int32)
-    return images, labels, np.array(boxes, np.int32) if boxes else None
-
-
-def _read_labels(
-    path: pathlib.Path, folder: pathlib.Path
-) -> list[tuple[pathlib.Path, int, tuple[int, ...] | None]]:
-    """Parses the `--labels` CSV: `FILE,LABEL` or `FILE,LABEL,X0,Y0,X1,Y1` rows."""
-    if not path.is_file():
-        raise FileNotFoundError(f"labels file not found: {path}")
-    rows = []
-    with open(path, newline="", encoding="utf-8") as file:
-        for line_number, fields in enumerate(csv.reader(file), start=1):
-            fields = [field.strip() for field in fields]
-            if not fields or not fields[0] or fields[0].startswith("#"):
-                continue
-            if len(fields) not in (2, 6):
-                raise ValueError(
-                    f"{path}, line {line_number}: expected FILE,LABEL or FILE,LABEL,X0,Y0,X1,Y1; "
-                    f"got {len(fields)} fields."
-                )
-            try:
-                numbers = [int(field) for field in fields[1:]]
-            except ValueError:
-                raise ValueError(
-                    f"{path}, line {line_number}: LABEL and the box must be integers; got "
-                    f"{','.join(fields[1:])!r}."
-                ) from None
-            rows.append((folder / fields[0], numbers[0], tuple(numbers[1:]) or None))
-    if not rows:
-        raise ValueError(f"{path} lists no images.")
-    with_boxes = sum(box is not None for _, _, box in rows)
-    if 0 < with_boxes < len(rows):
-        raise ValueError(f"{path}: give a box on every row or on none ({with_boxes} of "
-                         f"{len(rows)} rows have one).")
-    return rows
-
-
-def _scale_box(
-    box: tuple[int, ...],
-    original: tuple[int, int],
-    resized: tuple[int, int],
-    path: str | pathlib.Path,
-) -> tuple[int, int, int, int]:
-    """Maps an `(x0, y0, x1, y1)` box from the original image's pixels to the resized image's."""
-    x0, y0, x1, y1 = box
-    height, width = original
-    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
-        raise ValueError(
-            f"the box {box} of {path} is not inside the {width}x{height} image with x0 < x1 and "
-            "y0 < y1 (x1, y1 exclusive)."
-        )
-    scale_y, scale_x = resized[0] / height, resized[1] / width
-    new_x0, new_y0 = int(np.floor(x0 * scale_x)), int(np.floor(y0 * scale_y))
-    new_x1 = max(new_x0 + 1, min(resized[1], int(np.ceil(x1 * scale_x))))
-    new_y1 = max(new_y0 + 1, min(resized[0], int(np.ceil(y1 * scale_y))))
-    return new_x0, new_y0, new_x1, new_y1
-
-
-# ============================================================================= benchmark
-def _add_benchmark(verbs: Any) -> None:
-    parser = _verb(
-        verbs,
-        "benchmark",
-        "run benchmarks/speed.py (a source checkout only)",
-        "Runs benchmarks/speed.py of the source checkout, passing every other argument on,\n"
-        "e.g. 'keras-cam benchmark --quick'. Its options: python benchmarks/speed.py --help",
-    )
-    parser.set_defaults(handler=_benchmark)
-
-
-def _benchmark(args: argparse.Namespace) -> int:
-    """`keras-cam benchmark`: runs the speed benchmark script of a source checkout."""
-    script = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "speed.py"
-    if not script.is_file():
-        raise FileNotFoundError(
-            f"{script} is not here: the benchmarks ship with the source repository, not the "
-            "installed package. Clone the repository and install it with 'pip install -e .'."
-        )
-    return subprocess.call([sys.executable, str(script), *args.script_args])
+    return model, io.to_data_format(images, layout), labels, boxes
 
 
 # ======================================================================= shared options
 def _add_methods(parser: argparse.ArgumentParser, flag: str, default: Sequence[str]) -> None:
     parser.add_argument(
         flag, action="append", metavar="NAME[,NAME...]",
-        help=f"method(s), repeatable or comma-separated, or '{_ALL}': "
+        help=f"method(s), repeatable or comma-separated, or '{ALL}': "
              f"{', '.join(METHODS)} (default: {','.join(default)})",
     )
 
@@ -730,22 +587,7 @@ def _printer(verbose: int) -> Callable[[str], None]:
 
 
 def _load_model(path: pathlib.Path, unsafe: bool) -> keras.Model:
-    """Loads a `.keras` / `.h5` model file, with Keras' safe mode unless `unsafe`.
-
-    Raises:
-        FileNotFoundError: `path` is not a file.
-        ValueError: the file is not a Keras model Keras can load, or not a single-input,
-            single-output image classifier.
-    """
-    if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {path}")
-    if path.suffix.lower() not in MODEL_EXTENSIONS:
-        raise ValueError(
-            f"{path} is not a Keras model file: expected a .keras file, or a legacy .h5 / "
-            ".hdf5 file, as written by keras.Model.save."
-        )
-    if path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
-        raise ValueError(f"{path} is not a Keras model: a .keras file is a zip archive.")
+    """`io.load_model`, warning on stderr about `--unsafe` and pointing at it when needed."""
     if unsafe:
         print(
             f"{PROG}: warning: --unsafe loads {path} with safe_mode=False, which runs code "
@@ -753,65 +595,19 @@ def _load_model(path: pathlib.Path, unsafe: bool) -> keras.Model:
             file=sys.stderr,
         )
     try:
-        model = keras.models.load_model(path, safe_mode=not unsafe)
-    except Exception as error:  # Keras raises many types for foreign files; re-raised, not hidden
-        hint = "" if unsafe or "safe_mode" not in str(error) else " (see --unsafe)"
-        raise ValueError(
-            f"{path} is not a Keras model that can be loaded: {type(error).__name__}: "
-            f"{_one_line(error)}{hint}"
-        ) from error
-    check_model(model)
-    return model
-
-
-def _read_image(
-    path: pathlib.Path, input_shape: tuple[int | None, ...]
-) -> tuple[np.ndarray, tuple[int, int]]:
-    """Reads an image with OpenCV as uint8 RGB (or gray), resized to the model's input size.
-
-    Args:
-        path: the image file.
-        input_shape: the model's `(height, width, channels)`; `None` dimensions keep the
-            image's own size. Channels must be 1 or 3.
-
-    Returns:
-        `(image, original_size)`: uint8 `(H, W, C)` and the file's `(height, width)`.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: OpenCV cannot decode the file, or the model takes neither 1 nor 3
-            channels.
-    """
-    import cv2
-
-    height, width, channels = input_shape
-    if channels not in (1, 3):
-        raise ValueError(f"the model takes {channels}-channel images; explain reads 1 or 3.")
-    if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
-    flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
-    image = cv2.imread(str(path), flag)
-    if image is None:
-        raise ValueError(f"cannot read image {path}: OpenCV cannot decode it.")
-    if channels == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    original = image.shape[:2]
-    size = (width or original[1], height or original[0])  # OpenCV sizes are (width, height)
-    if size != (original[1], original[0]):
-        shrinking = size[0] * size[1] < original[0] * original[1]
-        interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-        image = cv2.resize(image, size, interpolation=interpolation)
-    image = image.reshape(*image.shape[:2], channels)
-    return image, original
+        return io.load_model(path, safe_mode=not unsafe)
+    except ValueError as error:
+        if unsafe or "safe_mode" not in str(error):
+            raise
+        raise ValueError(f"{_one_line(error)} (see --unsafe)") from error
 
 
 def _preprocess(pixels: np.ndarray, name: str) -> np.ndarray:
-    """Applies a `PREPROCESSING` entry to uint8 pixels `(B, H, W, C)`; returns float32."""
-    if name not in ("scale01", "none") and pixels.shape[-1] != 3:
-        raise ValueError(f"--preprocess {name} needs RGB images; the model takes "
-                         f"{pixels.shape[-1]} channel(s).")
-    # A fresh float32 copy: some `preprocess_input` functions modify their argument in place.
-    return np.asarray(PREPROCESSING[name](pixels.astype(np.float32)), np.float32)
+    """`io.preprocess`, its error naming the `--preprocess` option."""
+    try:
+        return io.preprocess(pixels, name)
+    except ValueError as error:
+        raise ValueError(f"--preprocess {name}: {_one_line(error)}") from error
 
 
 def _split_names(values: Sequence[str]) -> list[str]:
@@ -819,35 +615,11 @@ def _split_names(values: Sequence[str]) -> list[str]:
     return [name.strip() for value in values for name in value.split(",") if name.strip()]
 
 
-def _parse_methods(
-    values: Sequence[str] | None, default: Sequence[str]
+def _methods(
+    values: Sequence[str] | None, default: Sequence[str], flag: str
 ) -> dict[str, type[BaseCAM]]:
-    """`{registry name: class}` for `--method(s)` values; `all` means every registered method."""
-    names = _split_names(values) if values else list(default)
-    if _ALL in names:
-        return dict(METHODS)
-    methods: dict[str, type[BaseCAM]] = {}
-    for name in names:
-        cls = get_method(name)
-        methods[next(key for key, known in METHODS.items() if known is cls)] = cls
-    if not methods:
-        raise ValueError(f"name at least one method: {', '.join(METHODS)}.")
-    return methods
-
-
-def _explainer(
-    cls: type[BaseCAM],
-    model: keras.Model,
-    layer: str | None,
-    verbose: int,
-    layer_call: int | None = None,
-    head: Head | None = None,
-) -> BaseCAM:
-    """Builds a method with the head reading already made, passing `verbose` to those that
-    show progress (Score-CAM)."""
-    takes_verbose = "verbose" in inspect.signature(cls).parameters
-    options = {"verbose": verbose} if takes_verbose else {}
-    return cls(model, layer, layer_call=layer_call, head=head, **options)
+    """`{registry name: class}` for `--method(s)` values (see `resolve_methods`)."""
+    return resolve_methods(_split_names(values) if values else list(default), flag)
 
 
 def _steps_options(steps: int, metrics: Sequence[str] | None) -> dict[str, dict[str, int]]:
@@ -862,7 +634,7 @@ def _write_table(
     """Writes the table's Markdown and/or JSON atomically."""
     for path, text in ((markdown, table.to_markdown()), (json_path, table.to_json())):
         if path is not None:
-            with _atomic_writer(path) as file:
+            with atomic_writer(path) as file:
                 file.write((text + "\n").encode("utf-8"))
 
 

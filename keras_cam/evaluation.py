@@ -9,7 +9,6 @@ serialize to JSON, plus every `MetricResult` for the per-image values and curves
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -19,19 +18,9 @@ import keras
 import numpy as np
 from numpy.typing import ArrayLike
 
-from keras_cam.methods import METHODS, BaseCAM, get_method
-from keras_cam.metrics import (
-    BOX_METRICS,
-    METRICS,
-    Activation,
-    MetricResult,
-    _check_boxes,
-    _check_images,
-    _check_maps,
-    _check_positive_int,
-    get_metric,
-    map_shape,
-)
+from keras_cam._checks import check_boxes, check_images, check_maps, check_positive_int
+from keras_cam.methods import BaseCAM, get_method, resolve_methods
+from keras_cam.metrics import BOX_METRICS, METRICS, Activation, MetricResult, get_metric, map_shape
 from keras_cam.surgery import Head, read_head
 from keras_cam.targets import class_indices, resolve_targets
 
@@ -222,9 +211,9 @@ def evaluate(
         batch_size: images per call of a method, and per model call of a metric. Defaults to
             `32`.
         method_options: extra constructor arguments per method, keyed like `methods` (name or
-            class), e.g. `{"scorecam": {"max_channels": 16}}`; they override `layer`. Methods
-            whose constructor takes `verbose` (Score-CAM) get this call's `verbose` unless
-            their options set it. Defaults to `None`.
+            class), e.g. `{"scorecam": {"max_channels": 16}}`; they override `layer`. Every
+            method gets this call's `verbose` (Score-CAM shows progress with it) and `head`
+            unless their options set them. Defaults to `None`.
         metric_options: extra keyword arguments per metric, e.g. `{"deletion": {"steps": 20}}`;
             they override `batch_size`, `activation` and `head`. Defaults to `None`.
         activation: the metrics' older spelling of `head="logits"` (`"softmax"`) or
@@ -263,15 +252,15 @@ def evaluate(
             f"`activation` is the metrics' older spelling of `head`: pass one of them; received "
             f"head={head!r} and activation={activation!r}."
         )
-    images = _check_images(images)
-    batch_size = _check_positive_int("batch_size", batch_size)
+    images = check_images(images)
+    batch_size = check_positive_int("batch_size", batch_size)
     if verbose not in (0, 1):
         raise ValueError(f"`verbose` must be 0 or 1; received {verbose!r}.")
     targets = None if labels is None else _check_labels(labels, len(images), reading.num_classes)
-    classes = _resolve_methods(methods)
+    classes = resolve_methods(methods)
     metric_names = _resolve_metrics(metrics, has_boxes=boxes is not None)
     if boxes is not None:
-        boxes = _check_boxes(boxes, map_shape(model, images.shape))
+        boxes = check_boxes(boxes, map_shape(model, images.shape))
     constructor_kwargs = _constructor_kwargs(classes, layer, method_options, verbose, reading)
     metric_kwargs = _metric_kwargs(
         metric_names, metric_options, batch_size, activation, None if activation else reading.kind
@@ -328,28 +317,6 @@ def _check_labels(labels: ArrayLike, batch: int, num_classes: int) -> np.ndarray
         return resolve_targets(array, batch, num_classes)
     except ValueError as error:
         raise ValueError(f"Invalid `labels`: {error}") from error
-
-
-def _registry_name(method: type[BaseCAM]) -> str:
-    """The name `method` is registered under in `METHODS`, else its class name."""
-    return next((name for name, known in METHODS.items() if known is method), method.__name__)
-
-
-def _resolve_methods(methods: MethodSpec | Sequence[MethodSpec]) -> dict[str, type[BaseCAM]]:
-    """`{row name: method class}`, in the given order."""
-    specs = [methods] if isinstance(methods, (str, type)) else list(methods)
-    if not specs:
-        raise ValueError(
-            f"`methods` must name at least one method; known methods: {sorted(METHODS)}."
-        )
-    classes: dict[str, type[BaseCAM]] = {}
-    for spec in specs:
-        method = get_method(spec)
-        name = _registry_name(method)
-        if name in classes:
-            raise ValueError(f"`methods` lists the method {name!r} more than once: {specs!r}.")
-        classes[name] = method
-    return classes
 
 
 def _resolve_metrics(metrics: str | Sequence[str] | None, has_boxes: bool) -> list[str]:
@@ -411,16 +378,9 @@ def _constructor_kwargs(
     options = _check_options(
         "method_options", method_options, list(classes), lambda key: names.get(get_method(key))
     )
-    kwargs = {}
-    for name, method in classes.items():
-        kwargs[name] = {} if layer is None else {"layer": layer}
-        parameters = inspect.signature(method).parameters
-        if "verbose" in parameters:
-            kwargs[name]["verbose"] = verbose
-        if "head" in parameters:  # the reading made once, so an unsure one warns once
-            kwargs[name]["head"] = head
-        kwargs[name].update(options.get(name, {}))
-    return kwargs
+    # The head reading made once, so an unsure one warns once.
+    shared = {"verbose": verbose, "head": head, **({} if layer is None else {"layer": layer})}
+    return {name: {**shared, **options.get(name, {})} for name in classes}
 
 
 def _metric_kwargs(
@@ -454,7 +414,7 @@ def _timed_maps(
     begin = time.perf_counter()
     chunks = [explain(start, start + batch_size) for start in range(0, len(images), batch_size)]
     seconds = time.perf_counter() - begin
-    maps = _check_maps(np.concatenate(chunks), map_shape(cam.model, images.shape))
+    maps = check_maps(np.concatenate(chunks), map_shape(cam.model, images.shape))
     return maps, seconds / len(images)
 
 

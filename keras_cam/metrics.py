@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Literal, Optional
@@ -54,6 +53,14 @@ import numpy as np
 import tensorflow as tf
 from numpy.typing import ArrayLike
 
+from keras_cam._checks import (
+    check_boxes,
+    check_choice,
+    check_fraction,
+    check_images,
+    check_maps,
+    check_positive_int,
+)
 from keras_cam.geometry import spatial_axes
 from keras_cam.methods.base import compile_fn
 from keras_cam.surgery import (
@@ -65,7 +72,6 @@ from keras_cam.surgery import (
     read_head,
 )
 from keras_cam.targets import Targets, class_scores, explained_classes, resolve_targets
-from keras_cam.visualize import to_unit_heatmap
 
 Activation = Optional[Literal["softmax", "sigmoid"]]
 Baseline = Literal["zero", "mean", "blur"]
@@ -107,119 +113,6 @@ class MetricResult:
     def mean(self) -> float:
         """The metric over the batch: the mean of `per_image`."""
         return float(np.mean(self.per_image))
-
-
-# --------------------------------------------------------------------------------- validation
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be an int; received {value!r} ({type(value).__name__}).")
-    if value < 1:
-        raise ValueError(f"`{name}` must be at least 1; received {value}.")
-    return int(value)
-
-
-def _check_fraction(fraction: object) -> float:
-    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real):
-        raise TypeError(f"`fraction` must be a number in (0, 1]; received {fraction!r}.")
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"`fraction` must be in (0, 1]; received {fraction!r}.")
-    return float(fraction)
-
-
-def _check_choice(name: str, value: object, choices: tuple[object, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"`{name}` must be one of {choices}; received {value!r}.")
-
-
-def _as_array(name: str, value: ArrayLike, expected: str) -> np.ndarray:
-    try:
-        array = np.asarray(value)
-    except (TypeError, ValueError) as error:
-        raise TypeError(
-            f"`{name}` must be a NumPy array or tensor of shape {expected}; "
-            f"received {type(value).__name__}."
-        ) from error
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
-        raise TypeError(f"`{name}` must be numeric; received dtype {array.dtype}.")
-    return array
-
-
-def _check_images(images: ArrayLike) -> np.ndarray:
-    array = _as_array("images", images, "(B, H, W, C)")
-    if array.ndim != 4:
-        raise ValueError(
-            f"`images` must be a batch of shape (B, H, W, C); received shape {array.shape}. "
-            "Add a batch axis to a single image (e.g. `images[None]`)."
-        )
-    if array.shape[0] == 0:
-        raise ValueError("`images` is an empty batch (shape[0] == 0); pass at least one image.")
-    array = array.astype(np.float32, copy=False)
-    if not np.isfinite(array).all():
-        raise ValueError("`images` contain NaN or infinite values; check the preprocessing.")
-    return array
-
-
-def _check_maps(
-    maps: ArrayLike, shape: tuple[int, int, int] | None = None, *, order_only: bool = False
-) -> np.ndarray:
-    """Validates a `(B, H, W)` batch of maps; `shape` is the `(B, H, W)` of the images.
-
-    With `order_only=False` the maps are soft masks, read by `visualize.to_unit_heatmap`:
-    float32 in [0, 1] (floats up to 1e-3 outside are clipped, `uint8` is divided by 255, bool
-    is 0/1, anything else is refused). With `order_only=True` only the order of the pixels
-    matters: any finite values of any scale (negative included), returned as float64 so that
-    no two distinct values become a tie.
-    """
-    array = _as_array("maps", maps, "(B, H, W)")
-    if array.ndim != 3:
-        raise ValueError(
-            f"`maps` must be a batch of shape (B, H, W); received shape {array.shape}."
-        )
-    if shape is not None and array.shape != shape:
-        raise ValueError(
-            f"`maps` must have shape (B, H, W) = {shape} to match `images`; received shape "
-            f"{array.shape}. Compute the maps at the image resolution (`upsample=True`)."
-        )
-    if array.shape[0] == 0:
-        raise ValueError("`maps` is an empty batch (shape[0] == 0); pass at least one map.")
-    if not order_only:
-        return to_unit_heatmap(array, "maps")
-    if np.iscomplexobj(array):
-        raise TypeError(
-            f"`maps` must hold real values to rank pixels by; received dtype {array.dtype}."
-        )
-    array = array.astype(np.float64)
-    if not np.isfinite(array).all():
-        raise ValueError(
-            "`maps` contain NaN or infinite values; the metric ranks pixels by map value, "
-            "which needs finite values."
-        )
-    return array
-
-
-def _check_boxes(boxes: ArrayLike, shape: tuple[int, int, int]) -> np.ndarray:
-    """Validates `(B, 4)` integer boxes `(x0, y0, x1, y1)` inside `(B, H, W)` maps."""
-    batch, height, width = shape
-    array = _as_array("boxes", boxes, "(B, 4)")
-    if array.shape != (batch, 4):
-        raise ValueError(
-            f"`boxes` must have shape (B, 4) = ({batch}, 4), one (x0, y0, x1, y1) box per map; "
-            f"received shape {array.shape}."
-        )
-    if not np.issubdtype(array.dtype, np.integer):
-        raise TypeError(
-            f"`boxes` must hold integer pixel coordinates; received dtype {array.dtype}."
-        )
-    x0, y0, x1, y1 = array.T
-    bad = (x0 < 0) | (y0 < 0) | (x1 > width) | (y1 > height) | (x0 >= x1) | (y0 >= y1)
-    if bad.any():
-        index = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"`boxes[{index}]` = {tuple(int(v) for v in array[index])} is not a non-empty box "
-            f"inside the {height}x{width} image: expected 0 <= x0 < x1 <= {width} and "
-            f"0 <= y0 < y1 <= {height} (x1 and y1 exclusive)."
-        )
-    return array.astype(np.int64)
 
 
 # ------------------------------------------------------------------------------ pixel order
@@ -288,7 +181,7 @@ _ACTIVATION_HEADS = {"softmax": "logits", "sigmoid": "sigmoid_logits"}
 
 def _head_kind(model: object, activation: Activation, head: str | None) -> str | None:
     """The head the metrics score with; `None`: the outputs are taken as probabilities."""
-    _check_choice("activation", activation, _ACTIVATIONS)
+    check_choice("activation", activation, _ACTIVATIONS)
     check_head(head)
     if activation is not None and head is not None:
         raise ValueError(
@@ -448,16 +341,16 @@ def _score(
     """Validates a model metric's inputs, compiles the model call and scores the images.
 
     `order_only`: the metric uses only the order of the map's pixels, so any finite maps are
-    accepted (see `_check_maps`); otherwise the maps are soft masks in [0, 1].
+    accepted (see `check_maps`); otherwise the maps are soft masks in [0, 1].
     """
-    batch_size = _check_positive_int("batch_size", batch_size)
+    batch_size = check_positive_int("batch_size", batch_size)
     kind = _head_kind(model, activation, head)
     if not callable(model):
         raise TypeError(f"`model` must be a keras.Model; received {type(model).__name__}.")
-    images = _check_images(images)
+    images = check_images(images)
     if channels_first(model):
         images = np.ascontiguousarray(np.moveaxis(images, 1, -1))  # masks act channels-last
-    maps = _check_maps(maps, images.shape[:3], order_only=order_only)
+    maps = check_maps(maps, images.shape[:3], order_only=order_only)
     probabilities = _compiled_probabilities(model, kind, images.shape[1:])
     num_classes = int(probabilities.get_concrete_function().structured_outputs.shape[-1])
     check_input_values(images, _input_dtype(model), getattr(model, "name", "model"))
@@ -622,8 +515,8 @@ def _top_fraction_change(
     head: str | None,
 ) -> MetricResult:
     """Relative confidence change when the top pixels are replaced (or all others are)."""
-    fraction = _check_fraction(fraction)
-    _check_choice("baseline", baseline, BASELINES)
+    fraction = check_fraction(fraction)
+    check_choice("baseline", baseline, BASELINES)
     scored = _score(model, images, maps, targets, batch_size, activation, head, order_only=True)
     height, width = scored.maps.shape[1:]
     top = _pixel_ranks(scored.maps) < _top_count(fraction, height * width)
@@ -763,8 +656,8 @@ def _pixel_curve(
     head: str | None,
 ) -> MetricResult:
     """Scores along the deletion (or insertion) path and the area under that curve."""
-    steps = _check_positive_int("steps", steps)
-    _check_choice("baseline", baseline, BASELINES)
+    steps = check_positive_int("steps", steps)
+    check_choice("baseline", baseline, BASELINES)
     scored = _score(model, images, maps, targets, batch_size, activation, head, order_only=True)
     batch, height, width = scored.maps.shape
     pixels = height * width
@@ -941,8 +834,8 @@ def boxes_from_maps(maps: ArrayLike, fraction: float = 0.25) -> np.ndarray:
     """
     import cv2
 
-    fraction = _check_fraction(fraction)
-    maps = _check_maps(maps, order_only=True)
+    fraction = check_fraction(fraction)
+    maps = check_maps(maps, order_only=True)
     height, width = maps.shape[1:]
     above_minimum = maps > maps.min(axis=(1, 2), keepdims=True)
     selected = (_pixel_ranks(maps) < _top_count(fraction, height * width)) & above_minimum
@@ -985,9 +878,9 @@ def box_iou(maps: ArrayLike, boxes: ArrayLike, *, fraction: float = 0.25) -> Met
     result = kc.metrics.box_iou(kc.GradCAM(model)(images, labels), boxes)
     ```
     """
-    fraction = _check_fraction(fraction)
-    maps = _check_maps(maps, order_only=True)
-    truth = _check_boxes(boxes, maps.shape)
+    fraction = check_fraction(fraction)
+    maps = check_maps(maps, order_only=True)
+    truth = check_boxes(boxes, maps.shape)
     predicted = boxes_from_maps(maps, fraction)
     width = np.minimum(predicted[:, 2], truth[:, 2]) - np.maximum(predicted[:, 0], truth[:, 0])
     height = np.minimum(predicted[:, 3], truth[:, 3]) - np.maximum(predicted[:, 1], truth[:, 1])
@@ -1020,8 +913,8 @@ def pointing_game(maps: ArrayLike, boxes: ArrayLike) -> MetricResult:
     print(f"hit rate {result.mean:.2f}")
     ```
     """
-    maps = _check_maps(maps, order_only=True)
-    truth = _check_boxes(boxes, maps.shape)
+    maps = check_maps(maps, order_only=True)
+    truth = check_boxes(boxes, maps.shape)
     flat = maps.reshape(len(maps), -1)
     y, x = np.divmod(flat.argmax(axis=1), maps.shape[2])
     inside = (truth[:, 0] <= x) & (x < truth[:, 2]) & (truth[:, 1] <= y) & (y < truth[:, 3])

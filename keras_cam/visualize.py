@@ -8,16 +8,17 @@ module costs nothing.
 
 from __future__ import annotations
 
-import contextlib
+import math
 import numbers
 import os
 import pathlib
-import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, BinaryIO
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike
+
+from keras_cam._files import atomic_writer, write_png
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -26,6 +27,15 @@ if TYPE_CHECKING:
 PathLike = str | os.PathLike[str]
 
 _COLORMAP_PREFIX = "COLORMAP_"
+
+# Grid layout (`display_images`, `grid_column`, `join_columns`): small images are enlarged
+# (nearest neighbour, by an integer factor) to at least this many pixels, so captions fit and
+# maps stay visible in TensorBoard, which shows images 1:1.
+_MIN_CELL_SIZE = 128
+_BAND_HEIGHT = 18
+_GAP = 2
+_FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX, without importing OpenCV at module import
+_FONT_SCALE = 0.4
 
 HEATMAP_TOLERANCE = 1e-3
 """How far a float heatmap may stray outside [0, 1] (rounding, resampling) before it is refused.
@@ -203,7 +213,7 @@ def overlay(
     import cv2
 
     _check_alpha(alpha)
-    rgb = _to_uint8_rgb(image)
+    rgb = to_uint8_rgb(image)
     heat = _check_heatmap(heatmap)
     height, width = rgb.shape[:2]
     _check_orientation(heat.shape, (height, width), "heatmap")
@@ -307,7 +317,7 @@ def plot_cams(
         fig = grid[0, 0].figure
 
     for i in range(rows):
-        rgb = _to_uint8_rgb(batch[i])
+        rgb = to_uint8_rgb(batch[i])
         cells = [rgb] + [overlay(rgb, m[i], alpha, colormap) for m in maps.values()]
         for ax, cell, column_title in zip(grid[i], cells, ["Image", *maps]):
             ax.imshow(cell)
@@ -355,7 +365,7 @@ def save_figure(fig: Figure, path: PathLike, dpi: float = 100) -> pathlib.Path:
         )
     if isinstance(dpi, bool) or not isinstance(dpi, numbers.Real) or not dpi > 0:
         raise ValueError(f"`dpi` must be a positive number, got {dpi!r}.")
-    with _atomic_writer(path) as file:
+    with atomic_writer(path) as file:
         fig.savefig(file, format=file_format, dpi=dpi)
     return path
 
@@ -388,21 +398,84 @@ def save_overlay(
     save_overlay("out/cam.png", images[0], maps[0])
     ```
     """
-    import cv2
-
     path = pathlib.Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"`path` must end in '.png', got {str(path)!r}.")
-    rgb = overlay(image, heatmap, alpha=alpha, colormap=colormap)
-    ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise RuntimeError(f"OpenCV could not encode the overlay for {str(path)!r} as PNG.")
-    with _atomic_writer(path) as file:
-        file.write(encoded.tobytes())
-    return path
+    return write_png(path, overlay(image, heatmap, alpha=alpha, colormap=colormap))
 
 
-def _to_uint8_rgb(image: ArrayLike, name: str = "image") -> np.ndarray:
+def display_images(images: np.ndarray) -> np.ndarray:
+    """uint8 RGB copies of channels-last images as shown, enlarged to be readable in a grid.
+
+    Images in [0, 1] or [0, 255] are shown as they are; others (e.g. mean-subtracted) are
+    min-max rescaled per image. Images smaller than 128 pixels are enlarged by an integer
+    factor (nearest neighbour).
+
+    Args:
+        images: float `(B, H, W, C)` with 1 or 3 channels.
+
+    Returns:
+        uint8 `(B, s * H, s * W, 3)`, `s` the enlargement factor (1 for large images).
+
+    Example:
+    ```python
+    cells = display_images(images)        # then grid_column("Epoch 1", list(cells), captions)
+    ```
+    """
+    if images.min() < 0.0 or images.max() > 255.0:
+        low = images.min(axis=(1, 2, 3), keepdims=True)
+        high = images.max(axis=(1, 2, 3), keepdims=True)
+        images = (images - low) / np.maximum(high - low, np.finfo(np.float32).eps)
+    rgb = np.stack([to_uint8_rgb(image) for image in images])
+    scale = max(1, math.ceil(_MIN_CELL_SIZE / max(rgb.shape[1:3])))
+    return np.repeat(np.repeat(rgb, scale, axis=1), scale, axis=2)
+
+
+def grid_column(title: str, cells: Sequence[np.ndarray], captions: Sequence[str]) -> np.ndarray:
+    """One column of a grid: a title band, then each cell above its caption band.
+
+    Args:
+        title: the text of the top band.
+        cells: uint8 RGB images `(h, w, 3)` of one width.
+        captions: one text per cell (empty for a blank band); text that does not fit is cut.
+
+    Returns:
+        uint8 RGB `(18 * (1 + len(cells)) + sum of cell heights, w, 3)`.
+
+    Example:
+    ```python
+    column = grid_column("Grad-CAM", [overlay(i, m) for i, m in zip(shown, maps)], captions)
+    ```
+    """
+    width = cells[0].shape[1]
+    parts = [_text_band(title, width)]
+    for cell, caption in zip(cells, captions):
+        parts += [cell, _text_band(caption, width)]
+    return np.concatenate(parts, axis=0)
+
+
+def join_columns(columns: Sequence[np.ndarray]) -> np.ndarray:
+    """Grid columns side by side, separated by white 2-pixel gaps: uint8 RGB `(H, W, 3)`."""
+    gap = np.full((columns[0].shape[0], _GAP, 3), 255, np.uint8)
+    parts = [part for column in columns for part in (gap, column)][1:]
+    return np.concatenate(parts, axis=1)
+
+
+def _text_band(text: str, width: int) -> np.ndarray:
+    """A white `(_BAND_HEIGHT, width, 3)` strip with `text` centred in black (cut to fit)."""
+    import cv2
+
+    band = np.full((_BAND_HEIGHT, width, 3), 255, np.uint8)
+    while text and cv2.getTextSize(text, _FONT, _FONT_SCALE, 1)[0][0] > width - 4:
+        text = text[:-3] + ".." if len(text) > 3 else ""  # Drop one character per step.
+    if text:
+        (text_width, text_height), _ = cv2.getTextSize(text, _FONT, _FONT_SCALE, 1)
+        origin = ((width - text_width) // 2, (_BAND_HEIGHT + text_height) // 2)
+        cv2.putText(band, text, origin, _FONT, _FONT_SCALE, (0, 0, 0), 1, cv2.LINE_AA)
+    return band
+
+
+def to_uint8_rgb(image: ArrayLike, name: str = "image") -> np.ndarray:
     """Converts one image to contiguous `uint8` RGB `(H, W, 3)`.
 
     Accepts `(H, W)`, `(H, W, 1)` or `(H, W, 3)`; `uint8`, other integers in [0, 255],
@@ -574,21 +647,3 @@ def _row_texts(
                     f"({len(class_names)} names)."
                 )
     return ["\n".join(text) for text in texts]
-
-
-@contextlib.contextmanager
-def _atomic_writer(path: pathlib.Path) -> Iterator[BinaryIO]:
-    """Opens a temporary file next to `path` for binary writing; renames it over `path` on success.
-
-    Parent directories are created. On any error the temporary file is removed and an
-    existing `path` is left untouched.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(temporary, "xb") as file:
-            yield file
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise

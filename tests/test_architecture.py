@@ -47,11 +47,6 @@ def test_the_private_import_check_catches_every_spelling(source, expected):
     assert [name for _, name in found] == expected
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="the other branches of issue 11 remove the private imports of metrics and visualize "
-    "names in cli.py, callbacks.py and evaluation.py (the lead removes this mark after merging)",
-)
 def test_no_module_imports_a_private_name_of_another():
     found = [
         f"{SOURCES[module].relative_to(PACKAGE.parent)}:{line}: {name}"
@@ -59,17 +54,6 @@ def test_no_module_imports_a_private_name_of_another():
         for line, name in _private_imports(module, path.read_text())
     ]
     assert not found, "private names imported across modules:\n" + "\n".join(found)
-
-
-@pytest.mark.parametrize(
-    "module",
-    ["keras_cam.methods.cam", "keras_cam.retrofit", "keras_cam.surgery", "keras_cam.targets",
-     "keras_cam.methods.base", "keras_cam.methods.gradient", "keras_cam.methods.score",
-     "keras_cam.methods", "keras_cam.geometry"],
-)
-def test_graph_methods_and_targets_import_no_private_names(module):
-    """The modules of this part of issue 11 already hold the rule (no xfail for them)."""
-    assert _private_imports(module, SOURCES[module].read_text()) == []
 
 
 def test_the_keras_private_check_catches_each_name():

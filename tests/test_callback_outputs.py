@@ -16,7 +16,7 @@ import tensorflow as tf
 from references import BLOB, BLOB_BOX, HEIGHT, WIDTH, corner_images, corner_model, reference_maps
 
 import keras_cam as kc
-from keras_cam import visualize
+from keras_cam import _files
 
 BAND = 18  # title and caption bands of the grid
 SCALE = math.ceil(128 / max(HEIGHT, WIDTH))  # small images are enlarged to >= 128 px
@@ -163,7 +163,7 @@ def _full_disk(path, mode="r", *args, **kwargs):
 def test_a_failing_png_write_warns_once_and_training_goes_on(
     fake_open, error, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(visualize, "open", fake_open, raising=False)
+    monkeypatch.setattr(_files, "open", fake_open, raising=False)  # where files are written
     images = _images()
     heatmaps = kc.HeatmapCallback(
         images, methods="gradcam", log_dir=tmp_path / "logs", out_dir=tmp_path / "png"

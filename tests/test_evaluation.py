@@ -87,7 +87,9 @@ def fake_method(
         display_name = name
         instances: ClassVar[list[Any]] = []
 
-        def __init__(self, model: keras.Model, layer: Any = None, *, verbose: int = 1) -> None:
+        def __init__(
+            self, model: keras.Model, layer: Any = None, *, verbose: int = 1, head: Any = None
+        ) -> None:
             if fail is not None:
                 raise fail
             self.model, self.layer, self.verbose = model, layer, verbose

@@ -204,11 +204,11 @@ def test_overlay_rejects_bad_images(image, error, match):
 
 def test_to_uint8_rgb_is_shared_helper_with_exact_conversion():
     image = np.array([[0.0, 0.5, 1.0]])
-    out = visualize._to_uint8_rgb(image)
+    out = visualize.to_uint8_rgb(image)
     assert out.dtype == np.uint8 and out.shape == (1, 3, 3) and out.flags.c_contiguous
     np.testing.assert_array_equal(out[0, :, 0], [0, 128, 255])
     with pytest.raises(ValueError, match=r"`frame` must have shape"):
-        visualize._to_uint8_rgb(np.zeros(3), name="frame")
+        visualize.to_uint8_rgb(np.zeros(3), name="frame")
 
 
 # --- plot_cams --------------------------------------------------------------------------

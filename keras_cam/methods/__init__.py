@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from keras_cam.methods.base import BaseCAM
 from keras_cam.methods.cam import CAM
 from keras_cam.methods.gradient import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
@@ -52,5 +54,73 @@ def get_method(name: str | type[BaseCAM]) -> type[BaseCAM]:
     return METHODS[key]
 
 
-__all__ = ["CAM", "METHODS", "BaseCAM", "FasterScoreCAM", "GradCAM", "GradCAMPlusPlus",
-           "HiResCAM", "LayerCAM", "ScoreCAM", "XGradCAM", "get_method"]
+ALL = "all"
+"""The name `resolve_methods` reads as every registered method."""
+
+
+def method_name(method: type[BaseCAM]) -> str:
+    """The name tools show a method under: its `METHODS` key, else its class name.
+
+    Args:
+        method: a method class.
+
+    Returns:
+        e.g. `"gradcam++"` for `GradCAMPlusPlus`, `"MyCAM"` for an unregistered `MyCAM`.
+    """
+    return next((name for name, known in METHODS.items() if known is method), method.__name__)
+
+
+def resolve_methods(
+    methods: str | type[BaseCAM] | Sequence[str | type[BaseCAM]], argument: str = "methods"
+) -> dict[str, type[BaseCAM]]:
+    """Looks up the methods a tool (CLI, callback, `evaluate`) was asked for.
+
+    The one place names become classes, so a method registered once in `METHODS` appears in
+    every tool, under one name (see `method_name`).
+
+    Args:
+        methods: a name (see `get_method`), a method class, `"all"` (every registered
+            method), or a sequence of them.
+        argument: the argument's name in error messages. Defaults to `"methods"`.
+
+    Returns:
+        `{name: class}` in the given order (`"all"` in registry order).
+
+    Raises:
+        TypeError: `methods` is neither a name, a class nor a sequence of them.
+        ValueError: no method, an unknown name (the message lists the known ones), or a
+            method named twice (in any spelling).
+
+    Example:
+    ```python
+    resolve_methods(["Grad-CAM", "scorecam"])   # {"gradcam": GradCAM, "scorecam": ScoreCAM}
+    ```
+    """
+    if isinstance(methods, (str, type)):
+        methods = [methods]
+    if not isinstance(methods, Sequence):
+        raise TypeError(
+            f"`{argument}` must be a method name, a method class or a sequence of them; "
+            f"received {methods!r}."
+        )
+    if not methods:
+        raise ValueError(
+            f"`{argument}` is empty; name at least one method; known methods: {sorted(METHODS)}."
+        )
+    if ALL in methods:
+        return dict(METHODS)
+    resolved: dict[str, type[BaseCAM]] = {}
+    for spec in methods:
+        method = get_method(spec)
+        name = method_name(method)
+        if name in resolved:
+            raise ValueError(
+                f"`{argument}` lists {name!r} more than once; received {list(methods)!r}."
+            )
+        resolved[name] = method
+    return resolved
+
+
+__all__ = ["ALL", "CAM", "METHODS", "BaseCAM", "FasterScoreCAM", "GradCAM", "GradCAMPlusPlus",
+           "HiResCAM", "LayerCAM", "ScoreCAM", "XGradCAM", "get_method", "method_name",
+           "resolve_methods"]

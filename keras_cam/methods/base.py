@@ -28,6 +28,7 @@ from keras_cam.targets import (
 )
 
 _SCORES = ("logit", "probability")
+_VERBOSE = (0, 1, 2)
 
 
 def compile_fn(fn: Callable[..., Any], input_signature: list[tf.TensorSpec]) -> Any:
@@ -164,6 +165,10 @@ class BaseCAM:
             warning), or one of `keras_cam.surgery.HEADS` (`"softmax"`, `"sigmoid"`,
             `"logits"`, `"sigmoid_logits"`, `"linear"`) states it. See
             `keras_cam.surgery.read_head`. Defaults to `None`.
+        verbose: progress output of methods that run many passes: 0 (silent), 1 (progress
+            bar) or 2 (one line at the end). Every method accepts it, so tools pass it without
+            asking; methods with a single pass (the gradient methods, CAM) show nothing.
+            Defaults to `0`.
 
     Attributes:
         layer: the explained layer (`cam.layer.name` is its name).
@@ -193,11 +198,15 @@ class BaseCAM:
         score: str = "logit",
         layer_call: int | None = None,
         head: str | Head | None = None,
+        verbose: int = 0,
     ) -> None:
         if score not in _SCORES:
             raise ValueError(f"`score` must be one of {_SCORES}; received {score!r}.")
+        if isinstance(verbose, bool) or verbose not in _VERBOSE:
+            raise ValueError(f"`verbose` must be 0, 1 or 2; received {verbose!r}.")
         self.model = model
         self.score = score
+        self.verbose = int(verbose)
         self._cam: CamModel = build_cam_model(model, layer, layer_call=layer_call, head=head)
         self.layer: keras.layers.Layer = self._cam.layer
         self.num_classes: int = self._cam.num_classes
@@ -206,6 +215,7 @@ class BaseCAM:
             lambda images, class_idx: self._weighted_maps(images, class_idx),
             [image_spec, tf.TensorSpec((None,), tf.int32)],
         )
+        self._predict_fn = compile_fn(lambda images: self._forward(images)[2], [image_spec])
         self._score_fn_cache: tuple[ScoreFn, Any] | None = None
 
     # ------------------------------------------------------------------ public API
@@ -266,6 +276,54 @@ class BaseCAM:
                 "weights and the preprocessing of the input (a heatmap is never returned as NaN)."
             )
         return maps[0] if single else maps
+
+    def predict(self, images: Any) -> np.ndarray:
+        """The model's scores of each class, as the explainer reads the head.
+
+        One compiled forward pass of the sub-model the explainer already has (the model is not
+        traced again): probabilities for a classifier (a softmax or sigmoid output, or logits
+        through their softmax; `[1 - p, p]` for a single-unit binary head) and the raw output
+        for a `"linear"` head, the scores Score-CAM and the metrics use.
+
+        Args:
+            images: one image or a batch, as `__call__` takes them (checked the same way).
+
+        Returns:
+            float32 NumPy `(num_classes,)` for one image, `(B, num_classes)` for a batch.
+
+        Raises:
+            ValueError: images the model does not take (see `__call__`).
+
+        Example:
+        ```python
+        cam = kc.GradCAM(model)
+        top = cam.predict(images).argmax(axis=-1)
+        maps = cam(images, targets=top)
+        ```
+        """
+        batch, single = self._check_images(images)
+        chunks = [
+            self._predict_fn(batch[start : start + self.images_per_pass]).numpy()
+            for start in range(0, int(batch.shape[0]), self.images_per_pass)
+        ]
+        scores = np.concatenate(chunks).astype(np.float32, copy=False)
+        return scores[0] if single else scores
+
+    @property
+    def input_shape(self) -> tuple[int | None, ...]:
+        """The model's input shape without the batch axis, in its own layout, e.g.
+        `(224, 224, 3)` (`(3, 224, 224)` channels-first); a size may be `None` (any)."""
+        return self._cam.input_shape
+
+    @property
+    def image_shape(self) -> tuple[int | None, ...]:
+        """The model's input as `(height, width, channels)`, whatever its data format."""
+        return self._cam.image_shape
+
+    @property
+    def data_format(self) -> str:
+        """`"channels_last"` or `"channels_first"`: the layout of the images the model takes."""
+        return self._cam.data_format
 
     def image_size(self, batch: tf.Tensor) -> tuple[int, int]:
         """`(H, W)` of a checked batch, whatever the model's data format."""

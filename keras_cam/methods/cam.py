@@ -75,6 +75,8 @@ class CAM(BaseCAM):
             `keras_cam.BaseCAM`). Defaults to `None`.
         head: how to read the model's output: `None` for automatic, or one of
             `keras_cam.surgery.HEADS` (see `keras_cam.BaseCAM`). Defaults to `None`.
+        verbose: accepted like every method's (see `keras_cam.BaseCAM`); CAM runs a single
+            pass and shows no progress. Defaults to `0`.
 
     Attributes:
         head: the `GapHead` found (`cam.head.dense.kernel` holds the class weights).
@@ -103,6 +105,7 @@ class CAM(BaseCAM):
         *,
         layer_call: int | None = None,
         head: str | Head | None = None,
+        verbose: int = 0,
     ) -> None:
         self.head = find_gap_head(model, head)
         features = self.head.features
@@ -117,7 +120,9 @@ class CAM(BaseCAM):
                     f"{features.name!r}; received `layer`={chosen.name!r}. Pass `layer=None`, or "
                     "use `keras_cam.GradCAM` to explain another layer."
                 )
-        super().__init__(model, features, layer_call=layer_call, head=self.head.head)
+        super().__init__(
+            model, features, layer_call=layer_call, head=self.head.head, verbose=verbose
+        )
 
     def compute_weights(
         self, features: tf.Tensor, grads: tf.Tensor | None, class_idx: tf.Tensor

@@ -1,0 +1,369 @@
+"""Reading what keras_cam explains: saved models, image files, labels; preprocessing.
+
+What the `keras-cam` command line does with files, usable from a notebook or a script:
+
+```python
+import keras_cam as kc
+from keras_cam import io
+
+model = io.load_model("model.keras")                  # Keras' safe mode
+cam = kc.GradCAM(model)
+pixels, _ = io.read_image("cat.jpg", cam.image_shape)  # uint8 RGB at the model's input size
+images = io.to_data_format(io.preprocess(pixels[None], "resnet50"), cam.data_format)
+maps = cam(images)
+```
+
+Images are read with OpenCV (imported lazily) and returned RGB, never BGR. Boxes follow the
+package's convention: `(x0, y0, x1, y1)` pixels, `x1`/`y1` exclusive.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import pathlib
+import zipfile
+from collections.abc import Callable
+from typing import Optional
+
+import keras
+import numpy as np
+
+from keras_cam.surgery import check_model, data_format
+
+PathLike = str | os.PathLike[str]
+
+MODEL_EXTENSIONS: tuple[str, ...] = (".keras", ".h5", ".hdf5")
+"""Model files `keras.models.load_model` reads: Keras 3 archives and legacy HDF5."""
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (
+    ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
+)
+"""File extensions `read_image_folder` picks up in a folder."""
+
+PREPROCESSING: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "scale01": lambda pixels: pixels / 255.0,
+    "none": lambda pixels: pixels,
+    "vgg16": keras.applications.vgg16.preprocess_input,
+    "resnet50": keras.applications.resnet50.preprocess_input,
+    "mobilenet_v2": keras.applications.mobilenet_v2.preprocess_input,
+}
+"""Named preprocessings: float32 RGB pixels in [0, 255], `(B, H, W, C)` -> model input.
+
+`scale01` divides by 255 (the demo model's input), `none` passes the pixels as they are, and
+the others are `keras.applications.<family>.preprocess_input` (3-channel images only).
+"""
+
+LabelRow = tuple[pathlib.Path, int, Optional[tuple[int, ...]]]
+"""A labels CSV row: the image's path, its class, and its box `(x0, y0, x1, y1)` or `None`."""
+
+
+def load_model(path: PathLike, *, safe_mode: bool = True) -> keras.Model:
+    """Loads a `.keras` / `.h5` model file and checks that keras_cam can explain it.
+
+    Args:
+        path: the model file.
+        safe_mode: Keras' safe mode, which refuses to run code stored in the file (a `Lambda`
+            layer's); pass `False` only for files you trust. Defaults to `True`.
+
+    Returns:
+        The model.
+
+    Raises:
+        FileNotFoundError: `path` is not a file.
+        ValueError: the file is not a Keras model Keras can load (the message says when safe
+            mode refused it), or not a single-input, single-output model keras_cam can trace.
+
+    Example:
+    ```python
+    model = load_model("model.keras")
+    ```
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    if path.suffix.lower() not in MODEL_EXTENSIONS:
+        raise ValueError(
+            f"{path} is not a Keras model file: expected a .keras file, or a legacy .h5 / "
+            ".hdf5 file, as written by keras.Model.save."
+        )
+    if path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a Keras model: a .keras file is a zip archive.")
+    try:
+        model = keras.models.load_model(path, safe_mode=safe_mode)
+    except Exception as error:  # Keras raises many types for foreign files; re-raised, not hidden
+        message = " ".join(str(error).split()) or type(error).__name__
+        raise ValueError(
+            f"{path} is not a Keras model that can be loaded: {type(error).__name__}: {message}"
+        ) from error
+    check_model(model)
+    return model
+
+
+def read_image(
+    path: PathLike, image_shape: tuple[int | None, int | None, int] = (None, None, 3)
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Reads an image file as uint8 RGB (or gray), resized to a model's input size.
+
+    Args:
+        path: the image file (any format OpenCV reads).
+        image_shape: `(height, width, channels)`, e.g. an explainer's `image_shape`; a `None`
+            size keeps the file's own. Channels must be 1 (gray) or 3 (RGB). Defaults to
+            `(None, None, 3)`.
+
+    Returns:
+        `(image, original_size)`: uint8 `(H, W, C)` and the file's `(height, width)`.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: OpenCV cannot decode the file, or `channels` is neither 1 nor 3.
+
+    Example:
+    ```python
+    pixels, (height, width) = read_image("cat.jpg", cam.image_shape)
+    ```
+    """
+    import cv2
+
+    path = pathlib.Path(path)
+    height, width, channels = image_shape
+    if channels not in (1, 3):
+        raise ValueError(
+            f"the model takes {channels}-channel images; images are read as 1 (gray) or 3 (RGB)."
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
+    image = cv2.imread(str(path), flag)
+    if image is None:
+        raise ValueError(f"cannot read image {path}: OpenCV cannot decode it.")
+    if channels == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    original = image.shape[:2]
+    size = (width or original[1], height or original[0])  # OpenCV sizes are (width, height)
+    if size != (original[1], original[0]):
+        shrinking = size[0] * size[1] < original[0] * original[1]
+        interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+        image = cv2.resize(image, size, interpolation=interpolation)
+    image = image.reshape(*image.shape[:2], channels)
+    return image, original
+
+
+def preprocess(pixels: np.ndarray, name: str) -> np.ndarray:
+    """Applies a `PREPROCESSING` entry to pixels `(B, H, W, C)` in [0, 255].
+
+    Args:
+        pixels: uint8 or float pixels, channels-last; never modified.
+        name: a key of `PREPROCESSING`.
+
+    Returns:
+        float32 `(B, H, W, C)`, channels-last (see `to_data_format`).
+
+    Raises:
+        ValueError: an unknown `name`, or a `keras.applications` preprocessing of images
+            that are not RGB.
+
+    Example:
+    ```python
+    images = preprocess(np.stack([pixels]), "vgg16")
+    ```
+    """
+    if name not in PREPROCESSING:
+        raise ValueError(f"Unknown preprocessing {name!r}; known: {', '.join(PREPROCESSING)}.")
+    if name not in ("scale01", "none") and pixels.shape[-1] != 3:
+        raise ValueError(f"the preprocessing {name!r} needs RGB images; the model takes "
+                         f"{pixels.shape[-1]} channel(s).")
+    # A fresh float32 copy: some `preprocess_input` functions modify their argument in place.
+    return np.asarray(PREPROCESSING[name](pixels.astype(np.float32)), np.float32)
+
+
+def input_layout(model: keras.Model) -> tuple[tuple[int | None, ...], str]:
+    """The images a model takes, read from its input without tracing it.
+
+    Args:
+        model: a single-input Functional or Sequential model.
+
+    Returns:
+        `(image_shape, data_format)`: `(height, width, channels)` whatever the layout (a size
+        may be `None`: any), and `"channels_last"` or `"channels_first"`.
+
+    Example:
+    ```python
+    (height, width, channels), layout = input_layout(model)
+    ```
+    """
+    layout = data_format(model)
+    shape = tuple(model.inputs[0].shape[1:])
+    if layout == "channels_first":
+        shape = (*shape[1:], shape[0])
+    return shape, layout
+
+
+def to_data_format(images: np.ndarray, data_format: str) -> np.ndarray:
+    """Channels-last images `(B, H, W, C)` in the layout a model takes.
+
+    Args:
+        images: channels-last batch.
+        data_format: `"channels_last"` or `"channels_first"` (an explainer's `data_format`).
+
+    Returns:
+        `images` itself, or a contiguous `(B, C, H, W)` copy for `"channels_first"`.
+    """
+    if data_format == "channels_first":
+        return np.ascontiguousarray(np.moveaxis(images, -1, 1))
+    return images
+
+
+def read_labels(path: PathLike, folder: PathLike) -> list[LabelRow]:
+    """Reads a labels CSV: one image per row, `FILE,LABEL` or `FILE,LABEL,X0,Y0,X1,Y1`.
+
+    Blank rows and rows starting with `#` are skipped. `FILE` is relative to `folder`; the box,
+    if any, is in the file's own pixels (`x1`/`y1` exclusive); either every row has a box or
+    none has.
+
+    Args:
+        path: the CSV file.
+        folder: the folder the files are in.
+
+    Returns:
+        `[(image path, label, box or None), ...]` in file order.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a malformed row (the message names the file and the line), no rows, or
+            boxes on some rows only.
+
+    Example:
+    ```python
+    rows = read_labels("labels.csv", "images/")   # [(Path("images/a.png"), 1, None), ...]
+    ```
+    """
+    path, folder = pathlib.Path(path), pathlib.Path(folder)
+    if not path.is_file():
+        raise FileNotFoundError(f"labels file not found: {path}")
+    rows: list[LabelRow] = []
+    with open(path, newline="", encoding="utf-8") as file:
+        for line_number, fields in enumerate(csv.reader(file), start=1):
+            fields = [field.strip() for field in fields]
+            if not fields or not fields[0] or fields[0].startswith("#"):
+                continue
+            if len(fields) not in (2, 6):
+                raise ValueError(
+                    f"{path}, line {line_number}: expected FILE,LABEL or FILE,LABEL,X0,Y0,X1,Y1; "
+                    f"got {len(fields)} fields."
+                )
+            try:
+                numbers = [int(field) for field in fields[1:]]
+            except ValueError:
+                raise ValueError(
+                    f"{path}, line {line_number}: LABEL and the box must be integers; got "
+                    f"{','.join(fields[1:])!r}."
+                ) from None
+            rows.append((folder / fields[0], numbers[0], tuple(numbers[1:]) or None))
+    if not rows:
+        raise ValueError(f"{path} lists no images.")
+    with_boxes = sum(box is not None for _, _, box in rows)
+    if 0 < with_boxes < len(rows):
+        raise ValueError(f"{path}: give a box on every row or on none ({with_boxes} of "
+                         f"{len(rows)} rows have one).")
+    return rows
+
+
+def scale_box(
+    box: tuple[int, ...],
+    original: tuple[int, int],
+    resized: tuple[int, int],
+    path: PathLike = "the image",
+) -> tuple[int, int, int, int]:
+    """Maps an `(x0, y0, x1, y1)` box from an image's pixels to those of its resized copy.
+
+    The box grows outwards to whole pixels (floor of the start, ceiling of the end), keeping
+    at least one pixel.
+
+    Args:
+        box: `(x0, y0, x1, y1)` in the original image, `x1`/`y1` exclusive.
+        original: the original `(height, width)`.
+        resized: the resized `(height, width)`.
+        path: the image's name in error messages. Defaults to `"the image"`.
+
+    Returns:
+        The box in the resized image's pixels.
+
+    Raises:
+        ValueError: the box is empty or not inside the original image.
+
+    Example:
+    ```python
+    scale_box((0, 0, 25, 20), (40, 50), (32, 32))   # (0, 0, 16, 16)
+    ```
+    """
+    x0, y0, x1, y1 = box
+    height, width = original
+    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+        raise ValueError(
+            f"the box {box} of {path} is not inside the {width}x{height} image with x0 < x1 and "
+            "y0 < y1 (x1, y1 exclusive)."
+        )
+    scale_y, scale_x = resized[0] / height, resized[1] / width
+    new_x0, new_y0 = int(np.floor(x0 * scale_x)), int(np.floor(y0 * scale_y))
+    new_x1 = max(new_x0 + 1, min(resized[1], int(np.ceil(x1 * scale_x))))
+    new_y1 = max(new_y0 + 1, min(resized[0], int(np.ceil(y1 * scale_y))))
+    return new_x0, new_y0, new_x1, new_y1
+
+
+def read_image_folder(
+    folder: PathLike,
+    image_shape: tuple[int | None, int | None, int],
+    labels: PathLike | None = None,
+    preprocessing: str = "scale01",
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Reads a folder of images (or those a labels CSV lists), preprocessed, with labels and boxes.
+
+    Args:
+        folder: the image folder.
+        image_shape: `(height, width, channels)` the images are resized to, e.g. an
+            explainer's `image_shape`; both sizes must be known (one batch).
+        labels: a labels CSV (see `read_labels`), or `None` for every image file of the folder
+            (sorted by name, no labels). Defaults to `None`.
+        preprocessing: a key of `PREPROCESSING`. Defaults to `"scale01"`.
+
+    Returns:
+        `(images, labels, boxes)`: float32 channels-last `(B, H, W, C)`, int32 `(B,)` or
+        `None`, int32 `(B, 4)` boxes scaled to the resized images (see `scale_box`) or `None`.
+
+    Raises:
+        FileNotFoundError: no such folder, labels file or listed image.
+        ValueError: a model of any input size, an empty folder, or unusable labels, boxes or
+            images.
+
+    Example:
+    ```python
+    images, labels, boxes = read_image_folder("images/", cam.image_shape, "labels.csv")
+    ```
+    """
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    if None in image_shape[:2]:
+        raise ValueError(
+            f"the model takes images of any size {image_shape}; a folder is read as one batch "
+            "of one size: save the model with a fixed input size."
+        )
+    if labels is None:
+        paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not paths:
+            raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
+        rows: list[tuple[pathlib.Path, int | None, tuple[int, ...] | None]] = [
+            (path, None, None) for path in paths
+        ]
+    else:
+        rows = list(read_labels(labels, folder))
+    pixels, boxes = [], []
+    for path, _, box in rows:
+        rgb, original_size = read_image(path, image_shape)
+        pixels.append(rgb)
+        if box is not None:
+            boxes.append(scale_box(box, original_size, rgb.shape[:2], path))
+    images = preprocess(np.stack(pixels), preprocessing)
+    classes = None if labels is None else np.array([row[1] for row in rows], np.int32)
+    return images, classes, np.array(boxes, np.int32) if boxes else None
