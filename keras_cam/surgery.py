@@ -347,6 +347,63 @@ def _final_layer(model: keras.Model) -> keras.layers.Layer:
     return _final_layer(last) if _is_graph_model(last) else last
 
 
+# Layers that return their input's values unchanged at inference (reshapes, identities, noise
+# and dropout); with `Activation("linear")` they may follow the activation that is the head.
+_PASS_THROUGH = (
+    klayers.Flatten,
+    klayers.Reshape,
+    klayers.Identity,
+    klayers.Dropout,
+    klayers.GaussianNoise,
+    klayers.GaussianDropout,
+    klayers.AlphaDropout,
+    klayers.ActivityRegularization,
+)
+
+
+def passes_values(operation: Any) -> bool:
+    """Whether a layer returns its input's values unchanged at inference.
+
+    Args:
+        operation: a layer or Keras operation.
+
+    Returns:
+        `True` for `Flatten`, `Reshape`, `Identity`, the dropout and noise layers,
+        `ActivityRegularization` and `Activation("linear")` (the mixed-precision guide's
+        `Activation("linear", dtype="float32")`).
+
+    Example:
+    ```python
+    passes_values(keras.layers.Activation("linear", dtype="float32"))   # True
+    ```
+    """
+    if isinstance(operation, klayers.Activation):
+        return _function_name(operation.activation)[0] == "linear"
+    return isinstance(operation, _PASS_THROUGH)
+
+
+def _head_layer(model: keras.Model) -> Any:
+    """The layer or operation whose activation gives the model's output.
+
+    That is the final layer (inside a nested final model too), stepping back over layers that
+    pass the same `(batch, units)` values through, e.g. the mixed-precision
+    `Activation("linear", dtype="float32")` after a `Dense(activation="softmax")`, a `Flatten`
+    or a `Dropout`.
+    """
+    tensor = model.outputs[0]
+    while True:
+        operation, node_index, _ = tensor._keras_history
+        if _is_graph_model(operation):
+            tensor = operation.outputs[0]
+            continue
+        inputs = operation._inbound_nodes[node_index].input_tensors
+        if not passes_values(operation) or len(inputs) != 1 or (
+            tuple(inputs[0].shape[1:]) != tuple(tensor.shape[1:])
+        ):
+            return operation
+        tensor = inputs[0]
+
+
 HEADS: tuple[str, ...] = ("softmax", "sigmoid", "logits", "sigmoid_logits", "linear")
 """Valid values of `head=`, naming what the model's output is:
 
@@ -645,7 +702,7 @@ def read_head(model: keras.Model, head: str | Head | None = None) -> Head:
             f"outputs shape {shape}. Build a Functional model that returns the scores to explain."
         )
     units = int(shape[-1])
-    final = _final_layer(model)
+    final = _head_layer(model)
     activation = _final_activation(final, len(shape))
     if head is not None:
         matches = _SPLIT_KINDS.get(activation.name) == head
@@ -949,7 +1006,7 @@ def _trace(
     model: keras.Model, target: keras.layers.Layer, layout: str, batch_shape: tuple
 ) -> tuple[Any, _Recorder, Any]:
     """Re-traces `model` on a new input of `batch_shape`: `(inputs, recorder, output)`."""
-    recorder = _Recorder(target, _final_layer(model), layout)
+    recorder = _Recorder(target, _head_layer(model), layout)
     source = model.inputs[0]
     inputs = keras.Input(
         batch_shape=batch_shape, dtype=explained_input_dtype(source.dtype), name="keras_cam_images"

@@ -23,21 +23,13 @@ from keras_cam.surgery import (
     _final_layer,
     _is_graph_model,
     activation_name,
+    passes_values,
     read_head,
     resolve_layer,
 )
 from keras_cam.targets import ScoreFn
 
 # Layers that are the identity at inference, allowed between the pooling and the Dense layer.
-_PASS_THROUGH = (
-    klayers.Dropout,
-    klayers.GaussianDropout,
-    klayers.GaussianNoise,
-    klayers.AlphaDropout,
-    klayers.Flatten,
-)
-
-
 @dataclasses.dataclass(frozen=True)
 class GapHead:
     """The classification head of a conv -> GlobalAveragePooling2D -> Dense model.
@@ -81,12 +73,13 @@ def _describe(chain: list[keras.layers.Layer]) -> str:
 def find_gap_head(model: keras.Model, head: str | Head | None = None) -> GapHead:
     """Finds the conv -> GlobalAveragePooling2D -> Dense head that CAM needs.
 
-    Accepted between the pooling and the output: layers that are the identity at inference
-    (`Dropout`, `GaussianDropout`, `GaussianNoise`, `AlphaDropout`, `Flatten`), then a `Dense`
+    Accepted between the pooling and the output: layers that pass values through at inference
+    (`Dropout`, `Flatten`...: see `keras_cam.surgery.passes_values`), then a `Dense`
     layer whose activation is a softmax, sigmoid, log_softmax or linear, or a linear `Dense`
     followed by the softmax / sigmoid / log_softmax as an operation of its own (`Softmax`,
     `Activation`, `Lambda(tf.nn.softmax)`, `keras.ops.softmax(x)`), in any spelling
-    `keras_cam.surgery.read_head` recognises. The head and the base may sit in nested models.
+    `keras_cam.surgery.read_head` recognises, and again layers that pass values through. The
+    head and the base may sit in nested models.
 
     Args:
         model: a single-input, single-output Functional or Sequential classifier.
@@ -116,6 +109,8 @@ def find_gap_head(model: keras.Model, head: str | Head | None = None) -> GapHead
         layer, node, outer = _producer(node.input_tensors[0], outer)
         chain.append(layer)
 
+    while passes_values(layer):  # e.g. a float32 Activation("linear") after the softmax
+        step()
     if reading.pre_activation == "input":  # the activation is an operation of its own
         step()
     dense = layer
@@ -128,7 +123,7 @@ def find_gap_head(model: keras.Model, head: str | Head | None = None) -> GapHead
     )
     if is_head:
         step()
-        while isinstance(layer, _PASS_THROUGH):
+        while passes_values(layer):
             step()
         pooling = layer
         if isinstance(pooling, klayers.GlobalAveragePooling2D):
