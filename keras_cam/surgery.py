@@ -773,6 +773,47 @@ def _flipped_axes(operation: Any) -> tuple[int, ...] | None:
     return tuple(int(a) % 4 for a in axes)
 
 
+def _moves_pixels(layer: Any, arguments: tuple[Any, Any], tensor: Any, axes: tuple) -> bool:
+    """Whether a `Lambda`, `Permute` or bare Keras operation that keeps the grid's size moves
+    values between positions (a flip written as a Lambda or `x[:, :, ::-1]`, a roll, a
+    transpose of a square map). Known layers and pointwise ones keep their grid.
+
+    Probed numerically: a layer that moves nothing commutes with a fixed random shuffle of the
+    positions; one that cannot be run on a concrete batch of one counts as moving.
+    """
+    if isinstance(layer, keras.layers.Layer) and not isinstance(
+        layer, (klayers.Lambda, klayers.Permute)
+    ):
+        return False
+    shape = (1, *tensor.shape[1:])
+    if None in shape:
+        return True
+    rng = np.random.default_rng(0)
+    order = rng.permutation(shape[axes[0]] * shape[axes[1]])
+
+    def shuffle(values: np.ndarray) -> np.ndarray:
+        moved = np.moveaxis(values, axes, (1, 2))
+        flat = moved.reshape(moved.shape[0], -1, *moved.shape[3:])[:, order]
+        return np.moveaxis(flat.reshape(moved.shape), (1, 2), axes)
+
+    values = rng.uniform(0.1, 1.0, shape).astype(np.float32)
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        concrete = ops.cast(ops.convert_to_tensor(batch), tensor.dtype)
+        args, kwargs = keras.tree.map_structure(
+            lambda value: concrete if value is tensor else value, arguments
+        )
+        return np.asarray(ops.convert_to_numpy(layer(*args, **kwargs)), np.float64)
+
+    try:
+        shuffled_output, output = run(shuffle(values)), run(values)
+    except Exception:  # noqa: BLE001 -- any failure means its geometry is unknown
+        return True
+    if output.shape != shape:
+        return True
+    return not np.allclose(shuffled_output, shuffle(output), rtol=1e-4, atol=1e-5)
+
+
 class _Recorder:
     """Re-traces a model on new inputs, calling the same layers and recording what we need.
 
@@ -816,7 +857,7 @@ class _Recorder:
         else:
             output = layer(*args, **kwargs)
             if tensors:
-                self._follow_grid(layer, tensors, output)
+                self._follow_grid(layer, tensors, output, (args, kwargs))
         if not isinstance(output, (list, tuple)):
             self._producers[id(output)] = repr(layer.name)
         if layer is self.target:
@@ -835,8 +876,12 @@ class _Recorder:
             self.head_input, self.head_output = args[0], output
         return output
 
-    def _follow_grid(self, layer: Any, tensors: list[Any], output: Any) -> None:
-        """Records the grid of `output` from the grids of the layer's spatial inputs."""
+    def _follow_grid(
+        self, layer: Any, tensors: list[Any], output: Any, arguments: tuple[Any, Any]
+    ) -> None:
+        """Records the grid of `output` from the grids of the layer's spatial inputs.
+
+        `arguments` are the call's `(args, kwargs)`, for `_moves_pixels`."""
         if isinstance(output, (list, tuple)) or len(output.shape) != 4:
             return
         grids = [grid for grid in map(self.grid, tensors) if grid is not None]
@@ -859,6 +904,8 @@ class _Recorder:
         flipped = _flipped_axes(layer)
         if flipped is not None:
             grid = grids[0].flip(flipped)
+        elif matching and len(tensors) == 1 and _moves_pixels(layer, arguments, tensors[0], axes):
+            grid = grids[0].stretch(sizes, axes, layer.name)
         elif matching:
             grid = matching[0] if apart else matching[0].average(matching[1:])
         elif sizes == (1, 1):
