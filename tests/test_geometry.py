@@ -120,6 +120,16 @@ def test_center_crop_places_the_map_on_the_central_pixels():
     np.testing.assert_allclose(_raw_map(model, images), expected, atol=1e-5)
 
 
+def test_center_crop_with_odd_margins_rounds_the_start_down():
+    """Keras crops from `int((size - target) / 2)`: 7 spare rows leave 3 above, 11 spare
+    columns leave 5 on the left (rounding up would shift the map by a pixel)."""
+    images = _images((2, 25, 41, 1))
+    model = _probe((25, 41, 1), [layers.CenterCrop(18, 30)])
+    expected = np.zeros((2, 25, 41), np.float32)
+    expected[:, 3:21, 5:35] = images[:, 3:21, 5:35, 0]
+    np.testing.assert_allclose(_raw_map(model, images), expected, atol=1e-5)
+
+
 def test_center_crop_smaller_input_crops_to_aspect_then_resizes():
     """Keras' CenterCrop resizes (smart_resize) when the input is smaller than the target."""
     images = _images((1, 24, 40, 1))
