@@ -658,7 +658,9 @@ def read_head(model: keras.Model, head: str | Head | None = None) -> Head:
     `keras.ops.softmax`, `tf.nn.softmax`, `tf.math.softmax`, a `keras.layers.Softmax()`
     instance, ...; sigmoid and log_softmax likewise), as a layer of its own (`Softmax`,
     `Activation(...)`, `Lambda(tf.nn.softmax)`) or as `keras.ops.softmax(x)` in a Functional
-    graph. A softmax over another axis than the last is not a classifier head. The rule:
+    graph. A softmax over another axis than the last is not a classifier head. Layers after
+    it that pass its values through (`passes_values`: `Flatten`, `Dropout`, the mixed-precision
+    `Activation("linear", dtype="float32")`...) are looked through. The rule:
 
     - a softmax / sigmoid output is read as probabilities; logits are read before it;
     - a log_softmax output is read as logits (those before it), and so is a linear output
