@@ -390,6 +390,63 @@ def final_layer(model: keras.Model) -> keras.layers.Layer:
     return final_layer(last) if is_graph_model(last) else last
 
 
+# Layers that return their input's values unchanged at inference (reshapes, identities, noise
+# and dropout); with `Activation("linear")` they may follow the activation that is the head.
+_PASS_THROUGH = (
+    klayers.Flatten,
+    klayers.Reshape,
+    klayers.Identity,
+    klayers.Dropout,
+    klayers.GaussianNoise,
+    klayers.GaussianDropout,
+    klayers.AlphaDropout,
+    klayers.ActivityRegularization,
+)
+
+
+def passes_values(operation: Any) -> bool:
+    """Whether a layer returns its input's values unchanged at inference.
+
+    Args:
+        operation: a layer or Keras operation.
+
+    Returns:
+        `True` for `Flatten`, `Reshape`, `Identity`, the dropout and noise layers,
+        `ActivityRegularization` and `Activation("linear")` (the mixed-precision guide's
+        `Activation("linear", dtype="float32")`).
+
+    Example:
+    ```python
+    passes_values(keras.layers.Activation("linear", dtype="float32"))   # True
+    ```
+    """
+    if isinstance(operation, klayers.Activation):
+        return _function_name(operation.activation)[0] == "linear"
+    return isinstance(operation, _PASS_THROUGH)
+
+
+def _head_layer(model: keras.Model) -> Any:
+    """The layer or operation whose activation gives the model's output.
+
+    That is the final layer (inside a nested final model too), stepping back over layers that
+    pass the same `(batch, units)` values through, e.g. the mixed-precision
+    `Activation("linear", dtype="float32")` after a `Dense(activation="softmax")`, a `Flatten`
+    or a `Dropout`.
+    """
+    tensor = model.outputs[0]
+    while True:
+        operation, node_index, _ = tensor._keras_history
+        if is_graph_model(operation):
+            tensor = operation.outputs[0]
+            continue
+        inputs = operation._inbound_nodes[node_index].input_tensors
+        if not passes_values(operation) or len(inputs) != 1 or (
+            tuple(inputs[0].shape[1:]) != tuple(tensor.shape[1:])
+        ):
+            return operation
+        tensor = inputs[0]
+
+
 HEADS: tuple[str, ...] = ("softmax", "sigmoid", "logits", "sigmoid_logits", "linear")
 """Valid values of `head=`, naming what the model's output is:
 
@@ -644,7 +701,9 @@ def read_head(model: keras.Model, head: str | Head | None = None) -> Head:
     `keras.ops.softmax`, `tf.nn.softmax`, `tf.math.softmax`, a `keras.layers.Softmax()`
     instance, ...; sigmoid and log_softmax likewise), as a layer of its own (`Softmax`,
     `Activation(...)`, `Lambda(tf.nn.softmax)`) or as `keras.ops.softmax(x)` in a Functional
-    graph. A softmax over another axis than the last is not a classifier head. The rule:
+    graph. A softmax over another axis than the last is not a classifier head. Layers after
+    it that pass its values through (`passes_values`: `Flatten`, `Dropout`, the mixed-precision
+    `Activation("linear", dtype="float32")`...) are looked through. The rule:
 
     - a softmax / sigmoid output is read as probabilities; logits are read before it;
     - a log_softmax output is read as logits (those before it), and so is a linear output
@@ -688,7 +747,7 @@ def read_head(model: keras.Model, head: str | Head | None = None) -> Head:
             f"outputs shape {shape}. Build a Functional model that returns the scores to explain."
         )
     units = int(shape[-1])
-    final = final_layer(model)
+    final = _head_layer(model)
     activation = _final_activation(final, len(shape))
     if head is not None:
         matches = _SPLIT_KINDS.get(activation.name) == head
@@ -721,16 +780,6 @@ def read_head(model: keras.Model, head: str | Head | None = None) -> Head:
 
 
 # ---------------------------------------------------------------- GAP head (CAM)
-PASS_THROUGH_LAYERS: tuple[type, ...] = (
-    klayers.Dropout,
-    klayers.GaussianDropout,
-    klayers.GaussianNoise,
-    klayers.AlphaDropout,
-    klayers.Flatten,
-)
-"""Layers that are the identity at inference, allowed between the pooling and the Dense layer."""
-
-
 @dataclasses.dataclass(frozen=True)
 class GapHead:
     """The classification head of a conv -> GlobalAveragePooling2D -> Dense model.
@@ -809,6 +858,8 @@ def find_gap_head(model: keras.Model, head: str | Head | None = None) -> GapHead
         layer, node, outer = _producer(node.input_tensors[0], outer)
         chain.append(layer)
 
+    while passes_values(layer):  # e.g. a float32 Activation("linear") after the softmax
+        step()
     if reading.pre_activation == "input":  # the activation is an operation of its own
         step()
     dense = layer
@@ -821,7 +872,7 @@ def find_gap_head(model: keras.Model, head: str | Head | None = None) -> GapHead
     )
     if is_head:
         step()
-        while isinstance(layer, PASS_THROUGH_LAYERS):
+        while passes_values(layer):
             step()
         pooling = layer
         if isinstance(pooling, klayers.GlobalAveragePooling2D):
@@ -885,6 +936,47 @@ def _flipped_axes(operation: Any) -> tuple[int, ...] | None:
     return tuple(int(a) % 4 for a in axes)
 
 
+def _moves_pixels(layer: Any, arguments: tuple[Any, Any], tensor: Any, axes: tuple) -> bool:
+    """Whether a `Lambda`, `Permute` or bare Keras operation that keeps the grid's size moves
+    values between positions (a flip written as a Lambda or `x[:, :, ::-1]`, a roll, a
+    transpose of a square map). Known layers and pointwise ones keep their grid.
+
+    Probed numerically: a layer that moves nothing commutes with a fixed random shuffle of the
+    positions; one that cannot be run on a concrete batch of one counts as moving.
+    """
+    if isinstance(layer, keras.layers.Layer) and not isinstance(
+        layer, (klayers.Lambda, klayers.Permute)
+    ):
+        return False
+    shape = (1, *tensor.shape[1:])
+    if None in shape:
+        return True
+    rng = np.random.default_rng(0)
+    order = rng.permutation(shape[axes[0]] * shape[axes[1]])
+
+    def shuffle(values: np.ndarray) -> np.ndarray:
+        moved = np.moveaxis(values, axes, (1, 2))
+        flat = moved.reshape(moved.shape[0], -1, *moved.shape[3:])[:, order]
+        return np.moveaxis(flat.reshape(moved.shape), (1, 2), axes)
+
+    values = rng.uniform(0.1, 1.0, shape).astype(np.float32)
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        concrete = ops.cast(ops.convert_to_tensor(batch), tensor.dtype)
+        args, kwargs = keras.tree.map_structure(
+            lambda value: concrete if value is tensor else value, arguments
+        )
+        return np.asarray(ops.convert_to_numpy(layer(*args, **kwargs)), np.float64)
+
+    try:
+        shuffled_output, output = run(shuffle(values)), run(values)
+    except Exception:  # noqa: BLE001 -- any failure means its geometry is unknown
+        return True
+    if output.shape != shape:
+        return True
+    return not np.allclose(shuffled_output, shuffle(output), rtol=1e-4, atol=1e-5)
+
+
 class _Recorder:
     """Re-traces a model on new inputs, calling the same layers and recording what we need.
 
@@ -928,7 +1020,7 @@ class _Recorder:
         else:
             output = layer(*args, **kwargs)
             if tensors:
-                self._follow_grid(layer, tensors, output)
+                self._follow_grid(layer, tensors, output, (args, kwargs))
         if not isinstance(output, (list, tuple)):
             self._producers[id(output)] = repr(layer.name)
         if layer is self.target:
@@ -947,8 +1039,12 @@ class _Recorder:
             self.head_input, self.head_output = args[0], output
         return output
 
-    def _follow_grid(self, layer: Any, tensors: list[Any], output: Any) -> None:
-        """Records the grid of `output` from the grids of the layer's spatial inputs."""
+    def _follow_grid(
+        self, layer: Any, tensors: list[Any], output: Any, arguments: tuple[Any, Any]
+    ) -> None:
+        """Records the grid of `output` from the grids of the layer's spatial inputs.
+
+        `arguments` are the call's `(args, kwargs)`, for `_moves_pixels`."""
         if isinstance(output, (list, tuple)) or len(output.shape) != 4:
             return
         grids = [grid for grid in map(self.grid, tensors) if grid is not None]
@@ -971,6 +1067,8 @@ class _Recorder:
         flipped = _flipped_axes(layer)
         if flipped is not None:
             grid = grids[0].flip(flipped)
+        elif matching and len(tensors) == 1 and _moves_pixels(layer, arguments, tensors[0], axes):
+            grid = grids[0].stretch(sizes, axes, layer.name)
         elif matching:
             grid = matching[0] if apart else matching[0].average(matching[1:])
         elif sizes == (1, 1):
@@ -1118,7 +1216,7 @@ def _trace(
     model: keras.Model, target: keras.layers.Layer, layout: str, batch_shape: tuple
 ) -> tuple[Any, _Recorder, Any]:
     """Re-traces `model` on a new input of `batch_shape`: `(inputs, recorder, output)`."""
-    recorder = _Recorder(target, final_layer(model), layout)
+    recorder = _Recorder(target, _head_layer(model), layout)
     source = model.inputs[0]
     inputs = keras.Input(
         batch_shape=batch_shape, dtype=explained_input_dtype(source.dtype), name="keras_cam_images"

@@ -120,6 +120,16 @@ def test_center_crop_places_the_map_on_the_central_pixels():
     np.testing.assert_allclose(_raw_map(model, images), expected, atol=1e-5)
 
 
+def test_center_crop_with_odd_margins_rounds_the_start_down():
+    """Keras crops from `int((size - target) / 2)`: 7 spare rows leave 3 above, 11 spare
+    columns leave 5 on the left (rounding up would shift the map by a pixel)."""
+    images = _images((2, 25, 41, 1))
+    model = _probe((25, 41, 1), [layers.CenterCrop(18, 30)])
+    expected = np.zeros((2, 25, 41), np.float32)
+    expected[:, 3:21, 5:35] = images[:, 3:21, 5:35, 0]
+    np.testing.assert_allclose(_raw_map(model, images), expected, atol=1e-5)
+
+
 def test_center_crop_smaller_input_crops_to_aspect_then_resizes():
     """Keras' CenterCrop resizes (smart_resize) when the input is smaller than the target."""
     images = _images((1, 24, 40, 1))
@@ -247,6 +257,40 @@ def test_unknown_size_changing_layer_warns_once_naming_it():
     features = _features(model, images)
     centres = ((np.arange(12) + 0.5) * 2, (np.arange(20) + 0.5) * 2)
     np.testing.assert_allclose(maps, _expected(features, (24, 40), centres), atol=1e-5)
+
+
+MOVING_LAYERS = {
+    "lambda_keras_flip": lambda: layers.Lambda(lambda t: keras.ops.flip(t, axis=2), name="mover"),
+    "lambda_tf_flip_left_right": lambda: layers.Lambda(tf.image.flip_left_right, name="mover"),
+    "lambda_roll": lambda: layers.Lambda(lambda t: tf.roll(t, 5, axis=1), name="mover"),
+    "getitem_reversed_columns": lambda: (lambda t: t[:, :, ::-1, :]),
+    "permute_height_width": lambda: layers.Permute((2, 1, 3), name="mover"),
+}
+
+
+@pytest.mark.parametrize("mover", list(MOVING_LAYERS))
+def test_layer_that_moves_pixels_on_a_same_size_grid_warns_naming_it(mover):
+    """A flip, roll or transpose keeps the grid's size; keras_cam cannot derive it from the
+    sizes, so it must say so (the map, placed as if nothing moved, would be mirrored)."""
+    images = _images((1, 24, 24, 1))  # square: a transpose keeps the size too
+    model = _probe((24, 24, 1), [MOVING_LAYERS[mover]()])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _raw_map(model, images)
+    messages = [str(w.message) for w in caught if "cannot derive" in str(w.message)]
+    assert len(messages) == 1, [str(w.message) for w in caught]
+    assert "mover" in messages[0] or "get_item" in messages[0]
+
+
+def test_pointwise_lambda_keeps_the_placement_silently():
+    images = _images((2, 24, 40, 1))
+    model = _probe((24, 40, 1), [layers.Lambda(lambda t: 2.0 * t + 1.0, name="affine")])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        maps = _raw_map(model, images)
+    features = _features(model, images)
+    centres = (np.arange(24) + 0.5, np.arange(40) + 0.5)
+    np.testing.assert_allclose(maps, _expected(features, (24, 40), centres), rtol=1e-5, atol=1e-4)
 
 
 def test_merge_of_branches_from_different_places_warns():

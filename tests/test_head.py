@@ -74,6 +74,18 @@ SOFTMAX_SPELLINGS = {
     "functional_keras_ops": lambda: _model(after=ops.softmax),
     "functional_keras_ops_nn": lambda: _model(after=ops.nn.softmax),
     "functional_log_softmax": lambda: _model(after=ops.log_softmax),
+    # Layers after the activation that pass its values through: the mixed-precision guide's
+    # `Activation("linear", dtype="float32")`, reshapes, identities and inference-time noise.
+    "dense_then_mixed_precision_linear": lambda: _model(
+        "softmax", after=layers.Activation("linear", dtype="float32")
+    ),
+    "dense_then_flatten": lambda: _model("softmax", after=layers.Flatten()),
+    "dense_then_reshape_dropout": lambda: _model(
+        "softmax", after=lambda x: layers.Dropout(0.5)(layers.Reshape((4,))(x))
+    ),
+    "softmax_layer_then_identity": lambda: _model(
+        after=lambda x: layers.Identity()(layers.Softmax()(x))
+    ),
 }
 SIGMOID_SPELLINGS = {
     "dense_str": lambda: _model("sigmoid", units=1),
@@ -85,6 +97,10 @@ SIGMOID_SPELLINGS = {
     "activation_tf_sigmoid": lambda: _model(units=1, after=layers.Activation(tf.sigmoid)),
     "lambda_tf_nn": lambda: _model(units=1, after=layers.Lambda(tf.nn.sigmoid)),
     "functional_keras_ops": lambda: _model(units=1, after=ops.sigmoid),
+    "dense_then_flatten": lambda: _model("sigmoid", units=1, after=layers.Flatten()),
+    "activation_then_gaussian_noise": lambda: _model(
+        units=1, after=lambda x: layers.GaussianNoise(0.1)(layers.Activation("sigmoid")(x))
+    ),
 }
 
 

@@ -451,3 +451,22 @@ def test_registry_names_every_metric():
     assert metrics.get_metric("insertion") is metrics.insertion
     with pytest.raises(ValueError, match="Unknown metric 'auc'; known metrics: average_drop"):
         metrics.get_metric("auc")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="metrics.py (being refactored, issue 11): average_drop / increase_in_confidence on "
+    "a one-unit raw-score head (head='linear', e.g. a regression around -50) return 0 % / "
+    "100 % for every image: percentages of a confidence that is not a probability",
+)
+@pytest.mark.parametrize("name", ["average_drop", "increase_in_confidence"])
+def test_confidence_metrics_refuse_a_raw_score_head(name):
+    inputs = keras.Input((24, 40, 3))
+    x = keras.layers.Conv2D(5, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    bias = keras.initializers.Constant(-50.0)
+    model = keras.Model(inputs, keras.layers.Dense(1, bias_initializer=bias)(x))
+    images = np.random.default_rng(0).uniform(0, 1, (3, 24, 40, 3)).astype("float32")
+    maps = np.random.default_rng(1).uniform(0, 1, (3, 24, 40)).astype("float32")
+    with pytest.raises(ValueError, match="raw score|linear"):
+        getattr(metrics, name)(model, images, maps, None)

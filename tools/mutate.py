@@ -51,14 +51,16 @@ MUTATIONS: tuple[Mutation, ...] = (
     # --- the four that passed the whole suite when issue 17 was filed
     Mutation(
         "upsample-width-height", "placement", "keras_cam/methods/base.py",
-        'maps = tf.image.resize(maps[..., tf.newaxis], size, method="bilinear")[..., 0]',
-        'maps = tf.image.resize(maps[..., tf.newaxis], size[::-1], method="bilinear")[..., 0]',
+        "rows = _axis_weights(shape[1], size[0], placement[0])\n"
+        "    columns = _axis_weights(shape[2], size[1], placement[1])",
+        "rows = _axis_weights(shape[1], size[0], placement[1])\n"
+        "    columns = _axis_weights(shape[2], size[1], placement[0])",
         ("tests/test_orientation.py", "tests/test_contract.py"),
     ),
     Mutation(
         "scorecam-masks-width-height", "methods", "keras_cam/methods/score.py",
-        'masks = tf.image.resize(small, tf.shape(images)[1:3], method="bilinear")',
-        'masks = tf.image.resize(small, tf.shape(images)[2:0:-1], method="bilinear")',
+        "size = tf.gather(tf.shape(images), self._cam.spatial_axes)",
+        "size = tf.gather(tf.shape(images), self._cam.spatial_axes[::-1])",
         ("tests/test_orientation.py", "tests/test_score.py"),
     ),
     Mutation(
