@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from keras_cam.methods import METHODS, FasterScoreCAM, ScoreCAM, get_method
-from keras_cam.methods import score as score_module
+from keras_cam.methods import perturbation
 from keras_cam.methods.score import channel_weights
 
 SIZE = 16
@@ -249,16 +249,16 @@ def test_automatic_batch_size_follows_the_memory_budget(monkeypatch):
     cam = ScoreCAM(model, "feat", verbose=0)
     # Largest activation: the 12-channel maps at 16x16 = 12 per input pixel.
     per_input = 4 * SIZE * SIZE * (3 + 1 + 2 * CHANNELS)
-    monkeypatch.setattr(score_module, "MEMORY_BUDGET_BYTES", 5 * per_input + 1)
+    monkeypatch.setattr(perturbation, "MEMORY_BUDGET_BYTES", 5 * per_input + 1)
     cam(_images(1))
     assert cam.last_stats.batch_size == 5
-    monkeypatch.setattr(score_module, "MEMORY_BUDGET_BYTES", 1)
+    monkeypatch.setattr(perturbation, "MEMORY_BUDGET_BYTES", 1)
     cam(_images(1))
     assert cam.last_stats.batch_size == 1
 
 
 def test_progress_bar_only_when_verbose(monkeypatch, capsys):
-    monkeypatch.setattr(score_module, "_PROGRESS_AFTER_SECONDS", 0.0)
+    monkeypatch.setattr(perturbation, "_PROGRESS_AFTER_SECONDS", 0.0)
     model = _small_model()
     ScoreCAM(model, "feat", batch_size=2, verbose=1)(_images(1))
     assert "pass" in capsys.readouterr().out

@@ -58,7 +58,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         ("tests/test_orientation.py", "tests/test_contract.py"),
     ),
     Mutation(
-        "scorecam-masks-width-height", "methods", "keras_cam/methods/score.py",
+        "scorecam-masks-width-height", "methods", "keras_cam/methods/perturbation.py",
         "size = tf.gather(tf.shape(images), self._cam.spatial_axes)",
         "size = tf.gather(tf.shape(images), self._cam.spatial_axes[::-1])",
         ("tests/test_orientation.py", "tests/test_score.py"),
@@ -89,13 +89,13 @@ MUTATIONS: tuple[Mutation, ...] = (
         ("tests/test_orientation.py", "tests/test_gradient.py"),
     ),
     Mutation(
-        "fasterscorecam-smallest-variance", "methods", "keras_cam/methods/score.py",
+        "fasterscorecam-smallest-variance", "methods", "keras_cam/methods/perturbation.py",
         'top = np.argsort(-variance, axis=-1, kind="stable")',
         'top = np.argsort(variance, axis=-1, kind="stable")',
         ("tests/test_orientation.py", "tests/test_score.py"),
     ),
     Mutation(
-        "scorecam-masks-not-min-max", "methods", "keras_cam/methods/score.py",
+        "scorecam-masks-not-min-max", "methods", "keras_cam/methods/perturbation.py",
         "masks = tf.math.divide_no_nan(masks - low, high - low)",
         "masks = tf.math.divide_no_nan(masks, high)",
         ("tests/test_orientation.py", "tests/test_score.py"),
@@ -141,10 +141,10 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     # --- callback
     Mutation(
-        "callback-keeps-the-first-model", "callback", "keras_cam/callbacks.py",
-        "if self._explained_model is self.model:",
-        "if self._explained_model is not None:",
-        ("tests/test_callback_outputs.py",),
+        "callback-ignores-targets", "callback", "keras_cam/callbacks.py",
+        "explainer, self.images, self.targets",
+        "explainer, self.images, None",
+        ("tests/test_callback_outputs.py", "tests/test_callbacks.py"),
     ),
     # --- CLI
     Mutation(

@@ -1,0 +1,478 @@
+"""The perturbation family: channel weights from forward passes of perturbed inputs.
+
+Score-CAM and its relatives (Faster Score-CAM, SS-CAM, IS-CAM, ...) score the model on copies of
+each image perturbed with one channel of the explained layer at a time. The cost is one forward
+pass per (image, channel) pair, so `PerturbationCAM` arranges everything else around running
+those passes at the model's own speed:
+
+1. One pass of the sub-model gives each image's feature maps `A` (and resolves top-1 targets).
+2. The (image, channel) pairs that need a pass are listed: the selected channels (all, or the
+   `max_channels` of largest variance) minus the constant ones, whose mask is all zeros.
+3. The pairs of all images form one stream, cut into chunks of `batch_size`. One compiled
+   function per chunk gathers the chunk's small maps, places them on the input grid, min-max
+   normalizes each to a mask `H^k` in [0, 1], perturbs the images with them (the method's
+   `perturb`) and runs the model's scores head (probabilities for a classifier, the raw output
+   for a raw-score head). Only one chunk of perturbed copies exists at a time.
+4. The scores become channel weights (the method's `weights_from_scores`) and `BaseCAM` does
+   the rest.
+
+A method of the family is a small class that defines `perturb` and `weights_from_scores`:
+
+```python
+class MeanMaskedCAM(PerturbationCAM):
+    def perturb(self, images, masks):  # the mean colour where the mask is 0
+        mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+        return images * masks + mean * (1.0 - masks)
+
+    def weights_from_scores(self, scores, selected, constant):
+        return tf.where(selected & ~constant, scores, 0.0)
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, ClassVar
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_cam.methods.base import BaseCAM, compile_fn, place_maps
+from keras_cam.surgery import Head
+from keras_cam.targets import TOP_PREDICTION, ScoreFn, target_scores
+
+MEMORY_BUDGET_BYTES = 256 * 2**20
+"""Bound on one chunk's perturbed inputs and activations when `batch_size=None`."""
+
+MAX_AUTO_BATCH_SIZE = 128
+"""Largest automatic chunk: bigger chunks no longer speed a forward pass up."""
+
+_UNKNOWN_ACTIVATIONS_PER_PIXEL = 64.0
+"""Activation estimate for models whose input size is only known at call time."""
+
+_PROGRESS_AFTER_SECONDS = 2.0
+"""A progress bar is shown when the stream is expected to take longer than this."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PerturbationStats:
+    """What the last call of a perturbation method computed (`cam.last_stats`).
+
+    Attributes:
+        images: images explained.
+        channels: channels `K` of the explained layer.
+        selected: (image, channel) pairs considered: `images * K`, or `images * k` with
+            `max_channels=k`.
+        skipped: selected pairs whose channel is constant over the map; they needed no
+            forward pass.
+        masked_passes: (image, channel) pairs actually run (`selected - skipped`, or
+            `selected` with `skip_constant=False`); each is `perturbations` forward passes.
+        baseline_passes: inputs run to score the skipped constant channels (the blank input
+            of Score-CAM's softmax weighting: 1), else 0.
+        batch_size: (image, channel) pairs per forward pass (chunk size).
+        chunks: compiled forward calls the stream took.
+        seconds: wall time of the masked-pass stream.
+    """
+
+    images: int
+    channels: int
+    selected: int
+    skipped: int
+    masked_passes: int
+    baseline_passes: int
+    batch_size: int
+    chunks: int
+    seconds: float
+
+    @property
+    def skipped_fraction(self) -> float:
+        """Share of the selected pairs that were skipped, in [0, 1]."""
+        return self.skipped / self.selected if self.selected else 0.0
+
+
+class PerturbationCAM(BaseCAM):
+    """Base class of the methods weighting channels by the scores of perturbed inputs.
+
+    For each image and each selected channel `k` of the explained layer, the channel is placed
+    on the input grid like a map (bilinear) and min-max normalized to a mask `H^k` in [0, 1];
+    `perturb` turns the image and the mask into `perturbations` inputs, which the model scores
+    (as the head is read, `keras_cam.surgery.read_head`: probabilities for a classifier, the raw
+    output for a raw-score head); their mean target score is `s_k`, and `weights_from_scores`
+    turns the `s_k` into channel weights `w_k` for `ReLU(sum_k w_k A^k)`.
+
+    A channel constant over the map has no mask to normalize (its mask is all zeros): with
+    `skip_constant=True` it needs no masked pass, and when `needs_constant_scores()` its score
+    is that of `blank_inputs` (one shared pass for Score-CAM's blank image).
+
+    Perturbed inputs of all images form one stream of chunks of `batch_size` (image, channel)
+    pairs; each chunk is perturbed and run by one compiled function, so at most
+    `batch_size * perturbations` perturbed copies exist at a time. With `batch_size=None` the
+    chunk holds `floor(256 MiB / (4 * H * W * (C + 1 + 2 * a)) / perturbations)` pairs (between 1
+    and 128), where `H x W x C` is the input size and `a` the model's largest layer output per
+    input pixel (an input copy, its mask and two live activations per perturbed input).
+
+    Targets: `None`, an int or one int per image, as everywhere. A callable target is applied
+    to the **scores** (probabilities, or raw outputs) `(n, num_classes)` of each chunk of
+    perturbed inputs and must return one score per row, computed from that row alone.
+
+    A subclass defines `perturb` and `weights_from_scores`, and may set `perturbations`,
+    `default_max_channels`, `needs_constant_scores` and `blank_inputs`.
+
+    Args:
+        model: a Functional or Sequential Keras classifier (nested models supported). It is
+            not modified.
+        layer: the layer to explain: a name, a layer object, or `None` for the automatic
+            choice. Defaults to `None`.
+        batch_size: (image, channel) pairs per forward pass, at least 1, or `None` for the
+            memory rule above. Defaults to `None`.
+        max_channels: keep only the `k` channels of largest variance per image (as Faster
+            Score-CAM does), `1 <= k <= K` channels of the layer; `None` keeps all (or the
+            class's `default_max_channels`). Defaults to `None`.
+        skip_constant: skip the forward passes of constant channels, whose outcome is known.
+            Turning it off only costs time; it exists to verify that. Defaults to `True`.
+        verbose: 0 (silent), 1 (progress bar) or 2 (one line at the end); a `keras.utils.
+            Progbar` is shown only when the stream is expected to take more than 2 seconds.
+            Defaults to `1`.
+        layer_call: which call of `layer` to explain when the model makes several (see
+            `keras_cam.BaseCAM`). Defaults to `None`.
+        head: how to read the model's output, hence what the perturbed inputs are scored
+            with: `None` for automatic, or one of `keras_cam.surgery.HEADS` (see
+            `keras_cam.BaseCAM`). Defaults to `None`.
+
+    Attributes:
+        last_stats: a `PerturbationStats` describing the last call (passes run, channels
+            skipped and `skipped_fraction`, chunking, time), or `None` before the first call.
+
+    Raises:
+        ValueError: at construction: `batch_size < 1`, `max_channels` outside `[1, K]`, an
+            unknown `verbose`.
+
+    Example:
+    ```python
+    class MaskedCAM(PerturbationCAM):          # Score-CAM with the reference weighting
+        def perturb(self, images, masks):
+            return images * masks
+
+        def weights_from_scores(self, scores, selected, constant):
+            return tf.where(selected & ~constant, scores, 0.0)
+
+    maps = MaskedCAM(model, batch_size=32)(images)
+    ```
+    """
+
+    requires_gradients = False
+    default_max_channels: ClassVar[int | None] = None
+    """Channels kept when `max_channels=None` (`None`: all); capped at the layer's count."""
+
+    perturbations: ClassVar[int] = 1
+    """Perturbed inputs `perturb` makes per (image, channel) pair; their scores are averaged."""
+
+    def __init__(
+        self,
+        model: keras.Model,
+        layer: str | keras.layers.Layer | None = None,
+        *,
+        batch_size: int | None = None,
+        max_channels: int | None = None,
+        skip_constant: bool = True,
+        verbose: int = 1,
+        layer_call: int | None = None,
+        head: str | Head | None = None,
+    ) -> None:
+        super().__init__(model, layer, layer_call=layer_call, head=head, verbose=verbose)
+        sub_model = self._cam.model
+        feature_shape = tuple(sub_model.outputs[0].shape[1:])
+        self.num_channels: int = int(feature_shape[-1])
+        if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
+            raise ValueError(
+                f"`batch_size` must be an int >= 1 (masked inputs per forward pass) or None to "
+                f"choose it from a memory budget; received {batch_size!r}."
+            )
+        if max_channels is None and self.default_max_channels is not None:
+            max_channels = min(self.default_max_channels, self.num_channels)
+        if max_channels is not None and (
+            not _is_int(max_channels) or not 1 <= max_channels <= self.num_channels
+        ):
+            raise ValueError(
+                f"`max_channels` must be an int from 1 to {self.num_channels} (the channel count "
+                f"of layer {self.layer.name!r}), or None for all channels; received "
+                f"{max_channels!r}."
+            )
+        self.batch_size = batch_size
+        self.max_channels = max_channels
+        self.skip_constant = bool(skip_constant)
+        self.last_stats: PerturbationStats | None = None
+        # The perturbed passes need only the scores: a second Functional model over the same
+        # graph (shared weights) skips the work of returning the feature maps.
+        self._scores = keras.Model(
+            sub_model.inputs[0], sub_model.outputs[2], name=f"{sub_model.name}_scores"
+        )
+        self._activations_per_pixel = _activations_per_pixel(
+            sub_model, [self._cam.input_shape[axis - 1] for axis in self._cam.spatial_axes]
+        )
+        self._image_spec = tf.TensorSpec((None, *self._cam.input_shape), tf.float32)
+        self._features_fn = compile_fn(self._features, [self._image_spec])
+        self._maps_spec = tf.TensorSpec((None, self.num_channels, *feature_shape[:2]), tf.float32)
+        channel_spec = tf.TensorSpec((None, self.num_channels), tf.float32)
+        flag_spec = tf.TensorSpec((None, self.num_channels), tf.bool)
+        self._combine_fn = compile_fn(
+            self._combine,
+            [tf.TensorSpec((None, *feature_shape), tf.float32), channel_spec, flag_spec, flag_spec],
+        )
+        self._stream_fns: dict[ScoreFn | None, tuple[Any, Any]] = {}
+
+    # ------------------------------------------------------------------ method hooks
+    def perturb(self, images: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
+        """The perturbed inputs of (image, channel) pairs (traced inside a compiled function).
+
+        Args:
+            images: float32 `(n, *input_shape)`, the image of each pair, in the model's layout.
+            masks: float32 channel masks in [0, 1] placed on the input grid, broadcastable to
+                `images`: `(n, H, W, 1)` (channels_last) or `(n, 1, H, W)` (channels_first).
+                A constant channel's mask is all zeros.
+
+        Returns:
+            float32 `(perturbations * n, *input_shape)`: perturbation-major (the `n` inputs of
+            the first perturbation, then those of the second, ...).
+        """
+        raise NotImplementedError
+
+    def weights_from_scores(
+        self, scores: tf.Tensor, selected: tf.Tensor, constant: tf.Tensor
+    ) -> tf.Tensor:
+        """Channel weights from the perturbed inputs' scores (traced inside a compiled function).
+
+        Args:
+            scores: float32 `(B, K)`, the mean target score `s_k` of each image's perturbed
+                inputs for channel `k`; for constant channels the score of `blank_inputs` when
+                `needs_constant_scores()`, else 0; 0 for channels not selected.
+            selected: bool `(B, K)`, the channels taking part (all, or the top-k by variance).
+            constant: bool `(B, K)`, the channels constant over the map.
+
+        Returns:
+            float32 weights `(B, K)`.
+        """
+        raise NotImplementedError
+
+    def needs_constant_scores(self) -> bool:
+        """Whether `weights_from_scores` reads the scores of skipped constant channels.
+
+        When it does, they are computed from `blank_inputs`. Defaults to `True` (safe: a
+        subclass that ignores them may return `False` to save the passes).
+        """
+        return True
+
+    def blank_inputs(self, images: tf.Tensor) -> tf.Tensor:
+        """The perturbed inputs of a constant channel (its mask is all zeros).
+
+        Args:
+            images: float32 `(B, *input_shape)`.
+
+        Returns:
+            float32 `(perturbations * m, *input_shape)`, perturbation-major, with `m = B` (one
+            per image) or `m = 1` (one shared by every image). Defaults to `perturb` with
+            all-zero masks (`m = B`).
+        """
+        channel_axis = 1 if self._cam.data_format == "channels_first" else -1
+        zeros = tf.zeros_like(tf.reduce_sum(images, axis=channel_axis, keepdims=True))
+        return self.perturb(images, zeros)
+
+    # ------------------------------------------------------------------ the engine
+    def explain_batch(self, images: tf.Tensor, targets: np.ndarray | ScoreFn) -> tf.Tensor:
+        """Raw `ReLU(sum_k w_k A^k)` maps at the layer's resolution, `(B, h, w)`."""
+        features, maps, classes, constant, variance = self._first_pass(images, targets)
+        score_fn = targets if callable(targets) else None
+        chunk_fn, baseline_fn = self._stream(score_fn)
+        selected = self._select(variance)
+        run = selected & ~constant if self.skip_constant else selected
+        pairs = np.argwhere(run).astype(np.int32)  # image-major: one stream across images
+
+        batch_size = self.batch_size or self._auto_batch_size(images)
+        start_time = time.perf_counter()
+        scores = self._run_stream(
+            chunk_fn, images, maps, pairs, classes[pairs[:, 0]], batch_size
+        )
+        seconds = time.perf_counter() - start_time
+        skipped = selected & ~run
+        baseline_passes = 0
+        if self.needs_constant_scores() and skipped.any():
+            baseline, baseline_passes = (t.numpy() for t in baseline_fn(images, classes))
+            scores = np.where(skipped, baseline[:, np.newaxis], scores)
+
+        self.last_stats = PerturbationStats(
+            images=int(images.shape[0]),
+            channels=self.num_channels,
+            selected=int(selected.sum()),
+            skipped=int(skipped.sum()),
+            masked_passes=len(pairs),
+            baseline_passes=int(baseline_passes),
+            batch_size=batch_size,
+            chunks=math.ceil(len(pairs) / batch_size),
+            seconds=seconds,
+        )
+        return self._combine_fn(features, scores, selected, constant)
+
+    # -------------------------------------------------------------- internals
+    def _features(self, images: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        """Feature maps `(B, h, w, K)`, as `(B, K, h, w)`, top-1 class and channel statistics."""
+        features, _, scores = self._forward(images)
+        features = tf.cast(features, tf.float32)
+        maps = tf.transpose(features, (0, 3, 1, 2))  # one gather per chunk picks a channel
+        flat = tf.reshape(maps, tf.concat([tf.shape(maps)[:2], [-1]], axis=0))
+        constant = tf.reduce_max(flat, axis=-1) == tf.reduce_min(flat, axis=-1)
+        top = tf.argmax(scores, axis=-1, output_type=tf.int32)
+        return features, maps, top, constant, tf.math.reduce_variance(flat, axis=-1)
+
+    def _first_pass(
+        self, images: tf.Tensor, targets: np.ndarray | ScoreFn
+    ) -> tuple[tf.Tensor, tf.Tensor, np.ndarray, np.ndarray, np.ndarray]:
+        """Features, maps, each image's class (top-1 resolved), constant flags, variances."""
+        parts = [
+            self._features_fn(images[start : start + self.images_per_pass])
+            for start in range(0, int(images.shape[0]), self.images_per_pass)
+        ]
+        features, maps, top, constant, variance = (tf.concat(p, axis=0) for p in zip(*parts))
+        if callable(targets):
+            classes = np.full(top.shape, TOP_PREDICTION, np.int32)  # unused: the callable scores
+        else:
+            classes = np.where(targets == TOP_PREDICTION, top.numpy(), targets)
+        return features, maps, classes, constant.numpy(), variance.numpy()
+
+    def _combine(
+        self, features: tf.Tensor, scores: tf.Tensor, selected: tf.Tensor, constant: tf.Tensor
+    ) -> tf.Tensor:
+        """Channel weights from the scores, then `compute_cam`: `(B, h, w)`."""
+        return self.compute_cam(features, self.weights_from_scores(scores, selected, constant))
+
+    def _select(self, variance: np.ndarray) -> np.ndarray:
+        """The channels taking part: all, or the `max_channels` of largest variance."""
+        if self.max_channels is None or self.max_channels == self.num_channels:
+            return np.ones(variance.shape, dtype=bool)
+        top = np.argsort(-variance, axis=-1, kind="stable")[:, : self.max_channels]
+        selected = np.zeros(variance.shape, dtype=bool)
+        np.put_along_axis(selected, top, True, axis=-1)
+        return selected
+
+    def _auto_batch_size(self, images: tf.Tensor) -> int:
+        """Chunk size from `MEMORY_BUDGET_BYTES` (see the class docstring for the rule)."""
+        pixels = math.prod(self.image_size(images))
+        channels = int(images.shape[1:].num_elements()) // pixels
+        per_input = 4 * pixels * (channels + 1 + 2 * self._activations_per_pixel)
+        pairs = MEMORY_BUDGET_BYTES // (per_input * self.perturbations)
+        return int(np.clip(pairs, 1, MAX_AUTO_BATCH_SIZE))
+
+    def _run_stream(
+        self,
+        chunk_fn: Any,
+        images: tf.Tensor,
+        maps: tf.Tensor,
+        pairs: np.ndarray,
+        classes: np.ndarray,
+        batch_size: int,
+    ) -> np.ndarray:
+        """Scores of all `pairs`, chunk by chunk, scattered into a `(B, K)` array."""
+        chunks, progress = [], None
+        placement = self.placement(*self.image_size(images))
+        start_time = time.perf_counter()
+        for start in range(0, len(pairs), batch_size):
+            stop = start + batch_size
+            chunks.append(
+                chunk_fn(images, maps, pairs[start:stop], classes[start:stop], placement)
+            )
+            done = min(stop, len(pairs))
+            if progress is None and self.verbose and done < len(pairs):
+                expected = (time.perf_counter() - start_time) * len(pairs) / done
+                if expected > _PROGRESS_AFTER_SECONDS:
+                    progress = keras.utils.Progbar(
+                        len(pairs), verbose=self.verbose, unit_name="pass"
+                    )
+            if progress is not None:
+                progress.update(done)
+        scores = np.zeros(maps.shape[:2], np.float32)
+        if chunks:
+            scores[pairs[:, 0], pairs[:, 1]] = np.concatenate([c.numpy() for c in chunks])
+        return scores
+
+    def _masks(self, maps: tf.Tensor, size: tf.Tensor, placement: tf.Tensor) -> tf.Tensor:
+        """`(n, h, w)` channel maps -> masks in [0, 1] on the input grid, shaped like `perturb`
+        expects them."""
+        masks = place_maps(maps, size, placement)
+        low = tf.reduce_min(masks, axis=(1, 2), keepdims=True)
+        high = tf.reduce_max(masks, axis=(1, 2), keepdims=True)
+        masks = tf.math.divide_no_nan(masks - low, high - low)
+        return tf.expand_dims(masks, 1 if self._cam.data_format == "channels_first" else 3)
+
+    def _mean_scores(
+        self, inputs: tf.Tensor, classes: tf.Tensor, score_fn: ScoreFn | None
+    ) -> tf.Tensor:
+        """Mean target score over the `perturbations` of each of `n` rows: `(n,)`.
+
+        `inputs` holds `perturbations * m` perturbation-major inputs, `m` either `n` or 1
+        (one input shared by every row).
+        """
+        outputs = self._scores(inputs, training=False)
+        rows = tf.shape(classes)[0]
+        outputs = tf.reshape(outputs, [self.perturbations, -1, tf.shape(outputs)[-1]])
+        outputs = tf.broadcast_to(outputs, [self.perturbations, rows, tf.shape(outputs)[-1]])
+        outputs = tf.reshape(outputs, [self.perturbations * rows, -1])
+        scores = target_scores(outputs, tf.tile(classes, [self.perturbations]), score_fn)
+        return tf.reduce_mean(tf.reshape(scores, [self.perturbations, rows]), axis=0)
+
+    def _stream(self, score_fn: ScoreFn | None) -> tuple[Any, Any]:
+        """The compiled chunk and baseline functions for class targets or one callable."""
+        if score_fn not in self._stream_fns:
+            if score_fn is not None:  # keep the class-target functions and the last callable
+                self._stream_fns = {k: v for k, v in self._stream_fns.items() if k is None}
+
+            def chunk_scores(
+                images: tf.Tensor,
+                maps: tf.Tensor,
+                pairs: tf.Tensor,
+                classes: tf.Tensor,
+                placement: tf.Tensor,
+            ) -> tf.Tensor:
+                size = tf.gather(tf.shape(images), self._cam.spatial_axes)
+                masks = self._masks(tf.gather_nd(maps, pairs), size, placement)
+                inputs = self.perturb(tf.gather(images, pairs[:, 0]), masks)
+                return self._mean_scores(inputs, classes, score_fn)
+
+            def baseline_scores(images: tf.Tensor, classes: tf.Tensor) -> tuple[tf.Tensor, ...]:
+                inputs = self.blank_inputs(images)
+                return self._mean_scores(inputs, classes, score_fn), tf.shape(inputs)[0]
+
+            index_spec = tf.TensorSpec((None,), tf.int32)
+            self._stream_fns[score_fn] = (
+                compile_fn(
+                    chunk_scores,
+                    [
+                        self._image_spec,
+                        self._maps_spec,
+                        tf.TensorSpec((None, 2), tf.int32),
+                        index_spec,
+                        tf.TensorSpec((2, 4), tf.float32),
+                    ],
+                ),
+                compile_fn(baseline_scores, [self._image_spec, index_spec]),
+            )
+        return self._stream_fns[score_fn]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _activations_per_pixel(model: keras.Model, sizes: list[int | None]) -> float:
+    """The largest layer output of `model`, in elements per input pixel of `sizes` (H, W)."""
+    height, width = sizes
+    if height is None or width is None:
+        return _UNKNOWN_ACTIVATIONS_PER_PIXEL
+    largest = max(
+        math.prod(tensor.shape[1:])
+        for layer in model.layers
+        for tensor in keras.tree.flatten(layer.output)
+        if None not in tensor.shape[1:]
+    )
+    return largest / (height * width)
