@@ -121,10 +121,10 @@ class EvaluationTable:
         """The table in Markdown.
 
         Columns: the method's display name; each metric titled with its unit (`%`, `0-1`,
-        `ratio` or `score`) and `↑` (higher is better) or `↓` (lower is better); and `s/image`, the
-        seconds per image of the map computation. Percentages have one decimal, the other
-        metrics three. A method that failed shows `—` in every cell, and its error is listed
-        below the table.
+        `ratio` or `score`) and `↑` (higher is better) or `↓` (lower is better); and
+        `s/image`, the seconds per image of the map computation. Percentages have one
+        decimal, the other metrics three. A method that failed shows `—` in every cell, and
+        its error is listed below the table.
 
         Returns:
             The Markdown text, without a trailing newline.
@@ -243,9 +243,9 @@ def evaluate(
     Raises:
         ValueError: an unknown or repeated method or metric name (the message lists the known
             ones), box metrics without `boxes`, a metric of `PROBABILITY_METRICS` named in
-            `metrics` for a raw-score (`"linear"`) head, options for a method or metric that is not
-            evaluated, an invalid `head` or both `head` and `activation`, or inputs of the
-            wrong shape; or every method failed (see above).
+            `metrics` for a raw-score (`"linear"`) head, options for a method or metric that
+            is not evaluated, an invalid `head` or both `head` and `activation`, or inputs of
+            the wrong shape; or every method failed (see above).
         TypeError: an argument of the wrong type.
 
     Example:

@@ -233,7 +233,7 @@ def check_head_for_metric(metric: str, kind: str | None, reading: str) -> None:
 
     Example:
     ```python
-    check_head_for_metric("average_drop", "linear", "Dense 'dense' (no activation)")  # raises
+    check_head_for_metric("average_drop", "linear", "Dense 'dense' with activation linear")
     ```
     """
     if metric in PROBABILITY_METRICS and kind == "linear":
@@ -778,9 +778,10 @@ def deletion(
     Starting from the image, pixels are replaced by `baseline` in order of decreasing map
     value (ties in raster order); after step `k` of `steps`, the first
     `n_k = round(k * H * W / steps)` pixels are gone. `curve[:, k]` is the target probability
-    of that image (its raw score for a `"linear"` head) and the score of each image is the area under the curve, by the trapezoid
-    rule over `x_k = n_k / (H * W)` in [0, 1] (Petsiuk et al., "RISE: Randomized Input
-    Sampling for Explanation of Black-box Models", BMVC 2018, https://arxiv.org/abs/1806.07421).
+    of that image (its raw score for a `"linear"` head) and the score of each image is the
+    area under the curve, by the trapezoid rule over `x_k = n_k / (H * W)` in [0, 1]
+    (Petsiuk et al., "RISE: Randomized Input Sampling for Explanation of Black-box Models",
+    BMVC 2018, https://arxiv.org/abs/1806.07421).
     Lower is better: a faithful map finds the pixels whose removal makes confidence fall
     fastest. A constant map (e.g. all zeros) removes pixels in raster order.
 
@@ -845,8 +846,8 @@ def insertion(
     The mirror of `deletion`: starting from `baseline`, the image's pixels are put back in
     order of decreasing map value (ties in raster order); after step `k` of `steps` the first
     `n_k = round(k * H * W / steps)` pixels are the image's. `curve[:, k]` is the target
-    probability (the raw score for a `"linear"` head) and the score is the area under the curve, trapezoid rule over
-    `x_k = n_k / (H * W)` in [0, 1] (Petsiuk et al., "RISE", BMVC 2018,
+    probability (the raw score for a `"linear"` head) and the score is the area under the
+    curve, trapezoid rule over `x_k = n_k / (H * W)` in [0, 1] (Petsiuk et al., "RISE", BMVC 2018,
     https://arxiv.org/abs/1806.07421). Higher is better: a faithful map reveals first the
     pixels that restore confidence fastest. A constant map (e.g. all zeros) reveals pixels in
     raster order.
