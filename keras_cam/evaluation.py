@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Union
 
@@ -20,7 +21,16 @@ from numpy.typing import ArrayLike
 
 from keras_cam._checks import check_boxes, check_images, check_maps, check_positive_int
 from keras_cam.methods import BaseCAM, get_method, resolve_methods
-from keras_cam.metrics import BOX_METRICS, METRICS, Activation, MetricResult, get_metric, map_shape
+from keras_cam.metrics import (
+    BOX_METRICS,
+    METRICS,
+    PROBABILITY_METRICS,
+    Activation,
+    MetricResult,
+    check_head_for_metric,
+    get_metric,
+    map_shape,
+)
 from keras_cam.surgery import Head, read_head
 from keras_cam.targets import class_indices, resolve_targets
 
@@ -34,7 +44,7 @@ SECONDS_PER_IMAGE = "seconds_per_image"
 """Row key of the map computation time, in seconds per image."""
 
 # How each `MetricResult.unit` is written in a column title.
-_UNIT_LABELS = {"percent": "%", "fraction": "0-1", "ratio": "ratio"}
+_UNIT_LABELS = {"percent": "%", "fraction": "0-1", "ratio": "ratio", "score": "score"}
 _MISSING = "—"
 
 
@@ -77,7 +87,8 @@ class EvaluationTable:
 
     @property
     def units(self) -> dict[str, str]:
-        """`{metric: unit}`: `"percent"`, `"fraction"` or `"ratio"` (see `MetricResult`)."""
+        """`{metric: unit}`: `"percent"`, `"fraction"`, `"ratio"` or `"score"` (see
+        `MetricResult`)."""
         return {name: self._reference(name).unit for name in self.metrics}
 
     @property
@@ -109,11 +120,11 @@ class EvaluationTable:
     def to_markdown(self) -> str:
         """The table in Markdown.
 
-        Columns: the method's display name; each metric titled with its unit (`%`, `0-1` or
-        `ratio`) and `↑` (higher is better) or `↓` (lower is better); and `s/image`, the
-        seconds per image of the map computation. Percentages have one decimal, the other
-        metrics three. A method that failed shows `—` in every cell, and its error is listed
-        below the table.
+        Columns: the method's display name; each metric titled with its unit (`%`, `0-1`,
+        `ratio` or `score`) and `↑` (higher is better) or `↓` (lower is better); and
+        `s/image`, the seconds per image of the map computation. Percentages have one
+        decimal, the other metrics three. A method that failed shows `—` in every cell, and
+        its error is listed below the table.
 
         Returns:
             The Markdown text, without a trailing newline.
@@ -204,7 +215,9 @@ def evaluate(
             `keras_cam.get_method`) or `BaseCAM` subclasses, or one of them. Defaults to
             `("gradcam", "gradcam++", "scorecam")`.
         metrics: metric names (keys of `keras_cam.metrics.METRICS`), or one name; `None` means
-            every metric that needs the model, plus the box metrics when `boxes` are given.
+            every metric that needs the model, plus the box metrics when `boxes` are given;
+            on a raw-score (`"linear"`) head, `None` leaves out, with a warning, the metrics
+            defined for probabilities only (`keras_cam.metrics.PROBABILITY_METRICS`).
             Defaults to `None`.
         layer: the layer every method explains (a name, a layer object, or `None` for each
             method's automatic choice). Defaults to `None`.
@@ -229,9 +242,10 @@ def evaluate(
 
     Raises:
         ValueError: an unknown or repeated method or metric name (the message lists the known
-            ones), box metrics without `boxes`, options for a method or metric that is not
-            evaluated, an invalid `head` or both `head` and `activation`, or inputs of the
-            wrong shape; or every method failed (see above).
+            ones), box metrics without `boxes`, a metric of `PROBABILITY_METRICS` named in
+            `metrics` for a raw-score (`"linear"`) head, options for a method or metric that
+            is not evaluated, an invalid `head` or both `head` and `activation`, or inputs of
+            the wrong shape; or every method failed (see above).
         TypeError: an argument of the wrong type.
 
     Example:
@@ -265,6 +279,7 @@ def evaluate(
     metric_kwargs = _metric_kwargs(
         metric_names, metric_options, batch_size, activation, None if activation else reading.kind
     )
+    metric_names = _metrics_for_head(metric_names, metric_kwargs, reading, metrics is None)
 
     rows: list[dict[str, Any]] = []
     results: dict[str, dict[str, MetricResult]] = {}
@@ -340,6 +355,33 @@ def _resolve_metrics(metrics: str | Sequence[str] | None, has_boxes: bool) -> li
             "`metrics`."
         )
     return names
+
+
+def _metrics_for_head(
+    names: list[str], kwargs: dict[str, dict[str, Any]], reading: Head, by_default: bool
+) -> list[str]:
+    """The metrics defined for the head each one reads; the others refused or left out.
+
+    A metric of `PROBABILITY_METRICS` on a raw-score (`"linear"`) head is left out with a
+    warning when the metrics were chosen by default, and refused when `metrics` named it.
+    """
+    undefined = [
+        name for name in names
+        if name in PROBABILITY_METRICS and kwargs[name].get("activation") is None
+        and kwargs[name].get("head") == "linear"
+    ]
+    if not undefined:
+        return names
+    how = reading.description if reading.kind == "linear" else "stated in `metric_options`"
+    if not by_default:
+        check_head_for_metric(undefined[0], "linear", how)
+    warnings.warn(
+        f"keras_cam: the model's output is read as raw scores (head='linear': {how}), so the "
+        f"metrics defined for class probabilities, {undefined}, are left out of the table. If "
+        "the output is a binary logit, pass `head='logits'`.",
+        stacklevel=3,
+    )
+    return [name for name in names if name not in undefined]
 
 
 def _check_options(

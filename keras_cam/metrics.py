@@ -28,6 +28,11 @@ Conventions shared by all metrics:
   spelling of `head="logits"` / `"sigmoid_logits"`); the outputs of a callable that is not
   a Functional or Sequential model are taken as probabilities. A binary single-unit output
   is the probability of class 1, and class 0 gets one minus it.
+- Raw scores: the metrics in `PROBABILITY_METRICS` compare the target's probability with
+  itself (a percentage drop, a relative change), which a raw score's arbitrary zero and sign
+  make meaningless, so they refuse a raw-score (`"linear"`) head. `deletion` and `insertion`
+  are defined on raw scores: their curves are then raw scores and their area is the mean
+  raw score along the path, in the model's units (`unit="score"`).
 - Pixels are ranked by decreasing map value; ties (a constant or all-zero map included) are
   broken in raster order (row by row, top-left first), so rankings are deterministic.
 - The masked copies of a batch go through one compiled model call (`tf.function` with a
@@ -94,8 +99,9 @@ class MetricResult:
     Attributes:
         name: the metric's name, a key of `METRICS`.
         per_image: float64 `(B,)`, the metric's value for each image.
-        unit: `"percent"` (0-100), `"fraction"` ([0, 1]) or `"ratio"` (a relative change,
-            `(O - Y) / Y`, at least -1).
+        unit: `"percent"` (0-100), `"fraction"` ([0, 1]), `"ratio"` (a relative change,
+            `(O - Y) / Y`, at least -1) or `"score"` (the model's raw output units, any
+            value: `deletion` and `insertion` on a raw-score head).
         higher_is_better: whether a larger value means a more faithful or better localized map.
         curve: float64 `(B, steps + 1)` scores along the deletion or insertion path, or `None`.
         curve_x: float64 `(steps + 1,)` fraction of the pixels removed or inserted at each
@@ -104,7 +110,7 @@ class MetricResult:
 
     name: str
     per_image: np.ndarray
-    unit: Literal["percent", "fraction", "ratio"]
+    unit: Literal["percent", "fraction", "ratio", "score"]
     higher_is_better: bool
     curve: np.ndarray | None = None
     curve_x: np.ndarray | None = None
@@ -179,8 +185,14 @@ def _baseline_images(images: np.ndarray, baseline: str) -> np.ndarray:
 _ACTIVATION_HEADS = {"softmax": "logits", "sigmoid": "sigmoid_logits"}
 
 
-def _head_kind(model: object, activation: Activation, head: str | None) -> str | None:
-    """The head the metrics score with; `None`: the outputs are taken as probabilities."""
+def _head_kind(
+    model: object, activation: Activation, head: str | None
+) -> tuple[str | None, str]:
+    """The head the metrics score with, and how it was read.
+
+    The kind is `None` when the outputs are taken as probabilities (a callable that is not a
+    Functional or Sequential model).
+    """
     check_choice("activation", activation, _ACTIVATIONS)
     check_head(head)
     if activation is not None and head is not None:
@@ -189,10 +201,50 @@ def _head_kind(model: object, activation: Activation, head: str | None) -> str |
             f"head={head!r} and activation={activation!r}."
         )
     if activation is not None:
-        return _ACTIVATION_HEADS[activation]
+        return _ACTIVATION_HEADS[activation], f"stated by activation={activation!r}"
     if head is not None:
-        return head
-    return read_head(model).kind if is_readable(model) else None
+        return head, f"stated by head={head!r}"
+    if is_readable(model):
+        reading = read_head(model)
+        return reading.kind, reading.description
+    return None, "outputs taken as probabilities"
+
+
+PROBABILITY_METRICS: frozenset[str] = frozenset(
+    {"average_drop", "increase_in_confidence", "remove_top_fraction", "keep_top_fraction"}
+)
+"""Names of the metrics defined for class probabilities only: a percentage drop, a rise or a
+relative change of the target's probability. A raw score (`"linear"` head) has an arbitrary
+zero and sign, so they refuse it (see `check_head_for_metric`)."""
+
+
+def check_head_for_metric(metric: str, kind: str | None, reading: str) -> None:
+    """Raises a `ValueError` when `metric` needs probabilities and the head gives raw scores.
+
+    Args:
+        metric: a key of `METRICS`.
+        kind: the head's kind (one of `keras_cam.surgery.HEADS`), or `None` for outputs taken
+            as probabilities.
+        reading: how the head was read, for the message (e.g. `Head.description`).
+
+    Raises:
+        ValueError: `metric` is in `PROBABILITY_METRICS` and `kind` is `"linear"`; the message
+            names the reading and what to do instead.
+
+    Example:
+    ```python
+    check_head_for_metric("average_drop", "linear", "Dense 'dense' with activation linear")
+    ```
+    """
+    if metric in PROBABILITY_METRICS and kind == "linear":
+        raise ValueError(
+            f"`{metric}` is defined for class probabilities (it compares the target's "
+            f"probability on the masked and the original image), but the model's output is "
+            f"read as raw scores (head='linear': {reading}), whose zero and sign are arbitrary. "
+            "If the output really is a classifier's, state it: `head='logits'` (one unit: a "
+            "binary logit) or `head='sigmoid'` / `'softmax'` (probabilities); to score raw "
+            "outputs, use `deletion` or `insertion`, which are defined on raw scores."
+        )
 
 
 def _to_probabilities(outputs: object, kind: str | None) -> tf.Tensor:
@@ -287,6 +339,7 @@ class _Scored:
     scores: np.ndarray  # (B,) float64 target probability of the unmasked image: Y
     probabilities: ProbabilityFn
     batch_size: int
+    raw_scores: bool  # a "linear" head: the scores are raw outputs, not probabilities
 
     def target_scores(
         self,
@@ -328,6 +381,7 @@ def _probability_chunks(
 
 
 def _score(
+    metric: str,
     model: keras.Model,
     images: ArrayLike,
     maps: ArrayLike,
@@ -340,11 +394,13 @@ def _score(
 ) -> _Scored:
     """Validates a model metric's inputs, compiles the model call and scores the images.
 
+    `metric`: the metric's name, refused on a raw-score head if it needs probabilities.
     `order_only`: the metric uses only the order of the map's pixels, so any finite maps are
     accepted (see `check_maps`); otherwise the maps are soft masks in [0, 1].
     """
     batch_size = check_positive_int("batch_size", batch_size)
-    kind = _head_kind(model, activation, head)
+    kind, reading = _head_kind(model, activation, head)
+    check_head_for_metric(metric, kind, reading)
     if not callable(model):
         raise TypeError(f"`model` must be a keras.Model; received {type(model).__name__}.")
     images = check_images(images)
@@ -379,7 +435,7 @@ def _score(
         )
     resolved = explained_classes(resolved, unmasked).numpy().astype(np.int64)
     scores = class_scores(unmasked, resolved).numpy().astype(np.float64)
-    return _Scored(images, maps, resolved, scores, probabilities, batch_size)
+    return _Scored(images, maps, resolved, scores, probabilities, batch_size, kind == "linear")
 
 
 def _relative(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -438,6 +494,10 @@ def average_drop(
     Returns:
         A `MetricResult` with `unit="percent"`: `per_image` in [0, 100].
 
+    Raises:
+        ValueError: the model's head is read as raw scores (`head="linear"`, e.g. a
+            regression): a percentage of a raw score means nothing (see `PROBABILITY_METRICS`).
+
     Example:
     ```python
     cam = kc.GradCAM(model)
@@ -445,7 +505,7 @@ def average_drop(
     print(f"average drop {result.mean:.1f} %")
     ```
     """
-    scored = _score(model, images, maps, targets, batch_size, activation, head)
+    scored = _score("average_drop", model, images, maps, targets, batch_size, activation, head)
     masked = _mask_scores(scored)
     drop = 100.0 * _relative(np.maximum(0.0, scored.scores - masked), scored.scores)
     return MetricResult("average_drop", drop, "percent", higher_is_better=False)
@@ -489,13 +549,19 @@ def increase_in_confidence(
     Returns:
         A `MetricResult` with `unit="percent"`: `per_image` is 0 or 100.
 
+    Raises:
+        ValueError: the model's head is read as raw scores (`head="linear"`); see
+            `PROBABILITY_METRICS`.
+
     Example:
     ```python
     result = kc.metrics.increase_in_confidence(model, images, kc.GradCAMPlusPlus(model)(images))
     print(f"confidence increased for {result.mean:.0f} % of the images")
     ```
     """
-    scored = _score(model, images, maps, targets, batch_size, activation, head)
+    scored = _score(
+        "increase_in_confidence", model, images, maps, targets, batch_size, activation, head
+    )
     increased = 100.0 * (_mask_scores(scored) > scored.scores)
     return MetricResult("increase_in_confidence", increased, "percent", higher_is_better=True)
 
@@ -517,7 +583,9 @@ def _top_fraction_change(
     """Relative confidence change when the top pixels are replaced (or all others are)."""
     fraction = check_fraction(fraction)
     check_choice("baseline", baseline, BASELINES)
-    scored = _score(model, images, maps, targets, batch_size, activation, head, order_only=True)
+    scored = _score(
+        name, model, images, maps, targets, batch_size, activation, head, order_only=True
+    )
     height, width = scored.maps.shape[1:]
     top = _pixel_ranks(scored.maps) < _top_count(fraction, height * width)
     kept = (top if keep else ~top).astype(np.float32)
@@ -573,6 +641,11 @@ def remove_top_fraction(
 
     Returns:
         A `MetricResult` with `unit="ratio"`: `per_image` is at least -1.
+
+    Raises:
+        ValueError: the model's head is read as raw scores (`head="linear"`): `(O - Y) / Y`
+            of a raw score, whose zero and sign are arbitrary, means nothing (see
+            `PROBABILITY_METRICS`); `deletion` and `insertion` take raw scores.
 
     Example:
     ```python
@@ -630,6 +703,11 @@ def keep_top_fraction(
     Returns:
         A `MetricResult` with `unit="ratio"`: `per_image` is at least -1.
 
+    Raises:
+        ValueError: the model's head is read as raw scores (`head="linear"`): `(O - Y) / Y`
+            of a raw score, whose zero and sign are arbitrary, means nothing (see
+            `PROBABILITY_METRICS`); `deletion` and `insertion` take raw scores.
+
     Example:
     ```python
     result = kc.metrics.keep_top_fraction(model, images, maps, baseline="mean")
@@ -658,7 +736,9 @@ def _pixel_curve(
     """Scores along the deletion (or insertion) path and the area under that curve."""
     steps = check_positive_int("steps", steps)
     check_choice("baseline", baseline, BASELINES)
-    scored = _score(model, images, maps, targets, batch_size, activation, head, order_only=True)
+    scored = _score(
+        name, model, images, maps, targets, batch_size, activation, head, order_only=True
+    )
     batch, height, width = scored.maps.shape
     pixels = height * width
     ranks = _pixel_ranks(scored.maps)
@@ -677,7 +757,8 @@ def _pixel_curve(
     ).reshape(batch, steps + 1)
     x = counts / pixels
     auc = np.sum((curve[:, 1:] + curve[:, :-1]) / 2.0 * np.diff(x), axis=1)
-    return MetricResult(name, auc, "fraction", higher_is_better=insert, curve=curve, curve_x=x)
+    unit = "score" if scored.raw_scores else "fraction"
+    return MetricResult(name, auc, unit, higher_is_better=insert, curve=curve, curve_x=x)
 
 
 def deletion(
@@ -697,9 +778,10 @@ def deletion(
     Starting from the image, pixels are replaced by `baseline` in order of decreasing map
     value (ties in raster order); after step `k` of `steps`, the first
     `n_k = round(k * H * W / steps)` pixels are gone. `curve[:, k]` is the target probability
-    of that image and the score of each image is the area under the curve, by the trapezoid
-    rule over `x_k = n_k / (H * W)` in [0, 1] (Petsiuk et al., "RISE: Randomized Input
-    Sampling for Explanation of Black-box Models", BMVC 2018, https://arxiv.org/abs/1806.07421).
+    of that image (its raw score for a `"linear"` head) and the score of each image is the
+    area under the curve, by the trapezoid rule over `x_k = n_k / (H * W)` in [0, 1]
+    (Petsiuk et al., "RISE: Randomized Input Sampling for Explanation of Black-box Models",
+    BMVC 2018, https://arxiv.org/abs/1806.07421).
     Lower is better: a faithful map finds the pixels whose removal makes confidence fall
     fastest. A constant map (e.g. all zeros) removes pixels in raster order.
 
@@ -730,7 +812,9 @@ def deletion(
     Returns:
         A `MetricResult` with `unit="fraction"`: `per_image` is the AUC in [0, 1], `curve` the
         `(B, steps + 1)` scores (`curve[:, 0]` is the unmasked image) and `curve_x` the
-        `(steps + 1,)` fractions of pixels removed.
+        `(steps + 1,)` fractions of pixels removed. For a raw-score (`"linear"`) head the
+        curve holds raw scores and `unit="score"`: the AUC is the mean raw score along the
+        path, in the model's units, of any sign.
 
     Example:
     ```python
@@ -762,8 +846,8 @@ def insertion(
     The mirror of `deletion`: starting from `baseline`, the image's pixels are put back in
     order of decreasing map value (ties in raster order); after step `k` of `steps` the first
     `n_k = round(k * H * W / steps)` pixels are the image's. `curve[:, k]` is the target
-    probability and the score is the area under the curve, trapezoid rule over
-    `x_k = n_k / (H * W)` in [0, 1] (Petsiuk et al., "RISE", BMVC 2018,
+    probability (the raw score for a `"linear"` head) and the score is the area under the
+    curve, trapezoid rule over `x_k = n_k / (H * W)` in [0, 1] (Petsiuk et al., "RISE", BMVC 2018,
     https://arxiv.org/abs/1806.07421). Higher is better: a faithful map reveals first the
     pixels that restore confidence fastest. A constant map (e.g. all zeros) reveals pixels in
     raster order.
@@ -791,7 +875,9 @@ def insertion(
     Returns:
         A `MetricResult` with `unit="fraction"`: `per_image` is the AUC in [0, 1], `curve` the
         `(B, steps + 1)` scores (`curve[:, -1]` is the unmasked image) and `curve_x` the
-        `(steps + 1,)` fractions of pixels inserted.
+        `(steps + 1,)` fractions of pixels inserted. For a raw-score (`"linear"`) head the
+        curve holds raw scores and `unit="score"`: the AUC is the mean raw score along the
+        path, in the model's units, of any sign.
 
     Example:
     ```python

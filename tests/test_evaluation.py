@@ -337,6 +337,68 @@ def test_layer_method_options_and_verbose_reach_the_constructors(model):
     assert (second.instances[0].layer, second.instances[0].verbose) == ("own", 1)
 
 
+# ------------------------------------------------------------------------- raw-score head
+RAW_HEIGHT, RAW_WIDTH, RAW_BIAS = 24, 40, -50.0
+RAW_BRIGHTNESS = np.array([0.2, 0.7, 0.4])
+
+
+def raw_score_model() -> keras.Model:
+    """GAP -> Dense(1), no activation: score = RAW_BIAS + the sum of the channel means."""
+    inputs = keras.Input((RAW_HEIGHT, RAW_WIDTH, 3))
+    dense = keras.layers.Dense(1, name="regress")
+    outputs = dense(keras.layers.GlobalAveragePooling2D()(inputs))
+    dense.set_weights([np.ones((3, 1), np.float32), np.array([RAW_BIAS], np.float32)])
+    return keras.Model(inputs, outputs)
+
+
+def raw_images() -> np.ndarray:
+    return np.broadcast_to(
+        RAW_BRIGHTNESS[:, None, None, None], (len(RAW_BRIGHTNESS), RAW_HEIGHT, RAW_WIDTH, 3)
+    ).astype(np.float32)
+
+
+def test_on_a_raw_score_head_the_probability_metrics_are_left_out_with_a_warning():
+    method = fake_method(np.zeros((RAW_HEIGHT, RAW_WIDTH), np.float32))
+    left_out = r"\['average_drop', 'increase_in_confidence', 'remove_top_fraction', " \
+        r"'keep_top_fraction'\]"
+    with pytest.warns(UserWarning, match=rf"raw scores \(head='linear': Dense 'regress'.*"
+                                         rf"{left_out}, are left out.*head='logits'"):
+        table = evaluate(raw_score_model(), raw_images(), methods=method, metric_options=FAST)
+
+    assert table.metrics == ("deletion", "insertion")
+    assert table.units == {"deletion": "score", "insertion": "score"}
+    # A constant image of brightness b scores RAW_BIAS + 3 b; removing (or inserting, from
+    # zeros) a fraction x of its pixels scores RAW_BIAS + 3 b (1 - x) (or + 3 b x): both
+    # curves are straight lines, whose area is RAW_BIAS + 3 b / 2.
+    expected = RAW_BIAS + 3 * RAW_BRIGHTNESS / 2
+    for name in table.metrics:
+        np.testing.assert_allclose(table.results["Fake"][name].per_image, expected, rtol=1e-5)
+    assert table.to_markdown().splitlines()[0] == (
+        "| method | deletion (score) ↓ | insertion (score) ↑ | s/image |"
+    )
+
+
+def test_a_probability_metric_named_for_a_raw_score_head_is_refused_before_any_method_runs():
+    method = fake_method(np.zeros((RAW_HEIGHT, RAW_WIDTH), np.float32))
+    message = (
+        r"`keep_top_fraction` is defined for class probabilities.*head='linear': Dense "
+        r"'regress'.*`head='logits'`.*use `deletion` or `insertion`"
+    )
+    with pytest.raises(ValueError, match=message):
+        evaluate(raw_score_model(), raw_images(), methods=method,
+                 metrics=("deletion", "keep_top_fraction"))
+    assert method.instances == []
+
+
+def test_a_raw_score_unit_stated_as_a_binary_logit_keeps_every_metric():
+    method = fake_method(np.ones((RAW_HEIGHT, RAW_WIDTH), np.float32))
+    table = evaluate(raw_score_model(), raw_images(), methods=method, metric_options=FAST,
+                     head="logits")
+    assert table.metrics == tuple(n for n in metrics.METRICS if n not in metrics.BOX_METRICS)
+    # An all-ones mask leaves each image as it is: no drop.
+    assert table.rows[0]["average_drop"] == 0.0
+
+
 # -------------------------------------------------------------------------- bad arguments
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),

@@ -453,20 +453,118 @@ def test_registry_names_every_metric():
         metrics.get_metric("auc")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="metrics.py (being refactored, issue 11): average_drop / increase_in_confidence on "
-    "a one-unit raw-score head (head='linear', e.g. a regression around -50) return 0 % / "
-    "100 % for every image: percentages of a confidence that is not a probability",
-)
+# ------------------------------------------------------------------------- raw-score head
+RAW_HEIGHT, RAW_WIDTH = 24, 40
+RAW_BIAS = -50.0
+
+
+def raw_score_model(activation: str | None = None) -> keras.Model:
+    """GAP -> Dense(1) with a ones kernel: output = RAW_BIAS + the sum of the channel means."""
+    inputs = keras.Input((RAW_HEIGHT, RAW_WIDTH, 3))
+    dense = keras.layers.Dense(1, activation=activation)
+    outputs = dense(keras.layers.GlobalAveragePooling2D()(inputs))
+    dense.set_weights([np.ones((3, 1), np.float32), np.array([RAW_BIAS], np.float32)])
+    return keras.Model(inputs, outputs)
+
+
+def raw_batch() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(3)
+    images = rng.uniform(0, 1, (3, RAW_HEIGHT, RAW_WIDTH, 3)).astype("float32")
+    maps = rng.uniform(0, 1, (3, RAW_HEIGHT, RAW_WIDTH)).astype("float32")
+    return images, maps
+
+
+class RawScores:
+    """A callable that is not a Functional model, whose two outputs are raw scores."""
+
+    def __call__(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
+        means = tf.reduce_mean(images, axis=(1, 2, 3))
+        return tf.stack([means + RAW_BIAS, -means], axis=-1)
+
+
+RAW_HEADS = {
+    # Dense(1) without activation: read as a raw score automatically.
+    "one_linear_unit": lambda: (raw_score_model(), {}),
+    # An activation keras_cam does not know on one unit: read as a raw score, with a warning.
+    "one_relu_unit": lambda: (raw_score_model("relu"), {}),
+    # Raw scores stated by the user, on two units of a Functional model and of a callable.
+    "stated_on_two_units": lambda: (region_model(3, softmax=False), {"head": "linear"}),
+    "stated_on_a_callable": lambda: (RawScores(), {"head": "linear"}),
+}
+
+
+@pytest.mark.filterwarnings("ignore:keras_cam. the model's final layer")
+@pytest.mark.parametrize("reading", sorted(RAW_HEADS))
+@pytest.mark.parametrize("name", sorted(metrics.PROBABILITY_METRICS))
+def test_probability_metrics_refuse_a_raw_score_head(name, reading):
+    model, kwargs = RAW_HEADS[reading]()
+    size = (RAW_HEIGHT, RAW_WIDTH) if reading in ("one_linear_unit", "one_relu_unit") else (
+        SIZE, SIZE
+    )
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 1, (2, *size, 3)).astype("float32")
+    maps = rng.uniform(0, 1, (2, *size)).astype("float32")
+    message = (
+        rf"`{name}` is defined for class probabilities.*read as raw scores \(head='linear': "
+        r".*state it: `head='logits'`.*use `deletion` or `insertion`"
+    )
+    with pytest.raises(ValueError, match=message):
+        getattr(metrics, name)(model, images, maps, None, **kwargs)
+
+
 @pytest.mark.parametrize("name", ["average_drop", "increase_in_confidence"])
 def test_confidence_metrics_refuse_a_raw_score_head(name):
     inputs = keras.Input((24, 40, 3))
     x = keras.layers.Conv2D(5, 3, padding="same", activation="relu")(inputs)
     x = keras.layers.GlobalAveragePooling2D()(x)
     bias = keras.initializers.Constant(-50.0)
-    model = keras.Model(inputs, keras.layers.Dense(1, bias_initializer=bias)(x))
+    model = keras.Model(inputs, keras.layers.Dense(1, bias_initializer=bias, name="regress")(x))
     images = np.random.default_rng(0).uniform(0, 1, (3, 24, 40, 3)).astype("float32")
     maps = np.random.default_rng(1).uniform(0, 1, (3, 24, 40)).astype("float32")
-    with pytest.raises(ValueError, match="raw score|linear"):
+    with pytest.raises(ValueError, match=r"raw scores \(head='linear': Dense 'regress'"):
         getattr(metrics, name)(model, images, maps, None)
+
+
+def test_a_raw_score_unit_stated_as_a_binary_logit_gives_the_hand_computed_average_drop():
+    model = raw_score_model()
+    model.layers[-1].set_weights([np.full((3, 1), 4.0, np.float32), np.array([-5.0], np.float32)])
+    images, maps = raw_batch()
+
+    def target_probability(batch: np.ndarray, classes: np.ndarray | None = None):
+        z = -5.0 + 4.0 * batch.astype(np.float64).mean(axis=(1, 2)).sum(axis=-1)
+        p1 = 1.0 / (1.0 + np.exp(-z))
+        classes = (p1 > 0.5).astype(int) if classes is None else classes
+        return np.where(classes == 1, p1, 1.0 - p1), classes
+
+    y, classes = target_probability(images)
+    o, _ = target_probability(images * maps[..., np.newaxis], classes)
+    expected = 100.0 * np.maximum(0.0, y - o) / y
+    assert 0 < expected.max() < 100  # the masks change the probability: a real check
+    result = metrics.average_drop(model, images, maps, head="logits")
+    np.testing.assert_allclose(result.per_image, expected, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("insert", [False, True])
+def test_deletion_and_insertion_on_raw_scores_are_the_hand_computed_mean_score(insert):
+    # The score is RAW_BIAS + (sum of the kept pixels' channel sums) / (H * W), so removing
+    # (or inserting) the map's top pixels against a zero baseline gives it by hand.
+    images, maps = raw_batch()
+    steps, pixels = 4, RAW_HEIGHT * RAW_WIDTH
+    pixel_sums = images.astype(np.float64).sum(axis=-1).reshape(3, -1)
+    expected_curve = np.empty((3, steps + 1))
+    for image in range(3):
+        order = sorted(range(pixels), key=lambda i: (-maps[image].reshape(-1)[i], i))
+        for step in range(steps + 1):
+            changed = order[: step * pixels // steps]  # 960 / 4 pixels a step, exactly
+            present = pixel_sums[image, changed].sum()
+            if not insert:
+                present = pixel_sums[image].sum() - present
+            expected_curve[image, step] = RAW_BIAS + present / pixels
+    expected_auc = expected_curve[:, 1:].mean(axis=1) / 2 + expected_curve[:, :-1].mean(axis=1) / 2
+
+    metric = metrics.insertion if insert else metrics.deletion
+    result = metric(raw_score_model(), images, maps, steps=steps, baseline="zero")
+    assert (result.unit, result.higher_is_better) == ("score", insert)
+    np.testing.assert_allclose(result.curve, expected_curve, rtol=1e-5)
+    np.testing.assert_allclose(result.per_image, expected_auc, rtol=1e-5)
+    assert np.all(result.per_image < -40)  # raw units, not a fraction in [0, 1]
