@@ -176,8 +176,8 @@ def evaluate(
 
     For each method, `method(model, layer=layer, layer_call=layer_call,
     **method_options[method])` explains the images in chunks of `batch_size` for the same
-    targets, and each metric scores the maps (see `keras_cam.metrics`). Targets are `labels` (the ground-truth classes) when given,
-    else each image's top-1 class.
+    targets, and each metric scores the maps (see `keras_cam.metrics`). Targets are `labels`
+    (the ground-truth classes) when given, else each image's top-1 class.
 
     Timing: `seconds_per_image` is the wall time of computing the maps (the chunked calls,
     maps returned as NumPy, so the device is synchronized) divided by the number of images.

@@ -148,7 +148,9 @@ def gap_cam_reference(model: keras.Model, images: np.ndarray, classes: np.ndarra
     return np.divide(maps - low, span, out=np.zeros_like(maps), where=span > 0)
 
 
-TTA_CALLS = r"call 0: 'backbone' called on 'flip[^']*'.*call 1: 'backbone' called on the model input"
+TTA_CALLS = (
+    r"call 0: 'backbone' called on 'flip[^']*'.*call 1: 'backbone' called on the model input"
+)
 """How keras_cam's refusal lists the calls of `tta_model`'s backbone (a regular expression)."""
 
 
