@@ -105,7 +105,8 @@ class HeatmapCallback(keras.callbacks.Callback):
     Attributes:
         last_epoch: the 0-based epoch of the latest computed maps, or `None`.
         last_maps: `{method: maps}` computed at `last_epoch`, float32 `(B, H, W)` in [0, 1],
-            exactly what `keras_cam.get_method(method)(model)(images, targets)` returned.
+            exactly what `keras_cam.get_method(method)(model, layer=layer,
+            layer_call=layer_call)(images, targets)` returned.
         last_scores: `{"cam/<method>/box_iou": value, ...}` at `last_epoch` (empty without
             `boxes`).
 
@@ -137,6 +138,10 @@ class HeatmapCallback(keras.callbacks.Callback):
               callbacks=[heatmaps, keras.callbacks.TensorBoard("logs")])
     # Then run `tensorboard --logdir logs`: the Images tab shows cam/gradcam and
     # cam/gradcam++ with a step slider, the Scalars tab cam/<method>/box_iou.
+
+    # A model that runs its backbone on the image and on its flip (test-time augmentation)
+    # calls the explained layer twice: choose the call from the listing the refusal prints.
+    heatmaps = keras_cam.HeatmapCallback(images, out_dir="heatmaps", layer_call=1)
     ```
     """
 
