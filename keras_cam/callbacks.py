@@ -59,8 +59,11 @@ class HeatmapCallback(keras.callbacks.Callback):
     first training step (a `keras.Sequential` without `keras.Input`) has no inputs yet at
     `on_train_begin`: its explainers are built, and the arguments checked, at the end of the
     first epoch, where an error warns like the ones below. An error while building an explainer
-    (a method that does not apply to the model), explaining or writing warns once (a
-    `RuntimeWarning` with its reason) and training goes on, unless `raise_errors=True`.
+    (a method that does not apply to the model) while another method can be built, or while
+    explaining or writing, warns once (a `RuntimeWarning` with its reason) and training goes on,
+    unless `raise_errors=True`. When no method can be built at `on_train_begin` (e.g. `layer` is
+    called twice by the model and `layer_call` is not given), the arguments do not fit the model
+    and the error is raised before the first epoch, so that they can be fixed before training.
 
     Args:
         images: the fixed images to explain: a batch `(B, H, W, C)` or one image `(H, W, C)`,
@@ -91,11 +94,19 @@ class HeatmapCallback(keras.callbacks.Callback):
         head: how the model's output is read, for the explainers and the captions'
             probabilities: `None` for automatic (`keras_cam.surgery.read_head`), or one of
             `keras_cam.surgery.HEADS` (e.g. `"logits"`). Defaults to `None`.
+        layer: the layer every method explains: a name, a layer object, or `None` for each
+            method's automatic choice (see `keras_cam.BaseCAM`). Defaults to `None`.
+        layer_call: which call of the explained layer every method explains when the model
+            calls it (or a nested model holding it) more than once, e.g. a backbone run on an
+            image and on its flip (test-time augmentation): an int from 0, in the order of the
+            calls. `None` requires a single call; a layer called several times is then refused
+            before the first epoch, the message listing its calls. Defaults to `None`.
 
     Attributes:
         last_epoch: the 0-based epoch of the latest computed maps, or `None`.
         last_maps: `{method: maps}` computed at `last_epoch`, float32 `(B, H, W)` in [0, 1],
-            exactly what `keras_cam.get_method(method)(model)(images, targets)` returned.
+            exactly what `keras_cam.get_method(method)(model, layer=layer,
+            layer_call=layer_call)(images, targets)` returned.
         last_scores: `{"cam/<method>/box_iou": value, ...}` at `last_epoch` (empty without
             `boxes`).
 
@@ -105,7 +116,9 @@ class HeatmapCallback(keras.callbacks.Callback):
             or `max_images` below 1, or `boxes` that are not one box per image inside it. At
             `on_train_begin`: images whose shape the model does not take, targets out of
             range, `class_names` of the wrong length, or a model none of the methods can
-            explain (e.g. one with no spatial layer: the first method's error is raised).
+            explain: one with no spatial layer, a `layer` it does not have, a layer it calls
+            several times and no `layer_call`, or a `layer_call` out of range (the first
+            method's error is raised, whatever `raise_errors`: no epoch could be explained).
         TypeError: arguments of the wrong type. (A subclassed model, which has no inputs to
             trace, warns at the end of the first epoch and training goes on.)
 
@@ -125,6 +138,10 @@ class HeatmapCallback(keras.callbacks.Callback):
               callbacks=[heatmaps, keras.callbacks.TensorBoard("logs")])
     # Then run `tensorboard --logdir logs`: the Images tab shows cam/gradcam and
     # cam/gradcam++ with a step slider, the Scalars tab cam/<method>/box_iou.
+
+    # A model that runs its backbone on the image and on its flip (test-time augmentation)
+    # calls the explained layer twice: choose the call from the listing the refusal prints.
+    heatmaps = keras_cam.HeatmapCallback(images, out_dir="heatmaps", layer_call=1)
     ```
     """
 
@@ -141,10 +158,14 @@ class HeatmapCallback(keras.callbacks.Callback):
         max_images: int = 8,
         raise_errors: bool = False,
         head: str | None = None,
+        layer: str | keras.layers.Layer | None = None,
+        layer_call: int | None = None,
     ) -> None:
         super().__init__()
         check_head(head)
         self.head = head
+        self.layer = layer  # Both checked against the model in `on_train_begin`.
+        self.layer_call = layer_call
         if log_dir is None and out_dir is None:
             raise ValueError(
                 "Pass `log_dir` (TensorBoard summaries), `out_dir` (PNG files) or both; with "
@@ -204,7 +225,10 @@ class HeatmapCallback(keras.callbacks.Callback):
         for tag, method in self.methods.items():
             try:
                 # A method's own progress bar (Score-CAM) would interleave with fit's.
-                explainers[tag] = method(self.model, verbose=0, head=reading)
+                explainers[tag] = method(
+                    self.model, layer=self.layer, layer_call=self.layer_call, verbose=0,
+                    head=reading,
+                )
             except Exception as error:
                 if self.raise_errors:
                     raise

@@ -260,10 +260,7 @@ def _add_explain(verbs: Any) -> None:
                         help="image files OpenCV can read")
     _add_methods(parser, "--method", EXPLAIN_DEFAULT_METHODS)
     parser.add_argument("--layer", help="layer to explain (default: automatic; see 'info')")
-    parser.add_argument("--layer-call", type=int, metavar="I",
-                        help="which call of a layer the model calls several times (e.g. on an "
-                             "image and on its flip) to explain, from 0 (default: refuse such "
-                             "a layer, listing its calls)")
+    _add_layer_call(parser)
     _add_head(parser)
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--class", dest="class_index", type=int, metavar="N",
@@ -419,6 +416,7 @@ def _add_evaluate(verbs: Any) -> None:
                         help=f"metrics to compute, repeatable or comma-separated, from: "
                              f"{', '.join(METRICS)} (default: all that apply)")
     parser.add_argument("--layer", help="layer every method explains (default: automatic)")
+    _add_layer_call(parser)
     _add_head(parser)
     parser.add_argument("--steps", type=_positive_int, default=METRIC_STEPS,
                         help="deletion/insertion steps (default: %(default)s)")
@@ -457,6 +455,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         methods=list(_methods(args.methods, DEFAULT_METHODS, "--methods").values()),
         metrics=metrics,
         layer=args.layer,
+        layer_call=args.layer_call,
         batch_size=args.batch_size,
         metric_options=_steps_options(args.steps, metrics),
         head=args.head,
@@ -511,6 +510,13 @@ def _add_training(parser: argparse.ArgumentParser, purpose: str) -> None:
                         help=f"{purpose} epochs (default: %(default)s)")
     parser.add_argument("--n-train", type=_positive_int, default=DEMO_TRAIN_IMAGES,
                         help=f"{purpose} images (default: %(default)s)")
+
+
+def _add_layer_call(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--layer-call", type=int, metavar="I",
+                        help="which call of a layer the model calls several times (e.g. on an "
+                             "image and on its flip) to explain, from 0 (default: refuse such "
+                             "a layer, listing its calls)")
 
 
 def _add_preprocess(parser: argparse.ArgumentParser) -> None:

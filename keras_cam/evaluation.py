@@ -175,6 +175,7 @@ def evaluate(
     metrics: str | Sequence[str] | None = None,
     *,
     layer: str | keras.layers.Layer | None = None,
+    layer_call: int | None = None,
     batch_size: int = 32,
     method_options: Mapping[MethodSpec, Mapping[str, Any]] | None = None,
     metric_options: Mapping[str, Mapping[str, Any]] | None = None,
@@ -184,10 +185,10 @@ def evaluate(
 ) -> EvaluationTable:
     """Evaluates CAM methods on a model and images: one row per method, each metric's mean.
 
-    For each method, `method(model, layer=layer, **method_options[method])` explains the
-    images in chunks of `batch_size` for the same targets, and each metric scores the maps
-    (see `keras_cam.metrics`). Targets are `labels` (the ground-truth classes) when given,
-    else each image's top-1 class.
+    For each method, `method(model, layer=layer, layer_call=layer_call,
+    **method_options[method])` explains the images in chunks of `batch_size` for the same
+    targets, and each metric scores the maps (see `keras_cam.metrics`). Targets are `labels`
+    (the ground-truth classes) when given, else each image's top-1 class.
 
     Timing: `seconds_per_image` is the wall time of computing the maps (the chunked calls,
     maps returned as NumPy, so the device is synchronized) divided by the number of images.
@@ -221,12 +222,17 @@ def evaluate(
             Defaults to `None`.
         layer: the layer every method explains (a name, a layer object, or `None` for each
             method's automatic choice). Defaults to `None`.
+        layer_call: which call of the explained layer every method explains when the model
+            calls it (or a nested model holding it) more than once, e.g. a backbone run on an
+            image and on its flip (test-time augmentation): an int from 0, in the order of the
+            calls. `None` requires a single call: on a layer called several times every method
+            fails with a message listing the calls. Defaults to `None`.
         batch_size: images per call of a method, and per model call of a metric. Defaults to
             `32`.
         method_options: extra constructor arguments per method, keyed like `methods` (name or
-            class), e.g. `{"scorecam": {"max_channels": 16}}`; they override `layer`. Every
-            method gets this call's `verbose` (Score-CAM shows progress with it) and `head`
-            unless their options set them. Defaults to `None`.
+            class), e.g. `{"scorecam": {"max_channels": 16}}`; they override `layer` and
+            `layer_call`. Every method gets this call's `verbose` (Score-CAM shows progress
+            with it) and `head` unless their options set them. Defaults to `None`.
         metric_options: extra keyword arguments per metric, e.g. `{"deletion": {"steps": 20}}`;
             they override `batch_size`, `activation` and `head`. Defaults to `None`.
         activation: the metrics' older spelling of `head="logits"` (`"softmax"`) or
@@ -275,7 +281,9 @@ def evaluate(
     metric_names = _resolve_metrics(metrics, has_boxes=boxes is not None)
     if boxes is not None:
         boxes = check_boxes(boxes, map_shape(model, images.shape))
-    constructor_kwargs = _constructor_kwargs(classes, layer, method_options, verbose, reading)
+    constructor_kwargs = _constructor_kwargs(
+        classes, {"layer": layer, "layer_call": layer_call}, method_options, verbose, reading
+    )
     metric_kwargs = _metric_kwargs(
         metric_names, metric_options, batch_size, activation, None if activation else reading.kind
     )
@@ -410,18 +418,22 @@ def _check_options(
 
 def _constructor_kwargs(
     classes: dict[str, type[BaseCAM]],
-    layer: str | keras.layers.Layer | None,
+    layer_options: Mapping[str, Any],
     method_options: Mapping[MethodSpec, Mapping[str, Any]] | None,
     verbose: int,
     head: Head,
 ) -> dict[str, dict[str, Any]]:
-    """The keyword arguments each method is built with, by row name."""
+    """The keyword arguments each method is built with, by row name.
+
+    `layer_options` (`layer`, `layer_call`) are passed only where they are not `None`.
+    """
     names = {method: name for name, method in classes.items()}
     options = _check_options(
         "method_options", method_options, list(classes), lambda key: names.get(get_method(key))
     )
     # The head reading made once, so an unsure one warns once.
-    shared = {"verbose": verbose, "head": head, **({} if layer is None else {"layer": layer})}
+    given = {key: value for key, value in layer_options.items() if value is not None}
+    shared = {"verbose": verbose, "head": head, **given}
     return {name: {**shared, **options.get(name, {})} for name in classes}
 
 

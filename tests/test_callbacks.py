@@ -20,7 +20,14 @@ from keras_cam import metrics
 from keras_cam.callbacks import HeatmapCallback
 from keras_cam.datasets import SHAPE_NAMES, shapes
 from keras_cam.methods import METHODS, GradCAM, get_method
-from tiny_models import gap_model
+from references import (
+    corner_images,
+    corner_model,
+    feature_model,
+    gap_head,
+    reference_gradient_maps,
+)
+from tiny_models import TTA_CALLS, gap_model, tta_gradcam_reference, tta_model
 
 SIZE = 32  # the smallest size `shapes` draws
 SHOWN = 4  # images the callback explains
@@ -471,31 +478,85 @@ def test_targets_that_are_not_class_indices_fail_at_construction(tmp_path, targe
         HeatmapCallback(IMAGES, targets=targets, out_dir=tmp_path)
 
 
-def _tta_model(height: int = 24, width: int = 40) -> keras.Model:
-    """One conv backbone run on the image and on its horizontal flip, predictions averaged."""
-    inputs = keras.Input((height, width, 3))
-    conv = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="shared")
-    backbone = keras.Model(inputs, conv(inputs), name="backbone")
-    inputs = keras.Input((height, width, 3))
-    pool, dense = keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)
-    flipped = keras.ops.flip(inputs, axis=2)
-    outputs = keras.layers.Average()([dense(pool(backbone(inputs))), dense(pool(backbone(flipped)))])
-    return keras.Model(inputs, outputs)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="callbacks.py (being refactored, issue 11): on a model that calls its backbone twice "
-    "(test-time augmentation), `fit` aborts in on_train_begin with the layer_call listing "
-    "although raise_errors=False, and HeatmapCallback takes no `layer_call=` (nor `layer=`) "
-    "to choose the call the message asks for",
-)
-def test_callback_on_a_tta_model_explains_the_chosen_call(tmp_path):
-    from keras_cam import HeatmapCallback
-
-    model = _tta_model()
+def _compiled_tta() -> keras.Model:
+    model = tta_model()
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    images = np.random.default_rng(0).uniform(0, 1, (4, 24, 40, 3)).astype("float32")
-    callback = HeatmapCallback(images[:2], methods=("gradcam",), out_dir=tmp_path, layer_call=1)
-    model.fit(images, np.array([0, 1, 2, 0]), epochs=1, verbose=0, callbacks=[callback])
+    return model
+
+
+TTA_IMAGES = np.random.default_rng(0).uniform(0, 1, (4, 24, 40, 3)).astype("float32")
+TTA_LABELS = np.array([0, 1, 2, 0])
+
+
+@pytest.mark.parametrize(
+    ("layer", "layer_call", "flipped", "explained"),
+    [(None, 1, False, "shared"), ("backbone", 0, True, "backbone")],
+    ids=["automatic-image", "backbone-flip"],
+)
+def test_callback_on_a_tta_model_explains_the_chosen_call(
+    tmp_path, layer, layer_call, flipped, explained
+):
+    model = _compiled_tta()
+    targets = np.array([2, 0])
+    callback = HeatmapCallback(TTA_IMAGES[:2], targets=targets, methods=("gradcam",),
+                               out_dir=tmp_path, layer=layer, layer_call=layer_call)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no step of the callback failed
+        model.fit(TTA_IMAGES, TTA_LABELS, epochs=1, verbose=0, callbacks=[callback])
     assert (tmp_path / "epoch_001.png").is_file()
+    assert callback._explainers["gradcam"].layer.name == explained
+    # The chosen branch's map, by hand, on the image's pixels (the flip's map flipped back).
+    expected = tta_gradcam_reference(model, TTA_IMAGES[:2], targets, flipped)
+    np.testing.assert_allclose(callback.last_maps["gradcam"], expected, atol=1e-4)
+    other = tta_gradcam_reference(model, TTA_IMAGES[:2], targets, not flipped)
+    assert np.abs(callback.last_maps["gradcam"] - other).max() > 0.1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({}, rf"called 2 times.*{TTA_CALLS}.*Choose which call to explain with `layer_call=`"),
+        ({"layer_call": 2}, r"`layer_call` must be None or an int from 0 to 1"),
+        ({"layer": "backbone", "layer_call": -1}, r"`layer_call` must be None or an int from 0"),
+        ({"layer": "nope", "layer_call": 0}, r"`layer`='nope' is not a layer of model 'tta'"),
+    ],
+    ids=["no-layer-call", "out-of-range", "negative", "unknown-layer"],
+)
+def test_a_layer_or_call_that_does_not_fit_the_model_fails_before_the_first_epoch(
+    tmp_path, kwargs, match
+):
+    # No method can be built: warning and training on would train without any heatmap, and
+    # `raise_errors=False` cannot make the arguments fit, so the error stops `fit` at once.
+    callback = HeatmapCallback(TTA_IMAGES[:2], methods=("gradcam", "gradcam++"),
+                               out_dir=tmp_path, raise_errors=False, **kwargs)
+    counter = _EpochCounter()
+    with pytest.raises(ValueError, match=match):
+        _compiled_tta().fit(TTA_IMAGES, TTA_LABELS, epochs=1, verbose=0,
+                            callbacks=[callback, counter])
+    assert counter.epochs == 0
+
+
+def test_layer_reaches_every_method(tmp_path):
+    """`layer` picks a layer the automatic choice does not: the maps are that layer's."""
+    model = corner_model(positive=False)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    images = corner_images(2)
+    targets = np.array([1, 2])
+    callback = HeatmapCallback(images, targets=targets, methods=("gradcam", "gradcam++"),
+                               out_dir=tmp_path, layer="conv1")
+    model.fit(images, targets, epochs=1, verbose=0, callbacks=[callback])
+    dense = model.get_layer("classifier")
+    head = gap_head(dense)
+    rest = [model.get_layer(name) for name in ("pool", "last_conv")]
+
+    def logits_of(features):
+        for layer in rest:
+            features = layer(features)
+        return head(features)
+
+    for method in ("gradcam", "gradcam++"):
+        assert callback._explainers[method].layer.name == "conv1"
+        expected = reference_gradient_maps(
+            feature_model(model, "conv1"), logits_of, images, targets, method
+        )
+        np.testing.assert_allclose(callback.last_maps[method], expected, atol=1e-4)

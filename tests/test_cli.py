@@ -18,9 +18,9 @@ import cv2
 import keras
 import numpy as np
 import pytest
-from tiny_models import gap_model
+from tiny_models import gap_model, tta_gradcam_reference, tta_model
 
-from keras_cam import cli, io
+from keras_cam import cli, io, metrics
 from keras_cam.methods import METHODS
 
 SIZE = 32
@@ -245,6 +245,32 @@ def test_evaluate_a_folder_with_labels_and_boxes(files, tmp_path, capsys):
     assert [row["method"] for row in result["rows"]] == ["gradcam", "cam"]
     assert {"box_iou", "pointing_game", "deletion"} <= set(result["metrics"])
     assert "| Grad-CAM |" in capsys.readouterr().out
+
+
+def test_evaluate_chooses_the_call_of_a_tta_model(tmp_path, capsys):
+    model = tta_model()
+    model.save(tmp_path / "tta.keras")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rgb = np.random.default_rng(2).integers(0, 256, (2, 24, 40, 3), dtype=np.uint8)
+    for index, pixels in enumerate(rgb):
+        assert cv2.imwrite(str(folder / f"{index}.png"), cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))
+    arguments = ["evaluate", str(tmp_path / "tta.keras"), str(folder), "--methods", "gradcam",
+                 "--metrics", "average_drop", "--verbose", "0"]
+    assert cli.main(arguments) == 1
+    assert "`layer_call=`" in capsys.readouterr().err
+    assert cli.main([*arguments, "--layer-call", "1"]) == 0
+    # Call 1 is the branch on the image (the refusal lists the calls): its map, by hand.
+    images = rgb / np.float32(255)  # the default preprocessing, scale01
+    classes = np.argmax(model.predict(images, verbose=0), axis=-1)
+    expected, other = (
+        metrics.average_drop(
+            model, images, tta_gradcam_reference(model, images, classes, flipped), classes
+        ).mean
+        for flipped in (False, True)
+    )
+    assert f"{expected:.1f}" != f"{other:.1f}"  # the table tells the two calls apart
+    assert f"| Grad-CAM | {expected:.1f} |" in capsys.readouterr().out
 
 
 def test_boxes_are_scaled_to_the_model_input():

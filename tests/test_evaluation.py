@@ -16,7 +16,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from tiny_models import gap_model, split_model
+from tiny_models import (
+    TTA_CALLS,
+    gap_model,
+    split_model,
+    tta_gradcam_reference,
+    tta_model,
+)
 
 from keras_cam import metrics
 from keras_cam.evaluation import EvaluationTable, evaluate
@@ -397,6 +403,37 @@ def test_a_raw_score_unit_stated_as_a_binary_logit_keeps_every_metric():
     assert table.metrics == tuple(n for n in metrics.METRICS if n not in metrics.BOX_METRICS)
     # An all-ones mask leaves each image as it is: no drop.
     assert table.rows[0]["average_drop"] == 0.0
+
+
+class _RecordedGradCAM(GradCAM):
+    """Grad-CAM that keeps the maps of its latest call (evaluate's table holds no maps)."""
+
+    maps: ClassVar[list[np.ndarray]] = []
+
+    def __call__(self, images, targets=None, **kwargs):
+        maps = super().__call__(images, targets, **kwargs)
+        type(self).maps.append(maps)
+        return maps
+
+
+@pytest.mark.parametrize(("layer_call", "flipped"), [(0, True), (1, False)])
+def test_layer_call_chooses_the_call_of_a_tta_model(layer_call, flipped):
+    model = tta_model()
+    images = np.random.default_rng(1).uniform(0, 1, (3, 24, 40, 3)).astype("float32")
+    labels = np.array([0, 2, 1])
+    with pytest.raises(ValueError, match=rf"called 2 times.*{TTA_CALLS}.*`layer_call=`"):
+        evaluate(model, images, labels, methods=_RecordedGradCAM, metrics="average_drop")
+    _RecordedGradCAM.maps.clear()
+    table = evaluate(model, images, labels, methods=_RecordedGradCAM, metrics="average_drop",
+                     layer_call=layer_call)
+    # The map of the chosen branch, by hand (the flip's map flipped back onto the image).
+    expected = tta_gradcam_reference(model, images, labels, flipped)
+    np.testing.assert_allclose(_RecordedGradCAM.maps[-1], expected, atol=1e-4)
+    assert np.abs(_RecordedGradCAM.maps[-1] - tta_gradcam_reference(
+        model, images, labels, not flipped)).max() > 0.1
+    # The metric scored those maps.
+    drop = metrics.average_drop(model, images, _RecordedGradCAM.maps[-1], labels).mean
+    assert table.rows[0]["average_drop"] == pytest.approx(drop)
 
 
 # -------------------------------------------------------------------------- bad arguments

@@ -146,3 +146,49 @@ def gap_cam_reference(model: keras.Model, images: np.ndarray, classes: np.ndarra
     low = maps.min(axis=(1, 2), keepdims=True)
     span = maps.max(axis=(1, 2), keepdims=True) - low
     return np.divide(maps - low, span, out=np.zeros_like(maps), where=span > 0)
+
+
+TTA_CALLS = (
+    r"call 0: 'backbone' called on 'flip[^']*'.*call 1: 'backbone' called on the model input"
+)
+"""How keras_cam's refusal lists the calls of `tta_model`'s backbone (a regular expression)."""
+
+
+def tta_model(height: int = 24, width: int = 40, classes: int = 3) -> keras.Model:
+    """Test-time augmentation: the nested conv backbone "backbone" (one Conv2D "shared") runs on
+    the image and on its horizontal flip; each branch is GAP -> Dense "classifier" (logits,
+    one layer for both branches), and the two logits are averaged.
+
+    Keras runs the flip's branch first: `layer_call=0` of "shared" (or "backbone") is the call
+    on the flip, `layer_call=1` the call on the image (`TTA_CALLS` matches the listing).
+    """
+    inputs = keras.Input((height, width, 3))
+    conv = layers.Conv2D(4, 3, padding="same", activation="relu", name="shared")
+    backbone = keras.Model(inputs, conv(inputs), name="backbone")
+    inputs = keras.Input((height, width, 3))
+    pool = layers.GlobalAveragePooling2D()
+    dense = layers.Dense(classes, name="classifier")
+    flipped = keras.ops.flip(inputs, axis=2)
+    branches = [dense(pool(backbone(inputs))), dense(pool(backbone(flipped)))]
+    return keras.Model(inputs, layers.Average()(branches), name="tta")
+
+
+def tta_gradcam_reference(
+    model: keras.Model, images: np.ndarray, classes: np.ndarray, flipped: bool
+) -> np.ndarray:
+    """Grad-CAM of `tta_model`'s averaged logit at the call of "shared" on the image
+    (`flipped=False`) or on its flip (`flipped=True`), by hand, on the image's pixels,
+    `(B, H, W)`.
+
+    The gradient of the averaged logit c with respect to the features `A` of one branch is
+    `W_kc / (2 h w)` at every position, so the map is the min-max of `ReLU(sum_k W_kc A_k)`;
+    the flipped branch's map is flipped back onto the image.
+    """
+    seen = images[:, :, ::-1] if flipped else images
+    activations = np.asarray(model.get_layer("backbone")(seen)).astype(np.float64)
+    kernel = model.get_layer("classifier").kernel.numpy().astype(np.float64)
+    maps = np.maximum(np.einsum("bhwk,kb->bhw", activations, kernel[:, classes]), 0.0)
+    maps = maps[:, :, ::-1] if flipped else maps
+    low = maps.min(axis=(1, 2), keepdims=True)
+    span = maps.max(axis=(1, 2), keepdims=True) - low
+    return np.divide(maps - low, span, out=np.zeros_like(maps), where=span > 0)
