@@ -244,8 +244,9 @@ def test_cli_evaluate_on_a_uint8_model_needs_no_preprocess_flag(tmp_path, capsys
         "".join(f"{index}.png,{label}\n" for index, label in enumerate(CLASSES))
     )
     table = tmp_path / "table.json"
-    status = cli.main(["evaluate", model_path, str(folder), "--labels", str(tmp_path / "labels.csv"),
-                       "--methods", "gradcam", "--metrics", "average_drop", "--json", str(table),
+    labels = str(tmp_path / "labels.csv")
+    status = cli.main(["evaluate", model_path, str(folder), "--labels", labels, "--methods",
+                       "gradcam", "--metrics", "average_drop", "--json", str(table),
                        "--verbose", "0"])
     assert status == 0, capsys.readouterr().err
     [row] = json.loads(table.read_text())["rows"]
