@@ -496,8 +496,7 @@ def _builtin_data(
         raise ValueError(
             f"--builtin needs a model of square RGB images with 2 to {len(datasets.SHAPE_NAMES)} "
             f"classes (the built-in shapes: pixels in [0, 1], or 0-255 for an integer input); "
-            f"{args.model} takes "
-            f"{tuple(model.inputs[0].shape[1:])} and has {classes} classes."
+            f"{args.model} takes {tuple(model.inputs[0].shape[1:])} and has {classes} classes."
         )
     images, labels, boxes = datasets.shapes(
         args.n, height, seed=args.seed + 1, num_classes=classes
@@ -622,8 +621,10 @@ def _preprocessing(model: keras.Model, name: str | None) -> str:
     any image is read or predicted.
     """
     default = io.default_preprocessing(model)
-    if name is None or name == default or default != "none":
-        return name or default
+    if name is None:
+        return default
+    if default != "none" or name == "none":  # a float input takes any; raw pixels stay raw
+        return name
     dtype = keras.backend.standardize_dtype(model.inputs[0].dtype)
     raise ValueError(
         f"--preprocess {name} changes the pixels, but model {model.name!r} takes {dtype} "

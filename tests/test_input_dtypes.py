@@ -321,3 +321,14 @@ def test_cli_refuses_every_image_an_integer_model_cannot_hold_before_any_predict
     [line] = captured.err.strip().splitlines()
     assert re.search(rf"error: {re.escape(too_large)}: .*{dtype} images.*{match}", line)
     assert "--preprocess none" in line
+
+
+@pytest.mark.parametrize(
+    ("dtype", "expected"),
+    [*((dtype, "none") for dtype in (*INTEGER_DTYPES, "bool")),
+     *((dtype, "scale01") for dtype in ("float32", "float16", "bfloat16"))],
+)
+def test_default_preprocessing_keeps_the_raw_pixels_of_an_integer_input(dtype, expected):
+    from keras_cam import io
+
+    assert io.default_preprocessing(rescaling_gap_model(dtype, SHAPE)) == expected
