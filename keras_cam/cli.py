@@ -39,6 +39,7 @@ from keras_cam.methods import ALL, METHODS, BaseCAM, resolve_methods
 from keras_cam.metrics import METRICS
 from keras_cam.surgery import (
     HEADS,
+    check_input_values,
     find_conv_layer,
     find_gap_head,
     read_head,
@@ -283,6 +284,7 @@ def _add_explain(verbs: Any) -> None:
 def _explain(args: argparse.Namespace) -> int:
     """`keras-cam explain`: overlays of each image, method and explained class."""
     model = _load_model(args.model, args.unsafe)
+    preprocessing = _preprocessing(model, args.preprocess)
     methods = _methods(args.method, EXPLAIN_DEFAULT_METHODS, "--method")
     head = read_head(model, args.head)  # read once: an unsure reading warns once
     explainers = {
@@ -300,11 +302,14 @@ def _explain(args: argparse.Namespace) -> int:
     if args.top is not None and args.top > num_classes:
         raise ValueError(f"--top {args.top} exceeds the model's {num_classes} classes.")
     pixels = [io.read_image(path, predictor.image_shape)[0] for path in args.images]
+    batches = [
+        io.to_data_format(_preprocess(rgb[np.newaxis], preprocessing), predictor.data_format)
+        for rgb in pixels
+    ]
+    for path, batch in zip(args.images, batches):  # every image, before any prediction
+        _check_pixels(model, batch, path)
     shown = max(min(5, num_classes), args.top or 0)
-    for path, stem, rgb in zip(args.images, _unique_stems(args.images), pixels):
-        batch = io.to_data_format(
-            _preprocess(rgb[np.newaxis], args.preprocess), predictor.data_format
-        )
+    for path, stem, rgb, batch in zip(args.images, _unique_stems(args.images), pixels, batches):
         probabilities = predictor.predict(batch)[0]
         ranking = np.argsort(-probabilities, kind="stable")
         print(f"{path}: top classes " + ", ".join(
@@ -443,8 +448,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         model = _load_model(args.model, args.unsafe)
         image_shape, layout = io.input_layout(model)
         images, labels, boxes = io.read_image_folder(
-            args.images_dir, image_shape, args.labels, args.preprocess
+            args.images_dir, image_shape, args.labels, _preprocessing(model, args.preprocess)
         )
+        _check_pixels(model, images, args.images_dir)
         images = io.to_data_format(images, layout)
     metrics = None if args.metrics is None else _split_names(args.metrics)
     table = evaluate(
@@ -480,6 +486,7 @@ def _builtin_data(
         )
     else:
         model = _load_model(args.model, args.unsafe)
+    preprocessing = _preprocessing(model, args.preprocess)  # refuses scaling raw-pixel input
     (height, width, channels), layout = io.input_layout(model)
     classes = read_head(model, args.head).num_classes
     if height is None or height != width or channels != 3 or not 2 <= classes <= len(
@@ -487,12 +494,15 @@ def _builtin_data(
     ):
         raise ValueError(
             f"--builtin needs a model of square RGB images with 2 to {len(datasets.SHAPE_NAMES)} "
-            f"classes (the built-in shapes, pixels in [0, 1]); {args.model} takes "
-            f"{tuple(model.inputs[0].shape[1:])} and has {classes} classes."
+            f"classes (the built-in shapes: pixels in [0, 1], or 0-255 for an integer input); "
+            f"{args.model} takes {tuple(model.inputs[0].shape[1:])} and has {classes} classes."
         )
     images, labels, boxes = datasets.shapes(
         args.n, height, seed=args.seed + 1, num_classes=classes
     )
+    if preprocessing == "none":  # a model of raw pixels takes the shapes as 8-bit pixels
+        images = np.round(images * 255.0).astype(np.float32)
+    _check_pixels(model, images, "--builtin")
     return model, io.to_data_format(images, layout), labels, boxes
 
 
@@ -521,10 +531,11 @@ def _add_layer_call(parser: argparse.ArgumentParser) -> None:
 
 def _add_preprocess(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--preprocess", choices=list(PREPROCESSING), default="scale01",
+        "--preprocess", choices=list(PREPROCESSING), default=None,
         help="how RGB pixels 0-255 become model input: scale01 divides by 255, none keeps "
-             "them, the others are keras.applications.<name>.preprocess_input "
-             "(default: %(default)s)",
+             "them, the others are keras.applications.<name>.preprocess_input (default: none "
+             "for a model whose input is integer or bool, e.g. uint8 -> Rescaling, which "
+             f"takes the raw pixels; {io.DEFAULT_PREPROCESSING} otherwise)",
     )
 
 
@@ -606,6 +617,39 @@ def _load_model(path: pathlib.Path, unsafe: bool) -> keras.Model:
         if unsafe or "safe_mode" not in str(error):
             raise
         raise ValueError(f"{_one_line(error)} (see --unsafe)") from error
+
+
+def _preprocessing(model: keras.Model, name: str | None) -> str:
+    """The `--preprocess` of `model`: `name`, or `io.default_preprocessing` when not given.
+
+    A model whose input is integer or bool takes the raw pixels (`none`); any other
+    preprocessing scales them into values its cast truncates, so it is refused here, before
+    any image is read or predicted.
+    """
+    default = io.default_preprocessing(model)
+    if name is None:
+        return default
+    if default != "none" or name == "none":  # a float input takes any; raw pixels stay raw
+        return name
+    dtype = keras.backend.standardize_dtype(model.inputs[0].dtype)
+    raise ValueError(
+        f"--preprocess {name} changes the pixels, but model {model.name!r} takes {dtype} "
+        f"images: the raw pixels 0-255, which it scales itself (e.g. with Rescaling); its cast "
+        f"to {dtype} would truncate the changed values. Pass --preprocess none (this model's "
+        "default), or leave --preprocess out."
+    )
+
+
+def _check_pixels(model: keras.Model, images: np.ndarray, source: Any) -> None:
+    """Refuses images `model` cannot hold (see `check_input_values`), naming their `source`."""
+    try:
+        check_input_values(images, model.inputs[0].dtype, model.name)
+    except ValueError as error:
+        raise ValueError(
+            f"{source}: {_one_line(error)} The command line gives a model whose input is "
+            "integer or bool the image's 8-bit pixels, 0-255 (--preprocess none); explain "
+            "this one from Python, with images of values its input holds."
+        ) from error
 
 
 def _preprocess(pixels: np.ndarray, name: str) -> np.ndarray:

@@ -52,7 +52,12 @@ PREPROCESSING: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 
 `scale01` divides by 255 (the demo model's input), `none` passes the pixels as they are, and
 the others are `keras.applications.<family>.preprocess_input` (3-channel images only).
+`default_preprocessing` picks one for a model.
 """
+
+DEFAULT_PREPROCESSING = "scale01"
+"""The preprocessing of a model with a float input unless one is named (see
+`default_preprocessing`)."""
 
 LabelRow = tuple[pathlib.Path, int, Optional[tuple[int, ...]]]
 """A labels CSV row: the image's path, its class, and its box `(x0, y0, x1, y1)` or `None`."""
@@ -175,6 +180,32 @@ def preprocess(pixels: np.ndarray, name: str) -> np.ndarray:
                          f"{pixels.shape[-1]} channel(s).")
     # A fresh float32 copy: some `preprocess_input` functions modify their argument in place.
     return np.asarray(PREPROCESSING[name](pixels.astype(np.float32)), np.float32)
+
+
+def default_preprocessing(model: keras.Model) -> str:
+    """The `PREPROCESSING` a model's pixels get unless one is named, read from its input dtype.
+
+    A model whose input is integer or bool (e.g. `keras.Input(shape, dtype="uint8")` followed
+    by `Rescaling`) takes the raw pixels and scales them itself: `"none"`, the pixels 0-255
+    as `read_image` gives them (integers, rounded after resizing). Any other preprocessing
+    would give it values its cast to that dtype truncates. A float input gets
+    `DEFAULT_PREPROCESSING` (`"scale01"`).
+
+    Args:
+        model: a single-input Functional or Sequential model.
+
+    Returns:
+        `"none"` for an integer or bool input, else `DEFAULT_PREPROCESSING`.
+
+    Example:
+    ```python
+    inputs = keras.Input((32, 32, 3), dtype="uint8")
+    outputs = keras.layers.Dense(2)(keras.layers.Rescaling(1 / 255)(inputs))
+    default_preprocessing(keras.Model(inputs, outputs))   # "none"
+    ```
+    """
+    dtype = keras.backend.standardize_dtype(model.inputs[0].dtype)
+    return DEFAULT_PREPROCESSING if keras.backend.is_float_dtype(dtype) else "none"
 
 
 def input_layout(model: keras.Model) -> tuple[tuple[int | None, ...], str]:
@@ -315,7 +346,7 @@ def read_image_folder(
     folder: PathLike,
     image_shape: tuple[int | None, int | None, int],
     labels: PathLike | None = None,
-    preprocessing: str = "scale01",
+    preprocessing: str = DEFAULT_PREPROCESSING,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Reads a folder of images (or those a labels CSV lists), preprocessed, with labels and boxes.
 
@@ -325,7 +356,8 @@ def read_image_folder(
             explainer's `image_shape`; both sizes must be known (one batch).
         labels: a labels CSV (see `read_labels`), or `None` for every image file of the folder
             (sorted by name, no labels). Defaults to `None`.
-        preprocessing: a key of `PREPROCESSING`. Defaults to `"scale01"`.
+        preprocessing: a key of `PREPROCESSING` (`default_preprocessing(model)` gives the
+            one a model takes by default). Defaults to `"scale01"`.
 
     Returns:
         `(images, labels, boxes)`: float32 channels-last `(B, H, W, C)`, int32 `(B,)` or

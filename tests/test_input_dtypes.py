@@ -5,6 +5,8 @@ hold are refused."""
 
 from __future__ import annotations
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -155,13 +157,6 @@ def test_evaluate_runs_every_method_on_a_uint8_model():
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.py (being refactored, issue 11): `keras-cam explain` on a uint8-input model "
-    "applies the default --preprocess scale01, prints top classes of the [0, 1] pixels the "
-    "model casts to 0 (all 0.250), then refuses with a message that does not name "
-    "`--preprocess none`",
-)
 def test_cli_explain_on_a_uint8_model_needs_no_preprocess_flag(tmp_path, capsys):
     import cv2
 
@@ -180,3 +175,160 @@ def test_cli_explain_on_a_uint8_model_needs_no_preprocess_flag(tmp_path, capsys)
     assert status == 0 or (
         "--preprocess none" in captured.err and "top classes" not in captured.out
     ), captured.out + captured.err
+
+
+# ------------------------------------------------------------------- the command line
+def _save(dtype: str, tmp_path, shape=SHAPE) -> tuple[str, keras.Model]:
+    """Saves a `dtype`-input `rescaling_gap_model`; returns its path and its float32 twin."""
+    model = rescaling_gap_model(dtype, shape)
+    twin = rescaling_gap_model("float32", shape)
+    twin.set_weights(model.get_weights())
+    path = tmp_path / f"{dtype}.keras"
+    model.save(path)
+    return str(path), twin
+
+
+def _write_png(path, rgb: np.ndarray) -> str:
+    import cv2
+
+    assert cv2.imwrite(str(path), rgb.astype(np.uint8)[..., ::-1])
+    return str(path)
+
+
+def _average_drop_by_hand(twin: keras.Model, pixels: np.ndarray, classes: np.ndarray) -> float:
+    """Average drop (%) of the GAP reference maps: O on `round(pixels * map)`, Y on `pixels`."""
+    maps = gap_cam_reference(twin, pixels, classes)
+    rows = np.arange(len(classes))
+    y = twin.predict(pixels, verbose=0)[rows, classes]
+    o = twin.predict(np.round(pixels * maps[..., None]), verbose=0)[rows, classes]
+    return float(np.mean(100.0 * np.maximum(0.0, y - o) / y))
+
+
+def test_cli_explain_gives_a_uint8_model_its_resized_raw_pixels(tmp_path, capsys):
+    import cv2
+
+    from keras_cam import cli
+
+    model_path, twin = _save("uint8", tmp_path)
+    # Twice the model's size: the CLI resizes it (OpenCV area interpolation, rounded to uint8).
+    large = np.random.default_rng(3).integers(0, 256, (2 * SHAPE[0], 2 * SHAPE[1], 3))
+    image_path = _write_png(tmp_path / "large.png", large)
+    status = cli.main(["explain", model_path, image_path, "--method", "gradcam", "--alpha", "1",
+                       "--out", str(tmp_path / "out"), "--verbose", "0"])
+    assert status == 0
+    pixels = cv2.resize(large.astype(np.uint8), SHAPE[1::-1], interpolation=cv2.INTER_AREA)
+    pixels = pixels[np.newaxis].astype(np.float32)  # 0-255: the model rescales them itself
+    probabilities = twin.predict(pixels, verbose=0)[0]
+    top = int(np.argmax(probabilities))
+    printed = capsys.readouterr().out
+    assert f"top classes {top} ({probabilities[top]:.3f})" in printed
+    heatmap = gap_cam_reference(twin, pixels, np.array([top]))[0]
+    written = cv2.imread(str(tmp_path / "out" / f"large_gradcam_class{top}.png"))
+    expected = cv2.applyColorMap(np.rint(heatmap * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    assert written.shape == (*SHAPE[:2], 3)
+    assert np.abs(written.astype(int) - expected.astype(int)).max() <= 8
+
+
+def test_cli_evaluate_on_a_uint8_model_needs_no_preprocess_flag(tmp_path, capsys):
+    import json
+
+    from keras_cam import cli
+
+    model_path, twin = _save("uint8", tmp_path)
+    pixels = _pixels()
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index, image in enumerate(pixels):
+        _write_png(folder / f"{index}.png", image)
+    (tmp_path / "labels.csv").write_text(
+        "".join(f"{index}.png,{label}\n" for index, label in enumerate(CLASSES))
+    )
+    table = tmp_path / "table.json"
+    labels = str(tmp_path / "labels.csv")
+    status = cli.main(["evaluate", model_path, str(folder), "--labels", labels, "--methods",
+                       "gradcam", "--metrics", "average_drop", "--json", str(table),
+                       "--verbose", "0"])
+    assert status == 0, capsys.readouterr().err
+    [row] = json.loads(table.read_text())["rows"]
+    expected = _average_drop_by_hand(twin, pixels.astype(np.float32), CLASSES)
+    assert expected > 1.0  # a drop that scaled pixels (all cast to 0) would not give
+    assert row["average_drop"] == pytest.approx(expected, abs=0.5)
+
+
+def test_cli_evaluate_builtin_gives_a_uint8_model_the_shapes_as_8_bit_pixels(tmp_path):
+    import json
+
+    from keras_cam import cli, datasets
+
+    model_path, twin = _save("uint8", tmp_path, (32, 32, 3))
+    table = tmp_path / "table.json"
+    status = cli.main(["evaluate", model_path, "--builtin", "--n", "3", "--methods", "gradcam",
+                       "--metrics", "average_drop", "--json", str(table), "--verbose", "0"])
+    assert status == 0
+    images, labels, _ = datasets.shapes(3, 32, seed=1, num_classes=3)  # the CLI's seed + 1
+    pixels = np.round(images * 255.0).astype(np.float32)
+    [row] = json.loads(table.read_text())["rows"]
+    assert row["average_drop"] == pytest.approx(
+        _average_drop_by_hand(twin, pixels, labels), abs=0.5
+    )
+
+
+@pytest.mark.parametrize(
+    ("verb", "preprocess"),
+    [("explain", "scale01"), ("explain", "vgg16"), ("explain", "mobilenet_v2"),
+     ("evaluate", "scale01"), ("evaluate", "resnet50"), ("builtin", "scale01")],
+)
+def test_cli_refuses_a_preprocess_that_changes_an_integer_models_pixels(
+    verb, preprocess, tmp_path, capsys
+):
+    from keras_cam import cli
+
+    model_path, _ = _save("uint8", tmp_path, (32, 32, 3))
+    image_path = _write_png(tmp_path / "image.png", _pixels()[0])
+    out = tmp_path / "out"
+    arguments = {
+        "explain": ["explain", model_path, image_path, "--out", str(out)],
+        "evaluate": ["evaluate", model_path, str(tmp_path), "--json", str(out / "t.json")],
+        "builtin": ["evaluate", model_path, "--builtin", "--n", "2", "--json", str(out / "t.json")],
+    }[verb]
+    status = cli.main([*arguments, "--preprocess", preprocess, "--verbose", "0"])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert captured.out == ""  # nothing predicted, nothing printed
+    assert not out.exists()
+    [line] = captured.err.strip().splitlines()
+    assert re.search(
+        rf"^keras-cam: error: --preprocess {preprocess} changes the pixels, but model "
+        r"'rescaling_gap_uint8' takes uint8 images.*Pass --preprocess none", line
+    )
+
+
+@pytest.mark.parametrize(("dtype", "match"), [("int8", r"\[-128, 127\]"), ("bool", r"\[0, 1\]")])
+def test_cli_refuses_every_image_an_integer_model_cannot_hold_before_any_prediction(
+    dtype, match, tmp_path, capsys
+):
+    from keras_cam import cli
+
+    model_path, _ = _save(dtype, tmp_path)
+    fits = _write_png(tmp_path / "dark.png", np.zeros(SHAPE))  # 0: every dtype holds it
+    too_large = _write_png(tmp_path / "bright.png", _pixels()[0])
+    out = tmp_path / "out"
+    status = cli.main(["explain", model_path, fits, too_large, "--method", "gradcam",
+                       "--out", str(out), "--verbose", "0"])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert captured.out == "" and not out.exists()  # not even the image it could take
+    [line] = captured.err.strip().splitlines()
+    assert re.search(rf"error: {re.escape(too_large)}: .*{dtype} images.*{match}", line)
+    assert "--preprocess none" in line
+
+
+@pytest.mark.parametrize(
+    ("dtype", "expected"),
+    [*((dtype, "none") for dtype in (*INTEGER_DTYPES, "bool")),
+     *((dtype, "scale01") for dtype in ("float32", "float16", "bfloat16"))],
+)
+def test_default_preprocessing_keeps_the_raw_pixels_of_an_integer_input(dtype, expected):
+    from keras_cam import io
+
+    assert io.default_preprocessing(rescaling_gap_model(dtype, SHAPE)) == expected
