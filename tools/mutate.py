@@ -70,7 +70,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         ("tests/test_callback_outputs.py",),
     ),
     Mutation(
-        "callback-rgb-swapped", "callback", "keras_cam/callbacks.py",
+        "callback-rgb-swapped", "callback", "keras_cam/_files.py",
         'cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))',
         'cv2.imencode(".png", rgb)',
         ("tests/test_callback_outputs.py",),
@@ -148,21 +148,39 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     # --- CLI
     Mutation(
-        "cli-resize-height-width", "cli", "keras_cam/cli.py",
+        "same-padding-rounded-up", "placement", "keras_cam/geometry.py",
+        'pad_before = pad_total // 2 if layer.padding == "same" else 0',
+        'pad_before = (pad_total + 1) // 2 if layer.padding == "same" else 0',
+        ("tests/test_geometry.py",),
+    ),
+    Mutation(
+        "center-crop-start-rounded-up", "placement", "keras_cam/geometry.py",
+        "starts = ((height - targets[0]) // 2, (width - targets[1]) // 2)",
+        "starts = ((height - targets[0] + 1) // 2, (width - targets[1] + 1) // 2)",
+        ("tests/test_geometry.py",),
+    ),
+    Mutation(
+        "raw-score-unit-read-as-binary", "head", "keras_cam/surgery.py",
+        'return self.units == 1 and self.kind != "linear"',
+        "return self.units == 1",
+        ("tests/test_head.py",),
+    ),
+    Mutation(
+        "cli-resize-height-width", "cli", "keras_cam/io.py",
         "size = (width or original[1], height or original[0])",
         "size = (height or original[0], width or original[1])",
         ("tests/test_cli_data.py", "tests/test_cli.py"),
     ),
     Mutation(
-        "cli-box-scale-swapped", "cli", "keras_cam/cli.py",
+        "cli-box-scale-swapped", "cli", "keras_cam/io.py",
         "scale_y, scale_x = resized[0] / height, resized[1] / width",
         "scale_x, scale_y = resized[0] / height, resized[1] / width",
         ("tests/test_cli_data.py", "tests/test_cli.py"),
     ),
     Mutation(
-        "cli-ignores-labels", "cli", "keras_cam/cli.py",
-        "labels = None if args.labels is None else np.array([row[1] for row in rows], np.int32)",
-        "labels = None",
+        "cli-ignores-labels", "cli", "keras_cam/io.py",
+        "classes = None if labels is None else np.array([row[1] for row in rows], np.int32)",
+        "classes = None",
         ("tests/test_cli_data.py",),
     ),
 )
