@@ -54,6 +54,9 @@ PREPROCESSING: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 the others are `keras.applications.<family>.preprocess_input` (3-channel images only).
 """
 
+DATA_FORMATS: tuple[str, ...] = ("channels_last", "channels_first")
+"""The image layouts `to_data_format` writes (Keras' `data_format` values)."""
+
 LabelRow = tuple[pathlib.Path, int, Optional[tuple[int, ...]]]
 """A labels CSV row: the image's path, its class, and its box `(x0, y0, x1, y1)` or `None`."""
 
@@ -200,17 +203,37 @@ def input_layout(model: keras.Model) -> tuple[tuple[int | None, ...], str]:
 
 
 def to_data_format(images: np.ndarray, data_format: str) -> np.ndarray:
-    """Channels-last images `(B, H, W, C)` in the layout a model takes.
+    """Channels-last images, one `(H, W, C)` or a batch `(B, H, W, C)`, in a model's layout.
 
     Args:
-        images: channels-last batch.
+        images: one channels-last image `(H, W, C)` or a batch `(B, H, W, C)`.
         data_format: `"channels_last"` or `"channels_first"` (an explainer's `data_format`).
 
     Returns:
-        `images` itself, or a contiguous `(B, C, H, W)` copy for `"channels_first"`.
+        `images` itself for `"channels_last"`; for `"channels_first"` a contiguous copy with
+        the channel axis moved before the spatial ones: `(C, H, W)` or `(B, C, H, W)`.
+
+    Raises:
+        ValueError: `data_format` is neither layout, or `images` is neither 3-D nor 4-D.
+
+    Example:
+    ```python
+    images = to_data_format(preprocess(pixels[None], "scale01"), cam.data_format)
+    ```
     """
+    if data_format not in DATA_FORMATS:
+        raise ValueError(
+            f"`data_format` must be one of {DATA_FORMATS} (an explainer's `data_format`); "
+            f"received {data_format!r}."
+        )
+    images = np.asarray(images)
+    if images.ndim not in (3, 4):
+        raise ValueError(
+            "`images` must be one channels-last image (H, W, C) or a batch (B, H, W, C); "
+            f"received shape {images.shape}."
+        )
     if data_format == "channels_first":
-        return np.ascontiguousarray(np.moveaxis(images, -1, 1))
+        return np.ascontiguousarray(np.moveaxis(images, -1, -3))
     return images
 
 
