@@ -119,7 +119,8 @@ def read_image(
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: OpenCV cannot decode the file, or `channels` is neither 1 nor 3.
+        ValueError: OpenCV cannot decode the file, or `image_shape` is not `(height, width,
+            channels)` with 1 or 3 channels.
 
     Example:
     ```python
@@ -129,11 +130,13 @@ def read_image(
     import cv2
 
     path = pathlib.Path(path)
-    height, width, channels = image_shape
-    if channels not in (1, 3):
+    if len(image_shape) != 3 or image_shape[2] not in (1, 3):
         raise ValueError(
-            f"the model takes {channels}-channel images; images are read as 1 (gray) or 3 (RGB)."
+            "`image_shape` must be (height, width, channels) with 1 (gray) or 3 (RGB) channels, "
+            f"e.g. an explainer's `image_shape` (not its `input_shape`, which is (channels, "
+            f"height, width) for a channels-first model); received {tuple(image_shape)}."
         )
+    height, width, channels = image_shape
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
     flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR

@@ -349,3 +349,16 @@ def test_to_data_format_moves_the_channel_axis_of_one_image_or_a_batch_and_refus
             io.to_data_format(batch, layout)
     with pytest.raises(ValueError, match=r"one channels-last image \(H, W, C\) or a batch"):
         io.to_data_format(batch[0, 0], "channels_first")
+
+
+@pytest.mark.parametrize(
+    "image_shape", [(3, HEIGHT, WIDTH), (HEIGHT, WIDTH, 4), (HEIGHT, WIDTH)],
+    ids=["channels-first input_shape", "4 channels", "no channels"],
+)
+def test_read_image_refuses_a_shape_that_is_not_height_width_channels(tmp_path, image_shape):
+    """`cam.input_shape` of a channels-first model is (C, H, W): the message says to pass
+    `image_shape`, instead of claiming the model takes 40-channel images."""
+    _save_png(tmp_path / "a.png", np.zeros((HEIGHT, WIDTH, 3), np.uint8))
+    match = r"`image_shape` must be \(height, width, channels\) with 1 \(gray\) or 3 \(RGB\)"
+    with pytest.raises(ValueError, match=match + r".*not its `input_shape`.*received"):
+        io.read_image(tmp_path / "a.png", image_shape)
