@@ -88,6 +88,11 @@ def test_none_and_callables_pass_through():
         (np.array([True, False, True]), TypeError, "received booleans"),
         ("cat", TypeError, r"`targets` must be None.*a callable.*received 'cat' \(str\)"),
         ({"a": 1}, TypeError, r"received dict of non-numeric values"),
+        (
+            [object()] * 3,
+            TypeError,
+            r"a list of class targets \(ClassTarget, .*one per image; received list of non-numeric",
+        ),
         ([2, "a", 1], TypeError, r"integer class indices; received dtype <U"),
         (keras.Input((3,), dtype="int32"), TypeError, r"symbolic KerasTensor"),
         (np.eye(3, dtype=int)[LABELS], ValueError, r"shape \(3, 3\).*one-hot.*np.argmax"),
