@@ -25,7 +25,7 @@ from keras_cam._checks import as_numeric_array, check_boxes, check_images, check
 from keras_cam._files import encode_png, write_png
 from keras_cam.methods import BaseCAM, resolve_methods
 from keras_cam.surgery import check_head, read_head
-from keras_cam.targets import TARGET_FORMS, Targets, class_indices, resolve_targets
+from keras_cam.targets import TARGET_FORMS, Target, Targets, class_indices, resolve_targets
 
 PathLike = str | os.PathLike[str]
 _T = TypeVar("_T")
@@ -443,10 +443,18 @@ def _truncate_targets(targets: Targets, count: int, max_images: int) -> Targets:
     """Keeps the targets of the first `max_images` images; per-image targets must match `count`.
 
     Class indices of any array-like type (see `keras_cam.targets.class_indices`) become an int
-    or an int64 array; `None` and callables are kept as they are.
+    or an int64 array; `None`, callables and target objects are kept as they are, and a list of
+    class targets (`ClassTarget`, ...) is cut like the images.
     """
     if targets is None or callable(targets):
         return targets
+    if isinstance(targets, (list, tuple)) and any(isinstance(t, Target) for t in targets):
+        if len(targets) != count:
+            raise ValueError(
+                f"`targets` must give one class target per image: {count} images were passed, "
+                f"but `targets` holds {len(targets)}."
+            )
+        return list(targets[:max_images])
     indices = class_indices(targets, "targets", TARGET_FORMS)
     if indices.ndim == 0:
         return int(indices)  # Checked against the model's classes in `on_train_begin`.

@@ -59,6 +59,9 @@ DEFAULT_PREPROCESSING = "scale01"
 """The preprocessing of a model with a float input unless one is named (see
 `default_preprocessing`)."""
 
+DATA_FORMATS: tuple[str, ...] = ("channels_last", "channels_first")
+"""The image layouts `to_data_format` writes (Keras' `data_format` values)."""
+
 LabelRow = tuple[pathlib.Path, int, Optional[tuple[int, ...]]]
 """A labels CSV row: the image's path, its class, and its box `(x0, y0, x1, y1)` or `None`."""
 
@@ -121,7 +124,8 @@ def read_image(
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: OpenCV cannot decode the file, or `channels` is neither 1 nor 3.
+        ValueError: OpenCV cannot decode the file, or `image_shape` is not `(height, width,
+            channels)` with 1 or 3 channels.
 
     Example:
     ```python
@@ -131,11 +135,13 @@ def read_image(
     import cv2
 
     path = pathlib.Path(path)
-    height, width, channels = image_shape
-    if channels not in (1, 3):
+    if len(image_shape) != 3 or image_shape[2] not in (1, 3):
         raise ValueError(
-            f"the model takes {channels}-channel images; images are read as 1 (gray) or 3 (RGB)."
+            "`image_shape` must be (height, width, channels) with 1 (gray) or 3 (RGB) channels, "
+            f"e.g. an explainer's `image_shape` (not its `input_shape`, which is (channels, "
+            f"height, width) for a channels-first model); received {tuple(image_shape)}."
         )
+    height, width, channels = image_shape
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
     flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
@@ -231,17 +237,37 @@ def input_layout(model: keras.Model) -> tuple[tuple[int | None, ...], str]:
 
 
 def to_data_format(images: np.ndarray, data_format: str) -> np.ndarray:
-    """Channels-last images `(B, H, W, C)` in the layout a model takes.
+    """Channels-last images, one `(H, W, C)` or a batch `(B, H, W, C)`, in a model's layout.
 
     Args:
-        images: channels-last batch.
+        images: one channels-last image `(H, W, C)` or a batch `(B, H, W, C)`.
         data_format: `"channels_last"` or `"channels_first"` (an explainer's `data_format`).
 
     Returns:
-        `images` itself, or a contiguous `(B, C, H, W)` copy for `"channels_first"`.
+        `images` itself for `"channels_last"`; for `"channels_first"` a contiguous copy with
+        the channel axis moved before the spatial ones: `(C, H, W)` or `(B, C, H, W)`.
+
+    Raises:
+        ValueError: `data_format` is neither layout, or `images` is neither 3-D nor 4-D.
+
+    Example:
+    ```python
+    images = to_data_format(preprocess(pixels[None], "scale01"), cam.data_format)
+    ```
     """
+    if data_format not in DATA_FORMATS:
+        raise ValueError(
+            f"`data_format` must be one of {DATA_FORMATS} (an explainer's `data_format`); "
+            f"received {data_format!r}."
+        )
+    images = np.asarray(images)
+    if images.ndim not in (3, 4):
+        raise ValueError(
+            "`images` must be one channels-last image (H, W, C) or a batch (B, H, W, C); "
+            f"received shape {images.shape}."
+        )
     if data_format == "channels_first":
-        return np.ascontiguousarray(np.moveaxis(images, -1, 1))
+        return np.ascontiguousarray(np.moveaxis(images, -1, -3))
     return images
 
 

@@ -194,7 +194,8 @@ Targets = Union[None, int, Sequence[int], np.ndarray, ScoreFn, Target, Sequence[
 
 TARGET_FORMS = (
     "None (each image's top-1 class), an int, a sequence of ints (one per image), a callable "
-    "f(logits) -> (batch,) or a keras_cam.targets.Target object"
+    "f(logits) -> (batch,), a keras_cam.targets.Target object or a list of class targets "
+    "(ClassTarget, TopPredictionTarget, BinaryTarget), one per image"
 )
 """What `targets=` accepts, as error messages say it."""
 

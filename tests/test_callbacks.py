@@ -19,6 +19,7 @@ from tensorboard import program
 from keras_cam import metrics
 from keras_cam.callbacks import HeatmapCallback
 from keras_cam.datasets import SHAPE_NAMES, shapes
+from keras_cam.targets import ClassTarget
 from keras_cam.methods import METHODS, GradCAM, get_method
 from references import (
     corner_images,
@@ -447,8 +448,9 @@ def test_subclassed_model_warns_and_trains_on(tmp_path):
         lambda labels: tf.Variable(labels.astype(np.int64)),
         lambda labels: labels.astype(np.uint8),
         lambda labels: pytest.importorskip("pandas").Series(labels),
+        lambda labels: [ClassTarget(int(label)) for label in labels],
     ],
-    ids=["tensor", "variable", "uint8", "pandas"],
+    ids=["tensor", "variable", "uint8", "pandas", "class-target-objects"],
 )
 def test_targets_of_any_integer_array_type(tmp_path, make_targets):
     images, labels = _non_square_data(6)

@@ -330,3 +330,35 @@ def test_load_model_preprocess_and_layout(corner, tmp_path):
     assert io.to_data_format(batch, "channels_last") is batch
     channels_first = io.to_data_format(batch, "channels_first")
     np.testing.assert_array_equal(channels_first[0, 2], batch[0, ..., 2])
+
+
+def test_to_data_format_moves_the_channel_axis_of_one_image_or_a_batch_and_refuses_the_rest():
+    """Channel `c` of pixel `(y, x)` lands at `[c, y, x]`, for one image as for a batch; a
+    misspelt layout or a wrong rank is refused instead of passing the images through."""
+    batch = np.random.default_rng(0).random((2, HEIGHT, WIDTH, 3)).astype(np.float32)
+    channels_first = io.to_data_format(batch, "channels_first")
+    assert channels_first.shape == (2, 3, HEIGHT, WIDTH)
+    for c in range(3):
+        np.testing.assert_array_equal(channels_first[:, c], batch[..., c])
+    one = io.to_data_format(batch[1], "channels_first")
+    assert one.shape == (3, HEIGHT, WIDTH)
+    np.testing.assert_array_equal(one, channels_first[1])
+    np.testing.assert_array_equal(io.to_data_format(batch[1], "channels_last"), batch[1])
+    for layout in ("channels_frst", "NCHW", "channels-first", None):
+        with pytest.raises(ValueError, match=r"`data_format` must be one of .*received"):
+            io.to_data_format(batch, layout)
+    with pytest.raises(ValueError, match=r"one channels-last image \(H, W, C\) or a batch"):
+        io.to_data_format(batch[0, 0], "channels_first")
+
+
+@pytest.mark.parametrize(
+    "image_shape", [(3, HEIGHT, WIDTH), (HEIGHT, WIDTH, 4), (HEIGHT, WIDTH)],
+    ids=["channels-first input_shape", "4 channels", "no channels"],
+)
+def test_read_image_refuses_a_shape_that_is_not_height_width_channels(tmp_path, image_shape):
+    """`cam.input_shape` of a channels-first model is (C, H, W): the message says to pass
+    `image_shape`, instead of claiming the model takes 40-channel images."""
+    _save_png(tmp_path / "a.png", np.zeros((HEIGHT, WIDTH, 3), np.uint8))
+    match = r"`image_shape` must be \(height, width, channels\) with 1 \(gray\) or 3 \(RGB\)"
+    with pytest.raises(ValueError, match=match + r".*not its `input_shape`.*received"):
+        io.read_image(tmp_path / "a.png", image_shape)

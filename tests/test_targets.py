@@ -3,6 +3,8 @@ the target vocabulary: target objects and the one score reading (issue 11, item 
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -86,6 +88,11 @@ def test_none_and_callables_pass_through():
         (np.array([True, False, True]), TypeError, "received booleans"),
         ("cat", TypeError, r"`targets` must be None.*a callable.*received 'cat' \(str\)"),
         ({"a": 1}, TypeError, r"received dict of non-numeric values"),
+        (
+            [object()] * 3,
+            TypeError,
+            r"a list of class targets \(ClassTarget, .*one per image; received list of non-numeric",
+        ),
         ([2, "a", 1], TypeError, r"integer class indices; received dtype <U"),
         (keras.Input((3,), dtype="int32"), TypeError, r"symbolic KerasTensor"),
         (np.eye(3, dtype=int)[LABELS], ValueError, r"shape \(3, 3\).*one-hot.*np.argmax"),
@@ -271,3 +278,37 @@ def test_metrics_take_class_target_objects_and_refuse_score_targets():
         np.testing.assert_allclose(result.per_image, expected, rtol=1e-4)
     with pytest.raises(TypeError, match=r"class targets \(`ClassTarget`\), not a callable"):
         kc.metrics.average_drop(model, pixels, maps, _Margin(1, 0))
+
+
+@dataclasses.dataclass
+class _MutableClassScore(Target):
+    """A plain `@dataclass` target (eq=True, not frozen): unhashable, and its field may change."""
+
+    index: int
+
+    def __call__(self, outputs):
+        return outputs[:, self.index]
+
+
+@pytest.mark.parametrize("name", ["gradcam", "gradcam++", "scorecam", "fasterscorecam"])
+def test_a_mutable_unhashable_target_is_explained_as_it_is_at_each_call(name):
+    """An unhashable target works with every method that takes score targets, and a field (or
+    a closure variable) changed between two calls of one explainer changes the map: a compiled
+    pass kept from the first call would explain the old class. Against the slow references."""
+    model, images = _random_corner_batch()
+    cam = kc.get_method(name)(model, verbose=0)
+    target = _MutableClassScore(2)
+    with pytest.raises(TypeError, match="unhashable"):
+        hash(target)
+    for index in (2, 0):
+        target.index = index
+        expected = reference_maps(name, model, images, np.full(3, index))
+        np.testing.assert_allclose(cam(images, targets=target), expected, atol=2e-4)
+    chosen = 1
+
+    def closure(outputs):
+        return outputs[:, chosen]
+
+    for chosen in (1, 2):  # the closure reads `chosen` when it is traced
+        expected = reference_maps(name, model, images, np.full(3, chosen))
+        np.testing.assert_allclose(cam(images, targets=closure), expected, atol=2e-4)

@@ -216,7 +216,6 @@ class BaseCAM:
             [image_spec, tf.TensorSpec((None,), tf.int32)],
         )
         self._predict_fn = compile_fn(lambda images: self._forward(images)[2], [image_spec])
-        self._score_fn_cache: tuple[ScoreFn, Any] | None = None
 
     # ------------------------------------------------------------------ public API
     def __call__(
@@ -401,16 +400,17 @@ class BaseCAM:
         return self.compute_cam(features, weights)
 
     def _callable_pass(self, score_fn: ScoreFn) -> Any:
-        """A compiled pass for a callable target, kept for repeated calls with the same one."""
-        if self._score_fn_cache is None or self._score_fn_cache[0] is not score_fn:
-            image_spec = self._pass_fn.input_signature[0]
+        """A compiled pass for a callable target, traced afresh for each call.
 
-            def pass_fn(images: tf.Tensor) -> tf.Tensor:
-                class_idx = tf.fill(tf.shape(images)[:1], TOP_PREDICTION)
-                return self._weighted_maps(images, class_idx, score_fn)
+        A callable is read when it is traced: its attributes (a `Target`'s fields) and closure
+        variables become constants of the compiled pass. Keeping that pass for a later call
+        would explain the callable as it was then, not as it is now, so it serves one call.
+        """
+        def pass_fn(images: tf.Tensor) -> tf.Tensor:
+            class_idx = tf.fill(tf.shape(images)[:1], TOP_PREDICTION)
+            return self._weighted_maps(images, class_idx, score_fn)
 
-            self._score_fn_cache = (score_fn, compile_fn(pass_fn, [image_spec]))
-        return self._score_fn_cache[1]
+        return compile_fn(pass_fn, [self._pass_fn.input_signature[0]])
 
     def _check_images(self, images: Any) -> tuple[tf.Tensor, bool]:
         """Validates images against the model's input; returns a float32 batch and `single`."""

@@ -222,7 +222,7 @@ class PerturbationCAM(BaseCAM):
             self._combine,
             [tf.TensorSpec((None, *feature_shape), tf.float32), channel_spec, flag_spec, flag_spec],
         )
-        self._stream_fns: dict[ScoreFn | None, tuple[Any, Any]] = {}
+        self._class_stream_fns: tuple[Any, Any] = self._compile_stream(None)
 
     # ------------------------------------------------------------------ method hooks
     def perturb(self, images: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
@@ -422,42 +422,48 @@ class PerturbationCAM(BaseCAM):
         return tf.reduce_mean(tf.reshape(scores, [self.perturbations, rows]), axis=0)
 
     def _stream(self, score_fn: ScoreFn | None) -> tuple[Any, Any]:
-        """The compiled chunk and baseline functions for class targets or one callable."""
-        if score_fn not in self._stream_fns:
-            if score_fn is not None:  # keep the class-target functions and the last callable
-                self._stream_fns = {k: v for k, v in self._stream_fns.items() if k is None}
+        """The compiled chunk and baseline functions for class targets, or for one callable.
 
-            def chunk_scores(
-                images: tf.Tensor,
-                maps: tf.Tensor,
-                pairs: tf.Tensor,
-                classes: tf.Tensor,
-                placement: tf.Tensor,
-            ) -> tf.Tensor:
-                size = tf.gather(tf.shape(images), self._cam.spatial_axes)
-                masks = self._masks(tf.gather_nd(maps, pairs), size, placement)
-                inputs = self.perturb(tf.gather(images, pairs[:, 0]), masks)
-                return self._mean_scores(inputs, classes, score_fn)
+        Those of class targets are compiled once per explainer. A callable is read when it is
+        traced (its attributes and closure variables become constants), so its functions are
+        compiled afresh for each call and never outlive it: a `Target` whose fields changed
+        since the last call is explained as it is now. Target objects need not be hashable.
+        """
+        if score_fn is None:
+            return self._class_stream_fns
+        return self._compile_stream(score_fn)
 
-            def baseline_scores(images: tf.Tensor, classes: tf.Tensor) -> tuple[tf.Tensor, ...]:
-                inputs = self.blank_inputs(images)
-                return self._mean_scores(inputs, classes, score_fn), tf.shape(inputs)[0]
+    def _compile_stream(self, score_fn: ScoreFn | None) -> tuple[Any, Any]:
+        """Compiles the chunk and baseline functions scoring with `score_fn` (`None`: classes)."""
 
-            index_spec = tf.TensorSpec((None,), tf.int32)
-            self._stream_fns[score_fn] = (
-                compile_fn(
-                    chunk_scores,
-                    [
-                        self._image_spec,
-                        self._maps_spec,
-                        tf.TensorSpec((None, 2), tf.int32),
-                        index_spec,
-                        tf.TensorSpec((2, 4), tf.float32),
-                    ],
-                ),
-                compile_fn(baseline_scores, [self._image_spec, index_spec]),
-            )
-        return self._stream_fns[score_fn]
+        def chunk_scores(
+            images: tf.Tensor,
+            maps: tf.Tensor,
+            pairs: tf.Tensor,
+            classes: tf.Tensor,
+            placement: tf.Tensor,
+        ) -> tf.Tensor:
+            size = tf.gather(tf.shape(images), self._cam.spatial_axes)
+            masks = self._masks(tf.gather_nd(maps, pairs), size, placement)
+            inputs = self.perturb(tf.gather(images, pairs[:, 0]), masks)
+            return self._mean_scores(inputs, classes, score_fn)
+
+        def baseline_scores(images: tf.Tensor, classes: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            inputs = self.blank_inputs(images)
+            return self._mean_scores(inputs, classes, score_fn), tf.shape(inputs)[0]
+
+        index_spec = tf.TensorSpec((None,), tf.int32)
+        chunk_spec = [
+            self._image_spec,
+            self._maps_spec,
+            tf.TensorSpec((None, 2), tf.int32),
+            index_spec,
+            tf.TensorSpec((2, 4), tf.float32),
+        ]
+        return (
+            compile_fn(chunk_scores, chunk_spec),
+            compile_fn(baseline_scores, [self._image_spec, index_spec]),
+        )
 
 
 def _is_int(value: Any) -> bool:
