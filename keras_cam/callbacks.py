@@ -98,8 +98,8 @@ class HeatmapCallback(keras.callbacks.Callback):
             method's automatic choice (see `keras_cam.BaseCAM`). Defaults to `None`.
         layer_call: which call of the explained layer every method explains when the model
             calls it (or a nested model holding it) more than once, e.g. a backbone run on an
-            image and on its flip (test-time augmentation): an int from 0, in the order of the
-            calls. `None` requires a single call; a layer called several times is then refused
+            image and on its flip (test-time augmentation): an int from 0, as the refusal
+            message lists the calls (Keras' execution order). `None` requires a single call; a layer called several times is then refused
             before the first epoch, the message listing its calls. Defaults to `None`.
 
     Attributes:

@@ -224,8 +224,8 @@ def evaluate(
             method's automatic choice). Defaults to `None`.
         layer_call: which call of the explained layer every method explains when the model
             calls it (or a nested model holding it) more than once, e.g. a backbone run on an
-            image and on its flip (test-time augmentation): an int from 0, in the order of the
-            calls. `None` requires a single call: on a layer called several times every method
+            image and on its flip (test-time augmentation): an int from 0, as the refusal
+            message lists the calls. `None` requires a single call: on a layer called several times every method
             fails with a message listing the calls. Defaults to `None`.
         batch_size: images per call of a method, and per model call of a metric. Defaults to
             `32`.

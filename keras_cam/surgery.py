@@ -1152,7 +1152,8 @@ def build_cam_model(
             choice (see `find_conv_layer`). Defaults to `None`.
         layer_call: which call of `layer` to explain when the model calls it (or a nested
             model holding it) more than once, e.g. a backbone run on an image and on its
-            flip: an index in the order of the calls. `None` requires a single call.
+            flip: an index as the refusal message lists the calls (Keras' execution
+            order). `None` requires a single call.
             Defaults to `None`.
         head: how to read the model's output: `None` for the automatic reading of
             `read_head` (which warns when it cannot recognise the final activation), or one

@@ -150,15 +150,15 @@ class BaseCAM:
         layer: the layer to explain: a name, a layer object, or `None` for the last layer with
             a spatial output (see `keras_cam.find_conv_layer`). Defaults to `None`.
         score: what gradient methods differentiate: `"logit"` (the pre-softmax score; the
-            softmax saturates) or `"probability"` (the softmax output). Defaults to `"logit"`.
-        layer_call: which call of `layer` to explain when the model calls it (or a nested
-            model holding it) several times, e.g. a backbone run on an image and on its flip
-            for test-time augmentation: the index of the call, in the order the model makes
-            them. `None` refuses such a layer with a message listing its calls. The map of the
-            chosen call is placed where that call's features sit on the input (a flipped
-            call's map is flipped back). Defaults to `None`.
             softmax saturates) or `"probability"` (the softmax output). For a raw-score head
             (`head="linear"`) both are the raw output. Defaults to `"logit"`.
+        layer_call: which call of `layer` to explain when the model calls it (or a nested
+            model holding it) several times, e.g. a backbone run on an image and on its flip
+            for test-time augmentation: the index of the call as the refusal message lists
+            the calls (Keras' execution order, which need not be the order of the Python
+            code). `None` refuses such a layer with that listing. The map of the chosen call
+            is placed where that call's features sit on the input (a flipped call's map is
+            flipped back). Defaults to `None`.
         head: how the model's output is read: `None` reads it automatically (a softmax or
             sigmoid in any spelling, log_softmax, several linear units as logits, one linear
             unit as a raw score; an unrecognised activation is read like a linear one, with a
