@@ -42,6 +42,7 @@ from keras_cam.surgery import (
     check_input_values,
     find_conv_layer,
     find_gap_head,
+    input_dtype,
     read_head,
     resolve_layer,
     spatial_layers,
@@ -631,7 +632,7 @@ def _preprocessing(model: keras.Model, name: str | None) -> str:
         return default
     if default != "none" or name == "none":  # a float input takes any; raw pixels stay raw
         return name
-    dtype = keras.backend.standardize_dtype(model.inputs[0].dtype)
+    dtype = input_dtype(model)
     raise ValueError(
         f"--preprocess {name} changes the pixels, but model {model.name!r} takes {dtype} "
         f"images: the raw pixels 0-255, which it scales itself (e.g. with Rescaling); its cast "

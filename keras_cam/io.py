@@ -29,7 +29,7 @@ from typing import Optional
 import keras
 import numpy as np
 
-from keras_cam.surgery import check_model, data_format
+from keras_cam.surgery import channels_last_shape, check_model, data_format, input_dtype
 
 PathLike = str | os.PathLike[str]
 
@@ -210,7 +210,7 @@ def default_preprocessing(model: keras.Model) -> str:
     default_preprocessing(keras.Model(inputs, outputs))   # "none"
     ```
     """
-    dtype = keras.backend.standardize_dtype(model.inputs[0].dtype)
+    dtype = input_dtype(model)
     return DEFAULT_PREPROCESSING if keras.backend.is_float_dtype(dtype) else "none"
 
 
@@ -230,10 +230,7 @@ def input_layout(model: keras.Model) -> tuple[tuple[int | None, ...], str]:
     ```
     """
     layout = data_format(model)
-    shape = tuple(model.inputs[0].shape[1:])
-    if layout == "channels_first":
-        shape = (*shape[1:], shape[0])
-    return shape, layout
+    return channels_last_shape(model.inputs[0].shape[1:], layout), layout
 
 
 def to_data_format(images: np.ndarray, data_format: str) -> np.ndarray:

@@ -73,6 +73,7 @@ from keras_cam.surgery import (
     check_head,
     check_input_values,
     data_format,
+    input_dtype,
     is_readable,
     read_head,
 )
@@ -298,7 +299,7 @@ def _compiled_probabilities(
     key = (kind, tuple(image_shape), transpose)
     if key not in compiled:
         model_ref = weakref.ref(model)  # the cached function must not keep the model alive
-        quantize = _quantizer(_input_dtype(model))
+        quantize = _quantizer(input_dtype(model))
         image_spec = tf.TensorSpec((None, *image_shape), tf.float32)
         mask_spec = tf.TensorSpec((None, *image_shape[:2]), tf.float32)
 
@@ -311,14 +312,6 @@ def _compiled_probabilities(
 
         compiled[key] = compile_fn(probabilities, [image_spec, image_spec, mask_spec])
     return compiled[key]
-
-
-def _input_dtype(model: keras.Model) -> str:
-    """The model's input dtype; float32 for a model without declared inputs (subclassed)."""
-    try:
-        return keras.backend.standardize_dtype(model.inputs[0].dtype)
-    except (AttributeError, IndexError, ValueError):
-        return "float32"
 
 
 def _quantizer(dtype: str) -> Callable[[tf.Tensor], tf.Tensor]:
@@ -409,7 +402,7 @@ def _score(
     maps = check_maps(maps, images.shape[:3], order_only=order_only)
     probabilities = _compiled_probabilities(model, kind, images.shape[1:])
     num_classes = int(probabilities.get_concrete_function().structured_outputs.shape[-1])
-    check_input_values(images, _input_dtype(model), getattr(model, "name", "model"))
+    check_input_values(images, input_dtype(model), getattr(model, "name", "model"))
     resolved = resolve_targets(targets, len(images), num_classes)
     if callable(resolved):
         raise TypeError(

@@ -72,9 +72,7 @@ class CamModel:
     @property
     def image_shape(self) -> tuple[int | None, ...]:
         """The input shape as `(height, width, channels)`, whatever the data format."""
-        if self.data_format == "channels_first":
-            return (*self.input_shape[1:], self.input_shape[0])
-        return self.input_shape
+        return channels_last_shape(self.input_shape, self.data_format)
 
     @property
     def spatial_axes(self) -> tuple[int, int]:
@@ -202,6 +200,45 @@ def data_format(model: keras.Model) -> str:
         if layout in ("channels_last", "channels_first"):
             return layout
     return keras.config.image_data_format()
+
+
+def channels_last_shape(shape: tuple, layout: str) -> tuple:
+    """An image shape without the batch axis as `(height, width, channels)`, whatever `layout`.
+
+    Args:
+        shape: `(H, W, C)` for `"channels_last"`, `(C, H, W)` for `"channels_first"`.
+        layout: the data format of `shape`.
+
+    Returns:
+        `(H, W, C)`.
+
+    Example:
+    ```python
+    channels_last_shape((3, 24, 40), "channels_first")   # (24, 40, 3)
+    ```
+    """
+    shape = tuple(shape)
+    return (*shape[1:], shape[0]) if layout == "channels_first" else shape
+
+
+def input_dtype(model: Any) -> str:
+    """The standardized dtype of a model's input; `"float32"` for one without declared inputs.
+
+    Args:
+        model: a Keras model (or any callable: a subclassed model has no `inputs` to read).
+
+    Returns:
+        e.g. `"float32"`, `"uint8"`.
+
+    Example:
+    ```python
+    input_dtype(keras.Model(keras.Input((8, 8, 3), dtype="uint8"), ...))   # "uint8"
+    ```
+    """
+    try:
+        return keras.backend.standardize_dtype(model.inputs[0].dtype)
+    except (AttributeError, IndexError, ValueError):
+        return "float32"
 
 
 def _layer_format(layer: keras.layers.Layer, default: str) -> str:
