@@ -35,7 +35,7 @@ from keras_cam.callbacks import HeatmapCallback
 from keras_cam.demo_model import train_demo_model
 from keras_cam.evaluation import DEFAULT_METHODS, EvaluationTable, evaluate
 from keras_cam.io import PREPROCESSING
-from keras_cam.methods import ALL, METHODS, BaseCAM, resolve_methods
+from keras_cam.methods import ALL, METHODS, NORMALIZE_MODES, BaseCAM, resolve_methods
 from keras_cam.metrics import METRICS
 from keras_cam.surgery import (
     HEADS,
@@ -269,6 +269,11 @@ def _add_explain(verbs: Any) -> None:
                         help="explain class N for every image (default: its top class)")
     target.add_argument("--top", type=_positive_int, metavar="K",
                         help="explain each of the K most probable classes of every image")
+    parser.add_argument("--normalize", choices=NORMALIZE_MODES, default="image",
+                        help="heatmap scale: 'image' stretches each map to the full colour "
+                             "range; 'batch' shares one scale among the classes of an image "
+                             "(--top), so a class of low probability gives a faint map; "
+                             "'none' is raw (default: %(default)s)")
     _add_preprocess(parser)
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("keras_cam_output"),
                         help="output folder (default: %(default)s)")
@@ -322,7 +327,7 @@ def _explain(args: argparse.Namespace) -> int:
             classes = [int(index) for index in ranking[: args.top or 1]]
         repeated = np.repeat(batch, len(classes), axis=0)
         for name, cam in explainers.items():
-            maps = cam(repeated, targets=classes)
+            maps = cam(repeated, targets=classes, normalize=args.normalize)
             for class_index, heatmap in zip(classes, maps):
                 target = args.out / f"{stem}_{_slug(name)}_class{class_index}.png"
                 save_overlay(target, rgb, heatmap, alpha=args.alpha, colormap=args.colormap)
