@@ -149,15 +149,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="512 images, 4 epochs per run")
     parser.add_argument("--train-images", type=int, help="training images (4096; quick 512)")
-    parser.add_argument("--epochs", type=int, help="epochs per run, at least 2 (5; quick 4)")
+    parser.add_argument("--epochs", type=int, help="epochs per run, at least 3 (5; quick 4)")
     parser.add_argument("--batch-size", type=int, default=32, help="training batch size (32)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods")
     add_output_arguments(parser, "callback_overhead")
     args = parser.parse_args(argv)
     args.train_images = args.train_images or (512 if args.quick else 4096)
     args.epochs = args.epochs or (4 if args.quick else 5)
-    if args.epochs < 2:
-        parser.error("--epochs must be at least 2: the first epoch is warm-up.")
+    if args.epochs < 3:
+        parser.error("--epochs must be at least 3: the first epoch is warm-up, the spread needs two more.")
     methods = [name.strip() for name in args.methods.split(",") if name.strip()]
 
     data = shapes(args.train_images, IMAGE_SIZE, seed=0)

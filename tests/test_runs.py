@@ -128,7 +128,7 @@ def test_a_documented_command_in_a_clean_clone_leaves_git_status_clean(tmp_path)
         [sys.executable, "-m", "keras_cam", "explain", "demo_output/model.keras",
          "demo_output/samples/sample_0_circle.png"],
         [sys.executable, "benchmarks/callback_overhead.py", "--quick", "--train-images", "64",
-         "--epochs", "2", "--methods", "gradcam"],
+         "--epochs", "3", "--methods", "gradcam"],
     ]
     for command in commands:
         subprocess.run(command, cwd=clone, env=env, check=True, capture_output=True)
