@@ -140,3 +140,32 @@ def test_plot_cams_labels_the_explained_class_with_its_probability():
     assert f"cam: faint ({probabilities[1, 1]:.2f})" in second and "(0.00)" in second
     with pytest.raises(ValueError, match=r"`probabilities` must be \(2, num_classes\)"):
         plot_cams(batch, {"CAM": maps}, predictions=[0, 0], probabilities=probabilities[0])
+
+
+def _hot_pixels(path) -> int:
+    """Pixels of an overlay PNG in the red end of the jet colormap (captions are not red)."""
+    import cv2
+
+    rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB).astype(int)
+    return int(((rgb[..., 0] > 100) & (rgb[..., 1] < 60) & (rgb[..., 2] < 60)).sum())
+
+
+def test_cli_explain_normalize_batch_keeps_the_weak_class_faint(tmp_path, capsys):
+    import cv2
+
+    from keras_cam import cli
+
+    model_path, image_path = tmp_path / "analytic.keras", tmp_path / "blob.png"
+    analytic_model().save(model_path)
+    cv2.imwrite(str(image_path), cv2.cvtColor(np.uint8(blob_image() * 255), cv2.COLOR_RGB2BGR))
+    hot = {}
+    for mode in ("image", "batch"):
+        out = tmp_path / mode
+        status = cli.main(["explain", str(model_path), str(image_path), "--method", "cam",
+                           "--top", "2", "--normalize", mode, "--alpha", "1", "--out", str(out)])
+        assert status == 0
+        hot[mode] = {c: _hot_pixels(out / f"blob_cam_class{c}.png") for c in (0, 1)}
+    capsys.readouterr()
+    assert hot["image"][0] > 0 and hot["batch"][0] > 0  # the top class: a hot blob
+    assert hot["image"][1] > 0  # per image, the p ~ 0 class looks just as hot
+    assert hot["batch"][1] == 0  # one scale for the image's classes: it stays cold
