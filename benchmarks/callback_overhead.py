@@ -157,7 +157,9 @@ def main(argv: list[str] | None = None) -> None:
     args.train_images = args.train_images or (512 if args.quick else 4096)
     args.epochs = args.epochs or (4 if args.quick else 5)
     if args.epochs < 3:
-        parser.error("--epochs must be at least 3: the first epoch is warm-up, the spread needs two more.")
+        parser.error(
+            "--epochs must be at least 3: the first epoch is warm-up, the spread needs two more."
+        )
     methods = [name.strip() for name in args.methods.split(",") if name.strip()]
 
     data = shapes(args.train_images, IMAGE_SIZE, seed=0)

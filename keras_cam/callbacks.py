@@ -54,20 +54,21 @@ class HeatmapCallback(keras.callbacks.Callback):
       in the progress bar (`epoch_003.png` after "Epoch 3/..."), written atomically (a temporary
       file renamed into place), so a reader never sees a partial file.
 
-    The explainers are built once, in `on_train_begin`, and share the model's weights, so nothing
-    is rebuilt or retraced per epoch, and the same instance can be passed to several `fit` calls.
-    Its epoch numbering then continues: after a first `fit` of `N` epochs, a second `fit` of `M`
-    epochs writes epochs `N + 1 .. N + M` (PNG names and TensorBoard steps), whether or not it
-    passes `initial_epoch=N`; nothing of the first `fit` is overwritten. Image shapes, targets and class names are
-    checked against the model there, before the first epoch. A model that `fit` builds in its
-    first training step (a `keras.Sequential` without `keras.Input`) has no inputs yet at
-    `on_train_begin`: its explainers are built, and the arguments checked, at the end of the
-    first epoch, where an error warns like the ones below. An error while building an explainer
-    (a method that does not apply to the model) while another method can be built, or while
-    explaining or writing, warns once (a `RuntimeWarning` with its reason) and training goes on,
-    unless `raise_errors=True`. When no method can be built at `on_train_begin` (e.g. `layer` is
-    called twice by the model and `layer_call` is not given), the arguments do not fit the model
-    and the error is raised before the first epoch, so that they can be fixed before training.
+    The explainers are built once, in `on_train_begin`, and share the model's weights, so
+    nothing is rebuilt or retraced per epoch, and the same instance can be passed to several
+    `fit` calls. Its epoch numbering then continues: after a first `fit` of `N` epochs, a second
+    `fit` of `M` epochs writes epochs `N + 1 .. N + M` (PNG names and TensorBoard steps),
+    whether or not it passes `initial_epoch=N`; nothing of the first `fit` is overwritten. Image
+    shapes, targets and class names are checked against the model in `on_train_begin`, before
+    the first epoch. A model that `fit` builds in its first training step (a `keras.Sequential`
+    without `keras.Input`) has no inputs yet at `on_train_begin`: its explainers are built, and
+    the arguments checked, at the end of the first epoch, where an error warns like the ones
+    below. An error while building an explainer (a method that does not apply to the model)
+    while another method can be built, or while explaining or writing, warns once (a
+    `RuntimeWarning` with its reason) and training goes on, unless `raise_errors=True`. When no
+    method can be built at `on_train_begin` (e.g. `layer` is called twice by the model and
+    `layer_call` is not given), the arguments do not fit the model and the error is raised
+    before the first epoch, so that they can be fixed before training.
 
     Args:
         images: the fixed images to explain: a batch `(B, H, W, C)` or one image `(H, W, C)`,

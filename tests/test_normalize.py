@@ -96,7 +96,9 @@ def test_batch_mode_compares_images_of_one_batch():
 
 
 def test_normalize_maps_on_hand_written_arrays():
-    maps = tf.constant([[[0.0, 2.0], [1.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]], [[1.0, 1.0], [1.0, 2.0]]])
+    maps = tf.constant(
+        [[[0.0, 2.0], [1.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]], [[1.0, 1.0], [1.0, 2.0]]]
+    )
     image = kc.normalize_maps(maps, "image").numpy()
     np.testing.assert_allclose(image[0], [[0.0, 0.5], [0.25, 1.0]])
     np.testing.assert_array_equal(image[1], 0.0)  # no evidence: zeros, not NaN
