@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.keras_cam-installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND := tensorflow
 
-.PHONY: demo test bench mutate install clean
+.PHONY: demo test bench notebook mutate install clean
 
 $(STAMP): pyproject.toml setup.cfg
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,7 +29,12 @@ mutate: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
-	$(BIN)/python benchmarks/speed.py --quick
+	$(BIN)/python benchmarks/speed.py --quick   # writes benchmarks/out/ (ignored by git)
+
+# The quickstart notebook in Jupyter (installs the `notebook` extra into .venv first).
+notebook: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[notebook]"
+	$(BIN)/jupyter notebook notebooks/quickstart.ipynb
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache demo_output
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache demo_output benchmarks/out examples_output

@@ -13,6 +13,9 @@ from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+"""The tracked results README quotes: written only with `--write-results`."""
+OUT = ROOT / "benchmarks" / "out"
+"""Where a run writes by default: ignored by git, so running a benchmark changes no tracked file."""
 
 
 def _version(package: str) -> str:
@@ -44,9 +47,24 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def results_path(name: str, quick: bool, out: pathlib.Path | None) -> pathlib.Path:
-    """`out`, or `benchmarks/results/<name>[_quick].json`."""
-    return out or RESULTS / f"{name}{'_quick' if quick else ''}.json"
+def add_output_arguments(parser: Any, name: str) -> None:
+    """Adds `--out` and `--write-results` to a benchmark's argument parser."""
+    parser.add_argument(
+        "--out", type=pathlib.Path,
+        help=f"JSON path (default: benchmarks/out/{name}[_quick].json, ignored by git)",
+    )
+    parser.add_argument(
+        "--write-results", action="store_true",
+        help=f"write the tracked benchmarks/results/{name}[_quick].json that README quotes",
+    )
+
+
+def results_path(
+    name: str, quick: bool, out: pathlib.Path | None, write_results: bool = False
+) -> pathlib.Path:
+    """`out`; else `benchmarks/results/<name>[_quick].json` (tracked) with `write_results`,
+    else `benchmarks/out/<name>[_quick].json` (ignored)."""
+    return out or (RESULTS if write_results else OUT) / f"{name}{'_quick' if quick else ''}.json"
 
 
 def write_text(path: pathlib.Path, text: str) -> None:

@@ -35,7 +35,13 @@ import numpy as np  # noqa: E402
 _ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(_ROOT))
 
-from _results import machine_info, now, results_path, write_json  # noqa: E402
+from _results import (  # noqa: E402
+    add_output_arguments,
+    machine_info,
+    now,
+    results_path,
+    write_json,
+)
 from keras_cam.callbacks import HeatmapCallback  # noqa: E402
 from keras_cam.datasets import SHAPE_NAMES, shapes  # noqa: E402
 from keras_cam.demo_model import build_demo_model  # noqa: E402
@@ -143,18 +149,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="512 images, 4 epochs per run")
     parser.add_argument("--train-images", type=int, help="training images (4096; quick 512)")
-    parser.add_argument("--epochs", type=int, help="epochs per run, at least 2 (5; quick 4)")
+    parser.add_argument("--epochs", type=int, help="epochs per run, at least 3 (5; quick 4)")
     parser.add_argument("--batch-size", type=int, default=32, help="training batch size (32)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods")
-    parser.add_argument(
-        "--out", type=Path,
-        help="JSON path (benchmarks/results/callback_overhead[_quick].json)",
-    )
+    add_output_arguments(parser, "callback_overhead")
     args = parser.parse_args(argv)
     args.train_images = args.train_images or (512 if args.quick else 4096)
     args.epochs = args.epochs or (4 if args.quick else 5)
-    if args.epochs < 2:
-        parser.error("--epochs must be at least 2: the first epoch is warm-up.")
+    if args.epochs < 3:
+        parser.error(
+            "--epochs must be at least 3: the first epoch is warm-up, the spread needs two more."
+        )
     methods = [name.strip() for name in args.methods.split(",") if name.strip()]
 
     data = shapes(args.train_images, IMAGE_SIZE, seed=0)
@@ -174,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     table = _markdown(rows, config)
     print(table)
-    out = results_path("callback_overhead", args.quick, args.out)
+    out = results_path("callback_overhead", args.quick, args.out, args.write_results)
     payload = {
         "benchmark": "callback_overhead",
         "date": now(),

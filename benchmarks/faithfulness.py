@@ -15,9 +15,10 @@ steps). `s/image` is the time of computing the maps only, after a warm-up.
 
 Usage:
     python benchmarks/faithfulness.py           # 2048 training images, 4 epochs, 256 images
-                                                # per subset: benchmarks/results/faithfulness.*
+                                                # per subset: benchmarks/out/faithfulness.*
+                                                # (--write-results: benchmarks/results/)
     python benchmarks/faithfulness.py --quick   # 2 epochs, 32 images per subset: 1-2 minutes,
-                                                # benchmarks/results/faithfulness_quick.*
+                                                # benchmarks/out/faithfulness_quick.*
 """
 
 from __future__ import annotations
@@ -36,7 +37,14 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from _results import machine_info, now, results_path, write_json, write_text  # noqa: E402
+from _results import (  # noqa: E402
+    add_output_arguments,
+    machine_info,
+    now,
+    results_path,
+    write_json,
+    write_text,
+)
 from keras_cam.datasets import shapes  # noqa: E402
 from keras_cam.demo_model import train_demo_model  # noqa: E402
 from keras_cam.evaluation import EvaluationTable, evaluate  # noqa: E402
@@ -98,11 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-eval", type=int, help="held-out images per subset (256; quick 32)")
     parser.add_argument("--methods", default=",".join(METHODS),
                         help="comma-separated method names (every registered method)")
-    parser.add_argument(
-        "--out", type=Path,
-        help="JSON path (benchmarks/results/faithfulness[_quick].json); the Markdown goes "
-             "next to it with the suffix .md",
-    )
+    add_output_arguments(parser, "faithfulness")  # the Markdown goes next to the JSON (.md)
     args = parser.parse_args(argv)
     epochs = args.epochs or (2 if args.quick else 4)
     n_eval = args.n_eval or (32 if args.quick else 256)
@@ -136,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(markdown)
 
-    out = results_path("faithfulness", args.quick, args.out)
+    out = results_path("faithfulness", args.quick, args.out, args.write_results)
     payload = {
         "benchmark": "faithfulness",
         "date": now(),

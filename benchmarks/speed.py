@@ -17,7 +17,8 @@ reports the median and interquartile range over repeats. A measurement that fail
 as "n/a" with the reason, and the run goes on.
 
 Usage:
-    python benchmarks/speed.py                  # 224x224, writes benchmarks/results/speed.json
+    python benchmarks/speed.py                  # 224x224, writes benchmarks/out/speed.json
+                                                # (--write-results: benchmarks/results/)
     python benchmarks/speed.py --quick          # 96x96, fewer repeats: a few minutes
     python benchmarks/speed.py --models vgg16,demo --repeats 7
 """
@@ -38,7 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _results import machine_info, now, results_path, write_json
+from _results import add_output_arguments, machine_info, now, results_path, write_json
 
 MODELS = ("vgg16", "resnet50", "demo")
 FORWARD_BATCHES = (1, 2, 4, 8, 16, 32)
@@ -397,9 +398,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--demo-epochs", type=int, help="demo training epochs (6; 4)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per measurement")
     parser.add_argument("--no-peer", action="store_true", help="skip tf-keras-vis")
-    parser.add_argument(
-        "--out", type=Path, help="JSON path (benchmarks/results/speed[_quick].json)"
-    )
+    add_output_arguments(parser, "speed")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -419,7 +418,7 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
         parser.error(f"unknown model(s) {unknown}; choose from {list(MODELS)}")
-    out = results_path("speed", args.quick, args.out)
+    out = results_path("speed", args.quick, args.out, args.write_results)
     with_peer = not args.no_peer and _available("tf_keras_vis")
     if not with_peer:
         _log("tf-keras-vis is not installed (pip install -e '.[bench]'): peer columns are n/a.")

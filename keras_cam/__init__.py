@@ -24,6 +24,7 @@ from keras_cam.methods import (
     ScoreCAM,
     XGradCAM,
     get_method,
+    normalize_maps,
 )
 from keras_cam.retrofit import fine_tune_gap, retrofit_gap
 from keras_cam.surgery import build_cam_model, find_conv_layer
@@ -57,6 +58,7 @@ __all__ = [
     "fine_tune_gap",
     "get_method",
     "metrics",
+    "normalize_maps",
     "overlay",
     "plot_cams",
     "retrofit_gap",

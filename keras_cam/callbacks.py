@@ -9,6 +9,7 @@ input signatures, so nothing is rebuilt or retraced from one epoch, or one `fit`
 
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
 import warnings
@@ -24,6 +25,7 @@ from keras_cam import metrics, visualize
 from keras_cam._checks import as_numeric_array, check_boxes, check_images, check_positive_int
 from keras_cam._files import encode_png, write_png
 from keras_cam.methods import BaseCAM, resolve_methods
+from keras_cam.methods.base import check_normalize
 from keras_cam.surgery import check_head, read_head
 from keras_cam.targets import TARGET_FORMS, Target, Targets, class_indices, resolve_targets
 
@@ -42,28 +44,31 @@ class HeatmapCallback(keras.callbacks.Callback):
 
     - to TensorBoard (`log_dir`), in the run `<log_dir>/cam`: one image per method under the tag
       `cam/<method>` (e.g. `cam/gradcam`): a grid with one row per image, the image and its
-      overlay side by side, the predicted class and its probability under the image (and the
-      explained class under the overlay when `targets` fixes it); and,
+      overlay side by side, the predicted class and its probability under the image, and the
+      explained class and its probability under the overlay; and,
       when `boxes` are given, the scalars `cam/<method>/box_iou` and
-      `cam/<method>/pointing_game` (see `keras_cam.metrics`). The step is Keras' 0-based epoch
+      `cam/<method>/pointing_game` (see `keras_cam.metrics`). The step is the 0-based epoch
       index, as for the loss curves of `keras.callbacks.TensorBoard`, which may write to the same
-      `log_dir`;
+      `log_dir`: step `s` is the PNG `epoch_<s + 1>`;
     - to `out_dir`: one PNG per epoch holding every method, named after the 1-based epoch shown
       in the progress bar (`epoch_003.png` after "Epoch 3/..."), written atomically (a temporary
       file renamed into place), so a reader never sees a partial file.
 
-    The explainers are built once, in `on_train_begin`, and share the model's weights, so nothing
-    is rebuilt or retraced per epoch, and the same instance can be passed to several `fit` calls
-    (pass `initial_epoch` to continue the numbering). Image shapes, targets and class names are
-    checked against the model there, before the first epoch. A model that `fit` builds in its
-    first training step (a `keras.Sequential` without `keras.Input`) has no inputs yet at
-    `on_train_begin`: its explainers are built, and the arguments checked, at the end of the
-    first epoch, where an error warns like the ones below. An error while building an explainer
-    (a method that does not apply to the model) while another method can be built, or while
-    explaining or writing, warns once (a `RuntimeWarning` with its reason) and training goes on,
-    unless `raise_errors=True`. When no method can be built at `on_train_begin` (e.g. `layer` is
-    called twice by the model and `layer_call` is not given), the arguments do not fit the model
-    and the error is raised before the first epoch, so that they can be fixed before training.
+    The explainers are built once, in `on_train_begin`, and share the model's weights, so
+    nothing is rebuilt or retraced per epoch, and the same instance can be passed to several
+    `fit` calls. Its epoch numbering then continues: after a first `fit` of `N` epochs, a second
+    `fit` of `M` epochs writes epochs `N + 1 .. N + M` (PNG names and TensorBoard steps),
+    whether or not it passes `initial_epoch=N`; nothing of the first `fit` is overwritten. Image
+    shapes, targets and class names are checked against the model in `on_train_begin`, before
+    the first epoch. A model that `fit` builds in its first training step (a `keras.Sequential`
+    without `keras.Input`) has no inputs yet at `on_train_begin`: its explainers are built, and
+    the arguments checked, at the end of the first epoch, where an error warns like the ones
+    below. An error while building an explainer (a method that does not apply to the model)
+    while another method can be built, or while explaining or writing, warns once (a
+    `RuntimeWarning` with its reason) and training goes on, unless `raise_errors=True`. When no
+    method can be built at `on_train_begin` (e.g. `layer` is called twice by the model and
+    `layer_call` is not given), the arguments do not fit the model and the error is raised
+    before the first epoch, so that they can be fixed before training.
 
     Args:
         images: the fixed images to explain: a batch `(B, H, W, C)` or one image `(H, W, C)`,
@@ -101,12 +106,17 @@ class HeatmapCallback(keras.callbacks.Callback):
             image and on its flip (test-time augmentation): an int from 0, as the refusal
             message lists the calls (Keras' execution order). `None` requires a single call; a layer called several times is then refused
             before the first epoch, the message listing its calls. Defaults to `None`.
+        normalize: how each epoch's maps are scaled (see `keras_cam.normalize_maps`): `True`
+            or `"image"` (each map min-max normalized on its own: every map looks strong) or
+            `"batch"` (one scale for the epoch's images, so a weak map looks weak). Defaults
+            to `True`.
 
     Attributes:
-        last_epoch: the 0-based epoch of the latest computed maps, or `None`.
+        last_epoch: the 0-based epoch of the latest computed maps (counted on across `fit`
+            calls), or `None`.
         last_maps: `{method: maps}` computed at `last_epoch`, float32 `(B, H, W)` in [0, 1],
             exactly what `keras_cam.get_method(method)(model, layer=layer,
-            layer_call=layer_call)(images, targets)` returned.
+            layer_call=layer_call)(images, targets, normalize=normalize)` returned.
         last_scores: `{"cam/<method>/box_iou": value, ...}` at `last_epoch` (empty without
             `boxes`).
 
@@ -160,8 +170,10 @@ class HeatmapCallback(keras.callbacks.Callback):
         head: str | None = None,
         layer: str | keras.layers.Layer | None = None,
         layer_call: int | None = None,
+        normalize: bool | str = True,
     ) -> None:
         super().__init__()
+        self.normalize = check_normalize(normalize)
         check_head(head)
         self.head = head
         self.layer = layer  # Both checked against the model in `on_train_begin`.
@@ -198,9 +210,13 @@ class HeatmapCallback(keras.callbacks.Callback):
         self._explained_classes: np.ndarray | None = None
         self._writer: Any = None
         self._warned: set[str] = set()
+        self._epochs_done = 0  # epochs seen over every `fit` so far
+        self._epoch_offset = 0  # added to this `fit`'s epoch indices to continue the numbering
+        self._fit_started = False
 
     # ---------------------------------------------------------------- Keras hooks
     def on_train_begin(self, logs: dict | None = None) -> None:
+        self._fit_started = False
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         if self._explained_model is self.model:
@@ -249,7 +265,14 @@ class HeatmapCallback(keras.callbacks.Callback):
         self._explainers = explainers
         self._explained_model = self.model
 
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if not self._fit_started:  # The first epoch of a `fit`: continue the numbering.
+            self._fit_started = True
+            self._epoch_offset = max(0, self._epochs_done - epoch)
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        epoch += self._epoch_offset  # numbered on from the earlier `fit` calls
+        self._epochs_done = max(self._epochs_done, epoch + 1)
         if self._explained_model is not self.model:  # A model built by its first step.
             self._explained_model = self.model  # Tried once, even if it fails.
             self._attempt("building the explainers", epoch, self._build_explainers)
@@ -261,7 +284,8 @@ class HeatmapCallback(keras.callbacks.Callback):
         maps = {}
         for tag, explainer in self._explainers.items():
             what = f"computing {explainer.display_name} ({tag!r})"
-            result = self._attempt(what, epoch, explainer, self.images, self.targets)
+            explain = functools.partial(explainer, normalize=self.normalize)
+            result = self._attempt(what, epoch, explain, self.images, self.targets)
             if result is not None:
                 maps[tag] = result
         self.last_epoch, self.last_maps, self.last_scores = epoch, maps, {}
@@ -354,10 +378,14 @@ class HeatmapCallback(keras.callbacks.Callback):
             f"pred: {self._class_name(index)} {probabilities[row, index]:.2f}"
             for row, index in enumerate(predicted)
         ]
-        if self._explained_classes is None:
-            map_captions = [""] * len(self.images)
+        explained = predicted if self.targets is None else self._explained_classes
+        if explained is None:  # a score function: no single class to name
+            map_captions = ["cam: custom score"] * len(self.images)
         else:
-            map_captions = [f"cam: {self._class_name(index)}" for index in self._explained_classes]
+            map_captions = [
+                f"cam: {self._class_name(index)} {probabilities[row, index]:.2f}"
+                for row, index in enumerate(explained)
+            ]
         image_column = visualize.grid_column(
             f"Epoch {epoch + 1}", list(self._display_images), image_captions
         )

@@ -19,6 +19,7 @@ keras-cam evaluate --builtin --n 64 --json evaluation.json
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import pathlib
 import sys
@@ -35,7 +36,7 @@ from keras_cam.callbacks import HeatmapCallback
 from keras_cam.demo_model import train_demo_model
 from keras_cam.evaluation import DEFAULT_METHODS, EvaluationTable, evaluate
 from keras_cam.io import PREPROCESSING
-from keras_cam.methods import ALL, METHODS, BaseCAM, resolve_methods
+from keras_cam.methods import ALL, METHODS, NORMALIZE_MODES, BaseCAM, resolve_methods
 from keras_cam.metrics import METRICS
 from keras_cam.surgery import (
     HEADS,
@@ -63,6 +64,10 @@ DEMO_EPOCHS = 5
 DEMO_TRAIN_IMAGES = 1536
 DEMO_CALLBACK_METHODS = ("gradcam", "gradcam++")
 DEMO_CALLBACK_IMAGES = 4
+DEMO_MANIFEST = "demo_manifest.json"
+"""The file, in the demo's `--out`, listing every file a demo run wrote (cleared by the next)."""
+DEMO_OUTPUTS = ("gallery.png", "evaluation.md", "evaluation.json", "epochs", "logs",
+                "model.keras", "samples")
 METRIC_STEPS = 20
 """Deletion/insertion steps used by `demo` and `evaluate` unless `--steps` says otherwise."""
 
@@ -150,8 +155,10 @@ def _add_demo(verbs: Any) -> None:
         "Generates the built-in shapes data, trains the demo CNN (GAP head) while logging\n"
         "heatmaps per epoch, explains held-out images with every registered method, and\n"
         "writes into OUT: gallery.png, evaluation.md / evaluation.json (per-method time and\n"
-        "quality), epochs/ (one PNG per epoch), logs/ (TensorBoard), model.keras and\n"
-        "samples/ (held-out images to try 'keras-cam explain' on).",
+        "quality), epochs/ (one PNG per epoch), logs/ (TensorBoard: heatmaps and loss\n"
+        f"curves), model.keras and samples/ (held-out images to try 'keras-cam explain' on),\n"
+        f"and {DEMO_MANIFEST}, the list of those files. A second run into the same OUT first\n"
+        "deletes the files the manifest lists (and nothing else), so runs never mix.",
     )
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("demo_output"),
                         help="output folder (default: %(default)s)")
@@ -171,7 +178,15 @@ def _demo(args: argparse.Namespace) -> int:
     """`keras-cam demo`: the whole pipeline on built-in data, written into `args.out`."""
     start = time.perf_counter()
     out: pathlib.Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    before = _clear_previous_run(out)
+    try:
+        return _demo_run(args, out, start)
+    finally:
+        _write_manifest(out, before)
+
+
+def _demo_run(args: argparse.Namespace, out: pathlib.Path, start: float) -> int:
+    """The demo's pipeline, writing into the cleared folder `out`."""
     say = _printer(args.verbose)
     held_out = max(args.n_eval, args.n_gallery)
     # Images the model never sees: the training set is drawn with `seed`, these with `seed + 1`.
@@ -193,7 +208,8 @@ def _demo(args: argparse.Namespace) -> int:
         image_size=DEMO_IMAGE_SIZE,
         seed=args.seed,
         verbose=args.verbose,
-        callbacks=[heatmaps],
+        # The loss curves, in the same logs/ as the heatmaps (steps: 0-based epochs).
+        callbacks=[heatmaps, keras.callbacks.TensorBoard(out / "logs", write_graph=False)],
     )
     _, accuracy = model.evaluate(images, labels, verbose=0)
     say(f"Held-out accuracy: {accuracy:.1%} on {held_out} images.")
@@ -203,10 +219,11 @@ def _demo(args: argparse.Namespace) -> int:
     say(f"Explaining {args.n_gallery} held-out images with {len(METHODS)} methods...")
     gallery = images[: args.n_gallery]
     maps = {cls.display_name: cls(model, verbose=args.verbose)(gallery) for cls in METHODS.values()}
-    predictions = np.argmax(model.predict(gallery, verbose=0), axis=-1)
+    probabilities = model.predict(gallery, verbose=0)
+    predictions = np.argmax(probabilities, axis=-1)
     figure = plot_cams(
         gallery, maps, class_names=datasets.SHAPE_NAMES,
-        labels=labels[: args.n_gallery], predictions=predictions,
+        labels=labels[: args.n_gallery], predictions=predictions, probabilities=probabilities,
     )
     save_figure(figure, out / "gallery.png")
 
@@ -223,9 +240,10 @@ def _demo(args: argparse.Namespace) -> int:
         out / "evaluation.md": "the table above: time and quality of each method",
         out / "evaluation.json": "the same table as JSON",
         out / "epochs": f"heatmaps after each epoch ({', '.join(DEMO_CALLBACK_METHODS)})",
-        out / "logs": f"TensorBoard logs: tensorboard --logdir {out / 'logs'}",
+        out / "logs": f"TensorBoard heatmaps and loss curves: tensorboard --logdir {out / 'logs'}",
         out / "model.keras": f"the trained model: {PROG} info {out / 'model.keras'}",
         samples: f"held-out images: {PROG} explain {out / 'model.keras'} {samples}/*.png",
+        out / DEMO_MANIFEST: "the files above, deleted by the next demo run into this folder",
     }
     print(table.to_markdown())
     print(f"\n{PROG} demo finished in {time.perf_counter() - start:.0f} s. Written:")
@@ -233,6 +251,55 @@ def _demo(args: argparse.Namespace) -> int:
     for path, what in written.items():
         print(f"  {str(path):<{width}}  {what}")
     return 0
+
+
+def _clear_previous_run(out: pathlib.Path) -> set[pathlib.Path]:
+    """Deletes the files an earlier demo run listed in `out`'s manifest, and only those.
+
+    Returns:
+        The files in `out` after clearing (not the demo's: left alone, never listed).
+
+    Raises:
+        ValueError: `out` holds demo outputs (`DEMO_OUTPUTS`) but no manifest: files the demo
+            cannot tell it wrote, which it neither deletes nor mixes with a new run.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = out / DEMO_MANIFEST
+    if manifest.is_file():
+        root = out.resolve()
+        listed = [out / name for name in json.loads(manifest.read_text())["files"]]
+        listed = [path for path in listed if path.resolve().is_relative_to(root)]
+        removed = [path for path in listed if path.is_file()]
+        for path in removed:
+            path.unlink()
+        # The folders those files were in, deepest first, when nothing else is left in them.
+        for folder in sorted({p.parent for p in listed if p.parent != out}, reverse=True):
+            while folder != out and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+                folder = folder.parent
+        manifest.unlink()
+        print(f"Cleared the previous demo run in {out}: deleted the {len(removed)} files its "
+              f"{DEMO_MANIFEST} listed; files the demo did not write are left alone.", flush=True)
+    else:
+        clashes = [name for name in DEMO_OUTPUTS if (out / name).exists()]
+        if clashes:
+            raise ValueError(
+                f"--out {out} already holds {', '.join(clashes)} but no {DEMO_MANIFEST}, so the "
+                "demo cannot tell whether it wrote them and will neither delete them nor mix a "
+                "new run with them. Delete them, or pass another --out."
+            )
+    return {path for path in out.rglob("*") if path.is_file()}
+
+
+def _write_manifest(out: pathlib.Path, before: set[pathlib.Path]) -> None:
+    """Lists in `out/DEMO_MANIFEST` every file the run wrote (those not in `before`)."""
+    written = sorted(
+        path.relative_to(out).as_posix()
+        for path in out.rglob("*")
+        if path.is_file() and path not in before
+    )
+    with atomic_writer(out / DEMO_MANIFEST) as file:
+        file.write(json.dumps({"written_by": f"{PROG} demo", "files": written}, indent=1).encode())
 
 
 def _write_samples(folder: pathlib.Path, images: np.ndarray, labels: np.ndarray) -> pathlib.Path:
@@ -269,6 +336,11 @@ def _add_explain(verbs: Any) -> None:
                         help="explain class N for every image (default: its top class)")
     target.add_argument("--top", type=_positive_int, metavar="K",
                         help="explain each of the K most probable classes of every image")
+    parser.add_argument("--normalize", choices=NORMALIZE_MODES, default="image",
+                        help="heatmap scale: 'image' stretches each map to the full colour "
+                             "range; 'batch' shares one scale among the classes of an image "
+                             "(--top), so a class of low probability gives a faint map; "
+                             "'none' is raw (default: %(default)s)")
     _add_preprocess(parser)
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("keras_cam_output"),
                         help="output folder (default: %(default)s)")
@@ -322,7 +394,7 @@ def _explain(args: argparse.Namespace) -> int:
             classes = [int(index) for index in ranking[: args.top or 1]]
         repeated = np.repeat(batch, len(classes), axis=0)
         for name, cam in explainers.items():
-            maps = cam(repeated, targets=classes)
+            maps = cam(repeated, targets=classes, normalize=args.normalize)
             for class_index, heatmap in zip(classes, maps):
                 target = args.out / f"{stem}_{_slug(name)}_class{class_index}.png"
                 save_overlay(target, rgb, heatmap, alpha=args.alpha, colormap=args.colormap)

@@ -235,6 +235,8 @@ def plot_cams(
     colormap: str = "jet",
     axes: np.ndarray | Sequence[Axes] | Sequence[Sequence[Axes]] | None = None,
     figsize: tuple[float, float] | None = None,
+    probabilities: ArrayLike | None = None,
+    explained: ArrayLike | None = None,
 ) -> Figure:
     """Draws a grid of images and their CAM overlays, one row per image.
 
@@ -262,6 +264,12 @@ def plot_cams(
             (a new figure).
         figsize: Size `(width, height)` of a new figure in inches. Defaults to `None`
             (cells 2 inches wide).
+        probabilities: The model's class probabilities `(B, num_classes)` (e.g.
+            `cam.predict(images)`); each named class (`predictions`, `explained`) is then
+            followed by its probability, e.g. `pred: circle (0.97)`. Defaults to `None`.
+        explained: The class each image's maps explain, one index per image, shown as
+            `cam: <class> (<probability>)`: a map of a class of probability 0.00 is then
+            labelled as such. Defaults to `None` (not shown).
 
     Returns:
         The matplotlib `Figure` holding the grid; save it with `save_figure()` or
@@ -296,7 +304,9 @@ def plot_cams(
         )
     rows = batch.shape[0]
     maps = _check_maps_by_method(maps_by_method, rows, batch.shape[1:3])
-    row_texts = _row_texts(rows, titles, class_names, labels, predictions)
+    row_texts = _row_texts(
+        rows, titles, class_names, labels, predictions, explained, probabilities
+    )
     cols = 1 + len(maps)
 
     if axes is None:
@@ -614,8 +624,11 @@ def _row_texts(
     class_names: Sequence[str] | None,
     labels: ArrayLike | None,
     predictions: ArrayLike | None,
+    explained: ArrayLike | None = None,
+    probabilities: ArrayLike | None = None,
 ) -> list[str]:
-    """The text left of each `plot_cams` row: title, true label and prediction, one per line."""
+    """The text left of each `plot_cams` row: title, true label, prediction and explained
+    class (with their probabilities when given), one per line."""
     texts: list[list[str]] = [[] for _ in range(rows)]
     if titles is not None:
         if isinstance(titles, str) or len(titles) != rows:
@@ -624,9 +637,17 @@ def _row_texts(
             )
         for text, title in zip(texts, titles):
             text.append(str(title))
+    if probabilities is not None:
+        probabilities = np.asarray(probabilities, dtype=np.float64)
+        if probabilities.ndim != 2 or probabilities.shape[0] != rows:
+            raise ValueError(
+                f"`probabilities` must be ({rows}, num_classes): one row of class "
+                f"probabilities per image, got shape {probabilities.shape}."
+            )
     for argument, prefix, values in (
         ("labels", "true", labels),
         ("predictions", "pred", predictions),
+        ("explained", "cam", explained),
     ):
         if values is None:
             continue
@@ -636,14 +657,22 @@ def _row_texts(
                 f"`{argument}` must be {rows} integer class indices (one per image), "
                 f"got {indices.dtype} array of shape {indices.shape}."
             )
-        for text, index in zip(texts, indices.tolist()):
+        for row, (text, index) in enumerate(zip(texts, indices.tolist())):
             if class_names is None:
-                text.append(f"{prefix}: {index}")
+                line = f"{prefix}: {index}"
             elif 0 <= index < len(class_names):
-                text.append(f"{prefix}: {class_names[index]}")
+                line = f"{prefix}: {class_names[index]}"
             else:
                 raise ValueError(
                     f"`{argument}` holds class {index}, which has no entry in `class_names` "
                     f"({len(class_names)} names)."
                 )
+            if probabilities is not None and argument != "labels":
+                if not 0 <= index < probabilities.shape[1]:
+                    raise ValueError(
+                        f"`{argument}` holds class {index}, but `probabilities` has "
+                        f"{probabilities.shape[1]} classes."
+                    )
+                line += f" ({probabilities[row, index]:.2f})"
+            text.append(line)
     return ["\n".join(text) for text in texts]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from keras_cam.methods.base import BaseCAM
+from keras_cam.methods.base import NORMALIZE_MODES, BaseCAM, normalize_maps
 from keras_cam.methods.cam import CAM
 from keras_cam.methods.gradient import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from keras_cam.methods.score import FasterScoreCAM, ScoreCAM
@@ -121,6 +121,6 @@ def resolve_methods(
     return resolved
 
 
-__all__ = ["ALL", "CAM", "METHODS", "BaseCAM", "FasterScoreCAM", "GradCAM", "GradCAMPlusPlus",
-           "HiResCAM", "LayerCAM", "ScoreCAM", "XGradCAM", "get_method", "method_name",
-           "resolve_methods"]
+__all__ = ["ALL", "CAM", "METHODS", "NORMALIZE_MODES", "BaseCAM", "FasterScoreCAM", "GradCAM",
+           "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "ScoreCAM", "XGradCAM", "get_method",
+           "method_name", "normalize_maps", "resolve_methods"]

@@ -2,9 +2,9 @@
 
 The flow is one-way: images -> input checks -> sub-model `(features, logits, probabilities)` ->
 channel weights (the only thing a method defines) -> `ReLU(sum_k w_k A^k)` -> upsample to the
-input size -> per-image min-max normalization -> NumPy. Everything runs in TensorFlow inside
-`tf.function`s with fixed input signatures (no retracing per call or per batch size); NumPy
-appears once, at the public boundary.
+input size -> normalization (`normalize_maps`: per image by default) -> NumPy. Everything runs
+in TensorFlow inside `tf.function`s with fixed input signatures (no retracing per call or per
+batch size); NumPy appears once, at the public boundary.
 """
 
 from __future__ import annotations
@@ -105,16 +105,87 @@ def place_maps(maps: tf.Tensor, size: tf.Tensor, placement: tf.Tensor) -> tf.Ten
     return tf.einsum("yh,bhw,xw->byx", rows, maps, columns)
 
 
+NORMALIZE_MODES = ("image", "batch", "none")
+"""The values of `normalize` (`True` is `"image"`, `False` is `"none"`); see `normalize_maps`."""
+
+
+def check_normalize(normalize: bool | str) -> str:
+    """Reads a `normalize` argument as one of `NORMALIZE_MODES`.
+
+    Args:
+        normalize: `True` or `"image"`, `False` or `"none"`, or `"batch"`.
+
+    Returns:
+        The mode's name in `NORMALIZE_MODES`.
+
+    Raises:
+        ValueError: any other value.
+
+    Example:
+    ```python
+    check_normalize(True)     # "image"
+    ```
+    """
+    if normalize is True or normalize is False:
+        return "image" if normalize else "none"
+    if isinstance(normalize, str) and normalize in NORMALIZE_MODES:
+        return normalize
+    raise ValueError(
+        f"`normalize` must be True (same as 'image'), False (same as 'none'), 'image', 'batch' "
+        f"or 'none'; received {normalize!r}. Use 'batch' to keep weak maps weak: one scale "
+        "for every map explained together."
+    )
+
+
+def normalize_maps(maps: tf.Tensor, mode: str = "image") -> tf.Tensor:
+    """Scales ReLU'd maps `(B, H, W)` for display and comparison: the one home of normalization.
+
+    - `"image"`: each map min-max normalized to [0, 1] on its own (Grad-CAM, Selvaraju et al.
+      2017, Fig. 1: `(M - min M) / (max M - min M)`). Every map then spans the full colour
+      range, so the map of a class of probability 0.001 looks as strong as the top class's:
+      use it to see *where* each map points, not *how much*.
+    - `"batch"`: every map divided by the largest value of all `B` maps, `M / max_b max M_b`,
+      one scale for everything explained together, zero staying zero. Magnitudes stay
+      comparable: a class with little evidence gives a faint map next to the top class's.
+      To compare the classes of one image, explain them in one call (the image repeated,
+      one class per copy, e.g. `cam(np.repeat(image[None], k, 0), targets=classes)`); to
+      compare images, explain them as one batch.
+    - `"none"`: the raw ReLU'd values, for metrics and your own scaling.
+
+    A map (or, for `"batch"`, a batch) with no positive evidence is all zeros, never NaN.
+
+    Args:
+        maps: float32 `(B, H, W)`, the ReLU'd maps (non-negative).
+        mode: one of `NORMALIZE_MODES`. Defaults to `"image"`.
+
+    Returns:
+        float32 `(B, H, W)`, in [0, 1] unless `mode="none"`.
+
+    Raises:
+        ValueError: an unknown `mode`.
+
+    Example:
+    ```python
+    raw = kc.GradCAM(model)(np.repeat(image[None], 4, 0), targets=[0, 1, 2, 3],
+                            normalize=False)
+    comparable = normalize_maps(tf.constant(raw), "batch")   # weak classes look weak
+    ```
+    """
+    mode = check_normalize(mode)
+    if mode == "none":
+        return maps
+    axes = (1, 2) if mode == "image" else (0, 1, 2)
+    high = tf.reduce_max(maps, axis=axes, keepdims=True)
+    low = tf.reduce_min(maps, axis=axes, keepdims=True) if mode == "image" else 0.0
+    return tf.math.divide_no_nan(maps - low, high - low)
+
+
 def _postprocess(
-    maps: tf.Tensor, size: tf.Tensor, placement: tf.Tensor, upsample: bool, normalize: bool
+    maps: tf.Tensor, size: tf.Tensor, placement: tf.Tensor, upsample: bool, normalize: str
 ) -> tf.Tensor:
     if upsample:
         maps = place_maps(maps, size, placement)
-    if normalize:
-        low = tf.reduce_min(maps, axis=(1, 2), keepdims=True)
-        high = tf.reduce_max(maps, axis=(1, 2), keepdims=True)
-        maps = tf.math.divide_no_nan(maps - low, high - low)
-    return maps
+    return normalize_maps(maps, normalize)
 
 
 _POSTPROCESS_SIGNATURE = [
@@ -128,9 +199,9 @@ _POSTPROCESS = {
         _POSTPROCESS_SIGNATURE,
     )
     for upsample in (False, True)
-    for normalize in (False, True)
+    for normalize in NORMALIZE_MODES
 }
-"""Placement and normalization, shared by every explainer: `(upsample, normalize) -> fn`."""
+"""Placement and normalization, shared by every explainer: `(upsample, mode) -> fn`."""
 
 
 class BaseCAM:
@@ -224,7 +295,7 @@ class BaseCAM:
         targets: Targets = None,
         *,
         upsample: bool = True,
-        normalize: bool = True,
+        normalize: bool | str = True,
     ) -> np.ndarray:
         """Computes one class activation map per image.
 
@@ -242,19 +313,25 @@ class BaseCAM:
                 resizes between the input and the layer, and pixels outside the region the
                 features come from are 0 (see `place_maps`). Defaults to `True`; `False`
                 returns the conv-resolution maps.
-            normalize: min-max normalize each map to [0, 1] (a map with no positive evidence
-                is all zeros). Defaults to `True`; `False` returns the raw ReLU'd values.
+            normalize: how the maps are scaled (see `normalize_maps`): `True` or `"image"`
+                min-max normalizes each map to [0, 1] on its own; `"batch"` divides every map
+                by the largest value of the whole call, so weak maps look weak (explain the
+                classes of one image, or the images to compare, in one call); `False` or
+                `"none"` returns the raw ReLU'd values. A map with no positive evidence is all
+                zeros. Defaults to `True`.
 
         Returns:
             float32 NumPy array `(H, W)` for one image, `(B, H, W)` for a batch.
 
         Raises:
-            ValueError: images of the wrong rank, channel count or size, an empty batch,
+            ValueError: an unknown `normalize`; images of the wrong rank, channel count or
+                size, an empty batch,
                 non-finite values, or targets out of range / of the wrong length; for a model
                 with an integer (or bool) input, images that are not integers in its range; a
                 callable target for a method that needs class indices
                 (`supports_callable_targets = False`).
         """
+        mode = check_normalize(normalize)
         batch, single = self._check_images(images)
         resolved = resolve_targets(targets, int(batch.shape[0]), self.num_classes)
         if callable(resolved) and not self.supports_callable_targets:
@@ -265,7 +342,7 @@ class BaseCAM:
                 "Use `keras_cam.GradCAM` for arbitrary differentiable scores."
             )
         raw = self.explain_batch(batch, resolved)
-        postprocess = _POSTPROCESS[bool(upsample), bool(normalize)]
+        postprocess = _POSTPROCESS[bool(upsample), mode]
         size = self.image_size(batch)
         maps = postprocess(raw, tf.constant(size, tf.int32), self.placement(*size)).numpy()
         if not np.isfinite(maps).all():
