@@ -180,13 +180,38 @@ def read_image(
     if channels == 3:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     original = image.shape[:2]
-    size = (width or original[1], height or original[0])  # OpenCV sizes are (width, height)
-    if size != (original[1], original[0]):
-        shrinking = size[0] * size[1] < original[0] * original[1]
-        interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-        image = cv2.resize(image, size, interpolation=interpolation)
-    image = image.reshape(*image.shape[:2], channels)
+    image = resize_image(image.reshape(*original, channels), (height, width))
     return image, original
+
+
+def resize_image(image: np.ndarray, size: tuple[int | None, int | None]) -> np.ndarray:
+    """Stretches an image to a model's input size, as `read_image` does (no crop, no padding).
+
+    Shrinking uses OpenCV's area interpolation, enlarging bilinear; `visualize.resize_heatmap`
+    maps a heatmap of the resized image back onto the original.
+
+    Args:
+        image: uint8 `(H, W, C)`.
+        size: `(height, width)`; a `None` keeps that side of the image.
+
+    Returns:
+        uint8 `(height, width, C)`; `image` itself when it has that size.
+
+    Example:
+    ```python
+    pixels = resize_image(original, cam.image_shape[:2])
+    ```
+    """
+    import cv2
+
+    height, width = image.shape[:2]
+    new_height, new_width = size[0] or height, size[1] or width
+    if (new_height, new_width) == (height, width):
+        return image
+    shrinking = new_height * new_width < height * width
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (new_width, new_height), interpolation=interpolation)  # (W, H)
+    return resized.reshape(new_height, new_width, image.shape[2])
 
 
 def _check_image_file(path: pathlib.Path) -> None:
@@ -462,7 +487,9 @@ def to_data_format(images: np.ndarray, data_format: str) -> np.ndarray:
     return images
 
 
-def read_labels(path: PathLike, folder: PathLike) -> list[LabelRow]:
+def read_labels(
+    path: PathLike, folder: PathLike, num_classes: int | None = None
+) -> list[LabelRow]:
     """Reads a labels CSV: one image per row, `FILE,LABEL` or `FILE,LABEL,X0,Y0,X1,Y1`.
 
     Blank rows and rows starting with `#` are skipped. `FILE` is relative to `folder`; the box,
@@ -472,14 +499,16 @@ def read_labels(path: PathLike, folder: PathLike) -> list[LabelRow]:
     Args:
         path: the CSV file.
         folder: the folder the files are in.
+        num_classes: the model's number of classes, to refuse a `LABEL` outside 0 to
+            `num_classes - 1` naming its line; `None` checks no range. Defaults to `None`.
 
     Returns:
         `[(image path, label, box or None), ...]` in file order.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: a malformed row (the message names the file and the line), no rows, or
-            boxes on some rows only.
+        ValueError: a malformed row or a class out of range (the message names the file and
+            the line), no rows, or boxes on some rows only.
 
     Example:
     ```python
@@ -507,6 +536,11 @@ def read_labels(path: PathLike, folder: PathLike) -> list[LabelRow]:
                     f"{path}, line {line_number}: LABEL and the box must be integers; got "
                     f"{','.join(fields[1:])!r}."
                 ) from None
+            if num_classes is not None and not 0 <= numbers[0] < num_classes:
+                raise ValueError(
+                    f"{path}, line {line_number}: class {numbers[0]} is out of range for a "
+                    f"model of {num_classes} classes (0 to {num_classes - 1})."
+                )
             rows.append((folder / fields[0], numbers[0], tuple(numbers[1:]) or None))
     if not rows:
         raise ValueError(f"{path} lists no images.")
@@ -564,6 +598,7 @@ def read_image_folder(
     image_shape: tuple[int | None, int | None, int],
     labels: PathLike | None = None,
     preprocessing: str = DEFAULT_PREPROCESSING,
+    num_classes: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Reads a folder of images (or those a labels CSV lists), preprocessed, with labels and boxes.
 
@@ -575,6 +610,8 @@ def read_image_folder(
             (sorted by name, no labels). Defaults to `None`.
         preprocessing: a key of `PREPROCESSING` (`default_preprocessing(model)` gives the
             one a model takes by default). Defaults to `"scale01"`.
+        num_classes: the model's number of classes, checked against the labels (see
+            `read_labels`). Defaults to `None`.
 
     Returns:
         `(images, labels, boxes)`: float32 channels-last `(B, H, W, C)`, int32 `(B,)` or
@@ -606,7 +643,7 @@ def read_image_folder(
             (path, None, None) for path in paths
         ]
     else:
-        rows = list(read_labels(labels, folder))
+        rows = list(read_labels(labels, folder, num_classes))
     pixels, boxes = [], []
     for path, _, box in rows:
         rgb, original_size = read_image(path, image_shape)
