@@ -55,7 +55,39 @@ _HOMES: dict[str, str] = {
     "imagenet_class_names": "keras_cam.io",
 }
 
-__all__ = sorted(name for name in _HOMES if name != "io")
+__all__ = [
+    "CAM",
+    "METHODS",
+    "BaseCAM",
+    "BinaryTarget",
+    "ClassTarget",
+    "EvaluationTable",
+    "FasterScoreCAM",
+    "GradCAM",
+    "HeatmapCallback",
+    "GradCAMPlusPlus",
+    "HiResCAM",
+    "LayerCAM",
+    "ScoreCAM",
+    "Target",
+    "TopPredictionTarget",
+    "XGradCAM",
+    "build_cam_model",
+    "colorize",
+    "datasets",
+    "evaluate",
+    "find_conv_layer",
+    "fine_tune_gap",
+    "get_method",
+    "imagenet_class_names",
+    "metrics",
+    "overlay",
+    "plot_cams",
+    "retrofit_gap",
+    "save_figure",
+    "save_overlay",
+    "targets",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
-from keras_cam import __version__, io
+import keras_cam
+from keras_cam import io
 from keras_cam._files import atomic_writer, write_png
 from keras_cam.io import PREPROCESSING
 from keras_cam.visualize import colormap_names
@@ -252,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'keras-cam VERB --help' for the options of a verb.\n\n" + _EXIT_STATUS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {keras_cam.__version__}")
     verbs = parser.add_subparsers(title="verbs", dest="verb", required=True, metavar="VERB")
     _add_demo(verbs)
     _add_explain(verbs)
@@ -876,9 +878,10 @@ def _class_names(args: argparse.Namespace, num_classes: int) -> tuple[str, ...] 
     """
     if args.class_names is not None:
         try:
-            names, source = io.read_class_names(args.class_names), f"--class-names {args.class_names}"
+            names = io.read_class_names(args.class_names)
         except (ValueError, OSError) as error:
             raise ValueError(f"--class-names: {_one_line(error)}") from error
+        source = f"--class-names {args.class_names}"
     elif getattr(args, "model", None) is not None and io.model_class_names(args.model) is not None:
         names = io.model_class_names(args.model)
         source = str(args.model.parent / io.CLASS_NAMES_FILE)

@@ -24,7 +24,6 @@ import csv
 import importlib.resources
 import os
 import pathlib
-import re
 import zipfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Optional
@@ -218,7 +217,8 @@ def _check_image_file(path: pathlib.Path) -> None:
     """Raises `FileNotFoundError` unless `path` is a file, saying so when it is a folder."""
     if path.is_dir():
         raise FileNotFoundError(
-            f"{path} is a folder, not an image file: give the image files in it (e.g. {path}/*.png)."
+            f"{path} is a folder, not an image file: give the image files in it (e.g. "
+            f"{path}/*.png)."
         )
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
