@@ -658,12 +658,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.builtin:
         if args.images_dir is not None or args.labels is not None:
             raise ValueError("--builtin evaluates built-in images: give no IMAGES_DIR or --labels.")
-        model, images, labels, boxes = _builtin_data(args)
+        model, images, labels, boxes, source = _builtin_data(args)
     else:
         if args.model is None or args.images_dir is None:
             raise ValueError("give MODEL and IMAGES_DIR, or --builtin (see 'keras-cam evaluate "
                              "--help').")
-        model = _load_model(args.model, args.unsafe)
+        model, source = _load_model(args.model, args.unsafe), str(args.model)
         image_shape, layout = io.input_layout(model)
         images, labels, boxes = io.read_image_folder(
             args.images_dir, image_shape, args.labels, _preprocessing(model, args.preprocess),
@@ -687,7 +687,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         head=args.head,
         verbose=min(args.verbose, 1),
     )
-    print(table.to_markdown())
+    print(table.to_report(source))
     if args.json is not None:
         _write_table(table, None, args.json)
         print(f"wrote {args.json}")
@@ -709,8 +709,9 @@ def _check_box_metrics(metrics: Sequence[str] | None, boxes: np.ndarray | None) 
 
 def _builtin_data(
     args: argparse.Namespace,
-) -> tuple[keras.Model, np.ndarray, np.ndarray, np.ndarray]:
-    """The model (MODEL, the demo's saved one, or one trained now) and held-out shapes with boxes.
+) -> tuple[keras.Model, np.ndarray, np.ndarray, np.ndarray, str]:
+    """The model (MODEL, the demo's saved one, or one trained now), held-out shapes with boxes,
+    and where the model came from, in words.
 
     The shapes (floats in [0, 1]) become 8-bit pixel values and go through the model's
     preprocessing, as the images of a folder do.
@@ -756,7 +757,7 @@ def _builtin_data(
     images = io.to_data_format(images, layout)
     accuracy = float(np.mean(np.argmax(model.predict(images, verbose=0), axis=-1) == labels))
     say(f"Model: {source}; accuracy {accuracy:.1%} on the {args.n} built-in images evaluated.")
-    return model, images, labels, boxes
+    return model, images, labels, boxes, source
 
 
 # ======================================================================= shared options
@@ -984,8 +985,8 @@ def _steps_options(steps: int, metrics: Sequence[str] | None) -> dict[str, dict[
 def _write_table(
     table: EvaluationTable, markdown: pathlib.Path | None, json_path: pathlib.Path | None
 ) -> None:
-    """Writes the table's Markdown and/or JSON atomically."""
-    for path, text in ((markdown, table.to_markdown()), (json_path, table.to_json())):
+    """Writes the table's Markdown report (`EvaluationTable.to_report`) and/or JSON atomically."""
+    for path, text in ((markdown, table.to_report()), (json_path, table.to_json())):
         if path is not None:
             with atomic_writer(path) as file:
                 file.write((text + "\n").encode("utf-8"))
