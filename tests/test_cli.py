@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from tiny_models import gap_model, tta_gradcam_reference, tta_model
 
-from keras_cam import cli, io, metrics
+from keras_cam import cli, datasets, io, metrics
 from keras_cam.methods import METHODS
 
 SIZE = 32
@@ -362,8 +362,12 @@ def test_demo_writes_gallery_table_model_and_epoch_heatmaps(tmp_path, capsys):
     table = json.loads((out / "evaluation.json").read_text())
     assert [row["method"] for row in table["rows"]] == list(METHODS)
     assert all(row["error"] is None for row in table["rows"])
-    markdown = (out / "evaluation.md").read_text()
-    assert markdown.startswith("| method |") and markdown.count("\n") == len(METHODS) + 2
+    report = (out / "evaluation.md").read_text()
+    assert "- images: 4\n" in report and "- accuracy on them: " in report
+    assert "- explained class: each image's label (its true class)" in report
+    assert report.count("\n| ") == len(METHODS) + 2  # header, rule, one row per method
+    assert "- s/image: seconds per image" in report
+    assert (out / "class_names.txt").read_text().split() == list(datasets.SHAPE_NAMES)
     assert sorted(p.name for p in (out / "epochs").iterdir()) == ["epoch_001.png", "epoch_002.png"]
     assert list((out / "logs" / "cam").glob("events.out.tfevents.*"))
     assert len(list((out / "samples").glob("sample_*.png"))) == 2
