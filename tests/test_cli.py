@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from tiny_models import gap_model, tta_gradcam_reference, tta_model
 
-from keras_cam import cli, datasets, io, metrics
+from keras_cam import cli, datasets, io, metrics, visualize
 from keras_cam.methods import METHODS
 
 SIZE = 32
@@ -166,6 +166,12 @@ def test_unsafe_loads_a_lambda_model_with_a_warning(files, tmp_path, capsys):
          "rows are FILE,LABEL,X0,Y0,X1,Y1"),
         (["evaluate", "{files}/gap.keras", "{images}", "--labels", "{missing}/l.csv"],
          "labels file not found"),
+        (["explain", "{files}/gap.keras", "{images}"],
+         "is a folder, not an image file: give the image files in it"),
+        (["explain", "{files}/gap.keras", "{images}/a.png", "--class-names", "{missing}"],
+         "--class-names: class names '"),
+        (["explain", "{files}/gap.keras", "{images}/a.png", "--method", "cam", "--layer",
+          "conv2d"], "received --layer conv2d. Pass no --layer, or use --method gradcam"),
     ],
 )
 def test_bad_input_is_one_line_on_stderr_and_a_nonzero_status(
@@ -375,3 +381,118 @@ def test_demo_writes_gallery_table_model_and_epoch_heatmaps(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert str(out / "gallery.png") in printed and "| Score-CAM |" in printed
 
+
+
+# ------------------------------------------------- overlays at the image's own size, names
+def _redness_model() -> keras.Model:
+    """An analytic 24x40 classifier: a 1x1 conv reads `R - G - B` (ReLU), so only red pixels
+    are active; class 0's logit is 5 x their mean. Grad-CAM of class 0 is the redness map."""
+    inputs = keras.Input((24, 40, 3))
+    redness = keras.layers.Conv2D(
+        1, 1, activation="relu", name="redness",
+        kernel_initializer=keras.initializers.Constant([[[[1.0], [-1.0], [-1.0]]]]),
+    )(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D()(redness)
+    outputs = keras.layers.Dense(
+        2, activation="softmax", kernel_initializer=keras.initializers.Constant([[5.0, -5.0]]),
+    )(pooled)
+    return keras.Model(inputs, outputs, name="redness")
+
+
+# A 400x300 photo (width x height), grey, with a red disk centred at (x, y) = (300, 200).
+DISK_CENTRE, DISK_RADIUS = (300, 200), 35
+
+
+@pytest.fixture
+def red_disk(tmp_path):
+    _redness_model().save(tmp_path / "redness.keras")
+    bgr = np.full((300, 400, 3), 128, np.uint8)
+    cv2.circle(bgr, DISK_CENTRE, DISK_RADIUS, (0, 0, 255), thickness=-1)  # BGR red
+    cv2.imwrite(str(tmp_path / "photo.png"), bgr)
+    return tmp_path
+
+
+def test_explain_maps_the_heatmap_back_onto_the_original_image(red_disk, capsys):
+    out = red_disk / "out"
+    status = cli.main([
+        "explain", str(red_disk / "redness.keras"), str(red_disk / "photo.png"), "--class", "0",
+        "--method", "gradcam", "--alpha", "1", "--no-caption", "--out", str(out), "--verbose", "0",
+    ])
+    assert status == 0
+    overlay = _read_rgb(out / "photo_gradcam_class0.png")
+    assert overlay.shape == (300, 400, 3)  # the photo's own size and aspect, not 24x40
+    # Read the map back: with --alpha 1 each pixel is a colour of OpenCV's jet table.
+    jet = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_JET)[:, 0, ::-1]
+    codes = (jet.astype(np.int64) << [16, 8, 0]).sum(-1)
+    order = np.argsort(codes)
+    pixel_codes = (overlay.astype(np.int64) << [16, 8, 0]).sum(-1)
+    found = np.clip(np.searchsorted(codes[order], pixel_codes), 0, 255)
+    assert (codes[order][found] == pixel_codes).all()
+    hot = order[found] >= 128  # the upper half of the map
+    rows, cols = np.nonzero(hot)
+    assert hot.sum() > 0.5 * np.pi * DISK_RADIUS**2
+    assert abs(cols.mean() - DISK_CENTRE[0]) < 8 and abs(rows.mean() - DISK_CENTRE[1]) < 8
+    distance = np.hypot(cols - DISK_CENTRE[0], rows - DISK_CENTRE[1])
+    assert np.mean(distance < DISK_RADIUS + 20) > 0.95  # on the disk, nowhere else
+    assert "stretched from 400x300 to the model's 40x24 (aspect ratio changed)" in (
+        capsys.readouterr().out
+    )
+
+
+def test_captions_name_the_class_its_probability_and_the_method(red_disk, monkeypatch, capsys):
+    captions = []
+    save_overlay = visualize.save_overlay
+
+    def spy(path, image, heatmap, **options):
+        captions.append(options["caption"])
+        return save_overlay(path, image, heatmap, **options)
+
+    monkeypatch.setattr(visualize, "save_overlay", spy)
+    arguments = [
+        "explain", str(red_disk / "redness.keras"), str(red_disk / "photo.png"),
+        "--method", "gradcam", "--class-names", "red disk,other", "--verbose", "0",
+    ]
+    assert cli.main([*arguments, "--out", str(red_disk / "captioned")]) == 0
+    assert cli.main([*arguments, "--no-caption", "--out", str(red_disk / "plain")]) == 0
+    [caption, none] = captions
+    assert none is None
+    assert re.fullmatch(r"0 red disk 0\.\d{3} - Grad-CAM", caption)
+    assert "photo.png: top classes 0 red disk (0." in capsys.readouterr().out
+    name = "photo_gradcam_class0_red_disk.png"  # the class name, slugged
+    captioned = _read_rgb(red_disk / "captioned" / name)
+    plain = _read_rgb(red_disk / "plain" / name)
+    assert captioned.shape == plain.shape == (300, 400, 3)
+    differs = np.any(captioned != plain, axis=(1, 2))
+    assert differs[:10].all() and not differs[40:].any()  # a band along the top, nothing else
+
+
+def test_every_verb_finds_class_names_next_to_the_model(files, tmp_path, capsys):
+    shutil.copy(files / "gap.keras", tmp_path / "model.keras")
+    (tmp_path / "class_names.txt").write_text("circle\nsquare\ntriangle\nEgyptian cat\n")
+    assert cli.main(["info", str(tmp_path / "model.keras")]) == 0
+    assert "class names  0 circle, 1 square, 2 triangle, 3 Egyptian cat\n" in (
+        capsys.readouterr().out
+    )
+    out = tmp_path / "out"
+    assert cli.main([
+        "explain", str(tmp_path / "model.keras"), str(files / "images" / "b.jpg"), "--class", "3",
+        "--method", "gradcam", "--out", str(out), "--verbose", "0",
+    ]) == 0
+    assert [path.name for path in out.iterdir()] == ["b_gradcam_class3_egyptian_cat.png"]
+    (tmp_path / "class_names.txt").write_text("circle\nsquare\n")
+    assert cli.main(["info", str(tmp_path / "model.keras")]) == 1
+    assert (
+        f"{tmp_path / 'class_names.txt'} gives 2 class names, but the model has 4 classes"
+    ) in capsys.readouterr().err
+
+
+def test_a_grayscale_file_is_converted_with_a_notice(files, tmp_path, capsys):
+    gray = np.random.default_rng(3).integers(0, 256, (32, 32), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "gray.png"), gray)
+    assert cli.main([
+        "explain", str(files / "gap.keras"), str(tmp_path / "gray.png"), "--method", "gradcam",
+        "--out", str(tmp_path / "out"), "--verbose", "0",
+    ]) == 0
+    printed = capsys.readouterr().out
+    assert "gray.png: a grayscale image, converted to RGB for the model" in printed
+    assert "aspect ratio" not in printed  # 32x32 to 32x32

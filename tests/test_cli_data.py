@@ -13,7 +13,7 @@ import pytest
 from references import BLOB, HEIGHT, WIDTH, corner_images, corner_model, reference_maps
 
 import keras_cam as kc
-from keras_cam import cli, visualize
+from keras_cam import cli, io, visualize
 
 # The model's class 0 sees the blob; classes 1 and 2 have zero weights (an all-zero map that
 # points nowhere). Image 1 is explained for class 2, so its hit depends on reading the label.
@@ -159,3 +159,59 @@ def test_an_interrupted_run_exits_with_status_130(folder, tmp_path, monkeypatch,
     ])
     assert status == 130
     assert capsys.readouterr().err.strip().splitlines() == ["keras-cam: interrupted"]
+
+
+# ------------------------------------------------------------------------- class names
+def test_the_imagenet_class_names_ship_with_the_package_in_keras_order():
+    names = kc.imagenet_class_names()
+    assert len(names) == 1000
+    # Keras' decode_predictions order (imagenet_class_index.json): checked by hand.
+    assert (names[0], names[1], names[281], names[285], names[999]) == (
+        "tench", "goldfish", "tabby", "Egyptian cat", "toilet tissue"
+    )
+    assert io.read_class_names("imagenet") == io.read_class_names("ImageNet") == names
+
+
+def test_class_names_from_a_file_or_a_comma_list(tmp_path):
+    (tmp_path / "names.txt").write_text("circle\nsquare \n triangle\n\n")
+    assert io.read_class_names(str(tmp_path / "names.txt")) == ("circle", "square", "triangle")
+    assert io.read_class_names("cat, dog") == ("cat", "dog")
+    written = io.write_class_names(tmp_path / "out" / io.CLASS_NAMES_FILE, ["a b", "c"])
+    assert written.read_text() == "a b\nc\n"
+    assert io.model_class_names(tmp_path / "out" / "model.keras") == ("a b", "c")
+    assert io.model_class_names(tmp_path / "model.keras") is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ("cat", r"class names 'cat': no such file; give a text file .*, or 'imagenet'"),
+        ("cat,,dog", r"class names: 'cat,,dog', name 2 is empty"),
+        ("{tmp}/gap.txt", r"gap.txt, line 2 is empty; give one name per class"),
+        ("{tmp}/empty.txt", r"empty.txt lists no names"),
+    ],
+)
+def test_unusable_class_names_are_refused_naming_the_place(tmp_path, spec, match):
+    (tmp_path / "gap.txt").write_text("a\n\nb\n")
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(ValueError, match=match):
+        io.read_class_names(spec.format(tmp=tmp_path))
+
+
+def test_explain_imagenet_names_on_a_1000_class_model(folder, tmp_path, capsys):
+    inputs = keras.Input((HEIGHT, WIDTH, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3)(inputs))
+    dense = keras.layers.Dense(1000, activation="softmax")
+    model = keras.Model(inputs, dense(pooled))
+    weights = np.zeros((2, 1000), np.float32)
+    weights[:, 281] = 1.0  # every image: class 281 first
+    dense.set_weights([weights, np.zeros(1000, np.float32)])
+    model.save(tmp_path / "imagenet.keras")
+    status = cli.main([
+        "explain", str(tmp_path / "imagenet.keras"), str(folder["root"] / "images" / "0.png"),
+        "--class-names", "imagenet", "--method", "gradcam", "--out", str(tmp_path / "out"),
+        "--verbose", "0",
+    ])
+    assert status == 0
+    assert "top classes 281 tabby (" in capsys.readouterr().out
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["0_gradcam_class281_tabby.png"]
