@@ -55,8 +55,9 @@ EXIT_BAD_INPUT = 1
 LIBRARY_LOGS_LEVEL = 2
 """The `--verbose` level from which TensorFlow's and OpenCV's own log lines reach stderr."""
 
-# The registries' names, for `--help` without importing TensorFlow; tests/test_cli_quiet.py
-# checks them against `keras_cam.METHODS`, `metrics.METRICS`, `surgery.HEADS`, and
+# The built-in registries' names, for `--help` without importing TensorFlow (`_registered`
+# lists the live registry instead once it is imported); tests/test_cli_quiet.py checks them
+# against `keras_cam.METHODS`, `metrics.METRICS`, `surgery.HEADS` and
 # `evaluation.DEFAULT_METHODS`.
 METHOD_NAMES: tuple[str, ...] = (
     "cam", "gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "scorecam",
@@ -632,8 +633,9 @@ def _add_evaluate(verbs: Any) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     _add_methods(parser, "--methods", EVALUATE_DEFAULT_METHODS)
     parser.add_argument("--metrics", action="append", metavar="NAME[,NAME...]",
-                        help=f"metrics to compute, repeatable or comma-separated, from: "
-                             f"{', '.join(METRIC_NAMES)} (default: all that apply)")
+                        help="metrics to compute, repeatable or comma-separated, from: "
+                             + ", ".join(_registered("keras_cam.metrics", "METRICS", METRIC_NAMES))
+                             + " (default: all that apply)")
     parser.add_argument("--layer", help="layer every method explains (default: automatic)")
     _add_layer_call(parser)
     _add_head(parser)
@@ -765,8 +767,17 @@ def _add_methods(parser: argparse.ArgumentParser, flag: str, default: Sequence[s
     parser.add_argument(
         flag, action="append", metavar="NAME[,NAME...]",
         help=f"method(s), repeatable or comma-separated, or '{ALL_METHODS}': "
-             f"{', '.join(METHOD_NAMES)} (default: {','.join(default)})",
+             f"{', '.join(_registered('keras_cam.methods', 'METHODS', METHOD_NAMES))} "
+             f"(default: {','.join(default)})",
     )
+
+
+def _registered(module: str, registry: str, built_in: tuple[str, ...]) -> tuple[str, ...]:
+    """A registry's names: the live registry when its module is already imported (so a method
+    or metric registered at run time is listed), else the built-in names, never importing it
+    (`--help` stays without TensorFlow)."""
+    loaded = sys.modules.get(module)
+    return built_in if loaded is None else tuple(getattr(loaded, registry))
 
 
 def _add_training(parser: argparse.ArgumentParser, purpose: str) -> None:

@@ -58,7 +58,8 @@ def test_help_version_and_usage_errors_do_not_import_tensorflow():
                      ["info", "--help"], ["evaluate", "--help"],
                      ["explain", "m.keras", "a.png", "--alpha", "3"],
                      ["evaluate", "--builtin", "--n", "0"], ["nope"]):
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            out, err = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 codes.append(main(argv))
         print(codes)
         print(sorted({name.split(".")[0] for name in sys.modules} & {"tensorflow", "keras"}))
