@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # `--help`, `--version` (status 0) or a usage error, printed
         return 0 if exit_.code is None else int(exit_.code)
     library_logs = args.verbose >= LIBRARY_LOGS_LEVEL
-    quiet_library_logs(library_logs)
+    restore_opencv_logs = quiet_library_logs(library_logs)
     # TensorFlow's retracing notices, logged when several explainers each trace their own
     # functions, are noise on a command line; the level is restored for in-process callers.
     tf_logger = logging.getLogger("tensorflow")
@@ -125,9 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         tf_logger.setLevel(level)
+        restore_opencv_logs()
 
 
-def quiet_library_logs(shown: bool) -> None:
+def quiet_library_logs(shown: bool) -> Callable[[], None]:
     """Sets TensorFlow's, absl's and OpenCV's log levels, unless the user has set them.
 
     Must run before TensorFlow is imported: it reads these variables once. When not `shown`,
@@ -138,15 +139,21 @@ def quiet_library_logs(shown: bool) -> None:
 
     Args:
         shown: keep the libraries' defaults (`--verbose 2`).
+
+    Returns:
+        A function that gives OpenCV its earlier level back (for in-process callers).
     """
     if shown:
-        return
+        return lambda: None
     for name in ("TF_CPP_MIN_LOG_LEVEL", "ABSL_MIN_LOG_LEVEL"):
         os.environ.setdefault(name, "3")
-    if "OPENCV_LOG_LEVEL" not in os.environ:
-        import cv2
+    if "OPENCV_LOG_LEVEL" in os.environ:
+        return lambda: None
+    import cv2
 
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    earlier = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    return lambda: cv2.utils.logging.setLogLevel(earlier)
 
 
 @contextlib.contextmanager

@@ -170,3 +170,14 @@ def test_api_argument_names_become_the_verb_options(verb, message, expected):
     import argparse
 
     assert cli.in_cli_words(message, argparse.Namespace(verb=verb)) == expected
+
+
+@pytest.mark.slow  # imports TensorFlow in a fresh process: 3-30 s
+def test_verbose_lets_the_libraries_own_lines_through(files):
+    done = _keras_cam("explain", str(files / "gap.keras"), str(files / "corrupt.png"),
+                      "--out", str(files / "out"), "--verbose")
+    lines = done.stderr.splitlines()
+    assert done.returncode == 1
+    assert any("[ WARN" in line or "[ERROR" in line for line in lines)  # OpenCV's own
+    assert lines[-1] == f"keras-cam: error: cannot read image {files / 'corrupt.png'}: OpenCV " \
+                        "cannot decode it."
