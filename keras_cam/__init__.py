@@ -7,62 +7,78 @@ import keras_cam as kc
 maps = kc.GradCAM(model)(images)          # (B, H, W) float32 in [0, 1]
 fig = kc.plot_cams(images, {"Grad-CAM": maps})
 ```
+
+The public names are imported on first use (PEP 562 `__getattr__`), so `import keras_cam`,
+and the `keras-cam --help` that starts with it, do not load TensorFlow.
 """
 
-from keras_cam import datasets, metrics, targets
-from keras_cam.callbacks import HeatmapCallback
-from keras_cam.evaluation import EvaluationTable, evaluate
-from keras_cam.methods import (
-    METHODS,
-    CAM,
-    BaseCAM,
-    FasterScoreCAM,
-    GradCAM,
-    GradCAMPlusPlus,
-    HiResCAM,
-    LayerCAM,
-    ScoreCAM,
-    XGradCAM,
-    get_method,
-    normalize_maps,
-)
-from keras_cam.retrofit import fine_tune_gap, retrofit_gap
-from keras_cam.surgery import build_cam_model, find_conv_layer
-from keras_cam.targets import BinaryTarget, ClassTarget, Target, TopPredictionTarget
-from keras_cam.visualize import colorize, overlay, plot_cams, save_figure, save_overlay
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CAM",
-    "METHODS",
-    "BaseCAM",
-    "BinaryTarget",
-    "ClassTarget",
-    "EvaluationTable",
-    "FasterScoreCAM",
-    "GradCAM",
-    "HeatmapCallback",
-    "GradCAMPlusPlus",
-    "HiResCAM",
-    "LayerCAM",
-    "ScoreCAM",
-    "Target",
-    "TopPredictionTarget",
-    "XGradCAM",
-    "build_cam_model",
-    "colorize",
-    "datasets",
-    "evaluate",
-    "find_conv_layer",
-    "fine_tune_gap",
-    "get_method",
-    "metrics",
-    "normalize_maps",
-    "overlay",
-    "plot_cams",
-    "retrofit_gap",
-    "save_figure",
-    "save_overlay",
-    "targets",
-]
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "keras_cam": ("datasets", "io", "metrics", "targets"),
+    "keras_cam.callbacks": ("HeatmapCallback",),
+    "keras_cam.evaluation": ("EvaluationTable", "evaluate"),
+    "keras_cam.io": ("imagenet_class_names",),
+    "keras_cam.methods": (
+        "CAM", "METHODS", "BaseCAM", "FasterScoreCAM", "GradCAM", "GradCAMPlusPlus", "HiResCAM",
+        "LayerCAM", "ScoreCAM", "XGradCAM", "get_method", "normalize_maps",
+    ),
+    "keras_cam.retrofit": ("fine_tune_gap", "retrofit_gap"),
+    "keras_cam.surgery": ("build_cam_model", "find_conv_layer"),
+    "keras_cam.targets": ("BinaryTarget", "ClassTarget", "Target", "TopPredictionTarget"),
+    "keras_cam.visualize": ("colorize", "overlay", "plot_cams", "save_figure", "save_overlay"),
+}
+"""The one list of public names: home module -> the names it exports (`"keras_cam"`: the
+submodules themselves)."""
+
+_HOMES = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    """Imports a public name's module on first access (PEP 562) and caches the name."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'keras_cam' has no attribute {name!r}")
+    if home == __name__:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The module's attributes, the public names not yet imported included."""
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # what type checkers and IDEs see (tests/test_cli_quiet.py keeps it = _EXPORTS)
+    from keras_cam import datasets, io, metrics, targets
+    from keras_cam.callbacks import HeatmapCallback
+    from keras_cam.evaluation import EvaluationTable, evaluate
+    from keras_cam.io import imagenet_class_names
+    from keras_cam.methods import (
+        CAM,
+        METHODS,
+        BaseCAM,
+        FasterScoreCAM,
+        GradCAM,
+        GradCAMPlusPlus,
+        HiResCAM,
+        LayerCAM,
+        ScoreCAM,
+        XGradCAM,
+        get_method,
+        normalize_maps,
+    )
+    from keras_cam.retrofit import fine_tune_gap, retrofit_gap
+    from keras_cam.surgery import build_cam_model, find_conv_layer
+    from keras_cam.targets import BinaryTarget, ClassTarget, Target, TopPredictionTarget
+    from keras_cam.visualize import colorize, overlay, plot_cams, save_figure, save_overlay

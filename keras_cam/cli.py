@@ -1,9 +1,13 @@
 """The `keras-cam` command line: `demo`, `explain`, `info` and `evaluate`.
 
-Every verb has `--help`. Errors in the input (a missing file, an unreadable image, a file that
-is not a Keras model, an unknown method or layer, a class out of range) end the command with
-one line on stderr, `keras-cam: error: ...`, and exit status 1 (2 for a malformed command
-line), never a traceback.
+Every verb has `--help`; `keras-cam --version` prints the version. Bad input of any kind (a
+malformed command line, a missing file, an unreadable image, a file that is not a Keras model,
+an unknown method or layer, a class out of range) ends the command with one line on stderr,
+`keras-cam: error: ...`, in the command line's words (the option, file and line), and exit
+status 1 (`EXIT_BAD_INPUT`), never a traceback.
+
+`--help` and usage errors do not import TensorFlow; TensorFlow's and OpenCV's own start-up
+and log lines are kept off the terminal unless `--verbose 2` (or `--verbose` alone).
 
 Examples:
 ```bash
@@ -19,44 +23,55 @@ keras-cam evaluate --builtin --n 64 --json evaluation.json
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import pathlib
+import re
 import sys
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import keras
 import numpy as np
 
-from keras_cam import datasets, io
+import keras_cam
+from keras_cam import io
 from keras_cam._files import atomic_writer, write_png
-from keras_cam.callbacks import HeatmapCallback
-from keras_cam.demo_model import train_demo_model
-from keras_cam.evaluation import DEFAULT_METHODS, EvaluationTable, evaluate
 from keras_cam.io import PREPROCESSING
-from keras_cam.methods import ALL, METHODS, NORMALIZE_MODES, BaseCAM, resolve_methods
-from keras_cam.metrics import METRICS
-from keras_cam.surgery import (
-    HEADS,
-    check_input_values,
-    find_conv_layer,
-    find_gap_head,
-    input_dtype,
-    read_head,
-    resolve_layer,
-    spatial_layers,
-)
-from keras_cam.visualize import (
-    colormap_names,
-    plot_cams,
-    save_figure,
-    save_overlay,
-    to_uint8_rgb,
-)
+from keras_cam.visualize import colormap_names
+
+if TYPE_CHECKING:  # the verbs import Keras and keras_cam's models when they run, not here
+    import keras
+
+    from keras_cam.evaluation import EvaluationTable
+    from keras_cam.methods import BaseCAM
 
 PROG = "keras-cam"
+
+EXIT_BAD_INPUT = 1
+"""The exit status of every refusal: a malformed command line or unusable input."""
+
+LIBRARY_LOGS_LEVEL = 2
+"""The `--verbose` level from which TensorFlow's and OpenCV's own log lines reach stderr."""
+
+# The built-in registries' names, for `--help` without importing TensorFlow (`_registered`
+# lists the live registry instead once it is imported); tests/test_cli_quiet.py checks them
+# against `keras_cam.METHODS`, `metrics.METRICS`, `surgery.HEADS` and
+# `evaluation.DEFAULT_METHODS`.
+METHOD_NAMES: tuple[str, ...] = (
+    "cam", "gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "scorecam",
+    "fasterscorecam",
+)
+METRIC_NAMES: tuple[str, ...] = (
+    "average_drop", "increase_in_confidence", "remove_top_fraction", "keep_top_fraction",
+    "deletion", "insertion", "box_iou", "pointing_game",
+)
+NORMALIZE_NAMES: tuple[str, ...] = ("image", "batch", "none")
+HEAD_NAMES: tuple[str, ...] = ("softmax", "sigmoid", "logits", "sigmoid_logits", "linear")
+EVALUATE_DEFAULT_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "scorecam")
+ALL_METHODS = "all"
 
 EXPLAIN_DEFAULT_METHODS = ("gradcam++",)
 DEMO_IMAGE_SIZE = 64
@@ -67,9 +82,11 @@ DEMO_CALLBACK_IMAGES = 4
 DEMO_MANIFEST = "demo_manifest.json"
 """The file, in the demo's `--out`, listing every file a demo run wrote (cleared by the next)."""
 DEMO_OUTPUTS = ("gallery.png", "evaluation.md", "evaluation.json", "epochs", "logs",
-                "model.keras", "samples")
+                "model.keras", "class_names.txt", "samples")
 METRIC_STEPS = 20
 """Deletion/insertion steps used by `demo` and `evaluate` unless `--steps` says otherwise."""
+DEMO_MODEL = pathlib.Path("demo_output") / "model.keras"
+"""The model `keras-cam demo` writes by default, which `evaluate --builtin` uses when present."""
 
 # ============================================================================ entry point
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,8 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: the arguments after the program name; `None` reads `sys.argv[1:]`.
 
     Returns:
-        The exit status: 0 on success, 1 when the input is unusable (the reason is printed
-        on stderr as one line), 2 for a malformed command line, 130 when interrupted.
+        The exit status: 0 on success, `EXIT_BAD_INPUT` (1) when the command line or the
+        input is unusable (the reason is printed on stderr as one line), 130 when interrupted.
 
     Example:
     ```python
@@ -91,30 +108,151 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exit_:  # `--help` (status 0) or a usage error, already printed
+    except SystemExit as exit_:  # `--help`, `--version` (status 0) or a usage error, printed
         return 0 if exit_.code is None else int(exit_.code)
+    library_logs = args.verbose >= LIBRARY_LOGS_LEVEL
+    restore_opencv_logs = quiet_library_logs(library_logs)
     # TensorFlow's retracing notices, logged when several explainers each trace their own
     # functions, are noise on a command line; the level is restored for in-process callers.
     tf_logger = logging.getLogger("tensorflow")
     level = tf_logger.level
     tf_logger.setLevel(logging.ERROR)
     try:
+        with native_stderr_silenced(not library_logs):
+            import keras  # noqa: F401  (TensorFlow's start-up lines are printed here)
+
+            import keras_cam.methods  # noqa: F401
         return args.handler(args)
     except (ValueError, TypeError, OSError) as error:
-        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
-        return 1
+        print(f"{PROG}: error: {in_cli_words(_one_line(error), args)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     finally:
         tf_logger.setLevel(level)
+        restore_opencv_logs()
+
+
+def quiet_library_logs(shown: bool) -> Callable[[], None]:
+    """Sets TensorFlow's, absl's and OpenCV's log levels, unless the user has set them.
+
+    Must run before TensorFlow is imported: it reads these variables once. When not `shown`,
+    `TF_CPP_MIN_LOG_LEVEL=3` (errors included: the CPU-only `cuInit` line) and
+    `ABSL_MIN_LOG_LEVEL=3`; and, unless `OPENCV_LOG_LEVEL` is set, OpenCV's level is set to
+    silent (its `[ WARN ]` / `[ERROR]` lines on a corrupt file, which keras_cam reports itself;
+    OpenCV may already be imported, by the `--colormap` check).
+
+    Args:
+        shown: keep the libraries' defaults (`--verbose 2`).
+
+    Returns:
+        A function that gives OpenCV its earlier level back (for in-process callers).
+    """
+    if shown:
+        return lambda: None
+    for name in ("TF_CPP_MIN_LOG_LEVEL", "ABSL_MIN_LOG_LEVEL"):
+        os.environ.setdefault(name, "3")
+    if "OPENCV_LOG_LEVEL" in os.environ:
+        return lambda: None
+    import cv2
+
+    earlier = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    return lambda: cv2.utils.logging.setLogLevel(earlier)
+
+
+@contextlib.contextmanager
+def native_stderr_silenced(silenced: bool) -> Iterator[None]:
+    """Points file descriptor 2 at the null device inside the block, when `silenced`.
+
+    TensorFlow's C++ runtime writes a few lines at import before any log level applies
+    (absl's "All log messages before absl::InitializeLog()", oneDNN and CUDA notices); they
+    go to the process's stderr descriptor, which `sys.stderr` redirection does not reach.
+    Python's own `sys.stderr` is flushed first and works again after the block.
+
+    Args:
+        silenced: whether to silence; `False` runs the block unchanged.
+    """
+    if not silenced:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+# API argument names in messages -> the options (or files) a user of the command line types.
+_OPTIONS: dict[str, str] = {
+    "layer": "--layer",
+    "layer_call": "--layer-call",
+    "head": "--head",
+    "batch_size": "--batch-size",
+    "metrics": "--metrics",
+    "class_names": "--class-names",
+    "alpha": "--alpha",
+    "colormap": "--colormap",
+}
+_VERB_OPTIONS: dict[str, dict[str, str]] = {
+    "explain": {"targets": "--class", "methods": "--method"},
+    "evaluate": {"targets": "the LABEL column of --labels", "labels": "--labels",
+                 "boxes": "the X0,Y0,X1,Y1 columns of --labels", "methods": "--methods"},
+}
+# `name`, `name=value`, `name`=value (a quoted or bare value).
+_ARGUMENT = re.compile(r"`(\w+)(?:=([^`]*))?`(?:=('[^']*'|[^\s,;)]*[^\s,;).]))?")
+_CLASS = re.compile(r"`keras_cam\.(\w+)`")
+
+
+def in_cli_words(message: str, args: argparse.Namespace) -> str:
+    """Rewrites the Python API's argument names in `message` as the verb's options.
+
+    `layer_call=` becomes `--layer-call`, `` `layer`='conv' `` becomes `--layer conv`,
+    `` `layer=None` `` becomes `no --layer`, and `` `keras_cam.GradCAM` `` becomes
+    `--method gradcam`; names the command line has no option for are left as they are.
+
+    Args:
+        message: an error message of keras_cam's Python API.
+        args: the parsed command line (its `verb` picks the verb's words).
+
+    Returns:
+        The message in the command line's words.
+    """
+    options = {**_OPTIONS, **_VERB_OPTIONS.get(args.verb, {})}
+
+    def option(match: re.Match[str]) -> str:
+        name, value = match.group(1), match.group(2) or match.group(3) or ""
+        if name not in options:
+            return match.group(0)
+        value = value.strip("'\"")
+        if value == "None":
+            return f"no {options[name]}"
+        return f"{options[name]} {value}" if value else options[name]
+
+    message = _ARGUMENT.sub(option, message)
+    if "methods" in options:  # the verbs that take methods, after the registry is imported
+        from keras_cam.methods import METHODS
+
+        names = {cls.__name__: name for name, cls in METHODS.items()}
+        message = _CLASS.sub(
+            lambda m: f"{options['methods']} {names[m.group(1)]}" if m.group(1) in names
+            else m.group(0),
+            message,
+        )
+    return message
 
 
 class _Parser(argparse.ArgumentParser):
     """An `ArgumentParser` whose usage errors are one line, like the runtime errors."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,8 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description="Class activation maps for Keras image classifiers.",
-        epilog="Run 'keras-cam VERB --help' for the options of a verb.",
+        epilog="Run 'keras-cam VERB --help' for the options of a verb.\n\n" + _EXIT_STATUS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {keras_cam.__version__}")
     verbs = parser.add_subparsers(title="verbs", dest="verb", required=True, metavar="VERB")
     _add_demo(verbs)
     _add_explain(verbs)
@@ -136,12 +277,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_EXIT_STATUS = (
+    f"exit status: 0 done; {EXIT_BAD_INPUT} bad input (a malformed command line, a missing or "
+    "unreadable file, an option the model cannot take), with one line on stderr saying why; "
+    "130 interrupted."
+)
+
+
 def _verb(verbs: Any, name: str, summary: str, description: str) -> argparse.ArgumentParser:
     """Adds the sub-parser of one verb, keeping the line breaks of its description."""
     return verbs.add_parser(
         name,
         help=summary,
         description=description,
+        epilog=_EXIT_STATUS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
@@ -187,6 +336,13 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _demo_run(args: argparse.Namespace, out: pathlib.Path, start: float) -> int:
     """The demo's pipeline, writing into the cleared folder `out`."""
+    from keras_cam import datasets
+    from keras_cam.callbacks import HeatmapCallback
+    from keras_cam.demo_model import train_demo_model
+    from keras_cam.evaluation import evaluate
+    from keras_cam.methods import METHODS
+    from keras_cam.visualize import plot_cams, save_figure
+
     say = _printer(args.verbose)
     held_out = max(args.n_eval, args.n_gallery)
     # Images the model never sees: the training set is drawn with `seed`, these with `seed + 1`.
@@ -214,6 +370,7 @@ def _demo_run(args: argparse.Namespace, out: pathlib.Path, start: float) -> int:
     _, accuracy = model.evaluate(images, labels, verbose=0)
     say(f"Held-out accuracy: {accuracy:.1%} on {held_out} images.")
     model.save(out / "model.keras")
+    io.write_class_names(out / io.CLASS_NAMES_FILE, datasets.SHAPE_NAMES)  # found by every verb
     samples = _write_samples(out / "samples", images[: args.n_gallery], labels)
 
     say(f"Explaining {args.n_gallery} held-out images with {len(METHODS)} methods...")
@@ -304,6 +461,9 @@ def _write_manifest(out: pathlib.Path, before: set[pathlib.Path]) -> None:
 
 def _write_samples(folder: pathlib.Path, images: np.ndarray, labels: np.ndarray) -> pathlib.Path:
     """Writes images in [0, 1] as `sample_<i>_<class name>.png` files; returns the folder."""
+    from keras_cam import datasets
+    from keras_cam.visualize import to_uint8_rgb
+
     folder.mkdir(parents=True, exist_ok=True)
     for index, (image, label) in enumerate(zip(images, labels)):
         write_png(folder / f"sample_{index}_{datasets.SHAPE_NAMES[label]}.png", to_uint8_rgb(image))
@@ -316,9 +476,11 @@ def _add_explain(verbs: Any) -> None:
         verbs,
         "explain",
         "write heatmap overlays of images explained by a saved model",
-        "Loads a .keras model (safe mode), reads the images with OpenCV, resizes them to the\n"
+        "Loads a .keras model (safe mode), reads the images with OpenCV, stretches them to the\n"
         "model's input size, preprocesses them, prints each image's top classes and writes\n"
-        "one overlay PNG per image, method and class: OUT/<image>_<method>_class<N>.png.\n\n"
+        "one overlay PNG per image, method and class: OUT/<image>_<method>_class<N>[_<name>].png,\n"
+        "at the image's own size (the map is stretched back exactly as the image was shrunk),\n"
+        "with a caption: class name, probability, method.\n\n"
         "example:\n"
         "  keras-cam explain model.keras cat.jpg --method gradcam++,scorecam --top 2 \\\n"
         "      --preprocess resnet50 --out heatmaps",
@@ -336,7 +498,7 @@ def _add_explain(verbs: Any) -> None:
                         help="explain class N for every image (default: its top class)")
     target.add_argument("--top", type=_positive_int, metavar="K",
                         help="explain each of the K most probable classes of every image")
-    parser.add_argument("--normalize", choices=NORMALIZE_MODES, default="image",
+    parser.add_argument("--normalize", choices=NORMALIZE_NAMES, default="image",
                         help="heatmap scale: 'image' stretches each map to the full colour "
                              "range; 'batch' shares one scale among the classes of an image "
                              "(--top), so a class of low probability gives a faint map; "
@@ -349,6 +511,10 @@ def _add_explain(verbs: Any) -> None:
     parser.add_argument("--colormap", type=_colormap, default="jet",
                         help="OpenCV colormap name, e.g. jet, turbo, viridis "
                              "(default: %(default)s)")
+    parser.add_argument("--no-caption", dest="caption", action="store_false",
+                        help="write the overlays without the caption (class name, probability, "
+                             "method) along their top")
+    _add_class_names(parser)
     _add_unsafe(parser)
     _add_verbose(parser)
     parser.set_defaults(handler=_explain)
@@ -356,6 +522,9 @@ def _add_explain(verbs: Any) -> None:
 
 def _explain(args: argparse.Namespace) -> int:
     """`keras-cam explain`: overlays of each image, method and explained class."""
+    from keras_cam.surgery import read_head
+    from keras_cam.visualize import resize_heatmap, save_overlay
+
     model = _load_model(args.model, args.unsafe)
     preprocessing = _preprocessing(model, args.preprocess)
     methods = _methods(args.method, EXPLAIN_DEFAULT_METHODS, "--method")
@@ -367,6 +536,7 @@ def _explain(args: argparse.Namespace) -> int:
     # Any explainer predicts: they all read the same head of the same model.
     predictor = next(iter(explainers.values()))
     num_classes = predictor.num_classes
+    names = _class_names(args, num_classes)
     if args.class_index is not None and not 0 <= args.class_index < num_classes:
         raise ValueError(
             f"--class {args.class_index} is out of range: the model has {num_classes} classes "
@@ -374,7 +544,9 @@ def _explain(args: argparse.Namespace) -> int:
         )
     if args.top is not None and args.top > num_classes:
         raise ValueError(f"--top {args.top} exceeds the model's {num_classes} classes.")
-    pixels = [io.read_image(path, predictor.image_shape)[0] for path in args.images]
+    height, width, channels = predictor.image_shape
+    originals = [io.read_image(path, (None, None, channels))[0] for path in args.images]
+    pixels = [io.resize_image(original, (height, width)) for original in originals]
     batches = [
         io.to_data_format(_preprocess(rgb[np.newaxis], preprocessing), predictor.data_format)
         for rgb in pixels
@@ -382,11 +554,16 @@ def _explain(args: argparse.Namespace) -> int:
     for path, batch in zip(args.images, batches):  # every image, before any prediction
         _check_pixels(model, batch, path)
     shown = max(min(5, num_classes), args.top or 0)
-    for path, stem, rgb, batch in zip(args.images, _unique_stems(args.images), pixels, batches):
+    for path, stem, original, rgb, batch in zip(
+        args.images, _unique_stems(args.images), originals, pixels, batches
+    ):
+        for notice in _fit_notices(path, original.shape[:2], rgb.shape[:2], channels):
+            print(f"{path}: {notice}")
         probabilities = predictor.predict(batch)[0]
         ranking = np.argsort(-probabilities, kind="stable")
         print(f"{path}: top classes " + ", ".join(
-            f"{index} ({probabilities[index]:.3f})" for index in ranking[:shown]
+            f"{_class_label(index, names)} ({probabilities[index]:.3f})"
+            for index in ranking[:shown]
         ))
         if args.class_index is not None:
             classes = [args.class_index]
@@ -396,10 +573,40 @@ def _explain(args: argparse.Namespace) -> int:
         for name, cam in explainers.items():
             maps = cam(repeated, targets=classes, normalize=args.normalize)
             for class_index, heatmap in zip(classes, maps):
-                target = args.out / f"{stem}_{_slug(name)}_class{class_index}.png"
-                save_overlay(target, rgb, heatmap, alpha=args.alpha, colormap=args.colormap)
+                suffix = "" if names is None else f"_{_slug(names[class_index])}"
+                target = args.out / f"{stem}_{_slug(name)}_class{class_index}{suffix}.png"
+                caption = (
+                    f"{_class_label(class_index, names)} {probabilities[class_index]:.3f} - "
+                    f"{cam.display_name}"
+                ) if args.caption else None
+                # The model-size map, stretched back onto the original image (the inverse of
+                # `io.resize_image`): same size and aspect as the file.
+                full_size = resize_heatmap(heatmap, original.shape[:2])
+                save_overlay(target, original, full_size, alpha=args.alpha,
+                             colormap=args.colormap, caption=caption)
                 print(f"  wrote {target}")
     return 0
+
+
+def _fit_notices(
+    path: pathlib.Path, original: tuple[int, int], resized: tuple[int, int], channels: int
+) -> list[str]:
+    """What fitting the image to the model changed: its aspect ratio, its channels."""
+    notices = []
+    (height, width), (new_height, new_width) = original, resized
+    if abs(height * new_width - width * new_height) > max(height, width):  # beyond one pixel
+        notices.append(
+            f"stretched from {width}x{height} to the model's {new_width}x{new_height} (aspect "
+            f"ratio changed); the overlay maps the heatmap back onto the {width}x{height} image"
+        )
+    stored = io.image_channels(path)
+    if channels == 3 and stored in (1, 2):
+        notices.append("a grayscale image, converted to RGB for the model")
+    elif channels == 3 and stored == 4:
+        notices.append("an RGBA image, its alpha channel dropped for the model")
+    elif channels == 1 and stored >= 3:
+        notices.append("a colour image, converted to grayscale for the model")
+    return notices
 
 
 # ================================================================================== info
@@ -417,14 +624,25 @@ def _add_info(verbs: Any) -> None:
     parser.add_argument("--layer", help="a layer to check and mark (default: show the "
                                         "automatic choice)")
     _add_head(parser)
+    _add_class_names(parser)
     _add_unsafe(parser)
+    _add_verbose(parser)
     parser.set_defaults(handler=_info)
 
 
 def _info(args: argparse.Namespace) -> int:
     """`keras-cam info`: input, classes, head type and the explainable layers."""
+    from keras_cam.surgery import (
+        find_conv_layer,
+        find_gap_head,
+        read_head,
+        resolve_layer,
+        spatial_layers,
+    )
+
     model = _load_model(args.model, args.unsafe)
     reading = read_head(model, args.head)
+    names = _class_names(args, reading.num_classes)
     chosen = None if args.layer is None else resolve_layer(model, args.layer)
     try:
         automatic = find_conv_layer(model)
@@ -449,6 +667,9 @@ def _info(args: argparse.Namespace) -> int:
     print(f"model        {model.name} ({args.model})")
     print(f"input shape  {tuple(model.inputs[0].shape[1:])}")
     print(f"classes      {reading.num_classes} ({reading.kind} output)")
+    if names is not None:
+        shown = ", ".join(_class_label(index, names) for index in range(min(len(names), 10)))
+        print(f"class names  {shown}{', ...' if len(names) > 10 else ''}")
     print(f"head read    {reading.description} (--head states it)")
     print(f"head         {head_text}")
     print(f"explained    {choice_text}")
@@ -467,8 +688,9 @@ def _add_evaluate(verbs: Any) -> None:
         "evaluate",
         "compare methods with faithfulness and localization metrics",
         "Evaluates CAM methods on a saved model and a folder of images, or with --builtin on\n"
-        "held-out built-in shapes images with ground-truth boxes (training the demo model\n"
-        "unless MODEL is given), and prints one Markdown row per method.\n\n"
+        "held-out built-in shapes images with ground-truth boxes (with the model MODEL, else\n"
+        f"{DEMO_MODEL} when it exists, else a demo model trained now), and prints one\n"
+        "Markdown row per method.\n\n"
         "The --labels file is CSV, one image per row: FILE,LABEL or FILE,LABEL,X0,Y0,X1,Y1\n"
         "(FILE relative to IMAGES_DIR; the box in the image's own pixels, X1/Y1 exclusive).\n"
         "With it, exactly the listed images are evaluated for their labels; without it,\n"
@@ -489,10 +711,11 @@ def _add_evaluate(verbs: Any) -> None:
                         help="built-in images to evaluate (default: %(default)s)")
     _add_training(parser, "with --builtin and no MODEL, demo model training")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    _add_methods(parser, "--methods", DEFAULT_METHODS)
+    _add_methods(parser, "--methods", EVALUATE_DEFAULT_METHODS)
     parser.add_argument("--metrics", action="append", metavar="NAME[,NAME...]",
-                        help=f"metrics to compute, repeatable or comma-separated, from: "
-                             f"{', '.join(METRICS)} (default: all that apply)")
+                        help="metrics to compute, repeatable or comma-separated, from: "
+                             + ", ".join(_registered("keras_cam.metrics", "METRICS", METRIC_NAMES))
+                             + " (default: all that apply)")
     parser.add_argument("--layer", help="layer every method explains (default: automatic)")
     _add_layer_call(parser)
     _add_head(parser)
@@ -503,6 +726,7 @@ def _add_evaluate(verbs: Any) -> None:
     _add_preprocess(parser)
     parser.add_argument("--json", type=pathlib.Path, metavar="PATH",
                         help="also write the table as JSON to PATH")
+    _add_class_names(parser)
     _add_unsafe(parser)
     _add_verbose(parser)
     parser.set_defaults(handler=_evaluate)
@@ -510,28 +734,33 @@ def _add_evaluate(verbs: Any) -> None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     """`keras-cam evaluate`: the metrics table of a model on a folder or built-in images."""
+    from keras_cam.evaluation import evaluate
+    from keras_cam.surgery import read_head
+
     if args.builtin:
         if args.images_dir is not None or args.labels is not None:
             raise ValueError("--builtin evaluates built-in images: give no IMAGES_DIR or --labels.")
-        model, images, labels, boxes = _builtin_data(args)
+        model, images, labels, boxes, source = _builtin_data(args)
     else:
         if args.model is None or args.images_dir is None:
             raise ValueError("give MODEL and IMAGES_DIR, or --builtin (see 'keras-cam evaluate "
                              "--help').")
-        model = _load_model(args.model, args.unsafe)
+        model, source = _load_model(args.model, args.unsafe), str(args.model)
         image_shape, layout = io.input_layout(model)
         images, labels, boxes = io.read_image_folder(
-            args.images_dir, image_shape, args.labels, _preprocessing(model, args.preprocess)
+            args.images_dir, image_shape, args.labels, _preprocessing(model, args.preprocess),
+            read_head(model, args.head).num_classes,
         )
         _check_pixels(model, images, args.images_dir)
         images = io.to_data_format(images, layout)
     metrics = None if args.metrics is None else _split_names(args.metrics)
+    _check_box_metrics(metrics, boxes)
     table = evaluate(
         model,
         images,
         labels,
         boxes,
-        methods=list(_methods(args.methods, DEFAULT_METHODS, "--methods").values()),
+        methods=list(_methods(args.methods, EVALUATE_DEFAULT_METHODS, "--methods").values()),
         metrics=metrics,
         layer=args.layer,
         layer_call=args.layer_call,
@@ -540,25 +769,54 @@ def _evaluate(args: argparse.Namespace) -> int:
         head=args.head,
         verbose=min(args.verbose, 1),
     )
-    print(table.to_markdown())
+    print(table.to_report(source))
     if args.json is not None:
         _write_table(table, None, args.json)
         print(f"wrote {args.json}")
     return 0
 
 
+def _check_box_metrics(metrics: Sequence[str] | None, boxes: np.ndarray | None) -> None:
+    """Refuses `--metrics` that need boxes when the labels file gives none, naming its columns."""
+    from keras_cam.metrics import BOX_METRICS
+
+    needing = [name for name in metrics or () if name in BOX_METRICS]
+    if needing and boxes is None:
+        raise ValueError(
+            f"--metrics {','.join(needing)} compare the maps with ground-truth boxes: give "
+            "--labels FILE whose rows are FILE,LABEL,X0,Y0,X1,Y1 (the box in the image's own "
+            "pixels, X1/Y1 exclusive), or --builtin."
+        )
+
+
 def _builtin_data(
     args: argparse.Namespace,
-) -> tuple[keras.Model, np.ndarray, np.ndarray, np.ndarray]:
-    """The model (loaded, or the demo model trained now) and held-out shapes with boxes."""
-    if args.model is None:
-        _printer(args.verbose)(f"Training the demo CNN for {args.epochs} epochs...")
+) -> tuple[keras.Model, np.ndarray, np.ndarray, np.ndarray, str]:
+    """The model (MODEL, the demo's saved one, or one trained now), held-out shapes with boxes,
+    and where the model came from, in words.
+
+    The shapes (floats in [0, 1]) become 8-bit pixel values and go through the model's
+    preprocessing, as the images of a folder do.
+    """
+    from keras_cam import datasets
+    from keras_cam.demo_model import train_demo_model
+    from keras_cam.surgery import read_head
+
+    say = _printer(args.verbose)
+    if args.model is not None:
+        model = _load_model(args.model, args.unsafe)
+        source = str(args.model)
+    elif DEMO_MODEL.is_file():
+        model = _load_model(DEMO_MODEL, args.unsafe)
+        source = f"{DEMO_MODEL} (the model 'keras-cam demo' saved; pass MODEL for another)"
+    else:
+        say(f"No MODEL and no {DEMO_MODEL}: training the demo CNN for {args.epochs} epochs "
+            "(run 'keras-cam demo' once to keep one)...")
         model, _ = train_demo_model(
             epochs=args.epochs, n_train=args.n_train, image_size=DEMO_IMAGE_SIZE,
             seed=args.seed, verbose=args.verbose,
         )
-    else:
-        model = _load_model(args.model, args.unsafe)
+        source = "the demo CNN trained now"
     preprocessing = _preprocessing(model, args.preprocess)  # refuses scaling raw-pixel input
     (height, width, channels), layout = io.input_layout(model)
     classes = read_head(model, args.head).num_classes
@@ -570,22 +828,36 @@ def _builtin_data(
             f"classes (the built-in shapes: pixels in [0, 1], or 0-255 for an integer input); "
             f"{args.model} takes {tuple(model.inputs[0].shape[1:])} and has {classes} classes."
         )
-    images, labels, boxes = datasets.shapes(
+    shapes, labels, boxes = datasets.shapes(
         args.n, height, seed=args.seed + 1, num_classes=classes
     )
+    pixels = shapes * 255.0
     if preprocessing == "none":  # a model of raw pixels takes the shapes as 8-bit pixels
-        images = np.round(images * 255.0).astype(np.float32)
+        pixels = np.round(pixels)
+    images = _preprocess(pixels.astype(np.float32), preprocessing)
     _check_pixels(model, images, "--builtin")
-    return model, io.to_data_format(images, layout), labels, boxes
+    images = io.to_data_format(images, layout)
+    accuracy = float(np.mean(np.argmax(model.predict(images, verbose=0), axis=-1) == labels))
+    say(f"Model: {source}; accuracy {accuracy:.1%} on the {args.n} built-in images evaluated.")
+    return model, images, labels, boxes, source
 
 
 # ======================================================================= shared options
 def _add_methods(parser: argparse.ArgumentParser, flag: str, default: Sequence[str]) -> None:
     parser.add_argument(
         flag, action="append", metavar="NAME[,NAME...]",
-        help=f"method(s), repeatable or comma-separated, or '{ALL}': "
-             f"{', '.join(METHODS)} (default: {','.join(default)})",
+        help=f"method(s), repeatable or comma-separated, or '{ALL_METHODS}': "
+             f"{', '.join(_registered('keras_cam.methods', 'METHODS', METHOD_NAMES))} "
+             f"(default: {','.join(default)})",
     )
+
+
+def _registered(module: str, registry: str, built_in: tuple[str, ...]) -> tuple[str, ...]:
+    """A registry's names: the live registry when its module is already imported (so a method
+    or metric registered at run time is listed), else the built-in names, never importing it
+    (`--help` stays without TensorFlow)."""
+    loaded = sys.modules.get(module)
+    return built_in if loaded is None else tuple(getattr(loaded, registry))
 
 
 def _add_training(parser: argparse.ArgumentParser, purpose: str) -> None:
@@ -614,7 +886,7 @@ def _add_preprocess(parser: argparse.ArgumentParser) -> None:
 
 def _add_head(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--head", choices=HEADS, default=None,
+        "--head", choices=HEAD_NAMES, default=None,
         help="how to read the model's output: softmax/sigmoid probabilities, logits "
              "(pre-softmax; one unit: a binary logit), sigmoid_logits (multi-label), or linear "
              "(raw scores, e.g. regression) (default: read from the model; it warns when unsure)",
@@ -630,9 +902,23 @@ def _add_unsafe(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_verbose(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
-                        help="progress output: 0 none, 1 progress bars, 2 one line per epoch "
-                             "or pass (default: 1)")
+    parser.add_argument(
+        "--verbose", type=int, choices=(0, 1, 2), default=1, nargs="?", const=LIBRARY_LOGS_LEVEL,
+        metavar="{0,1,2}",
+        help="progress output: 0 none, 1 progress bars, 2 one line per epoch or pass, and "
+             "TensorFlow's and OpenCV's own log lines (hidden otherwise); --verbose alone "
+             "means 2 (default: 1)",
+    )
+
+
+def _add_class_names(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--class-names", metavar="NAMES",
+        help="class names, index 0 first: a text file of one name per line, a comma-separated "
+             f"list, or '{io.IMAGENET}' (ImageNet-1k, for keras.applications models) (default: "
+             f"{io.CLASS_NAMES_FILE} next to the model, as 'keras-cam demo' writes it, else "
+             "class indices)",
+    )
 
 
 def _unit_float(text: str) -> float:
@@ -676,6 +962,36 @@ def _printer(verbose: int) -> Callable[[str], None]:
     return (lambda text: print(text, flush=True)) if verbose else (lambda text: None)
 
 
+def _class_names(args: argparse.Namespace, num_classes: int) -> tuple[str, ...] | None:
+    """The names of `--class-names`, else of `class_names.txt` next to MODEL, else `None`.
+
+    Raises:
+        ValueError: unreadable names, or not one name per class of the model.
+    """
+    if args.class_names is not None:
+        try:
+            names = io.read_class_names(args.class_names)
+        except (ValueError, OSError) as error:
+            raise ValueError(f"--class-names: {_one_line(error)}") from error
+        source = f"--class-names {args.class_names}"
+    elif getattr(args, "model", None) is not None and io.model_class_names(args.model) is not None:
+        names = io.model_class_names(args.model)
+        source = str(args.model.parent / io.CLASS_NAMES_FILE)
+    else:
+        return None
+    if len(names) != num_classes:
+        raise ValueError(
+            f"{source} gives {len(names)} class names, but the model has {num_classes} classes: "
+            "give one name per class, in class-index order (--class-names)."
+        )
+    return names
+
+
+def _class_label(index: int, names: Sequence[str] | None) -> str:
+    """`"281 tabby"` with names, else `"281"`."""
+    return str(index) if names is None else f"{index} {names[index]}"
+
+
 def _load_model(path: pathlib.Path, unsafe: bool) -> keras.Model:
     """`io.load_model`, warning on stderr about `--unsafe` and pointing at it when needed."""
     if unsafe:
@@ -699,6 +1015,8 @@ def _preprocessing(model: keras.Model, name: str | None) -> str:
     preprocessing scales them into values its cast truncates, so it is refused here, before
     any image is read or predicted.
     """
+    from keras_cam.surgery import input_dtype
+
     default = io.default_preprocessing(model)
     if name is None:
         return default
@@ -715,6 +1033,8 @@ def _preprocessing(model: keras.Model, name: str | None) -> str:
 
 def _check_pixels(model: keras.Model, images: np.ndarray, source: Any) -> None:
     """Refuses images `model` cannot hold (see `check_input_values`), naming their `source`."""
+    from keras_cam.surgery import check_input_values
+
     try:
         check_input_values(images, model.inputs[0].dtype, model.name)
     except ValueError as error:
@@ -742,6 +1062,8 @@ def _methods(
     values: Sequence[str] | None, default: Sequence[str], flag: str
 ) -> dict[str, type[BaseCAM]]:
     """`{registry name: class}` for `--method(s)` values (see `resolve_methods`)."""
+    from keras_cam.methods import resolve_methods
+
     return resolve_methods(_split_names(values) if values else list(default), flag)
 
 
@@ -754,8 +1076,8 @@ def _steps_options(steps: int, metrics: Sequence[str] | None) -> dict[str, dict[
 def _write_table(
     table: EvaluationTable, markdown: pathlib.Path | None, json_path: pathlib.Path | None
 ) -> None:
-    """Writes the table's Markdown and/or JSON atomically."""
-    for path, text in ((markdown, table.to_markdown()), (json_path, table.to_json())):
+    """Writes the table's Markdown report (`EvaluationTable.to_report`) and/or JSON atomically."""
+    for path, text in ((markdown, table.to_report()), (json_path, table.to_json())):
         if path is not None:
             with atomic_writer(path) as file:
                 file.write((text + "\n").encode("utf-8"))
@@ -768,6 +1090,6 @@ def _unique_stems(paths: Sequence[pathlib.Path]) -> list[str]:
 
 
 def _slug(name: str) -> str:
-    """A method name fit for a file name: `gradcam++` -> `gradcampp`."""
-    return name.replace("+", "p")
+    """A name fit for a file name: `gradcam++` -> `gradcampp`, `Egyptian cat` -> `egyptian_cat`."""
+    return re.sub(r"[^a-z0-9]+", "_", name.replace("+", "p").lower()).strip("_") or "_"
 

@@ -43,6 +43,28 @@ DEFAULT_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "scorecam")
 SECONDS_PER_IMAGE = "seconds_per_image"
 """Row key of the map computation time, in seconds per image."""
 
+METRIC_DESCRIPTIONS: dict[str, str] = {
+    "average_drop": "confidence lost when the image is masked by its map (Chattopadhyay et "
+                    "al. 2018)",
+    "increase_in_confidence": "share of images whose confidence rises when masked by their map",
+    "remove_top_fraction": "relative confidence change when the map's top pixels are removed",
+    "keep_top_fraction": "relative confidence change when only the map's top pixels are kept",
+    "deletion": "area under the confidence curve as the map's top pixels are removed first "
+                "(Petsiuk et al. 2018)",
+    "insertion": "area under the confidence curve as the map's top pixels are revealed first "
+                 "(Petsiuk et al. 2018)",
+    "box_iou": "intersection over union of the map's box (largest region of its top 25 % "
+               "pixels) with the true box",
+    "pointing_game": "share of maps whose maximum falls inside the true box (Zhang et al. 2018)",
+}
+"""What each metric of `keras_cam.metrics.METRICS` measures, in one line (`to_report`)."""
+
+TIMING_NOTE = (
+    "seconds per image to compute the maps, timed after every method was warmed up (one "
+    "untimed call per batch size), so no method pays the tracing or first-call costs"
+)
+"""What the `s/image` column measures (`to_report`)."""
+
 # How each `MetricResult.unit` is written in a column title.
 _UNIT_LABELS = {"percent": "%", "fraction": "0-1", "ratio": "ratio", "score": "score"}
 _MISSING = "—"
@@ -65,6 +87,11 @@ class EvaluationTable:
         results: `{method: {metric: MetricResult}}` for the methods that ran: the per-image
             values, and the curves of `deletion` and `insertion`.
         num_images: the number of images evaluated.
+        model_name: the model's name. Defaults to `""`.
+        accuracy: the model's top-1 accuracy on the images against the labels, or `None`
+            without labels. Defaults to `None`.
+        explained: which class each map explains, in words. Defaults to each image's top-1
+            predicted class.
 
     Example:
     ```python
@@ -79,6 +106,9 @@ class EvaluationTable:
     rows: list[dict[str, Any]]
     results: dict[str, dict[str, MetricResult]]
     num_images: int
+    model_name: str = ""
+    accuracy: float | None = None
+    explained: str = "each image's top-1 predicted class"
 
     @property
     def successful_rows(self) -> list[dict[str, Any]]:
@@ -100,12 +130,16 @@ class EvaluationTable:
         """The table as JSON-ready Python objects.
 
         Returns:
-            `{"num_images": int, "metrics": {name: {"unit": str, "higher_is_better": bool}},
-            "rows": [row, ...]}`; per-image values and curves stay in `results`.
+            `{"num_images": int, "model": str, "accuracy": float or None, "explained": str,
+            "metrics": {name: {"unit": str, "higher_is_better": bool}}, "rows": [row, ...]}`;
+            per-image values and curves stay in `results`.
         """
         units, higher = self.units, self.higher_is_better
         return {
             "num_images": self.num_images,
+            "model": self.model_name,
+            "accuracy": self.accuracy,
+            "explained": self.explained,
             "metrics": {
                 name: {"unit": units[name], "higher_is_better": higher[name]}
                 for name in self.metrics
@@ -153,6 +187,50 @@ class EvaluationTable:
                 + " ".join(row["error"].split())
                 for row in failed
             ]
+        return "\n".join(lines)
+
+    def to_report(self, model: str | None = None) -> str:
+        """A Markdown report that explains itself: what was evaluated, the table, each column.
+
+        Args:
+            model: how to name the model (e.g. its file); `None` uses `model_name`.
+                Defaults to `None`.
+
+        Returns:
+            A heading; the model, the number of images, the model's accuracy on them (when
+            labels were given), the class each map explains and how the time was measured;
+            `to_markdown()`; then one line per column: what it measures and which way is
+            better. No trailing newline.
+
+        Example:
+        ```python
+        pathlib.Path("evaluation.md").write_text(table.to_report("model.keras") + "\n")
+        ```
+        """
+        units, higher = self.units, self.higher_is_better
+        accuracy = (
+            "not measured (no labels)" if self.accuracy is None
+            else f"{self.accuracy:.1%} (top-1, against the labels)"
+        )
+        lines = [
+            "# keras_cam evaluation",
+            "",
+            f"- model: {model or self.model_name}",
+            f"- images: {self.num_images}",
+            f"- accuracy on them: {accuracy}",
+            f"- explained class: {self.explained}",
+            f"- time: {TIMING_NOTE}",
+            "",
+            self.to_markdown(),
+            "",
+            "Columns (↑ higher is better, ↓ lower is better):",
+            "",
+        ]
+        for name in self.metrics:
+            unit = _UNIT_LABELS.get(units[name], units[name])
+            better = "higher is better" if higher[name] else "lower is better"
+            lines.append(f"- {name} ({unit}): {METRIC_DESCRIPTIONS.get(name, name)}; {better}.")
+        lines.append(f"- s/image: {TIMING_NOTE}; lower is better.")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -292,10 +370,21 @@ def evaluate(
     rows: list[dict[str, Any]] = []
     results: dict[str, dict[str, MetricResult]] = {}
     errors: list[Exception] = []
+    # Every method is built and warmed up before any is timed (see `_warm_up`).
+    explainers: dict[str, BaseCAM | Exception] = {}
+    for name, method in classes.items():
+        try:
+            explainers[name] = _warm_up(
+                method(model, **constructor_kwargs[name]), images, targets, batch_size
+            )
+        except (ValueError, TypeError) as error:
+            explainers[name] = error
     for name, method in classes.items():
         row: dict[str, Any] = {"method": name, "display_name": method.display_name}
         try:
-            cam = method(model, **constructor_kwargs[name])
+            cam = explainers[name]
+            if isinstance(cam, Exception):
+                raise cam
             maps, seconds = _timed_maps(cam, images, targets, batch_size)
         except (ValueError, TypeError) as error:
             errors.append(error)
@@ -323,7 +412,14 @@ def evaluate(
             "None of the methods could run on this model: "
             + "; ".join(f"{row['method']}: {row['error']}" for row in rows)
         )
-    return EvaluationTable(tuple(metric_names), rows, results, len(images))
+    return EvaluationTable(
+        tuple(metric_names), rows, results, len(images), model_name=model.name,
+        accuracy=None if targets is None else _accuracy(
+            model, reading, images, targets, batch_size
+        ),
+        explained="each image's label (its true class)" if targets is not None
+        else "each image's top-1 predicted class",
+    )
 
 
 # ---------------------------------------------------------------------------- internals
@@ -456,17 +552,49 @@ def _metric_kwargs(
     }
 
 
+def _accuracy(
+    model: keras.Model, reading: Head, images: np.ndarray, labels: np.ndarray, batch_size: int
+) -> float:
+    """The share of images whose top-1 class, as `reading` reads the head (a single-unit binary
+    head as `[1 - p, p]`), is their label."""
+    outputs = model.predict(images, batch_size=batch_size, verbose=0)
+    scores = keras.ops.convert_to_numpy(reading.scores(outputs))
+    return float(np.mean(np.argmax(scores, axis=-1) == labels))
+
+
+def _chunks(num_images: int, batch_size: int) -> list[slice]:
+    """The slices of the images that each model call of the timed pass takes."""
+    return [slice(start, start + batch_size) for start in range(0, num_images, batch_size)]
+
+
+def _warm_up(
+    cam: BaseCAM, images: np.ndarray, targets: np.ndarray | None, batch_size: int
+) -> BaseCAM:
+    """Calls the explainer once per chunk size of the timed pass, untimed; returns it.
+
+    The first calls of a method trace its functions for each input shape, and the first
+    method run in a process also pays TensorFlow's one-time start-up costs: measured on the
+    demo model, 3-4 times the steady time per image, whichever method came first. Warming up
+    every method, on the first images and with each chunk size (`batch_size`, and the last,
+    shorter chunk), before any is timed, keeps those costs out of `seconds_per_image`.
+    """
+    num_images = len(images)
+    sizes = {min(chunk.stop, num_images) - chunk.start for chunk in _chunks(num_images, batch_size)}
+    for size in sorted(sizes):
+        cam(images[:size], None if targets is None else targets[:size])
+    return cam
+
+
 def _timed_maps(
     cam: BaseCAM, images: np.ndarray, targets: np.ndarray | None, batch_size: int
 ) -> tuple[np.ndarray, float]:
-    """All maps, computed in chunks after an untimed warm-up, and the seconds per image."""
-
-    def explain(start: int, stop: int) -> np.ndarray:
-        return cam(images[start:stop], None if targets is None else targets[start:stop])
-
-    explain(0, 1)
+    """All maps, computed in chunks of `batch_size` (after `_warm_up`), and the seconds per
+    image."""
     begin = time.perf_counter()
-    chunks = [explain(start, start + batch_size) for start in range(0, len(images), batch_size)]
+    chunks = [
+        cam(images[chunk], None if targets is None else targets[chunk])
+        for chunk in _chunks(len(images), batch_size)
+    ]
     seconds = time.perf_counter() - begin
     maps = check_maps(np.concatenate(chunks), map_shape(cam.model, images.shape))
     return maps, seconds / len(images)

@@ -14,22 +14,24 @@ maps = cam(images)
 ```
 
 Images are read with OpenCV (imported lazily) and returned RGB, never BGR. Boxes follow the
-package's convention: `(x0, y0, x1, y1)` pixels, `x1`/`y1` exclusive.
+package's convention: `(x0, y0, x1, y1)` pixels, `x1`/`y1` exclusive. Keras (and TensorFlow) are
+imported inside the functions that need them, so the command line's `--help` stays quick.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib.resources
 import os
 import pathlib
 import zipfile
 from collections.abc import Callable
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import keras
 import numpy as np
 
-from keras_cam.surgery import channels_last_shape, check_model, data_format, input_dtype
+if TYPE_CHECKING:
+    import keras
 
 PathLike = str | os.PathLike[str]
 
@@ -41,12 +43,35 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (
 )
 """File extensions `read_image_folder` picks up in a folder."""
 
+def applications_preprocessing(family: str) -> Callable[[np.ndarray], np.ndarray]:
+    """`keras.applications.<family>.preprocess_input`, with Keras imported at the first call.
+
+    Args:
+        family: a `keras.applications` module name, e.g. `"resnet50"`.
+
+    Returns:
+        A function of float32 RGB pixels `(B, H, W, 3)` in [0, 255] -> the family's input.
+
+    Example:
+    ```python
+    images = applications_preprocessing("vgg16")(pixels.astype("float32"))
+    ```
+    """
+
+    def preprocess_input(pixels: np.ndarray) -> np.ndarray:
+        import keras
+
+        return getattr(keras.applications, family).preprocess_input(pixels)
+
+    return preprocess_input
+
+
 PREPROCESSING: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "scale01": lambda pixels: pixels / 255.0,
     "none": lambda pixels: pixels,
-    "vgg16": keras.applications.vgg16.preprocess_input,
-    "resnet50": keras.applications.resnet50.preprocess_input,
-    "mobilenet_v2": keras.applications.mobilenet_v2.preprocess_input,
+    "vgg16": applications_preprocessing("vgg16"),
+    "resnet50": applications_preprocessing("resnet50"),
+    "mobilenet_v2": applications_preprocessing("mobilenet_v2"),
 }
 """Named preprocessings: float32 RGB pixels in [0, 255], `(B, H, W, C)` -> model input.
 
@@ -87,6 +112,10 @@ def load_model(path: PathLike, *, safe_mode: bool = True) -> keras.Model:
     model = load_model("model.keras")
     ```
     """
+    import keras
+
+    from keras_cam.surgery import check_model
+
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
@@ -142,8 +171,7 @@ def read_image(
             f"height, width) for a channels-first model); received {tuple(image_shape)}."
         )
     height, width, channels = image_shape
-    if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
+    _check_image_file(path)
     flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
     image = cv2.imread(str(path), flag)
     if image is None:
@@ -151,13 +179,198 @@ def read_image(
     if channels == 3:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     original = image.shape[:2]
-    size = (width or original[1], height or original[0])  # OpenCV sizes are (width, height)
-    if size != (original[1], original[0]):
-        shrinking = size[0] * size[1] < original[0] * original[1]
-        interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-        image = cv2.resize(image, size, interpolation=interpolation)
-    image = image.reshape(*image.shape[:2], channels)
+    image = resize_image(image.reshape(*original, channels), (height, width))
     return image, original
+
+
+def resize_image(image: np.ndarray, size: tuple[int | None, int | None]) -> np.ndarray:
+    """Stretches an image to a model's input size, as `read_image` does (no crop, no padding).
+
+    Shrinking uses OpenCV's area interpolation, enlarging bilinear; `visualize.resize_heatmap`
+    maps a heatmap of the resized image back onto the original.
+
+    Args:
+        image: uint8 `(H, W, C)`.
+        size: `(height, width)`; a `None` keeps that side of the image.
+
+    Returns:
+        uint8 `(height, width, C)`; `image` itself when it has that size.
+
+    Example:
+    ```python
+    pixels = resize_image(original, cam.image_shape[:2])
+    ```
+    """
+    import cv2
+
+    height, width = image.shape[:2]
+    new_height, new_width = size[0] or height, size[1] or width
+    if (new_height, new_width) == (height, width):
+        return image
+    shrinking = new_height * new_width < height * width
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (new_width, new_height), interpolation=interpolation)  # (W, H)
+    return resized.reshape(new_height, new_width, image.shape[2])
+
+
+def _check_image_file(path: pathlib.Path) -> None:
+    """Raises `FileNotFoundError` unless `path` is a file, saying so when it is a folder."""
+    if path.is_dir():
+        raise FileNotFoundError(
+            f"{path} is a folder, not an image file: give the image files in it (e.g. "
+            f"{path}/*.png)."
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+
+
+def image_channels(path: PathLike) -> int:
+    """The channels an image file stores: 1 (gray), 2 (gray + alpha), 3 (colour) or 4 (+ alpha).
+
+    `read_image` converts every file to the channels a model takes (a gray file to RGB, the
+    alpha channel of an RGBA file dropped); this tells a caller that the file was converted.
+
+    Args:
+        path: the image file.
+
+    Returns:
+        The number of channels OpenCV decodes without conversion.
+
+    Raises:
+        FileNotFoundError: no such file, or a folder.
+        ValueError: OpenCV cannot decode the file.
+
+    Example:
+    ```python
+    if image_channels("logo.png") == 4:
+        print("logo.png: the alpha channel is dropped")
+    ```
+    """
+    import cv2
+
+    path = pathlib.Path(path)
+    _check_image_file(path)
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ValueError(f"cannot read image {path}: OpenCV cannot decode it.")
+    return 1 if image.ndim == 2 else int(image.shape[2])
+
+
+CLASS_NAMES_FILE = "class_names.txt"
+"""The file of class names, one per line, that the demo saves next to its model; the command
+line reads the names of `model.keras` from `class_names.txt` in the same folder."""
+
+IMAGENET = "imagenet"
+"""The class-names spec of `read_class_names` that reads `imagenet_class_names()`."""
+
+
+def imagenet_class_names() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names, in the index order of `keras.applications` models.
+
+    Shipped with the package (`keras_cam/data/imagenet_class_names.txt`, no download): the
+    list of torchvision's `_IMAGENET_CATEGORIES`, the same order 0..999 as Keras'
+    `decode_predictions` (0 "tench", 281 "tabby"). A few names repeat ("crane", "maillot"),
+    as in the dataset's own synsets.
+
+    Returns:
+        A tuple of 1000 strings.
+
+    Example:
+    ```python
+    imagenet_class_names()[281]   # "tabby"
+    ```
+    """
+    text = importlib.resources.files("keras_cam").joinpath("data/imagenet_class_names.txt")
+    return tuple(text.read_text(encoding="utf-8").splitlines())
+
+
+def read_class_names(spec: str) -> tuple[str, ...]:
+    """Class names from a text file (one per line), a comma-separated list, or `"imagenet"`.
+
+    Args:
+        spec: a path to a UTF-8 text file with one name per line (blank lines at the end are
+            dropped), `"imagenet"` for `imagenet_class_names()`, or names separated by commas
+            (`"cat,dog,bird"`).
+
+    Returns:
+        The names, index 0 first.
+
+    Raises:
+        ValueError: `spec` is no file, not `"imagenet"` and not a list of two or more names, or
+            the file or list has an empty name.
+
+    Example:
+    ```python
+    read_class_names("circle,square,triangle,cross")[2]   # "triangle"
+    ```
+    """
+    path = pathlib.Path(spec)
+    if path.is_file():
+        names = [line.strip() for line in path.read_text(encoding="utf-8").rstrip().splitlines()]
+        place = f"{path}, line"
+        if not names:
+            raise ValueError(f"class names: {path} lists no names; give one name per line.")
+    elif spec.strip().lower() == IMAGENET:
+        return imagenet_class_names()
+    elif "," in spec:
+        names = [name.strip() for name in spec.split(",")]
+        place = f"{spec!r}, name"
+    else:
+        raise ValueError(
+            f"class names {spec!r}: no such file; give a text file of one name per line, "
+            f"names separated by commas (e.g. 'cat,dog'), or '{IMAGENET}'."
+        )
+    for number, name in enumerate(names, start=1):
+        if not name:
+            raise ValueError(f"class names: {place} {number} is empty; give one name per class.")
+    return tuple(names)
+
+
+def write_class_names(path: PathLike, names: tuple[str, ...] | list[str]) -> pathlib.Path:
+    """Writes class names, one per line, e.g. to `CLASS_NAMES_FILE` next to a saved model.
+
+    Args:
+        path: the text file to write.
+        names: the names, index 0 first; none may contain a line break.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: a name is empty or contains a line break.
+
+    Example:
+    ```python
+    write_class_names(pathlib.Path("out") / CLASS_NAMES_FILE, ["circle", "square"])
+    ```
+    """
+    from keras_cam._files import atomic_writer
+
+    for name in names:
+        if not name.strip() or "\n" in name or "\r" in name:
+            raise ValueError(f"class name {name!r} is empty or has a line break.")
+    path = pathlib.Path(path)
+    with atomic_writer(path) as file:
+        file.write(("\n".join(names) + "\n").encode("utf-8"))
+    return path
+
+
+def model_class_names(model_path: PathLike) -> tuple[str, ...] | None:
+    """The names in `CLASS_NAMES_FILE` next to a model file, or `None` when there is none.
+
+    Args:
+        model_path: the model file (e.g. `demo_output/model.keras`).
+
+    Returns:
+        `read_class_names` of `<model folder>/class_names.txt`, or `None`.
+
+    Example:
+    ```python
+    names = model_class_names("demo_output/model.keras")   # ("circle", "square", ...)
+    ```
+    """
+    path = pathlib.Path(model_path).parent / CLASS_NAMES_FILE
+    return read_class_names(str(path)) if path.is_file() else None
 
 
 def preprocess(pixels: np.ndarray, name: str) -> np.ndarray:
@@ -210,6 +423,10 @@ def default_preprocessing(model: keras.Model) -> str:
     default_preprocessing(keras.Model(inputs, outputs))   # "none"
     ```
     """
+    import keras
+
+    from keras_cam.surgery import input_dtype
+
     dtype = input_dtype(model)
     return DEFAULT_PREPROCESSING if keras.backend.is_float_dtype(dtype) else "none"
 
@@ -229,6 +446,8 @@ def input_layout(model: keras.Model) -> tuple[tuple[int | None, ...], str]:
     (height, width, channels), layout = input_layout(model)
     ```
     """
+    from keras_cam.surgery import channels_last_shape, data_format
+
     layout = data_format(model)
     return channels_last_shape(model.inputs[0].shape[1:], layout), layout
 
@@ -268,7 +487,9 @@ def to_data_format(images: np.ndarray, data_format: str) -> np.ndarray:
     return images
 
 
-def read_labels(path: PathLike, folder: PathLike) -> list[LabelRow]:
+def read_labels(
+    path: PathLike, folder: PathLike, num_classes: int | None = None
+) -> list[LabelRow]:
     """Reads a labels CSV: one image per row, `FILE,LABEL` or `FILE,LABEL,X0,Y0,X1,Y1`.
 
     Blank rows and rows starting with `#` are skipped. `FILE` is relative to `folder`; the box,
@@ -278,14 +499,16 @@ def read_labels(path: PathLike, folder: PathLike) -> list[LabelRow]:
     Args:
         path: the CSV file.
         folder: the folder the files are in.
+        num_classes: the model's number of classes, to refuse a `LABEL` outside 0 to
+            `num_classes - 1` naming its line; `None` checks no range. Defaults to `None`.
 
     Returns:
         `[(image path, label, box or None), ...]` in file order.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: a malformed row (the message names the file and the line), no rows, or
-            boxes on some rows only.
+        ValueError: a malformed row or a class out of range (the message names the file and
+            the line), no rows, or boxes on some rows only.
 
     Example:
     ```python
@@ -313,6 +536,11 @@ def read_labels(path: PathLike, folder: PathLike) -> list[LabelRow]:
                     f"{path}, line {line_number}: LABEL and the box must be integers; got "
                     f"{','.join(fields[1:])!r}."
                 ) from None
+            if num_classes is not None and not 0 <= numbers[0] < num_classes:
+                raise ValueError(
+                    f"{path}, line {line_number}: class {numbers[0]} is out of range for a "
+                    f"model of {num_classes} classes (0 to {num_classes - 1})."
+                )
             rows.append((folder / fields[0], numbers[0], tuple(numbers[1:]) or None))
     if not rows:
         raise ValueError(f"{path} lists no images.")
@@ -370,6 +598,7 @@ def read_image_folder(
     image_shape: tuple[int | None, int | None, int],
     labels: PathLike | None = None,
     preprocessing: str = DEFAULT_PREPROCESSING,
+    num_classes: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Reads a folder of images (or those a labels CSV lists), preprocessed, with labels and boxes.
 
@@ -381,6 +610,8 @@ def read_image_folder(
             (sorted by name, no labels). Defaults to `None`.
         preprocessing: a key of `PREPROCESSING` (`default_preprocessing(model)` gives the
             one a model takes by default). Defaults to `"scale01"`.
+        num_classes: the model's number of classes, checked against the labels (see
+            `read_labels`). Defaults to `None`.
 
     Returns:
         `(images, labels, boxes)`: float32 channels-last `(B, H, W, C)`, int32 `(B,)` or
@@ -412,7 +643,7 @@ def read_image_folder(
             (path, None, None) for path in paths
         ]
     else:
-        rows = list(read_labels(labels, folder))
+        rows = list(read_labels(labels, folder, num_classes))
     pixels, boxes = [], []
     for path, _, box in rows:
         rgb, original_size = read_image(path, image_shape)

@@ -210,16 +210,12 @@ def overlay(
     overlay(image, np.random.rand(6, 8), alpha=0.5).shape  # (48, 64, 3)
     ```
     """
-    import cv2
-
     _check_alpha(alpha)
     rgb = to_uint8_rgb(image)
     heat = _check_heatmap(heatmap)
     height, width = rgb.shape[:2]
     _check_orientation(heat.shape, (height, width), "heatmap")
-    if heat.shape != (height, width):
-        heat = cv2.resize(heat, (width, height), interpolation=cv2.INTER_LINEAR)  # dsize is (W, H)
-    colour = colorize(heat, colormap)
+    colour = colorize(resize_heatmap(heat, (height, width)), colormap)
     blended = (1.0 - alpha) * rgb.astype(np.float64) + alpha * colour.astype(np.float64)
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
@@ -380,13 +376,91 @@ def save_figure(fig: Figure, path: PathLike, dpi: float = 100) -> pathlib.Path:
     return path
 
 
+def resize_heatmap(heatmap: ArrayLike, size: tuple[int, int]) -> np.ndarray:
+    """Maps a heatmap made at a model's input size back onto an image of another size.
+
+    The inverse of the stretch with which the command line (and `io.read_image`) fits an image
+    to the model: the map is resized, bilinearly and independently along each axis, to
+    `size`, so the map pixel over a model-input pixel lands on the image pixels that pixel was
+    made of, whatever the aspect ratios. (A centre crop would need the crop offset; keras_cam
+    does not crop.)
+
+    Args:
+        heatmap: 2-D float32 `(h, w)` map, e.g. a row of an explainer's output.
+        size: the image's `(height, width)`.
+
+    Returns:
+        float32 `(height, width)`; `heatmap` itself (as float32) when it has that size.
+
+    Raises:
+        ValueError: `heatmap` is not 2-D or `size` is not two positive ints.
+
+    Example:
+    ```python
+    full = resize_heatmap(maps[0], original_size)   # (300, 400) from a (224, 224) map
+    ```
+    """
+    import cv2
+
+    heat = np.asarray(heatmap, np.float32)
+    if heat.ndim != 2:
+        raise ValueError(f"`heatmap` must be 2-D (H, W); received shape {heat.shape}.")
+    if len(size) != 2 or not all(isinstance(n, numbers.Integral) and n > 0 for n in size):
+        raise ValueError(f"`size` must be (height, width), two positive ints; received {size!r}.")
+    height, width = int(size[0]), int(size[1])
+    if heat.shape == (height, width):
+        return heat
+    return cv2.resize(heat, (width, height), interpolation=cv2.INTER_LINEAR)  # dsize is (W, H)
+
+
+def draw_caption(image: ArrayLike, text: str) -> np.ndarray:
+    """Writes a caption in white on a darkened band along the top of an image (same size).
+
+    The font grows with the image width (OpenCV's Hershey simplex, scale `width / 800`, at
+    least 0.4); text too long for the width is cut and ends in `..`.
+
+    Args:
+        image: RGB or grayscale image as accepted by `to_uint8_rgb()`.
+        text: the caption, e.g. `"tabby 0.91 - Grad-CAM++"` (ASCII; OpenCV's fonts have no
+            other characters).
+
+    Returns:
+        A new `uint8` RGB `(H, W, 3)` image; `image` is not modified.
+
+    Example:
+    ```python
+    captioned = draw_caption(overlay(image, heatmap), "tabby 0.912 - Grad-CAM")
+    ```
+    """
+    import cv2
+
+    rgb = to_uint8_rgb(image).copy()
+    height, width = rgb.shape[:2]
+    scale = max(_FONT_SCALE, width / 800)
+    thickness = max(1, round(scale * 1.5))
+    text = _fit_text(text, width - 8, scale, thickness)
+    if text:
+        (_, text_height), baseline = cv2.getTextSize(text, _FONT, scale, thickness)
+        band = min(height, text_height + baseline + 8)
+        rgb[:band] = rgb[:band] // 3
+        cv2.putText(rgb, text, (4, 4 + text_height), _FONT, scale, (255, 255, 255), thickness,
+                    cv2.LINE_AA)
+    return rgb
+
+
 def save_overlay(
-    path: PathLike, image: ArrayLike, heatmap: ArrayLike, alpha: float = 0.4, colormap: str = "jet"
+    path: PathLike,
+    image: ArrayLike,
+    heatmap: ArrayLike,
+    alpha: float = 0.4,
+    colormap: str = "jet",
+    caption: str | None = None,
 ) -> pathlib.Path:
     """Writes `overlay(image, heatmap, alpha, colormap)` to a PNG file atomically.
 
     The PNG is written to a temporary file in the target directory, then renamed over
-    `path`; parent directories are created.
+    `path`; parent directories are created. With a `caption`, it is drawn on the overlay
+    (`draw_caption()`).
 
     Args:
         path: Destination file; must end in `.png`.
@@ -395,6 +469,8 @@ def save_overlay(
             `uint8` levels 0..255, or bool.
         alpha: Heatmap weight in [0, 1]. Defaults to `0.4`.
         colormap: OpenCV colormap name, see `colorize()`. Defaults to `"jet"`.
+        caption: text drawn along the top of the overlay, or `None` for none. Defaults to
+            `None`.
 
     Returns:
         The destination as a `pathlib.Path`.
@@ -411,7 +487,8 @@ def save_overlay(
     path = pathlib.Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"`path` must end in '.png', got {str(path)!r}.")
-    return write_png(path, overlay(image, heatmap, alpha=alpha, colormap=colormap))
+    picture = overlay(image, heatmap, alpha=alpha, colormap=colormap)
+    return write_png(path, picture if caption is None else draw_caption(picture, caption))
 
 
 def display_images(images: np.ndarray) -> np.ndarray:
@@ -476,13 +553,21 @@ def _text_band(text: str, width: int) -> np.ndarray:
     import cv2
 
     band = np.full((_BAND_HEIGHT, width, 3), 255, np.uint8)
-    while text and cv2.getTextSize(text, _FONT, _FONT_SCALE, 1)[0][0] > width - 4:
-        text = text[:-3] + ".." if len(text) > 3 else ""  # Drop one character per step.
+    text = _fit_text(text, width - 4, _FONT_SCALE, 1)
     if text:
         (text_width, text_height), _ = cv2.getTextSize(text, _FONT, _FONT_SCALE, 1)
         origin = ((width - text_width) // 2, (_BAND_HEIGHT + text_height) // 2)
         cv2.putText(band, text, origin, _FONT, _FONT_SCALE, (0, 0, 0), 1, cv2.LINE_AA)
     return band
+
+
+def _fit_text(text: str, width: int, scale: float, thickness: int) -> str:
+    """`text`, cut and ending in `..` until OpenCV draws it at most `width` pixels wide."""
+    import cv2
+
+    while text and cv2.getTextSize(text, _FONT, scale, thickness)[0][0] > width:
+        text = text[:-3] + ".." if len(text) > 3 else ""  # Drop one character per step.
+    return text
 
 
 def to_uint8_rgb(image: ArrayLike, name: str = "image") -> np.ndarray:

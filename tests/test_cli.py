@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from tiny_models import gap_model, tta_gradcam_reference, tta_model
 
-from keras_cam import cli, io, metrics
+from keras_cam import cli, datasets, io, metrics, visualize
 from keras_cam.methods import METHODS
 
 SIZE = 32
@@ -82,7 +82,8 @@ def test_explain_writes_one_overlay_per_image_and_method(files, tmp_path, capsys
     for stem in ("a", "b"):
         for method in ("gradcam", "gradcampp", "cam"):
             [name] = [n for n in written if re.fullmatch(rf"{stem}_{method}_class\d\.png", n)]
-            assert _read_rgb(out / name).shape == (SIZE, SIZE, 3)  # resized to the model input
+            own_size = (40, 50, 3) if stem == "a" else (SIZE, SIZE, 3)
+            assert _read_rgb(out / name).shape == own_size  # the image's own size, not the model's
     printed = capsys.readouterr().out
     assert printed.count("top classes") == 2
     assert str(images[0]) in printed
@@ -105,15 +106,14 @@ def test_explain_top_k_explains_the_k_most_probable_classes(files, tmp_path, cap
     assert len(list(tmp_path.glob("a_gradcampp_class*.png"))) == 2  # the default method
 
 
-def test_explain_overlays_the_resized_rgb_image_not_the_preprocessed_one(files, tmp_path):
+def test_explain_overlays_the_original_rgb_image_not_the_preprocessed_one(files, tmp_path):
     status = cli.main([
         "explain", str(files / "gap.keras"), str(files / "images" / "a.png"), "--class", "1",
-        "--preprocess", "vgg16", "--alpha", "0", "--out", str(tmp_path),
+        "--preprocess", "vgg16", "--alpha", "0", "--no-caption", "--out", str(tmp_path),
     ])
     assert status == 0
     pixels = cv2.cvtColor(cv2.imread(str(files / "images" / "a.png")), cv2.COLOR_BGR2RGB)
-    expected = cv2.resize(pixels, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
-    np.testing.assert_array_equal(_read_rgb(tmp_path / "a_gradcampp_class1.png"), expected)
+    np.testing.assert_array_equal(_read_rgb(tmp_path / "a_gradcampp_class1.png"), pixels)
 
 
 def test_images_are_read_as_rgb(tmp_path):
@@ -162,9 +162,16 @@ def test_unsafe_loads_a_lambda_model_with_a_warning(files, tmp_path, capsys):
         (["evaluate", "{files}/gap.keras", "{missing}"], "image folder not found"),
         (["evaluate", "{files}/gap.keras"], "give MODEL and IMAGES_DIR, or --builtin"),
         (["evaluate", "{files}/gap.keras", "{images}", "--metrics", "box_iou"],
-         "no `boxes` were given"),
+         "--metrics box_iou compare the maps with ground-truth boxes: give --labels FILE whose "
+         "rows are FILE,LABEL,X0,Y0,X1,Y1"),
         (["evaluate", "{files}/gap.keras", "{images}", "--labels", "{missing}/l.csv"],
          "labels file not found"),
+        (["explain", "{files}/gap.keras", "{images}"],
+         "is a folder, not an image file: give the image files in it"),
+        (["explain", "{files}/gap.keras", "{images}/a.png", "--class-names", "{missing}"],
+         "--class-names: class names '"),
+        (["explain", "{files}/gap.keras", "{images}/a.png", "--method", "cam", "--layer",
+          "conv2d"], "received --layer conv2d. Pass no --layer, or use --method gradcam"),
     ],
 )
 def test_bad_input_is_one_line_on_stderr_and_a_nonzero_status(
@@ -195,8 +202,8 @@ def test_bad_input_is_one_line_on_stderr_and_a_nonzero_status(
         ["nope"],
     ],
 )
-def test_malformed_command_lines_are_one_line_with_status_2(capsys, arguments):
-    assert cli.main(arguments) == 2
+def test_malformed_command_lines_are_one_line_with_the_bad_input_status(capsys, arguments):
+    assert cli.main(arguments) == cli.EXIT_BAD_INPUT == 1
     [line] = capsys.readouterr().err.splitlines()
     assert "error:" in line and "--help" in line
 
@@ -258,7 +265,8 @@ def test_evaluate_chooses_the_call_of_a_tta_model(tmp_path, capsys):
     arguments = ["evaluate", str(tmp_path / "tta.keras"), str(folder), "--methods", "gradcam",
                  "--metrics", "average_drop", "--verbose", "0"]
     assert cli.main(arguments) == 1
-    assert "`layer_call=`" in capsys.readouterr().err
+    refusal = capsys.readouterr().err
+    assert "with --layer-call (an index from 0 to 1)" in refusal and "layer_call" not in refusal
     assert cli.main([*arguments, "--layer-call", "1"]) == 0
     # Call 1 is the branch on the image (the refusal lists the calls): its map, by hand.
     images = rgb / np.float32(255)  # the default preprocessing, scale01
@@ -291,19 +299,23 @@ def test_evaluate_builtin_with_a_saved_model(files, tmp_path, capsys):
     assert list(result["metrics"]) == ["deletion", "box_iou"]
 
 
-def test_evaluate_builtin_trains_the_demo_model(tmp_path, capsys):
+def test_evaluate_builtin_trains_the_demo_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no demo_output/model.keras here
     status = cli.main([
         "evaluate", "--builtin", "--epochs", "1", "--n-train", "32", "--n", "4",
-        "--methods", "gradcam", "--metrics", "pointing_game", "--verbose", "0",
+        "--methods", "gradcam", "--metrics", "pointing_game",
     ])
     assert status == 0
-    assert "| Grad-CAM |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "No MODEL and no demo_output/model.keras: training the demo CNN" in printed
+    assert "Model: the demo CNN trained now; accuracy" in printed
+    assert "| Grad-CAM |" in printed
 
 
 # --------------------------------------------------------------------------- benchmark
 def test_there_is_no_benchmark_verb_the_benchmarks_stay_in_the_source_tree(capsys):
     # `make bench` runs benchmarks/speed.py; the installed package does not ship it.
-    assert cli.main(["benchmark", "--quick"]) == 2
+    assert cli.main(["benchmark", "--quick"]) == cli.EXIT_BAD_INPUT
     assert "invalid choice: 'benchmark'" in capsys.readouterr().err
 
 
@@ -356,8 +368,12 @@ def test_demo_writes_gallery_table_model_and_epoch_heatmaps(tmp_path, capsys):
     table = json.loads((out / "evaluation.json").read_text())
     assert [row["method"] for row in table["rows"]] == list(METHODS)
     assert all(row["error"] is None for row in table["rows"])
-    markdown = (out / "evaluation.md").read_text()
-    assert markdown.startswith("| method |") and markdown.count("\n") == len(METHODS) + 2
+    report = (out / "evaluation.md").read_text()
+    assert "- images: 4\n" in report and "- accuracy on them: " in report
+    assert "- explained class: each image's label (its true class)" in report
+    assert report.count("\n| ") == len(METHODS) + 2  # header, rule, one row per method
+    assert "- s/image: seconds per image" in report
+    assert (out / "class_names.txt").read_text().split() == list(datasets.SHAPE_NAMES)
     assert sorted(p.name for p in (out / "epochs").iterdir()) == ["epoch_001.png", "epoch_002.png"]
     assert list((out / "logs" / "cam").glob("events.out.tfevents.*"))
     assert len(list((out / "samples").glob("sample_*.png"))) == 2
@@ -365,3 +381,118 @@ def test_demo_writes_gallery_table_model_and_epoch_heatmaps(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert str(out / "gallery.png") in printed and "| Score-CAM |" in printed
 
+
+
+# ------------------------------------------------- overlays at the image's own size, names
+def _redness_model() -> keras.Model:
+    """An analytic 24x40 classifier: a 1x1 conv reads `R - G - B` (ReLU), so only red pixels
+    are active; class 0's logit is 5 x their mean. Grad-CAM of class 0 is the redness map."""
+    inputs = keras.Input((24, 40, 3))
+    redness = keras.layers.Conv2D(
+        1, 1, activation="relu", name="redness",
+        kernel_initializer=keras.initializers.Constant([[[[1.0], [-1.0], [-1.0]]]]),
+    )(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D()(redness)
+    outputs = keras.layers.Dense(
+        2, activation="softmax", kernel_initializer=keras.initializers.Constant([[5.0, -5.0]]),
+    )(pooled)
+    return keras.Model(inputs, outputs, name="redness")
+
+
+# A 400x300 photo (width x height), grey, with a red disk centred at (x, y) = (300, 200).
+DISK_CENTRE, DISK_RADIUS = (300, 200), 35
+
+
+@pytest.fixture
+def red_disk(tmp_path):
+    _redness_model().save(tmp_path / "redness.keras")
+    bgr = np.full((300, 400, 3), 128, np.uint8)
+    cv2.circle(bgr, DISK_CENTRE, DISK_RADIUS, (0, 0, 255), thickness=-1)  # BGR red
+    cv2.imwrite(str(tmp_path / "photo.png"), bgr)
+    return tmp_path
+
+
+def test_explain_maps_the_heatmap_back_onto_the_original_image(red_disk, capsys):
+    out = red_disk / "out"
+    status = cli.main([
+        "explain", str(red_disk / "redness.keras"), str(red_disk / "photo.png"), "--class", "0",
+        "--method", "gradcam", "--alpha", "1", "--no-caption", "--out", str(out), "--verbose", "0",
+    ])
+    assert status == 0
+    overlay = _read_rgb(out / "photo_gradcam_class0.png")
+    assert overlay.shape == (300, 400, 3)  # the photo's own size and aspect, not 24x40
+    # Read the map back: with --alpha 1 each pixel is a colour of OpenCV's jet table.
+    jet = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_JET)[:, 0, ::-1]
+    codes = (jet.astype(np.int64) << [16, 8, 0]).sum(-1)
+    order = np.argsort(codes)
+    pixel_codes = (overlay.astype(np.int64) << [16, 8, 0]).sum(-1)
+    found = np.clip(np.searchsorted(codes[order], pixel_codes), 0, 255)
+    assert (codes[order][found] == pixel_codes).all()
+    hot = order[found] >= 128  # the upper half of the map
+    rows, cols = np.nonzero(hot)
+    assert hot.sum() > 0.5 * np.pi * DISK_RADIUS**2
+    assert abs(cols.mean() - DISK_CENTRE[0]) < 8 and abs(rows.mean() - DISK_CENTRE[1]) < 8
+    distance = np.hypot(cols - DISK_CENTRE[0], rows - DISK_CENTRE[1])
+    assert np.mean(distance < DISK_RADIUS + 20) > 0.95  # on the disk, nowhere else
+    assert "stretched from 400x300 to the model's 40x24 (aspect ratio changed)" in (
+        capsys.readouterr().out
+    )
+
+
+def test_captions_name_the_class_its_probability_and_the_method(red_disk, monkeypatch, capsys):
+    captions = []
+    save_overlay = visualize.save_overlay
+
+    def spy(path, image, heatmap, **options):
+        captions.append(options["caption"])
+        return save_overlay(path, image, heatmap, **options)
+
+    monkeypatch.setattr(visualize, "save_overlay", spy)
+    arguments = [
+        "explain", str(red_disk / "redness.keras"), str(red_disk / "photo.png"),
+        "--method", "gradcam", "--class-names", "red disk,other", "--verbose", "0",
+    ]
+    assert cli.main([*arguments, "--out", str(red_disk / "captioned")]) == 0
+    assert cli.main([*arguments, "--no-caption", "--out", str(red_disk / "plain")]) == 0
+    [caption, none] = captions
+    assert none is None
+    assert re.fullmatch(r"0 red disk 0\.\d{3} - Grad-CAM", caption)
+    assert "photo.png: top classes 0 red disk (0." in capsys.readouterr().out
+    name = "photo_gradcam_class0_red_disk.png"  # the class name, slugged
+    captioned = _read_rgb(red_disk / "captioned" / name)
+    plain = _read_rgb(red_disk / "plain" / name)
+    assert captioned.shape == plain.shape == (300, 400, 3)
+    differs = np.any(captioned != plain, axis=(1, 2))
+    assert differs[:10].all() and not differs[40:].any()  # a band along the top, nothing else
+
+
+def test_every_verb_finds_class_names_next_to_the_model(files, tmp_path, capsys):
+    shutil.copy(files / "gap.keras", tmp_path / "model.keras")
+    (tmp_path / "class_names.txt").write_text("circle\nsquare\ntriangle\nEgyptian cat\n")
+    assert cli.main(["info", str(tmp_path / "model.keras")]) == 0
+    assert "class names  0 circle, 1 square, 2 triangle, 3 Egyptian cat\n" in (
+        capsys.readouterr().out
+    )
+    out = tmp_path / "out"
+    assert cli.main([
+        "explain", str(tmp_path / "model.keras"), str(files / "images" / "b.jpg"), "--class", "3",
+        "--method", "gradcam", "--out", str(out), "--verbose", "0",
+    ]) == 0
+    assert [path.name for path in out.iterdir()] == ["b_gradcam_class3_egyptian_cat.png"]
+    (tmp_path / "class_names.txt").write_text("circle\nsquare\n")
+    assert cli.main(["info", str(tmp_path / "model.keras")]) == 1
+    assert (
+        f"{tmp_path / 'class_names.txt'} gives 2 class names, but the model has 4 classes"
+    ) in capsys.readouterr().err
+
+
+def test_a_grayscale_file_is_converted_with_a_notice(files, tmp_path, capsys):
+    gray = np.random.default_rng(3).integers(0, 256, (32, 32), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "gray.png"), gray)
+    assert cli.main([
+        "explain", str(files / "gap.keras"), str(tmp_path / "gray.png"), "--method", "gradcam",
+        "--out", str(tmp_path / "out"), "--verbose", "0",
+    ]) == 0
+    printed = capsys.readouterr().out
+    assert "gray.png: a grayscale image, converted to RGB for the model" in printed
+    assert "aspect ratio" not in printed  # 32x32 to 32x32

@@ -13,7 +13,7 @@ import pytest
 from references import BLOB, HEIGHT, WIDTH, corner_images, corner_model, reference_maps
 
 import keras_cam as kc
-from keras_cam import cli
+from keras_cam import cli, io, visualize
 
 # The model's class 0 sees the blob; classes 1 and 2 have zero weights (an all-zero map that
 # points nowhere). Image 1 is explained for class 2, so its hit depends on reading the label.
@@ -81,11 +81,13 @@ def test_labels_csv_classes_and_boxes_reach_the_metric_values(folder, tmp_path):
     assert row["average_drop"] == pytest.approx(expected["average_drop"], abs=1e-2)
 
 
-def _overlay_matches_the_reference(path, heatmap) -> None:
-    """With `--alpha 1` the overlay is the jet colouring of the map: compare in BGR."""
+def _overlay_matches_the_reference(path, heatmap, size=(2 * HEIGHT, WIDTH)) -> None:
+    """With `--alpha 1` the overlay is the jet colouring of the map stretched back (bilinearly)
+    to the file's own size, by default the 48x40 files of `folder`: compare in BGR."""
     written = cv2.imread(str(path))
-    assert written.shape == (HEIGHT, WIDTH, 3)
-    expected = cv2.applyColorMap(np.rint(heatmap * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    assert written.shape == (*size, 3)
+    stretched = cv2.resize(heatmap, size[::-1], interpolation=cv2.INTER_LINEAR)
+    expected = cv2.applyColorMap(np.rint(stretched * 255).astype(np.uint8), cv2.COLORMAP_JET)
     assert np.abs(written.astype(int) - expected.astype(int)).max() <= 8
 
 
@@ -94,7 +96,7 @@ def test_explain_writes_the_reference_map_for_keras_and_h5_models(suffix, folder
     out = tmp_path / "out"
     status = cli.main([
         "explain", str(folder["root"] / f"model{suffix}"), str(folder["root"] / "images" / "0.png"),
-        "--method", "gradcam", "--class", "2", "--alpha", "1", "--out", str(out),
+        "--method", "gradcam", "--class", "2", "--alpha", "1", "--no-caption", "--out", str(out),
         "--verbose", "0",
     ])
     assert status == 0
@@ -114,13 +116,13 @@ def test_one_channel_model(preprocess, tmp_path):
     status = cli.main([
         "explain", str(tmp_path / "gray.keras"), str(tmp_path / "gray.png"), "--class", "0",
         "--method", "gradcam,scorecam", "--preprocess", preprocess, "--alpha", "1",
-        "--out", str(out), "--verbose", "0",
+        "--no-caption", "--out", str(out), "--verbose", "0",
     ])
     assert status == 0
     image = gray[np.newaxis].astype(np.float32) / (255.0 if preprocess == "scale01" else 1.0)
     for name in ("gradcam", "scorecam"):
         heatmap = reference_maps(name, model, image, np.array([0]))[0]
-        _overlay_matches_the_reference(out / f"gray_{name}_class0.png", heatmap)
+        _overlay_matches_the_reference(out / f"gray_{name}_class0.png", heatmap, (HEIGHT, WIDTH))
         row, col = np.unravel_index(heatmap.argmax(), heatmap.shape)
         assert BLOB[0].start - 2 <= row < BLOB[0].stop + 2
         assert BLOB[1].start - 2 <= col < BLOB[1].stop + 2
@@ -132,7 +134,7 @@ def test_every_preprocess_choice_feeds_the_model_its_own_input(preprocess, folde
     status = cli.main([
         "explain", str(folder["root"] / "model.keras"), str(folder["root"] / "images" / "1.png"),
         "--method", "gradcam", "--class", "1", "--preprocess", preprocess, "--alpha", "1",
-        "--out", str(out), "--verbose", "0",
+        "--no-caption", "--out", str(out), "--verbose", "0",
     ])
     assert status == 0
     pixels = np.rint(folder["images"][1:2] * 255).astype(np.float32)
@@ -150,10 +152,66 @@ def test_an_interrupted_run_exits_with_status_130(folder, tmp_path, monkeypatch,
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "save_overlay", interrupt)
+    monkeypatch.setattr(visualize, "save_overlay", interrupt)  # the verb imports it when run
     status = cli.main([
         "explain", str(folder["root"] / "model.keras"), str(folder["root"] / "images" / "0.png"),
         "--method", "gradcam", "--out", str(tmp_path / "out"), "--verbose", "0",
     ])
     assert status == 130
     assert capsys.readouterr().err.strip().splitlines() == ["keras-cam: interrupted"]
+
+
+# ------------------------------------------------------------------------- class names
+def test_the_imagenet_class_names_ship_with_the_package_in_keras_order():
+    names = kc.imagenet_class_names()
+    assert len(names) == 1000
+    # Keras' decode_predictions order (imagenet_class_index.json): checked by hand.
+    assert (names[0], names[1], names[281], names[285], names[999]) == (
+        "tench", "goldfish", "tabby", "Egyptian cat", "toilet tissue"
+    )
+    assert io.read_class_names("imagenet") == io.read_class_names("ImageNet") == names
+
+
+def test_class_names_from_a_file_or_a_comma_list(tmp_path):
+    (tmp_path / "names.txt").write_text("circle\nsquare \n triangle\n\n")
+    assert io.read_class_names(str(tmp_path / "names.txt")) == ("circle", "square", "triangle")
+    assert io.read_class_names("cat, dog") == ("cat", "dog")
+    written = io.write_class_names(tmp_path / "out" / io.CLASS_NAMES_FILE, ["a b", "c"])
+    assert written.read_text() == "a b\nc\n"
+    assert io.model_class_names(tmp_path / "out" / "model.keras") == ("a b", "c")
+    assert io.model_class_names(tmp_path / "model.keras") is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ("cat", r"class names 'cat': no such file; give a text file .*, or 'imagenet'"),
+        ("cat,,dog", r"class names: 'cat,,dog', name 2 is empty"),
+        ("{tmp}/gap.txt", r"gap.txt, line 2 is empty; give one name per class"),
+        ("{tmp}/empty.txt", r"empty.txt lists no names"),
+    ],
+)
+def test_unusable_class_names_are_refused_naming_the_place(tmp_path, spec, match):
+    (tmp_path / "gap.txt").write_text("a\n\nb\n")
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(ValueError, match=match):
+        io.read_class_names(spec.format(tmp=tmp_path))
+
+
+def test_explain_imagenet_names_on_a_1000_class_model(folder, tmp_path, capsys):
+    inputs = keras.Input((HEIGHT, WIDTH, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3)(inputs))
+    dense = keras.layers.Dense(1000, activation="softmax")
+    model = keras.Model(inputs, dense(pooled))
+    weights = np.zeros((2, 1000), np.float32)
+    weights[:, 281] = 1.0  # every image: class 281 first
+    dense.set_weights([weights, np.zeros(1000, np.float32)])
+    model.save(tmp_path / "imagenet.keras")
+    status = cli.main([
+        "explain", str(tmp_path / "imagenet.keras"), str(folder["root"] / "images" / "0.png"),
+        "--class-names", "imagenet", "--method", "gradcam", "--out", str(tmp_path / "out"),
+        "--verbose", "0",
+    ])
+    assert status == 0
+    assert "top classes 281 tabby (" in capsys.readouterr().out
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["0_gradcam_class281_tabby.png"]

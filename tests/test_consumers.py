@@ -173,6 +173,7 @@ def test_explain_layer_works_where_the_automatic_choice_fails(pixel_model, tmp_p
         "explain", str(pixel_model["root"] / "pixels.keras"),
         str(pixel_model["root"] / "image.png"),
         "--layer", "pixels", "--method", "gradcam", "--class", "1", "--alpha", "1",
+        "--no-caption",
         "--out", str(tmp_path), "--verbose", "0",
     ])
     assert status == 0
@@ -228,7 +229,8 @@ def test_a_registered_method_appears_in_the_cli(toy_registered, corner, tmp_path
     assert "activationsum" in capsys.readouterr().out
     status = cli.main([
         "explain", str(corner["root"] / "model.keras"), str(corner["root"] / "images" / "2.png"),
-        "--method", "Activation-Sum", "--class", "0", "--alpha", "1", "--out", str(tmp_path),
+        "--method", "Activation-Sum", "--class", "0", "--alpha", "1", "--no-caption",
+        "--out", str(tmp_path),
         "--verbose", "0",
     ])
     assert status == 0

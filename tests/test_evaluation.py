@@ -24,7 +24,7 @@ from tiny_models import (
     tta_model,
 )
 
-from keras_cam import metrics
+from keras_cam import evaluation, metrics
 from keras_cam.evaluation import EvaluationTable, evaluate
 from keras_cam.methods import METHODS, BaseCAM, GradCAM, GradCAMPlusPlus
 
@@ -151,7 +151,7 @@ def test_rows_equal_the_metric_functions_and_hand_values(model):
     assert region_row["insertion"] > elsewhere_row["insertion"]
 
 
-def test_methods_get_the_labels_in_chunks_after_one_warm_up_image(model):
+def test_methods_get_the_labels_in_chunks_after_a_warm_up_call_per_chunk_size(model):
     region = fake_method(REGION_MAP)
     labels = np.array([1, 0, 1, 1], np.int32)
 
@@ -159,7 +159,25 @@ def test_methods_get_the_labels_in_chunks_after_one_warm_up_image(model):
              batch_size=3)
 
     (cam,) = region.instances
-    assert cam.calls == [(1, [1]), (3, [1, 0, 1]), (1, [1])]
+    # Untimed: the two chunk sizes of the timed pass (1 and 3); timed: the chunks 3 + 1.
+    assert cam.calls == [(1, [1]), (3, [1, 0, 1]), (3, [1, 0, 1]), (1, [1])]
+
+
+def test_every_method_is_warmed_up_before_any_is_timed(model, monkeypatch):
+    region = fake_method(REGION_MAP, "Region")
+    elsewhere = fake_method(ELSEWHERE_MAP, "Elsewhere")
+    timed_maps, calls_when_timed = evaluation._timed_maps, []
+
+    def spy(cam, *args):
+        calls_when_timed.append([len(c.calls) for c in (*region.instances, *elsewhere.instances)])
+        return timed_maps(cam, *args)
+
+    monkeypatch.setattr(evaluation, "_timed_maps", spy)
+    table = evaluate(model, constant_images(), np.array([1, 0, 1, 1]),
+                     methods=(region, elsewhere), metrics="average_drop")
+    # When the first method is timed, both have had their warm-up call, neither a timed one.
+    assert calls_when_timed == [[1, 1], [2, 1]]
+    assert "timed after every method was warmed up" in table.to_report()
 
 
 @pytest.mark.parametrize(
@@ -181,7 +199,7 @@ def test_labels_of_any_integer_array_type(model, as_labels):
     labels = np.array([1, 0, 1, 1], np.int32)
     images = tf.constant(constant_images())  # a tf.data batch: tensor images and labels
     evaluate(model, images, as_labels(labels), methods=region, metrics="average_drop")
-    assert region.instances[0].calls == [(1, [1]), (4, [1, 0, 1, 1])]
+    assert region.instances[0].calls == [(4, [1, 0, 1, 1])] * 2  # warm-up, then timed
 
 
 @pytest.mark.parametrize(

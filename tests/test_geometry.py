@@ -581,6 +581,6 @@ def test_cli_explain_chooses_the_call_of_a_tta_model(tmp_path, capsys):
     assert cv2.imwrite(str(tmp_path / "a.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     arguments = [str(tmp_path / "tta.keras"), str(tmp_path / "a.png"), "--out", str(tmp_path)]
     assert cli.main(["explain", *arguments, "--verbose", "0"]) != 0
-    assert "layer_call" in capsys.readouterr().err
+    assert "--layer-call" in capsys.readouterr().err  # the option, not the API's layer_call
     assert cli.main(["explain", *arguments, "--layer-call", "1", "--verbose", "0"]) == 0
     assert list(tmp_path.glob("a_gradcampp_class*.png"))  # the default method

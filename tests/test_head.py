@@ -338,7 +338,7 @@ def test_cli_reads_the_head_and_takes_head(tmp_path, capsys):
     assert cli.main(["info", str(path), "--head", "sigmoid_logits"]) == 0
     printed = capsys.readouterr().out
     assert "(sigmoid_logits output)" in printed and "stated by head='sigmoid_logits'" in printed
-    assert cli.main(["info", str(path), "--head", "probabilities"]) == 2
+    assert cli.main(["info", str(path), "--head", "probabilities"]) == cli.EXIT_BAD_INPUT
     assert "argument --head: invalid choice: 'probabilities'" in capsys.readouterr().err
 
 

@@ -214,7 +214,7 @@ def test_cli_explain_gives_a_uint8_model_its_resized_raw_pixels(tmp_path, capsys
     large = np.random.default_rng(3).integers(0, 256, (2 * SHAPE[0], 2 * SHAPE[1], 3))
     image_path = _write_png(tmp_path / "large.png", large)
     status = cli.main(["explain", model_path, image_path, "--method", "gradcam", "--alpha", "1",
-                       "--out", str(tmp_path / "out"), "--verbose", "0"])
+                       "--no-caption", "--out", str(tmp_path / "out"), "--verbose", "0"])
     assert status == 0
     pixels = cv2.resize(large.astype(np.uint8), SHAPE[1::-1], interpolation=cv2.INTER_AREA)
     pixels = pixels[np.newaxis].astype(np.float32)  # 0-255: the model rescales them itself
@@ -224,8 +224,10 @@ def test_cli_explain_gives_a_uint8_model_its_resized_raw_pixels(tmp_path, capsys
     assert f"top classes {top} ({probabilities[top]:.3f})" in printed
     heatmap = gap_cam_reference(twin, pixels, np.array([top]))[0]
     written = cv2.imread(str(tmp_path / "out" / f"large_gradcam_class{top}.png"))
-    expected = cv2.applyColorMap(np.rint(heatmap * 255).astype(np.uint8), cv2.COLORMAP_JET)
-    assert written.shape == (*SHAPE[:2], 3)
+    # The overlay is at the file's own size: the map stretched back (bilinear) onto it.
+    stretched = cv2.resize(heatmap, (2 * SHAPE[1], 2 * SHAPE[0]), interpolation=cv2.INTER_LINEAR)
+    expected = cv2.applyColorMap(np.rint(stretched * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    assert written.shape == (2 * SHAPE[0], 2 * SHAPE[1], 3)
     assert np.abs(written.astype(int) - expected.astype(int)).max() <= 8
 
 

@@ -164,7 +164,8 @@ def test_cli_explain_normalize_batch_keeps_the_weak_class_faint(tmp_path, capsys
     for mode in ("image", "batch"):
         out = tmp_path / mode
         status = cli.main(["explain", str(model_path), str(image_path), "--method", "cam",
-                           "--top", "2", "--normalize", mode, "--alpha", "1", "--out", str(out)])
+                           "--top", "2", "--normalize", mode, "--alpha", "1", "--no-caption",
+                           "--out", str(out)])
         assert status == 0
         hot[mode] = {c: _hot_pixels(out / f"blob_cam_class{c}.png") for c in (0, 1)}
     capsys.readouterr()
