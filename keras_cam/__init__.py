@@ -27,7 +27,16 @@ from keras_cam.methods import (
 )
 from keras_cam.retrofit import fine_tune_gap, retrofit_gap
 from keras_cam.surgery import build_cam_model, find_conv_layer
-from keras_cam.targets import BinaryTarget, ClassTarget, Target, TopPredictionTarget
+from keras_cam.targets import (
+    BinaryTarget,
+    ClassTarget,
+    MultiLabelTarget,
+    RegressionTarget,
+    SegmentationTarget,
+    SimilarityTarget,
+    Target,
+    TopPredictionTarget,
+)
 from keras_cam.visualize import colorize, overlay, plot_cams, save_figure, save_overlay
 
 __version__ = "0.1.0"
@@ -45,7 +54,11 @@ __all__ = [
     "GradCAMPlusPlus",
     "HiResCAM",
     "LayerCAM",
+    "MultiLabelTarget",
+    "RegressionTarget",
     "ScoreCAM",
+    "SegmentationTarget",
+    "SimilarityTarget",
     "Target",
     "TopPredictionTarget",
     "XGradCAM",
