@@ -74,10 +74,19 @@ from keras_cam.surgery import (
     check_input_values,
     data_format,
     input_dtype,
+    is_graph_model,
     is_readable,
     read_head,
+    select_output,
 )
-from keras_cam.targets import Targets, class_scores, explained_classes, resolve_targets
+from keras_cam.targets import (
+    TOP_PREDICTION,
+    ScoreFn,
+    Targets,
+    explained_classes,
+    resolve_targets,
+    target_scores,
+)
 
 Activation = Optional[Literal["softmax", "sigmoid"]]
 Baseline = Literal["zero", "mean", "blur"]
@@ -182,6 +191,19 @@ def _baseline_images(images: np.ndarray, baseline: str) -> np.ndarray:
     return np.stack(blurred).reshape(images.shape)
 
 
+def _explained_output(model: object, output: int | str | None) -> object:
+    """The model scored for `output` (`select_output`); any other callable has one output."""
+    if is_graph_model(model):
+        return select_output(model, output)
+    if output is not None:
+        raise ValueError(
+            f"`output`={output!r} chooses an output of a Functional or Sequential model; "
+            f"`model` is a {type(model).__name__}, whose outputs cannot be listed. Pass a "
+            "callable that returns the output to score, with `output=None`."
+        )
+    return model
+
+
 # `activation=` is the older spelling of a head that outputs logits.
 _ACTIVATION_HEADS = {"softmax": "logits", "sigmoid": "sigmoid_logits"}
 
@@ -261,10 +283,10 @@ def _to_probabilities(outputs: object, kind: str | None) -> tf.Tensor:
             "`model` must have a single output tensor of class scores; its call returned "
             f"{type(outputs).__name__}."
         )
-    if outputs.shape.rank != 2 or outputs.shape[-1] is None:
+    if outputs.shape.rank < 2 or outputs.shape[-1] is None:
         raise ValueError(
-            f"`model` must output class scores of shape (batch, classes); its output has shape "
-            f"{outputs.shape}."
+            f"`model` must output class scores of shape (batch, classes), or (batch, ..., "
+            f"classes) per position; its output has shape {outputs.shape}."
         )
     units = int(outputs.shape[-1])
     if kind is None:
@@ -333,6 +355,7 @@ class _Scored:
     probabilities: ProbabilityFn
     batch_size: int
     raw_scores: bool  # a "linear" head: the scores are raw outputs, not probabilities
+    score_fn: ScoreFn | None = None  # a target object (or callable) read from the scores
 
     def target_scores(
         self,
@@ -354,7 +377,10 @@ class _Scored:
         for items, probabilities in _probability_chunks(
             self.probabilities, self.images, baselines, image_index, masks_for, self.batch_size
         ):
-            scores[items] = class_scores(probabilities, self.targets[image_index[items]]).numpy()
+            rows = image_index[items]
+            scores[items] = target_scores(
+                probabilities, self.targets[rows], self.score_fn, rows.astype(np.int32)
+            ).numpy()
         return scores
 
 
@@ -403,13 +429,7 @@ def _score(
     probabilities = _compiled_probabilities(model, kind, images.shape[1:])
     num_classes = int(probabilities.get_concrete_function().structured_outputs.shape[-1])
     check_input_values(images, input_dtype(model), getattr(model, "name", "model"))
-    resolved = resolve_targets(targets, len(images), num_classes)
-    if callable(resolved):
-        raise TypeError(
-            "Metrics score the probability of a class: `targets` must be None (top-1 class), "
-            "an int, a sequence of ints (one per image) or class targets (`ClassTarget`), not "
-            "a callable."
-        )
+    resolved = resolve_targets(targets, len(images), num_classes, _output_head(model, kind))
 
     batch = len(images)
     ones = np.ones((batch_size, *images.shape[1:3]), np.float32)
@@ -426,9 +446,26 @@ def _score(
             "not probabilities: pass `head='logits'` (or `'sigmoid_logits'`) for a model that "
             "returns logits, or `head='linear'` for raw scores."
         )
-    resolved = explained_classes(resolved, unmasked).numpy().astype(np.int64)
-    scores = class_scores(unmasked, resolved).numpy().astype(np.float64)
-    return _Scored(images, maps, resolved, scores, probabilities, batch_size, kind == "linear")
+    score_fn = resolved if callable(resolved) else None
+    if score_fn is None:
+        resolved = explained_classes(resolved, unmasked).numpy()
+    else:
+        resolved = np.full(batch, TOP_PREDICTION)
+    resolved = resolved.astype(np.int64)
+    scores = target_scores(unmasked, resolved, score_fn, np.arange(batch, dtype=np.int32))
+    return _Scored(
+        images, maps, resolved, scores.numpy().astype(np.float64), probabilities, batch_size,
+        kind == "linear", score_fn,
+    )
+
+
+def _output_head(model: object, kind: str | None) -> Head | None:
+    """The head reading target objects check themselves against: the kind the metric scores
+    with and the model's output shape; `None` for a callable whose outputs are unknown."""
+    if kind is None or not is_readable(model):
+        return None
+    shape = tuple(model.outputs[0].shape[1:])
+    return Head(kind, int(shape[-1]), f"scored as head={kind!r}", shape=shape)
 
 
 def _relative(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -457,6 +494,7 @@ def average_drop(
     batch_size: int = 32,
     activation: Activation = None,
     head: str | None = None,
+    output: int | str | None = None,
 ) -> MetricResult:
     """Average Drop: how much confidence is lost when the image is masked by its map.
 
@@ -483,6 +521,8 @@ def average_drop(
             a Functional or Sequential model's head as the explainers do (the outputs of any
             other callable are taken as probabilities), or one of `keras_cam.surgery.HEADS`
             states it. Defaults to `None`.
+        output: the output to score of a model with several: its name or index (see
+            `keras_cam.surgery.select_output`). Defaults to `None` (the only output).
 
     Returns:
         A `MetricResult` with `unit="percent"`: `per_image` in [0, 100].
@@ -498,6 +538,7 @@ def average_drop(
     print(f"average drop {result.mean:.1f} %")
     ```
     """
+    model = _explained_output(model, output)
     scored = _score("average_drop", model, images, maps, targets, batch_size, activation, head)
     masked = _mask_scores(scored)
     drop = 100.0 * _relative(np.maximum(0.0, scored.scores - masked), scored.scores)
@@ -513,6 +554,7 @@ def increase_in_confidence(
     batch_size: int = 32,
     activation: Activation = None,
     head: str | None = None,
+    output: int | str | None = None,
 ) -> MetricResult:
     """Increase in Confidence: how often masking the image by its map raises confidence.
 
@@ -538,6 +580,8 @@ def increase_in_confidence(
             a Functional or Sequential model's head as the explainers do (the outputs of any
             other callable are taken as probabilities), or one of `keras_cam.surgery.HEADS`
             states it. Defaults to `None`.
+        output: the output to score of a model with several: its name or index (see
+            `keras_cam.surgery.select_output`). Defaults to `None` (the only output).
 
     Returns:
         A `MetricResult` with `unit="percent"`: `per_image` is 0 or 100.
@@ -552,6 +596,7 @@ def increase_in_confidence(
     print(f"confidence increased for {result.mean:.0f} % of the images")
     ```
     """
+    model = _explained_output(model, output)
     scored = _score(
         "increase_in_confidence", model, images, maps, targets, batch_size, activation, head
     )
@@ -600,6 +645,7 @@ def remove_top_fraction(
     batch_size: int = 32,
     activation: Activation = None,
     head: str | None = None,
+    output: int | str | None = None,
 ) -> MetricResult:
     """Relative confidence change when the most relevant pixels are removed.
 
@@ -631,6 +677,8 @@ def remove_top_fraction(
             a Functional or Sequential model's head as the explainers do (the outputs of any
             other callable are taken as probabilities), or one of `keras_cam.surgery.HEADS`
             states it. Defaults to `None`.
+        output: the output to score of a model with several: its name or index (see
+            `keras_cam.surgery.select_output`). Defaults to `None` (the only output).
 
     Returns:
         A `MetricResult` with `unit="ratio"`: `per_image` is at least -1.
@@ -646,6 +694,7 @@ def remove_top_fraction(
     print(f"confidence changed by {100 * result.mean:+.1f} %")
     ```
     """
+    model = _explained_output(model, output)
     return _top_fraction_change(
         "remove_top_fraction", False, model, images, maps, targets,
         fraction, baseline, batch_size, activation, head,
@@ -663,6 +712,7 @@ def keep_top_fraction(
     batch_size: int = 32,
     activation: Activation = None,
     head: str | None = None,
+    output: int | str | None = None,
 ) -> MetricResult:
     """Relative confidence change when only the most relevant pixels are kept.
 
@@ -692,6 +742,8 @@ def keep_top_fraction(
             a Functional or Sequential model's head as the explainers do (the outputs of any
             other callable are taken as probabilities), or one of `keras_cam.surgery.HEADS`
             states it. Defaults to `None`.
+        output: the output to score of a model with several: its name or index (see
+            `keras_cam.surgery.select_output`). Defaults to `None` (the only output).
 
     Returns:
         A `MetricResult` with `unit="ratio"`: `per_image` is at least -1.
@@ -706,6 +758,7 @@ def keep_top_fraction(
     result = kc.metrics.keep_top_fraction(model, images, maps, baseline="mean")
     ```
     """
+    model = _explained_output(model, output)
     return _top_fraction_change(
         "keep_top_fraction", True, model, images, maps, targets,
         fraction, baseline, batch_size, activation, head,
@@ -765,6 +818,7 @@ def deletion(
     batch_size: int = 32,
     activation: Activation = None,
     head: str | None = None,
+    output: int | str | None = None,
 ) -> MetricResult:
     """Deletion curve and its area: confidence as the most relevant pixels are removed.
 
@@ -801,6 +855,8 @@ def deletion(
             a Functional or Sequential model's head as the explainers do (the outputs of any
             other callable are taken as probabilities), or one of `keras_cam.surgery.HEADS`
             states it. Defaults to `None`.
+        output: the output to score of a model with several: its name or index (see
+            `keras_cam.surgery.select_output`). Defaults to `None` (the only output).
 
     Returns:
         A `MetricResult` with `unit="fraction"`: `per_image` is the AUC in [0, 1], `curve` the
@@ -816,6 +872,7 @@ def deletion(
     print(f"deletion AUC {result.mean:.3f}")
     ```
     """
+    model = _explained_output(model, output)
     return _pixel_curve(
         "deletion", False, model, images, maps, targets, steps, baseline, batch_size, activation,
         head,
@@ -833,6 +890,7 @@ def insertion(
     batch_size: int = 32,
     activation: Activation = None,
     head: str | None = None,
+    output: int | str | None = None,
 ) -> MetricResult:
     """Insertion curve and its area: confidence as the most relevant pixels are revealed.
 
@@ -864,6 +922,8 @@ def insertion(
             a Functional or Sequential model's head as the explainers do (the outputs of any
             other callable are taken as probabilities), or one of `keras_cam.surgery.HEADS`
             states it. Defaults to `None`.
+        output: the output to score of a model with several: its name or index (see
+            `keras_cam.surgery.select_output`). Defaults to `None` (the only output).
 
     Returns:
         A `MetricResult` with `unit="fraction"`: `per_image` is the AUC in [0, 1], `curve` the
@@ -878,6 +938,7 @@ def insertion(
     print(f"insertion AUC {result.mean:.3f}")
     ```
     """
+    model = _explained_output(model, output)
     return _pixel_curve(
         "insertion", True, model, images, maps, targets, steps, baseline, batch_size, activation,
         head,
