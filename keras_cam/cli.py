@@ -45,6 +45,7 @@ from keras_cam.surgery import (
     input_dtype,
     read_head,
     resolve_layer,
+    select_input,
     spatial_layers,
 )
 from keras_cam.visualize import (
@@ -277,6 +278,7 @@ def _add_explain(verbs: Any) -> None:
     parser.add_argument("--colormap", type=_colormap, default="jet",
                         help="OpenCV colormap name, e.g. jet, turbo, viridis "
                              "(default: %(default)s)")
+    _add_output(parser)
     _add_unsafe(parser)
     _add_verbose(parser)
     parser.set_defaults(handler=_explain)
@@ -284,7 +286,7 @@ def _add_explain(verbs: Any) -> None:
 
 def _explain(args: argparse.Namespace) -> int:
     """`keras-cam explain`: overlays of each image, method and explained class."""
-    model = _load_model(args.model, args.unsafe)
+    model = _load_model(args.model, args.unsafe, args.output)
     preprocessing = _preprocessing(model, args.preprocess)
     methods = _methods(args.method, EXPLAIN_DEFAULT_METHODS, "--method")
     head = read_head(model, args.head)  # read once: an unsure reading warns once
@@ -345,17 +347,24 @@ def _add_info(verbs: Any) -> None:
     parser.add_argument("--layer", help="a layer to check and mark (default: show the "
                                         "automatic choice)")
     _add_head(parser)
+    _add_output(parser)
+    parser.add_argument(
+        "--input", metavar="NAME|INDEX",
+        help="the explained input of a model with several, by name or index: the layers its "
+             "values reach (default: the only input; with several, the error lists them)",
+    )
     _add_unsafe(parser)
     parser.set_defaults(handler=_info)
 
 
 def _info(args: argparse.Namespace) -> int:
     """`keras-cam info`: input, classes, head type and the explainable layers."""
-    model = _load_model(args.model, args.unsafe)
+    model = _load_model(args.model, args.unsafe, args.output, args.input)
+    explained = select_input(model, _name_or_index(args.input))
     reading = read_head(model, args.head)
-    chosen = None if args.layer is None else resolve_layer(model, args.layer)
+    chosen = None if args.layer is None else resolve_layer(model, args.layer, input=explained)
     try:
-        automatic = find_conv_layer(model)
+        automatic = find_conv_layer(model, input=explained)
         choice_text = f"{automatic.name} (automatic)"
     except ValueError as error:
         automatic, choice_text = None, f"none: {_one_line(error)} Pass --layer."
@@ -375,7 +384,7 @@ def _info(args: argparse.Namespace) -> int:
     candidates = spatial_layers(model)
     width = max((len(path) for path, _ in candidates), default=0)
     print(f"model        {model.name} ({args.model})")
-    print(f"input shape  {tuple(model.inputs[0].shape[1:])}")
+    print(f"input shape  {tuple(model.inputs[explained].shape[1:])}")
     print(f"classes      {reading.num_classes} ({reading.kind} output)")
     print(f"head read    {reading.description} (--head states it)")
     print(f"head         {head_text}")
@@ -424,6 +433,7 @@ def _add_evaluate(verbs: Any) -> None:
     parser.add_argument("--layer", help="layer every method explains (default: automatic)")
     _add_layer_call(parser)
     _add_head(parser)
+    _add_output(parser)
     parser.add_argument("--steps", type=_positive_int, default=METRIC_STEPS,
                         help="deletion/insertion steps (default: %(default)s)")
     parser.add_argument("--batch-size", type=_positive_int, default=32,
@@ -446,7 +456,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         if args.model is None or args.images_dir is None:
             raise ValueError("give MODEL and IMAGES_DIR, or --builtin (see 'keras-cam evaluate "
                              "--help').")
-        model = _load_model(args.model, args.unsafe)
+        model = _load_model(args.model, args.unsafe, args.output)
         image_shape, layout = io.input_layout(model)
         images, labels, boxes = io.read_image_folder(
             args.images_dir, image_shape, args.labels, _preprocessing(model, args.preprocess)
@@ -540,6 +550,19 @@ def _add_preprocess(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_output(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--output", metavar="NAME|INDEX",
+        help="the output to explain of a model with several, by name or index (default: the "
+             "only output; with several, the error lists them)",
+    )
+
+
+def _name_or_index(value: str | None) -> str | int | None:
+    """A `--output` / `--input` value: an index when it is a number, else a name."""
+    return int(value) if value is not None and value.lstrip("-").isdigit() else value
+
+
 def _add_head(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--head", choices=HEADS, default=None,
@@ -604,8 +627,11 @@ def _printer(verbose: int) -> Callable[[str], None]:
     return (lambda text: print(text, flush=True)) if verbose else (lambda text: None)
 
 
-def _load_model(path: pathlib.Path, unsafe: bool) -> keras.Model:
-    """`io.load_model`, warning on stderr about `--unsafe` and pointing at it when needed."""
+def _load_model(
+    path: pathlib.Path, unsafe: bool, output: str | None = None, input: str | None = None
+) -> keras.Model:
+    """`io.load_model`, warning on stderr about `--unsafe` and pointing at it when needed;
+    `output` / `input` as `--output` / `--input` give them (names or indices)."""
     if unsafe:
         print(
             f"{PROG}: warning: --unsafe loads {path} with safe_mode=False, which runs code "
@@ -613,7 +639,9 @@ def _load_model(path: pathlib.Path, unsafe: bool) -> keras.Model:
             file=sys.stderr,
         )
     try:
-        return io.load_model(path, safe_mode=not unsafe)
+        return io.load_model(
+            path, safe_mode=not unsafe, output=_name_or_index(output), input=_name_or_index(input)
+        )
     except ValueError as error:
         if unsafe or "safe_mode" not in str(error):
             raise

@@ -527,7 +527,8 @@ class BaseCAM:
             )
         batch, single = self._check_images(values[self._cam.input_name])
         rows = int(batch.shape[0])
-        return batch, tuple(check_other_input(values[t.name], t, rows, single) for t in others), single
+        fixed = tuple(check_other_input(values[t.name], t, rows, single) for t in others)
+        return batch, fixed, single
 
     def _check_images(self, images: Any) -> tuple[tf.Tensor, bool]:
         """Validates images against the model's input; returns a float32 batch and `single`."""

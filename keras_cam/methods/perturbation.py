@@ -356,7 +356,9 @@ class PerturbationCAM(BaseCAM):
         """Features, maps, each image's class (top-1 resolved), constant flags, variances."""
         step = self.images_per_pass
         parts = [
-            self._features_fn(images[start : start + step], tuple(o[start : start + step] for o in others))
+            self._features_fn(
+                images[start : start + step], tuple(o[start : start + step] for o in others)
+            )
             for start in range(0, int(images.shape[0]), step)
         ]
         features, maps, top, constant, variance = (tf.concat(p, axis=0) for p in zip(*parts))
