@@ -245,3 +245,54 @@ def test_several_inputs_errors_name_the_inputs_and_their_shapes():
         cam([images, np.zeros((2, 5))])
     with pytest.raises(ValueError, match=r"Input 'meta' contains NaN"):
         cam([images, np.full((2, META), np.nan)])
+
+
+# --------------------------------------------------------------- output= in the other tools
+def test_evaluate_metrics_and_the_callback_explain_and_score_the_chosen_output(tmp_path):
+    """`evaluate`, a metric and `HeatmapCallback` with `output="aux"` give what they give on
+    the single-head model; the metric's value is also computed here by hand."""
+    model, singles = _two_head_model()
+    single = singles["aux"]
+    images = np.random.default_rng(3).random((2, HEIGHT, WIDTH, 3)).astype(np.float32)
+    maps = np.random.default_rng(4).random((2, HEIGHT, WIDTH)).astype(np.float32)
+    p = np.asarray(single(images))
+    top = p.argmax(axis=1)
+    q = np.asarray(single(images * maps[..., None]))[np.arange(2), top]
+    y = p[np.arange(2), top]
+    expected = 100.0 * np.maximum(0.0, y - q) / y
+    result = kc.metrics.average_drop(model, images, maps, output="aux")
+    np.testing.assert_allclose(result.per_image, expected, rtol=1e-4)
+    table = kc.evaluate(model, images, methods="gradcam", metrics="average_drop", output=1)
+    alone = kc.evaluate(single, images, methods="gradcam", metrics="average_drop")
+    np.testing.assert_allclose(
+        table.results["gradcam"]["average_drop"].per_image,
+        alone.results["gradcam"]["average_drop"].per_image,
+        atol=1e-6,
+    )
+    callback = kc.HeatmapCallback(images, out_dir=tmp_path, output="aux")
+    callback.set_model(model)
+    callback.on_train_begin()
+    callback.on_epoch_end(0)
+    np.testing.assert_allclose(
+        callback.last_maps["gradcam"], kc.GradCAM(single)(images, targets=top), atol=1e-5
+    )
+    wrong = kc.HeatmapCallback(images, out_dir=tmp_path, output="head")
+    wrong.set_model(model)
+    with pytest.raises(ValueError, match=r"`output`='head' is not an output"):
+        wrong.on_train_begin()
+    with pytest.raises(ValueError, match=r"`output`=5 is not an output"):
+        kc.evaluate(model, images, methods="gradcam", output=5)
+
+
+def test_the_cli_explains_the_output_it_is_told(tmp_path, capsys):
+    from keras_cam import cli
+
+    model, _ = _two_head_model()
+    path = tmp_path / "two_heads.keras"
+    model.save(path)
+    assert cli.main(["info", str(path), "--output", "aux"]) == 0
+    assert "aux_conv (automatic)" in capsys.readouterr().out
+    assert cli.main(["info", str(path), "--output", "0"]) == 0
+    assert "last_conv (automatic)" in capsys.readouterr().out
+    assert cli.main(["info", str(path)]) != 0
+    assert "has 2 outputs (0: 'main' (None, 3), 1: 'aux' (None, 2))" in capsys.readouterr().err
