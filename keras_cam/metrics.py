@@ -24,7 +24,9 @@ Conventions shared by all metrics:
 - A score is the target class's probability, read from the model's outputs the way the
   explainers read them (`keras_cam.surgery.read_head`): a softmax or sigmoid output is a
   probability, logits go through their softmax, a single raw (linear) unit is scored by its
-  value. `head=` states the reading (`activation="softmax"` / `"sigmoid"` is the older
+  value. A target object (`keras_cam.targets`: a regression, segmentation or similarity
+  target, ...) or a callable is read from these scores: the metric then measures the
+  target's score. `head=` states the reading (`activation="softmax"` / `"sigmoid"` is the older
   spelling of `head="logits"` / `"sigmoid_logits"`); the outputs of a callable that is not
   a Functional or Sequential model are taken as probabilities. A binary single-unit output
   is the probability of class 1, and class 0 gets one minus it.
@@ -512,7 +514,9 @@ def average_drop(
             levels 0..255 (divided by 255) or bool; other values are refused (see
             `keras_cam.visualize.to_unit_heatmap`).
         targets: `None` (each image's top-1 class on the unmasked image), an int (one class for
-            all images) or a sequence of ints (one class per image). Defaults to `None`.
+            all images), a sequence of ints (one class per image), or a target object of
+            `keras_cam.targets` (or a list, one per image) read from the scores. Defaults to
+            `None`.
         batch_size: images per model call. Defaults to `32`.
         activation: `"softmax"` or `"sigmoid"` to turn the model's logits into
             probabilities (the older spelling of `head="logits"` / `"sigmoid_logits"`), or
@@ -571,7 +575,9 @@ def increase_in_confidence(
             levels 0..255 (divided by 255) or bool; other values are refused (see
             `keras_cam.visualize.to_unit_heatmap`).
         targets: `None` (each image's top-1 class on the unmasked image), an int (one class for
-            all images) or a sequence of ints (one class per image). Defaults to `None`.
+            all images), a sequence of ints (one class per image), or a target object of
+            `keras_cam.targets` (or a list, one per image) read from the scores. Defaults to
+            `None`.
         batch_size: images per model call. Defaults to `32`.
         activation: `"softmax"` or `"sigmoid"` to turn the model's logits into
             probabilities (the older spelling of `head="logits"` / `"sigmoid_logits"`), or
@@ -664,7 +670,9 @@ def remove_top_fraction(
             matters, so any finite values are accepted: CAM maps in [0, 1], raw scores of any
             scale or sign, `uint8`, bool.
         targets: `None` (each image's top-1 class on the unmasked image), an int (one class for
-            all images) or a sequence of ints (one class per image). Defaults to `None`.
+            all images), a sequence of ints (one class per image), or a target object of
+            `keras_cam.targets` (or a list, one per image) read from the scores. Defaults to
+            `None`.
         fraction: share of the pixels to remove, in (0, 1]. Defaults to `0.25`.
         baseline: what removed pixels become: `"zero"` (the value 0 in the model's input
             space), `"mean"` (the image's per-channel mean) or `"blur"` (the image blurred by
@@ -730,7 +738,9 @@ def keep_top_fraction(
             matters, so any finite values are accepted: CAM maps in [0, 1], raw scores of any
             scale or sign, `uint8`, bool.
         targets: `None` (each image's top-1 class on the unmasked image), an int (one class for
-            all images) or a sequence of ints (one class per image). Defaults to `None`.
+            all images), a sequence of ints (one class per image), or a target object of
+            `keras_cam.targets` (or a list, one per image) read from the scores. Defaults to
+            `None`.
         fraction: share of the pixels to keep, in (0, 1]. Defaults to `0.25`.
         baseline: what the other pixels become: `"zero"`, `"mean"` (the image's per-channel
             mean) or `"blur"` (11x11 Gaussian, sigma 5). Defaults to `"zero"`.
@@ -842,7 +852,9 @@ def deletion(
             matters, so any finite values are accepted: CAM maps in [0, 1], raw scores of any
             scale or sign, `uint8`, bool.
         targets: `None` (each image's top-1 class on the unmasked image), an int (one class for
-            all images) or a sequence of ints (one class per image). Defaults to `None`.
+            all images), a sequence of ints (one class per image), or a target object of
+            `keras_cam.targets` (or a list, one per image) read from the scores. Defaults to
+            `None`.
         steps: number of deletion steps, at least 1. Defaults to `50`.
         baseline: what removed pixels become: `"zero"` (RISE's choice for deletion), `"mean"`
             (the image's per-channel mean) or `"blur"` (11x11 Gaussian, sigma 5). Defaults to
@@ -910,7 +922,9 @@ def insertion(
             matters, so any finite values are accepted: CAM maps in [0, 1], raw scores of any
             scale or sign, `uint8`, bool.
         targets: `None` (each image's top-1 class on the unmasked image), an int (one class for
-            all images) or a sequence of ints (one class per image). Defaults to `None`.
+            all images), a sequence of ints (one class per image), or a target object of
+            `keras_cam.targets` (or a list, one per image) read from the scores. Defaults to
+            `None`.
         steps: number of insertion steps, at least 1. Defaults to `50`.
         baseline: the starting canvas: `"blur"` (RISE's choice for insertion: 11x11 Gaussian,
             sigma 5), `"zero"` or `"mean"` (the image's per-channel mean). Defaults to `"blur"`.

@@ -7,8 +7,14 @@ This module is the target vocabulary shared by every method and metric. `targets
 - a sequence of ints: one class per image;
 - a callable `f(outputs) -> (B,)`: any differentiable score of the `(B, num_classes)` logits
   (or probabilities, with `score="probability"`; Score-CAM and the metrics read probabilities);
-- a target object (`ClassTarget`, `TopPredictionTarget`, `BinaryTarget`, or a subclass of
-  `Target` of your own), or a list of class target objects, one per image.
+- a target object, or a list of them (one per image):
+  - `ClassTarget`, `TopPredictionTarget`, `BinaryTarget`: a class of a classifier;
+  - `MultiLabelTarget(k)`: one sigmoid unit of a multi-label head (its pre-sigmoid logit);
+  - `RegressionTarget(index, direction)`: raise or lower a raw scalar output;
+  - `SegmentationTarget(category, mask)`: a class's score summed over a region of a
+    `(B, H, W, K)` output;
+  - `SimilarityTarget(reference)`: cosine similarity of an output embedding to a reference;
+  - a subclass of `Target` of your own.
 
 "An int" and "a sequence of ints" are read by `class_indices`, the one coercion every
 argument holding class indices goes through (`targets`, `evaluate`'s `labels`): Python and
@@ -20,9 +26,11 @@ backend, `tf.Variable`s and pandas Series.
 each image is then read by `target_scores` (`class_scores` for class indices), the one
 reading used by the gradient methods, Score-CAM and the metrics.
 
-A new kind of output (e.g. a segmentation map, an embedding) is one new `Target` subclass
-whose `__call__` reads its score from the model's outputs (plus the case in
-`keras_cam.surgery` that lets such a model through).
+A new kind of output is one new `Target` subclass whose `__call__` reads its score from the
+model's outputs; `scores(outputs, image_index)` reads per-image data (a reference or a mask per
+image) for rows that are copies of several images, and `check_output(head, batch_size)`
+refuses an output it cannot read. Score-CAM and the metrics apply targets to the scores
+(probabilities, or raw outputs), the gradient methods to the logits.
 """
 
 from __future__ import annotations
@@ -46,9 +54,10 @@ class Target(abc.ABC):
     """What to explain: reads one score per image from the model's outputs.
 
     Subclass it for a new kind of score: define `__call__` (and, for a target that stands for
-    one class, `class_index`; for one that fits only some models, `check`). A target object is
-    a valid `targets=` argument of every method (`CAM` and the metrics take class targets
-    only) and is applied to every image of the batch.
+    one class, `class_index`; for one that fits only some models, `check` or `check_output`;
+    for one holding data per image, `scores`). A target object is a valid `targets=` argument
+    of every method (`CAM` takes class targets only) and of the metrics, and is applied to
+    every image of the batch.
 
     Example:
     ```python
@@ -500,8 +509,8 @@ Targets = Union[None, int, Sequence[int], np.ndarray, ScoreFn, Target, Sequence[
 
 TARGET_FORMS = (
     "None (each image's top-1 class), an int, a sequence of ints (one per image), a callable "
-    "f(logits) -> (batch,), a keras_cam.targets.Target object or a list of class targets "
-    "(ClassTarget, TopPredictionTarget, BinaryTarget), one per image"
+    "f(logits) -> (batch,), a keras_cam.targets.Target object (ClassTarget, RegressionTarget, "
+    "SegmentationTarget, SimilarityTarget, ...) or a list of them, one per image"
 )
 """What `targets=` accepts, as error messages say it."""
 
