@@ -91,7 +91,8 @@ def test_none_and_callables_pass_through():
         (
             [object()] * 3,
             TypeError,
-            r"a list of class targets \(ClassTarget, .*one per image; received list of non-numeric",
+            r"Target object \(ClassTarget, .*or a list of them, one per image; received list of "
+            r"non-numeric",
         ),
         ([2, "a", 1], TypeError, r"integer class indices; received dtype <U"),
         (keras.Input((3,), dtype="int32"), TypeError, r"symbolic KerasTensor"),
