@@ -340,7 +340,9 @@ class PerturbationCAM(BaseCAM):
         return self._combine_fn(features, scores, selected, constant)
 
     # -------------------------------------------------------------- internals
-    def _features(self, images: tf.Tensor, others: tuple[tf.Tensor, ...]) -> tuple[tf.Tensor, ...]:
+    def _features(
+        self, images: tf.Tensor, others: tuple[tf.Tensor, ...]
+    ) -> tuple[tf.Tensor, ...]:
         """Feature maps `(B, h, w, K)`, as `(B, K, h, w)`, top-1 class and channel statistics."""
         features, _, scores = self._forward(images, others)
         features = tf.cast(features, tf.float32)
@@ -504,7 +506,9 @@ class PerturbationCAM(BaseCAM):
             inputs = self.blank_inputs(images)
             image_index = tf.range(tf.shape(classes)[0])
             scores = self._mean_scores(inputs, others, image_index, classes, score_fn)
-            return scores, tf.shape(inputs)[0]
+            # A blank shared by every image is run once per image with its other inputs.
+            runs = tf.shape(image_index)[0] * self.perturbations if others else tf.shape(inputs)[0]
+            return scores, runs
 
         index_spec = tf.TensorSpec((None,), tf.int32)
         chunk_spec = [
