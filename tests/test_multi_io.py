@@ -21,6 +21,7 @@ from references import (
     gap_head,
     reference_gradient_maps,
     reference_score_maps,
+    upsample_and_normalize,
 )
 
 
@@ -84,6 +85,23 @@ def test_the_map_of_output_k_is_that_of_a_model_with_only_head_k(method):
             features = np.asarray(features_of(images), np.float32)
             reference = reference_score_maps(single, features, images, classes)
         np.testing.assert_allclose(maps, reference, atol=2e-4)
+
+
+def test_cam_reads_the_gap_head_of_the_chosen_output():
+    """CAM on each head is the Dense kernel's column of that head (hand-computed)."""
+    model, singles = _two_head_model()
+    images = np.random.default_rng(5).random((2, HEIGHT, WIDTH, 3)).astype(np.float32)
+    for name in ("main", "aux"):
+        single = singles[name]
+        fresh = keras.Input((HEIGHT, WIDTH, 3))
+        trunk = single.get_layer("pool")(single.get_layer("conv1")(fresh))
+        features = keras.Model(fresh, single.get_layer(FEATURES[name])(trunk))(images).numpy()
+        kernel = single.get_layer(name).kernel.numpy().astype(np.float64)
+        raw = np.maximum(np.einsum("bhwk,kb->bhw", features, kernel[:, [0, 1]]), 0.0)
+        expected = upsample_and_normalize(raw, (HEIGHT, WIDTH))
+        assert expected.max() > 0
+        maps = kc.CAM(model, output=name)(images, targets=[0, 1])
+        np.testing.assert_allclose(maps, expected, atol=1e-5)
 
 
 def test_several_outputs_without_output_or_a_wrong_one_are_refused_with_the_list():
