@@ -99,8 +99,8 @@ def is_graph_model(obj: Any) -> bool:
 
 
 def is_readable(model: Any) -> bool:
-    """Whether `read_head` can read `model`: a Functional or Sequential model with one input
-    and one `(batch, ..., units)` output.
+    """Whether `read_head` can read `model`: a Functional or Sequential model with one
+    `(batch, ..., units)` output.
 
     Args:
         model: any object, e.g. the callable a metric is given.
@@ -114,7 +114,7 @@ def is_readable(model: Any) -> bool:
         inputs, outputs = model.inputs, model.outputs
     except (AttributeError, ValueError):
         return False
-    return len(inputs) == 1 and len(outputs) == 1 and len(outputs[0].shape) >= 2
+    return bool(inputs) and len(outputs) == 1 and len(outputs[0].shape) >= 2
 
 
 def check_model(model: Any, input: int | str | None = None) -> int:

@@ -325,3 +325,29 @@ def test_the_cli_explains_the_output_it_is_told(tmp_path, capsys):
     assert "last_conv (automatic)" in capsys.readouterr().out
     assert cli.main(["info", str(path)]) != 0
     assert "has 2 outputs (0: 'main' (None, 3), 1: 'aux' (None, 2))" in capsys.readouterr().err
+
+
+def test_metrics_mask_only_the_explained_input_and_keep_the_metadata():
+    """Average drop and deletion on the image + metadata model: the image is masked, the
+    metadata reaches the model unchanged (scores computed here with the model itself)."""
+    model = _image_and_metadata_model()
+    images, meta = _inputs(3)
+    maps = np.random.default_rng(6).random((3, HEIGHT, WIDTH)).astype(np.float32)
+    p = np.asarray(model({"image": images, "meta": meta}))
+    top = p.argmax(axis=1)
+    rows = np.arange(3)
+    y = p[rows, top]
+    o = np.asarray(model({"image": images * maps[..., None], "meta": meta}))[rows, top]
+    expected = 100.0 * np.maximum(0.0, y - o) / y
+    result = kc.metrics.average_drop(model, [images, meta], maps, input="image")
+    np.testing.assert_allclose(result.per_image, expected, rtol=1e-4)
+    by_name = kc.metrics.average_drop(model, {"meta": meta, "image": images}, maps, input=0)
+    np.testing.assert_allclose(by_name.per_image, expected, rtol=1e-4)
+    curve = kc.metrics.deletion(model, [images, meta], maps, targets=1, steps=2, input="image")
+    blank = np.asarray(model({"image": np.zeros_like(images), "meta": meta}))[:, 1]
+    np.testing.assert_allclose(curve.curve[:, 0], p[:, 1], rtol=1e-4)
+    np.testing.assert_allclose(curve.curve[:, -1], blank, rtol=1e-4)
+    with pytest.raises(ValueError, match=r"has 2 inputs \(0: 'image'.*`input=`"):
+        kc.metrics.average_drop(model, [images, meta], maps)
+    with pytest.raises(ValueError, match=r"takes 2 inputs .*pass `images` as all of them"):
+        kc.metrics.average_drop(model, images, maps, input="image")
