@@ -30,7 +30,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "keras_cam.retrofit": ("fine_tune_gap", "retrofit_gap"),
     "keras_cam.surgery": ("build_cam_model", "find_conv_layer"),
-    "keras_cam.targets": ("BinaryTarget", "ClassTarget", "Target", "TopPredictionTarget"),
+    "keras_cam.targets": (
+        "BinaryTarget", "ClassTarget", "MultiLabelTarget", "RegressionTarget",
+        "SegmentationTarget", "SimilarityTarget", "Target", "TopPredictionTarget",
+    ),
     "keras_cam.visualize": ("colorize", "overlay", "plot_cams", "save_figure", "save_overlay"),
 }
 """The one list of public names: home module -> the names it exports (`"keras_cam"`: the
@@ -80,5 +83,14 @@ if TYPE_CHECKING:  # what type checkers and IDEs see (tests/test_cli_quiet.py ke
     )
     from keras_cam.retrofit import fine_tune_gap, retrofit_gap
     from keras_cam.surgery import build_cam_model, find_conv_layer
-    from keras_cam.targets import BinaryTarget, ClassTarget, Target, TopPredictionTarget
+    from keras_cam.targets import (
+        BinaryTarget,
+        ClassTarget,
+        MultiLabelTarget,
+        RegressionTarget,
+        SegmentationTarget,
+        SimilarityTarget,
+        Target,
+        TopPredictionTarget,
+    )
     from keras_cam.visualize import colorize, overlay, plot_cams, save_figure, save_overlay

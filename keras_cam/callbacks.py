@@ -26,7 +26,7 @@ from keras_cam._checks import as_numeric_array, check_boxes, check_images, check
 from keras_cam._files import encode_png, write_png
 from keras_cam.methods import BaseCAM, resolve_methods
 from keras_cam.methods.base import check_normalize
-from keras_cam.surgery import check_head, read_head
+from keras_cam.surgery import check_head, read_head, select_output
 from keras_cam.targets import TARGET_FORMS, Target, Targets, class_indices, resolve_targets
 
 PathLike = str | os.PathLike[str]
@@ -110,6 +110,10 @@ class HeatmapCallback(keras.callbacks.Callback):
             or `"image"` (each map min-max normalized on its own: every map looks strong) or
             `"batch"` (one scale for the epoch's images, so a weak map looks weak). Defaults
             to `True`.
+        output: the output to explain of a model with several (an auxiliary head, a
+            multi-task model): its name or index (see `keras_cam.surgery.select_output`). One
+            that does not exist is refused before the first epoch, the message listing the
+            outputs. Defaults to `None` (the only output).
 
     Attributes:
         last_epoch: the 0-based epoch of the latest computed maps (counted on across `fit`
@@ -171,11 +175,13 @@ class HeatmapCallback(keras.callbacks.Callback):
         layer: str | keras.layers.Layer | None = None,
         layer_call: int | None = None,
         normalize: bool | str = True,
+        output: int | str | None = None,
     ) -> None:
         super().__init__()
         self.normalize = check_normalize(normalize)
         check_head(head)
         self.head = head
+        self.output = output  # Checked against the model in `on_train_begin`.
         self.layer = layer  # Both checked against the model in `on_train_begin`.
         self.layer_call = layer_call
         if log_dir is None and out_dir is None:
@@ -235,14 +241,15 @@ class HeatmapCallback(keras.callbacks.Callback):
             spatial layer); `ValueError` for arguments that do not fit the model.
         """
         # The head reading made once (and warned about once, if unsure) for every method.
-        reading = read_head(self.model, self.head)
+        explained = select_output(self.model, self.output)
+        reading = read_head(explained, self.head)
         explainers: dict[str, BaseCAM] = {}
         failures: dict[str, Exception] = {}
         for tag, method in self.methods.items():
             try:
                 # A method's own progress bar (Score-CAM) would interleave with fit's.
                 explainers[tag] = method(
-                    self.model, layer=self.layer, layer_call=self.layer_call, verbose=0,
+                    explained, layer=self.layer, layer_call=self.layer_call, verbose=0,
                     head=reading,
                 )
             except Exception as error:

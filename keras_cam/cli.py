@@ -515,6 +515,7 @@ def _add_explain(verbs: Any) -> None:
                         help="write the overlays without the caption (class name, probability, "
                              "method) along their top")
     _add_class_names(parser)
+    _add_output(parser)
     _add_unsafe(parser)
     _add_verbose(parser)
     parser.set_defaults(handler=_explain)
@@ -525,7 +526,7 @@ def _explain(args: argparse.Namespace) -> int:
     from keras_cam.surgery import read_head
     from keras_cam.visualize import resize_heatmap, save_overlay
 
-    model = _load_model(args.model, args.unsafe)
+    model = _load_model(args.model, args.unsafe, args.output)
     preprocessing = _preprocessing(model, args.preprocess)
     methods = _methods(args.method, EXPLAIN_DEFAULT_METHODS, "--method")
     head = read_head(model, args.head)  # read once: an unsure reading warns once
@@ -625,6 +626,12 @@ def _add_info(verbs: Any) -> None:
                                         "automatic choice)")
     _add_head(parser)
     _add_class_names(parser)
+    _add_output(parser)
+    parser.add_argument(
+        "--input", metavar="NAME|INDEX",
+        help="the explained input of a model with several, by name or index: the layers its "
+             "values reach (default: the only input; with several, the error lists them)",
+    )
     _add_unsafe(parser)
     _add_verbose(parser)
     parser.set_defaults(handler=_info)
@@ -637,15 +644,17 @@ def _info(args: argparse.Namespace) -> int:
         find_gap_head,
         read_head,
         resolve_layer,
+        select_input,
         spatial_layers,
     )
 
-    model = _load_model(args.model, args.unsafe)
+    model = _load_model(args.model, args.unsafe, args.output, args.input)
+    explained = select_input(model, _name_or_index(args.input))
     reading = read_head(model, args.head)
     names = _class_names(args, reading.num_classes)
-    chosen = None if args.layer is None else resolve_layer(model, args.layer)
+    chosen = None if args.layer is None else resolve_layer(model, args.layer, input=explained)
     try:
-        automatic = find_conv_layer(model)
+        automatic = find_conv_layer(model, input=explained)
         choice_text = f"{automatic.name} (automatic)"
     except ValueError as error:
         automatic, choice_text = None, f"none: {_one_line(error)} Pass --layer."
@@ -665,7 +674,7 @@ def _info(args: argparse.Namespace) -> int:
     candidates = spatial_layers(model)
     width = max((len(path) for path, _ in candidates), default=0)
     print(f"model        {model.name} ({args.model})")
-    print(f"input shape  {tuple(model.inputs[0].shape[1:])}")
+    print(f"input shape  {tuple(model.inputs[explained].shape[1:])}")
     print(f"classes      {reading.num_classes} ({reading.kind} output)")
     if names is not None:
         shown = ", ".join(_class_label(index, names) for index in range(min(len(names), 10)))
@@ -719,6 +728,7 @@ def _add_evaluate(verbs: Any) -> None:
     parser.add_argument("--layer", help="layer every method explains (default: automatic)")
     _add_layer_call(parser)
     _add_head(parser)
+    _add_output(parser)
     parser.add_argument("--steps", type=_positive_int, default=METRIC_STEPS,
                         help="deletion/insertion steps (default: %(default)s)")
     parser.add_argument("--batch-size", type=_positive_int, default=32,
@@ -745,7 +755,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         if args.model is None or args.images_dir is None:
             raise ValueError("give MODEL and IMAGES_DIR, or --builtin (see 'keras-cam evaluate "
                              "--help').")
-        model, source = _load_model(args.model, args.unsafe), str(args.model)
+        model, source = _load_model(args.model, args.unsafe, args.output), str(args.model)
         image_shape, layout = io.input_layout(model)
         images, labels, boxes = io.read_image_folder(
             args.images_dir, image_shape, args.labels, _preprocessing(model, args.preprocess),
@@ -884,6 +894,19 @@ def _add_preprocess(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_output(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--output", metavar="NAME|INDEX",
+        help="the output to explain of a model with several, by name or index (default: the "
+             "only output; with several, the error lists them)",
+    )
+
+
+def _name_or_index(value: str | None) -> str | int | None:
+    """A `--output` / `--input` value: an index when it is a number, else a name."""
+    return int(value) if value is not None and value.lstrip("-").isdigit() else value
+
+
 def _add_head(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--head", choices=HEAD_NAMES, default=None,
@@ -992,8 +1015,11 @@ def _class_label(index: int, names: Sequence[str] | None) -> str:
     return str(index) if names is None else f"{index} {names[index]}"
 
 
-def _load_model(path: pathlib.Path, unsafe: bool) -> keras.Model:
-    """`io.load_model`, warning on stderr about `--unsafe` and pointing at it when needed."""
+def _load_model(
+    path: pathlib.Path, unsafe: bool, output: str | None = None, input: str | None = None
+) -> keras.Model:
+    """`io.load_model`, warning on stderr about `--unsafe` and pointing at it when needed;
+    `output` / `input` as `--output` / `--input` give them (names or indices)."""
     if unsafe:
         print(
             f"{PROG}: warning: --unsafe loads {path} with safe_mode=False, which runs code "
@@ -1001,7 +1027,9 @@ def _load_model(path: pathlib.Path, unsafe: bool) -> keras.Model:
             file=sys.stderr,
         )
     try:
-        return io.load_model(path, safe_mode=not unsafe)
+        return io.load_model(
+            path, safe_mode=not unsafe, output=_name_or_index(output), input=_name_or_index(input)
+        )
     except ValueError as error:
         if unsafe or "safe_mode" not in str(error):
             raise

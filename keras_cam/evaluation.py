@@ -31,7 +31,7 @@ from keras_cam.metrics import (
     get_metric,
     map_shape,
 )
-from keras_cam.surgery import Head, read_head
+from keras_cam.surgery import Head, read_head, select_output
 from keras_cam.targets import class_indices, resolve_targets
 
 MethodSpec = Union[str, type[BaseCAM]]
@@ -260,6 +260,7 @@ def evaluate(
     activation: Activation = None,
     head: str | None = None,
     verbose: int = 0,
+    output: int | str | None = None,
 ) -> EvaluationTable:
     """Evaluates CAM methods on a model and images: one row per method, each metric's mean.
 
@@ -320,6 +321,10 @@ def evaluate(
             automatic (`keras_cam.surgery.read_head`, which warns when it cannot recognise the
             final activation), or one of `keras_cam.surgery.HEADS`. Defaults to `None`.
         verbose: 0 (silent) or 1 (one line per method as it finishes). Defaults to `0`.
+        output: the output to explain and score of a model with several (an auxiliary head,
+            a multi-task model): its name or index (see `keras_cam.surgery.select_output`);
+            every method and metric then works on that output. Defaults to `None` (the only
+            output).
 
     Returns:
         An `EvaluationTable`; `print(table)` shows it in Markdown.
@@ -344,6 +349,7 @@ def evaluate(
         f.write(table.to_json())
     ```
     """
+    model = select_output(model, output)
     reading = read_head(model, head)
     if activation is not None and head is not None:
         raise ValueError(

@@ -91,16 +91,26 @@ LabelRow = tuple[pathlib.Path, int, Optional[tuple[int, ...]]]
 """A labels CSV row: the image's path, its class, and its box `(x0, y0, x1, y1)` or `None`."""
 
 
-def load_model(path: PathLike, *, safe_mode: bool = True) -> keras.Model:
+def load_model(
+    path: PathLike,
+    *,
+    safe_mode: bool = True,
+    output: int | str | None = None,
+    input: int | str | None = None,
+) -> keras.Model:
     """Loads a `.keras` / `.h5` model file and checks that keras_cam can explain it.
 
     Args:
         path: the model file.
         safe_mode: Keras' safe mode, which refuses to run code stored in the file (a `Lambda`
             layer's); pass `False` only for files you trust. Defaults to `True`.
+        output: the output to explain of a model with several (its name or index, see
+            `keras_cam.surgery.select_output`). Defaults to `None` (the only output).
+        input: the explained input of a model with several (its name or index). Defaults to
+            `None` (the only input).
 
     Returns:
-        The model.
+        The model: for a model with several outputs, the view of the chosen one.
 
     Raises:
         FileNotFoundError: `path` is not a file.
@@ -114,7 +124,7 @@ def load_model(path: PathLike, *, safe_mode: bool = True) -> keras.Model:
     """
     import keras
 
-    from keras_cam.surgery import check_model
+    from keras_cam.surgery import check_model, select_output
 
     path = pathlib.Path(path)
     if not path.is_file():
@@ -133,7 +143,8 @@ def load_model(path: PathLike, *, safe_mode: bool = True) -> keras.Model:
         raise ValueError(
             f"{path} is not a Keras model that can be loaded: {type(error).__name__}: {message}"
         ) from error
-    check_model(model)
+    model = select_output(model, output)
+    check_model(model, input)
     return model
 
 

@@ -24,7 +24,9 @@ Conventions shared by all metrics:
 - A score is the target class's probability, read from the model's outputs the way the
   explainers read them (`keras_cam.surgery.read_head`): a softmax or sigmoid output is a
   probability, logits go through their softmax, a single raw (linear) unit is scored by its
-  value. `head=` states the reading (`activation="softmax"` / `"sigmoid"` is the older
+  value. A target object (`keras_cam.targets`: a regression, segmentation or similarity
+  target, ...) or a callable is read from these scores: the metric then measures the
+  target's score. `head=` states the reading (`activation="softmax"` / `"sigmoid"` is the older
   spelling of `head="logits"` / `"sigmoid_logits"`); the outputs of a callable that is not
   a Functional or Sequential model are taken as probabilities. A binary single-unit output
   is the probability of class 1, and class 0 gets one minus it.
@@ -51,7 +53,7 @@ import dataclasses
 import math
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import keras
 import numpy as np
@@ -67,17 +69,27 @@ from keras_cam._checks import (
     check_positive_int,
 )
 from keras_cam.geometry import spatial_axes
-from keras_cam.methods.base import compile_fn
+from keras_cam.methods.base import check_other_input, compile_fn
 from keras_cam.surgery import (
     Head,
     check_head,
     check_input_values,
     data_format,
     input_dtype,
+    is_graph_model,
     is_readable,
     read_head,
+    select_input,
+    select_output,
 )
-from keras_cam.targets import Targets, class_scores, explained_classes, resolve_targets
+from keras_cam.targets import (
+    TOP_PREDICTION,
+    ScoreFn,
+    Targets,
+    explained_classes,
+    resolve_targets,
+    target_scores,
+)
 
 Activation = Optional[Literal["softmax", "sigmoid"]]
 Baseline = Literal["zero", "mean", "blur"]
@@ -182,6 +194,61 @@ def _baseline_images(images: np.ndarray, baseline: str) -> np.ndarray:
     return np.stack(blurred).reshape(images.shape)
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class FixedInputs:
+    """The inputs of a model with several that a metric holds fixed.
+
+    Attributes:
+        index: the position of the explained (masked) input among the model's inputs.
+        values: the other inputs, in the model's order, one row per image.
+        dtype: the explained input's dtype, or `None` for a single-input model.
+    """
+
+    index: int = 0
+    values: tuple[np.ndarray, ...] = ()
+    dtype: str | None = None
+
+
+def _explained(
+    model: object, images: object, output: int | str | None, input: int | str | None
+) -> tuple[object, object, FixedInputs]:
+    """The model scored for `output` (`select_output`) and, for a model with several inputs,
+    the explained images and the inputs held fixed (`select_input`); any callable that is not
+    a Functional or Sequential model has one input and one output."""
+    if not is_graph_model(model):
+        if output is not None or input is not None:
+            raise ValueError(
+                "`output` and `input` choose an output or input of a Functional or Sequential "
+                f"model; `model` is a {type(model).__name__}, whose outputs and inputs cannot "
+                "be listed. Pass a callable with one input and one output instead."
+            )
+        return model, images, FixedInputs()
+    model = select_output(model, output)
+    if len(model.inputs) == 1 and input is None:
+        return model, images, FixedInputs()
+    index = select_input(model, input)
+    sources = list(model.inputs)
+    names = [source.name for source in sources]
+    if isinstance(images, dict) and set(images) == set(names):
+        values = [images[name] for name in names]
+    elif isinstance(images, (list, tuple)) and len(images) == len(names):
+        values = list(images)
+    else:
+        listing = ", ".join(f"{n!r} {tuple(t.shape)}" for n, t in zip(names, sources))
+        raise ValueError(
+            f"Model {model.name!r} takes {len(names)} inputs ({listing}); pass `images` as all "
+            "of them, a list in this order or a dict keyed by these names (the explained "
+            f"input {names[index]!r} is masked, the others are held fixed)."
+        )
+    explained = check_images(values[index])
+    others = tuple(
+        check_other_input(value, source, len(explained), False).numpy()
+        for i, (value, source) in enumerate(zip(values, sources)) if i != index
+    )
+    dtype = keras.backend.standardize_dtype(sources[index].dtype)
+    return model, explained, FixedInputs(index, others, dtype)
+
+
 # `activation=` is the older spelling of a head that outputs logits.
 _ACTIVATION_HEADS = {"softmax": "logits", "sigmoid": "sigmoid_logits"}
 
@@ -261,10 +328,10 @@ def _to_probabilities(outputs: object, kind: str | None) -> tf.Tensor:
             "`model` must have a single output tensor of class scores; its call returned "
             f"{type(outputs).__name__}."
         )
-    if outputs.shape.rank != 2 or outputs.shape[-1] is None:
+    if outputs.shape.rank < 2 or outputs.shape[-1] is None:
         raise ValueError(
-            f"`model` must output class scores of shape (batch, classes); its output has shape "
-            f"{outputs.shape}."
+            f"`model` must output class scores of shape (batch, classes), or (batch, ..., "
+            f"classes) per position; its output has shape {outputs.shape}."
         )
     units = int(outputs.shape[-1])
     if kind is None:
@@ -282,9 +349,11 @@ _COMPILED: weakref.WeakKeyDictionary[keras.Model, dict[tuple[object, ...], Proba
 
 
 def _compiled_probabilities(
-    model: keras.Model, kind: str | None, image_shape: tuple[int, ...]
+    model: keras.Model, kind: str | None, image_shape: tuple[int, ...], fixed: FixedInputs
 ) -> ProbabilityFn:
-    """The compiled `(images, baselines, masks) -> probabilities` of the composite images.
+    """The compiled `(images, baselines, masks, others) -> probabilities` of the composites.
+
+    `others` are the model's other inputs (`fixed`), passed with the composite, unchanged.
 
     A composite is `images * mask + baselines * (1 - mask)`, the mask broadcast over channels;
     `image_shape` is channels-last, and the composite is transposed for a channels-first model.
@@ -296,21 +365,30 @@ def _compiled_probabilities(
     """
     compiled = _COMPILED.setdefault(model, {})
     transpose = channels_first(model)  # images arrive channels-last; the model takes (C, H, W)
-    key = (kind, tuple(image_shape), transpose)
+    others_spec = tuple(
+        tf.TensorSpec((None, *value.shape[1:]), value.dtype) for value in fixed.values
+    )
+    key = (kind, tuple(image_shape), transpose, fixed.index, others_spec)
     if key not in compiled:
         model_ref = weakref.ref(model)  # the cached function must not keep the model alive
-        quantize = _quantizer(input_dtype(model))
+        quantize = _quantizer(fixed.dtype or input_dtype(model))
         image_spec = tf.TensorSpec((None, *image_shape), tf.float32)
         mask_spec = tf.TensorSpec((None, *image_shape[:2]), tf.float32)
 
-        def probabilities(images: tf.Tensor, baselines: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
+        def probabilities(
+            images: tf.Tensor, baselines: tf.Tensor, masks: tf.Tensor, others: tuple
+        ) -> tf.Tensor:
             mask = masks[..., tf.newaxis]
             composite = quantize(images * mask + baselines * (1.0 - mask))
             if transpose:
                 composite = tf.transpose(composite, (0, 3, 1, 2))
-            return _to_probabilities(model_ref()(composite, training=False), kind)
+            inputs: Any = composite
+            if others:  # the model's own input structure, the composite at the explained one
+                flat = [*others[: fixed.index], composite, *others[fixed.index :]]
+                inputs = keras.tree.pack_sequence_as(model_ref().input, flat)
+            return _to_probabilities(model_ref()(inputs, training=False), kind)
 
-        compiled[key] = compile_fn(probabilities, [image_spec, image_spec, mask_spec])
+        compiled[key] = compile_fn(probabilities, [image_spec, image_spec, mask_spec, others_spec])
     return compiled[key]
 
 
@@ -333,6 +411,8 @@ class _Scored:
     probabilities: ProbabilityFn
     batch_size: int
     raw_scores: bool  # a "linear" head: the scores are raw outputs, not probabilities
+    score_fn: ScoreFn | None = None  # a target object (or callable) read from the scores
+    others: tuple[np.ndarray, ...] = ()  # the model's other inputs, one row per image
 
     def target_scores(
         self,
@@ -352,9 +432,13 @@ class _Scored:
         """
         scores = np.empty(len(image_index), np.float64)
         for items, probabilities in _probability_chunks(
-            self.probabilities, self.images, baselines, image_index, masks_for, self.batch_size
+            self.probabilities, self.images, baselines, image_index, masks_for, self.batch_size,
+            self.others,
         ):
-            scores[items] = class_scores(probabilities, self.targets[image_index[items]]).numpy()
+            rows = image_index[items]
+            scores[items] = target_scores(
+                probabilities, self.targets[rows], self.score_fn, rows.astype(np.int32)
+            ).numpy()
         return scores
 
 
@@ -365,12 +449,15 @@ def _probability_chunks(
     image_index: np.ndarray,
     masks_for: Callable[[np.ndarray], np.ndarray],
     batch_size: int,
+    others: tuple[np.ndarray, ...] = (),
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yields `(items, probabilities)` for chunks of at most `batch_size` masked copies."""
+    """Yields `(items, probabilities)` for chunks of at most `batch_size` masked copies; each
+    copy goes with its image's rows of `others` (the model's other inputs)."""
     for start in range(0, len(image_index), batch_size):
         items = np.arange(start, min(start + batch_size, len(image_index)))
         index = image_index[items]
-        yield items, probabilities(images[index], baselines[index], masks_for(items)).numpy()
+        rows = tuple(other[index] for other in others)
+        yield items, probabilities(images[index], baselines[index], masks_for(items), rows).numpy()
 
 
 def _score(
@@ -384,13 +471,16 @@ def _score(
     head: str | None,
     *,
     order_only: bool = False,
+    fixed: FixedInputs | None = None,
 ) -> _Scored:
     """Validates a model metric's inputs, compiles the model call and scores the images.
 
     `metric`: the metric's name, refused on a raw-score head if it needs probabilities.
     `order_only`: the metric uses only the order of the map's pixels, so any finite maps are
     accepted (see `check_maps`); otherwise the maps are soft masks in [0, 1].
+    `fixed`: the model's other inputs, held fixed (see `_explained`).
     """
+    fixed = fixed or FixedInputs()
     batch_size = check_positive_int("batch_size", batch_size)
     kind, reading = _head_kind(model, activation, head)
     check_head_for_metric(metric, kind, reading)
@@ -400,22 +490,22 @@ def _score(
     if channels_first(model):
         images = np.ascontiguousarray(np.moveaxis(images, 1, -1))  # masks act channels-last
     maps = check_maps(maps, images.shape[:3], order_only=order_only)
-    probabilities = _compiled_probabilities(model, kind, images.shape[1:])
-    num_classes = int(probabilities.get_concrete_function().structured_outputs.shape[-1])
-    check_input_values(images, input_dtype(model), getattr(model, "name", "model"))
-    resolved = resolve_targets(targets, len(images), num_classes)
-    if callable(resolved):
-        raise TypeError(
-            "Metrics score the probability of a class: `targets` must be None (top-1 class), "
-            "an int, a sequence of ints (one per image) or class targets (`ClassTarget`), not "
-            "a callable."
+    if fixed.values and len(fixed.values[0]) != len(images):
+        raise ValueError(
+            f"The model's other inputs have {len(fixed.values[0])} rows, but {len(images)} "
+            "images were passed: give one row per image."
         )
+    probabilities = _compiled_probabilities(model, kind, images.shape[1:], fixed)
+    num_classes = int(probabilities.get_concrete_function().structured_outputs.shape[-1])
+    dtype = fixed.dtype or input_dtype(model)
+    check_input_values(images, dtype, getattr(model, "name", "model"))
+    resolved = resolve_targets(targets, len(images), num_classes, _output_head(model, kind))
 
     batch = len(images)
     ones = np.ones((batch_size, *images.shape[1:3]), np.float32)
     chunks = _probability_chunks(
         probabilities, images, images, np.arange(batch), lambda items: ones[: len(items)],
-        batch_size,
+        batch_size, fixed.values,
     )
     unmasked = np.concatenate([chunk for _, chunk in chunks])
     if kind in (None, "softmax", "sigmoid") and (
@@ -426,9 +516,26 @@ def _score(
             "not probabilities: pass `head='logits'` (or `'sigmoid_logits'`) for a model that "
             "returns logits, or `head='linear'` for raw scores."
         )
-    resolved = explained_classes(resolved, unmasked).numpy().astype(np.int64)
-    scores = class_scores(unmasked, resolved).numpy().astype(np.float64)
-    return _Scored(images, maps, resolved, scores, probabilities, batch_size, kind == "linear")
+    score_fn = resolved if callable(resolved) else None
+    if score_fn is None:
+        resolved = explained_classes(resolved, unmasked).numpy()
+    else:
+        resolved = np.full(batch, TOP_PREDICTION)
+    resolved = resolved.astype(np.int64)
+    scores = target_scores(unmasked, resolved, score_fn, np.arange(batch, dtype=np.int32))
+    return _Scored(
+        images, maps, resolved, scores.numpy().astype(np.float64), probabilities, batch_size,
+        kind == "linear", score_fn, fixed.values,
+    )
+
+
+def _output_head(model: object, kind: str | None) -> Head | None:
+    """The head reading target objects check themselves against: the kind the metric scores
+    with and the model's output shape; `None` for a callable whose outputs are unknown."""
+    if kind is None or not is_readable(model):
+        return None
+    shape = tuple(model.outputs[0].shape[1:])
+    return Head(kind, int(shape[-1]), f"scored as head={kind!r}", shape=shape)
 
 
 def _relative(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -457,6 +564,8 @@ def average_drop(
     batch_size: int = 32,
     activation: Activation = None,
     head: str | None = None,
+    output: int | str | None = None,
+    input: int | str | None = None,
 ) -> MetricResult:
     """Average Drop: how much confidence is lost when the image is masked by its map.
 
@@ -474,7 +583,9 @@ def average_drop(
             levels 0..255 (divided by 255) or bool; other values are refused (see
             `keras_cam.visualize.to_unit_heatmap`).
         targets: `None` (each image's top-1 class on the unmasked image), an int (one class for
-            all images) or a sequence of ints (one class per image). Defaults to `None`.
+            all images), a sequence of ints (one class per image), or a target object of
+            `keras_cam.targets` (or a list, one per image) read from the scores. Defaults to
+            `None`.
         batch_size: images per model call. Defaults to `32`.
         activation: `"softmax"` or `"sigmoid"` to turn the model's logits into
             probabilities (the older spelling of `head="logits"` / `"sigmoid_logits"`), or
@@ -483,6 +594,12 @@ def average_drop(
             a Functional or Sequential model's head as the explainers do (the outputs of any
             other callable are taken as probabilities), or one of `keras_cam.surgery.HEADS`
             states it. Defaults to `None`.
+        output: the output to score of a model with several: its name or index (see
+            `keras_cam.surgery.select_output`). Defaults to `None` (the only output).
+        input: the explained input of a model with several (its name or index): `images` is
+            then the model's input structure (a list in its order or a dict keyed by input
+            name); only the explained input is masked, the others reach the model unchanged.
+            Defaults to `None` (the only input).
 
     Returns:
         A `MetricResult` with `unit="percent"`: `per_image` in [0, 100].
@@ -498,7 +615,10 @@ def average_drop(
     print(f"average drop {result.mean:.1f} %")
     ```
     """
-    scored = _score("average_drop", model, images, maps, targets, batch_size, activation, head)
+    model, images, fixed = _explained(model, images, output, input)
+    scored = _score(
+        "average_drop", model, images, maps, targets, batch_size, activation, head, fixed=fixed
+    )
     masked = _mask_scores(scored)
     drop = 100.0 * _relative(np.maximum(0.0, scored.scores - masked), scored.scores)
     return MetricResult("average_drop", drop, "percent", higher_is_better=False)
@@ -513,6 +633,8 @@ def increase_in_confidence(
     batch_size: int = 32,
     activation: Activation = None,
     head: str | None = None,
+    output: int | str | None = None,
+    input: int | str | None = None,
 ) -> MetricResult:
     """Increase in Confidence: how often masking the image by its map raises confidence.
 
@@ -529,7 +651,9 @@ def increase_in_confidence(
             levels 0..255 (divided by 255) or bool; other values are refused (see
             `keras_cam.visualize.to_unit_heatmap`).
         targets: `None` (each image's top-1 class on the unmasked image), an int (one class for
-            all images) or a sequence of ints (one class per image). Defaults to `None`.
+            all images), a sequence of ints (one class per image), or a target object of
+            `keras_cam.targets` (or a list, one per image) read from the scores. Defaults to
+            `None`.
         batch_size: images per model call. Defaults to `32`.
         activation: `"softmax"` or `"sigmoid"` to turn the model's logits into
             probabilities (the older spelling of `head="logits"` / `"sigmoid_logits"`), or
@@ -538,6 +662,12 @@ def increase_in_confidence(
             a Functional or Sequential model's head as the explainers do (the outputs of any
             other callable are taken as probabilities), or one of `keras_cam.surgery.HEADS`
             states it. Defaults to `None`.
+        output: the output to score of a model with several: its name or index (see
+            `keras_cam.surgery.select_output`). Defaults to `None` (the only output).
+        input: the explained input of a model with several (its name or index): `images` is
+            then the model's input structure (a list in its order or a dict keyed by input
+            name); only the explained input is masked, the others reach the model unchanged.
+            Defaults to `None` (the only input).
 
     Returns:
         A `MetricResult` with `unit="percent"`: `per_image` is 0 or 100.
@@ -552,8 +682,10 @@ def increase_in_confidence(
     print(f"confidence increased for {result.mean:.0f} % of the images")
     ```
     """
+    model, images, fixed = _explained(model, images, output, input)
     scored = _score(
-        "increase_in_confidence", model, images, maps, targets, batch_size, activation, head
+        "increase_in_confidence", model, images, maps, targets, batch_size, activation, head,
+        fixed=fixed,
     )
     increased = 100.0 * (_mask_scores(scored) > scored.scores)
     return MetricResult("increase_in_confidence", increased, "percent", higher_is_better=True)
@@ -572,12 +704,14 @@ def _top_fraction_change(
     batch_size: int,
     activation: Activation,
     head: str | None,
+    fixed: FixedInputs,
 ) -> MetricResult:
     """Relative confidence change when the top pixels are replaced (or all others are)."""
     fraction = check_fraction(fraction)
     check_choice("baseline", baseline, BASELINES)
     scored = _score(
-        name, model, images, maps, targets, batch_size, activation, head, order_only=True
+        name, model, images, maps, targets, batch_size, activation, head, order_only=True,
+        fixed=fixed,
     )
     height, width = scored.maps.shape[1:]
     top = _pixel_ranks(scored.maps) < _top_count(fraction, height * width)
@@ -600,6 +734,8 @@ def remove_top_fraction(
     batch_size: int = 32,
     activation: Activation = None,
     head: str | None = None,
+    output: int | str | None = None,
+    input: int | str | None = None,
 ) -> MetricResult:
     """Relative confidence change when the most relevant pixels are removed.
 
@@ -618,7 +754,9 @@ def remove_top_fraction(
             matters, so any finite values are accepted: CAM maps in [0, 1], raw scores of any
             scale or sign, `uint8`, bool.
         targets: `None` (each image's top-1 class on the unmasked image), an int (one class for
-            all images) or a sequence of ints (one class per image). Defaults to `None`.
+            all images), a sequence of ints (one class per image), or a target object of
+            `keras_cam.targets` (or a list, one per image) read from the scores. Defaults to
+            `None`.
         fraction: share of the pixels to remove, in (0, 1]. Defaults to `0.25`.
         baseline: what removed pixels become: `"zero"` (the value 0 in the model's input
             space), `"mean"` (the image's per-channel mean) or `"blur"` (the image blurred by
@@ -631,6 +769,12 @@ def remove_top_fraction(
             a Functional or Sequential model's head as the explainers do (the outputs of any
             other callable are taken as probabilities), or one of `keras_cam.surgery.HEADS`
             states it. Defaults to `None`.
+        output: the output to score of a model with several: its name or index (see
+            `keras_cam.surgery.select_output`). Defaults to `None` (the only output).
+        input: the explained input of a model with several (its name or index): `images` is
+            then the model's input structure (a list in its order or a dict keyed by input
+            name); only the explained input is masked, the others reach the model unchanged.
+            Defaults to `None` (the only input).
 
     Returns:
         A `MetricResult` with `unit="ratio"`: `per_image` is at least -1.
@@ -646,9 +790,10 @@ def remove_top_fraction(
     print(f"confidence changed by {100 * result.mean:+.1f} %")
     ```
     """
+    model, images, fixed = _explained(model, images, output, input)
     return _top_fraction_change(
         "remove_top_fraction", False, model, images, maps, targets,
-        fraction, baseline, batch_size, activation, head,
+        fraction, baseline, batch_size, activation, head, fixed,
     )
 
 
@@ -663,6 +808,8 @@ def keep_top_fraction(
     batch_size: int = 32,
     activation: Activation = None,
     head: str | None = None,
+    output: int | str | None = None,
+    input: int | str | None = None,
 ) -> MetricResult:
     """Relative confidence change when only the most relevant pixels are kept.
 
@@ -680,7 +827,9 @@ def keep_top_fraction(
             matters, so any finite values are accepted: CAM maps in [0, 1], raw scores of any
             scale or sign, `uint8`, bool.
         targets: `None` (each image's top-1 class on the unmasked image), an int (one class for
-            all images) or a sequence of ints (one class per image). Defaults to `None`.
+            all images), a sequence of ints (one class per image), or a target object of
+            `keras_cam.targets` (or a list, one per image) read from the scores. Defaults to
+            `None`.
         fraction: share of the pixels to keep, in (0, 1]. Defaults to `0.25`.
         baseline: what the other pixels become: `"zero"`, `"mean"` (the image's per-channel
             mean) or `"blur"` (11x11 Gaussian, sigma 5). Defaults to `"zero"`.
@@ -692,6 +841,12 @@ def keep_top_fraction(
             a Functional or Sequential model's head as the explainers do (the outputs of any
             other callable are taken as probabilities), or one of `keras_cam.surgery.HEADS`
             states it. Defaults to `None`.
+        output: the output to score of a model with several: its name or index (see
+            `keras_cam.surgery.select_output`). Defaults to `None` (the only output).
+        input: the explained input of a model with several (its name or index): `images` is
+            then the model's input structure (a list in its order or a dict keyed by input
+            name); only the explained input is masked, the others reach the model unchanged.
+            Defaults to `None` (the only input).
 
     Returns:
         A `MetricResult` with `unit="ratio"`: `per_image` is at least -1.
@@ -706,9 +861,10 @@ def keep_top_fraction(
     result = kc.metrics.keep_top_fraction(model, images, maps, baseline="mean")
     ```
     """
+    model, images, fixed = _explained(model, images, output, input)
     return _top_fraction_change(
         "keep_top_fraction", True, model, images, maps, targets,
-        fraction, baseline, batch_size, activation, head,
+        fraction, baseline, batch_size, activation, head, fixed,
     )
 
 
@@ -725,12 +881,14 @@ def _pixel_curve(
     batch_size: int,
     activation: Activation,
     head: str | None,
+    fixed: FixedInputs,
 ) -> MetricResult:
     """Scores along the deletion (or insertion) path and the area under that curve."""
     steps = check_positive_int("steps", steps)
     check_choice("baseline", baseline, BASELINES)
     scored = _score(
-        name, model, images, maps, targets, batch_size, activation, head, order_only=True
+        name, model, images, maps, targets, batch_size, activation, head, order_only=True,
+        fixed=fixed,
     )
     batch, height, width = scored.maps.shape
     pixels = height * width
@@ -765,6 +923,8 @@ def deletion(
     batch_size: int = 32,
     activation: Activation = None,
     head: str | None = None,
+    output: int | str | None = None,
+    input: int | str | None = None,
 ) -> MetricResult:
     """Deletion curve and its area: confidence as the most relevant pixels are removed.
 
@@ -788,7 +948,9 @@ def deletion(
             matters, so any finite values are accepted: CAM maps in [0, 1], raw scores of any
             scale or sign, `uint8`, bool.
         targets: `None` (each image's top-1 class on the unmasked image), an int (one class for
-            all images) or a sequence of ints (one class per image). Defaults to `None`.
+            all images), a sequence of ints (one class per image), or a target object of
+            `keras_cam.targets` (or a list, one per image) read from the scores. Defaults to
+            `None`.
         steps: number of deletion steps, at least 1. Defaults to `50`.
         baseline: what removed pixels become: `"zero"` (RISE's choice for deletion), `"mean"`
             (the image's per-channel mean) or `"blur"` (11x11 Gaussian, sigma 5). Defaults to
@@ -801,6 +963,12 @@ def deletion(
             a Functional or Sequential model's head as the explainers do (the outputs of any
             other callable are taken as probabilities), or one of `keras_cam.surgery.HEADS`
             states it. Defaults to `None`.
+        output: the output to score of a model with several: its name or index (see
+            `keras_cam.surgery.select_output`). Defaults to `None` (the only output).
+        input: the explained input of a model with several (its name or index): `images` is
+            then the model's input structure (a list in its order or a dict keyed by input
+            name); only the explained input is masked, the others reach the model unchanged.
+            Defaults to `None` (the only input).
 
     Returns:
         A `MetricResult` with `unit="fraction"`: `per_image` is the AUC in [0, 1], `curve` the
@@ -816,9 +984,10 @@ def deletion(
     print(f"deletion AUC {result.mean:.3f}")
     ```
     """
+    model, images, fixed = _explained(model, images, output, input)
     return _pixel_curve(
         "deletion", False, model, images, maps, targets, steps, baseline, batch_size, activation,
-        head,
+        head, fixed,
     )
 
 
@@ -833,6 +1002,8 @@ def insertion(
     batch_size: int = 32,
     activation: Activation = None,
     head: str | None = None,
+    output: int | str | None = None,
+    input: int | str | None = None,
 ) -> MetricResult:
     """Insertion curve and its area: confidence as the most relevant pixels are revealed.
 
@@ -852,7 +1023,9 @@ def insertion(
             matters, so any finite values are accepted: CAM maps in [0, 1], raw scores of any
             scale or sign, `uint8`, bool.
         targets: `None` (each image's top-1 class on the unmasked image), an int (one class for
-            all images) or a sequence of ints (one class per image). Defaults to `None`.
+            all images), a sequence of ints (one class per image), or a target object of
+            `keras_cam.targets` (or a list, one per image) read from the scores. Defaults to
+            `None`.
         steps: number of insertion steps, at least 1. Defaults to `50`.
         baseline: the starting canvas: `"blur"` (RISE's choice for insertion: 11x11 Gaussian,
             sigma 5), `"zero"` or `"mean"` (the image's per-channel mean). Defaults to `"blur"`.
@@ -864,6 +1037,12 @@ def insertion(
             a Functional or Sequential model's head as the explainers do (the outputs of any
             other callable are taken as probabilities), or one of `keras_cam.surgery.HEADS`
             states it. Defaults to `None`.
+        output: the output to score of a model with several: its name or index (see
+            `keras_cam.surgery.select_output`). Defaults to `None` (the only output).
+        input: the explained input of a model with several (its name or index): `images` is
+            then the model's input structure (a list in its order or a dict keyed by input
+            name); only the explained input is masked, the others reach the model unchanged.
+            Defaults to `None` (the only input).
 
     Returns:
         A `MetricResult` with `unit="fraction"`: `per_image` is the AUC in [0, 1], `curve` the
@@ -878,9 +1057,10 @@ def insertion(
     print(f"insertion AUC {result.mean:.3f}")
     ```
     """
+    model, images, fixed = _explained(model, images, output, input)
     return _pixel_curve(
         "insertion", True, model, images, maps, targets, steps, baseline, batch_size, activation,
-        head,
+        head, fixed,
     )
 
 

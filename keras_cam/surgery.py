@@ -59,6 +59,10 @@ class CamModel:
         placement: `placement(height, width)` -> float32 `(2, 4)`: where the feature map sits
             on an input of that size, `(offset, scale, lo, hi)` per axis (height, width), for
             `keras_cam.methods.base.place_maps`.
+        input_name: the name of the explained input.
+        other_inputs: the model's other inputs (symbolic tensors, in the model's order), held
+            fixed while explaining; the sub-model takes `[explained, *other_inputs]` when
+            there are any, else the explained input alone.
     """
 
     model: keras.Model
@@ -68,6 +72,8 @@ class CamModel:
     input_shape: tuple[int | None, ...]
     data_format: str
     placement: Callable[[int, int], np.ndarray]
+    input_name: str = ""
+    other_inputs: tuple[Any, ...] = ()
 
     @property
     def image_shape(self) -> tuple[int | None, ...]:
@@ -93,8 +99,8 @@ def is_graph_model(obj: Any) -> bool:
 
 
 def is_readable(model: Any) -> bool:
-    """Whether `read_head` can read `model`: a Functional or Sequential model with one input
-    and one `(batch, units)` output.
+    """Whether `read_head` can read `model`: a Functional or Sequential model with one
+    `(batch, ..., units)` output.
 
     Args:
         model: any object, e.g. the callable a metric is given.
@@ -108,19 +114,55 @@ def is_readable(model: Any) -> bool:
         inputs, outputs = model.inputs, model.outputs
     except (AttributeError, ValueError):
         return False
-    return len(inputs) == 1 and len(outputs) == 1 and len(outputs[0].shape) == 2
+    return bool(inputs) and len(outputs) == 1 and len(outputs[0].shape) >= 2
 
 
-def check_model(model: Any) -> None:
-    """Raises a clear error unless `model` is a traceable single-input, single-output Keras model.
+def check_model(model: Any, input: int | str | None = None) -> int:
+    """Raises a clear error unless `model` is a traceable single-output Keras model whose
+    explained input is an image batch; returns the index of that input.
+
+    Args:
+        model: the object to check.
+        input: the explained input of a model with several (see `select_input`). Defaults
+            to `None` (the only input).
+
+    Returns:
+        The index of the explained input in `model.inputs`.
+
+    Raises:
+        TypeError: not a Keras model, or a subclassed model (its graph cannot be traced).
+        ValueError: an unbuilt Sequential model, several outputs (choose one with
+            `select_output`), several inputs without `input`, or an input that is not 4-D.
+    """
+    check_graph_model(model)
+    index = select_input(model, input)
+    shape = tuple(model.inputs[index].shape)
+    if len(shape) != 4:
+        raise ValueError(
+            f"`model` must take images of shape (batch, height, width, channels); its input "
+            f"{model.inputs[index].name!r} has shape {shape}."
+        )
+    return index
+
+
+def check_graph_model(model: Any) -> None:
+    """Raises a clear error unless `model` is a built Functional or Sequential model with one
+    output.
 
     Args:
         model: the object to check.
 
     Raises:
         TypeError: not a Keras model, or a subclassed model (its graph cannot be traced).
-        ValueError: an unbuilt Sequential model, or several inputs or outputs.
+        ValueError: an unbuilt Sequential model, or several outputs (the message lists them
+            and names `output=`).
     """
+    _check_traceable(model)
+    output_index(model, None)
+
+
+def _check_traceable(model: Any) -> None:
+    """Refuses anything but a built Functional or Sequential model."""
     if not isinstance(model, keras.Model):
         raise TypeError(
             f"`model` must be a keras.Model; received an object of type {type(model).__name__}."
@@ -133,27 +175,122 @@ def check_model(model: Any) -> None:
             "outputs)`) or a keras.Sequential, or pass the Functional backbone and head it wraps."
         )
     try:
-        inputs, outputs = model.inputs, model.outputs
+        model.inputs, model.outputs  # noqa: B018 -- raises for an unbuilt Sequential
     except (AttributeError, ValueError) as error:
         raise ValueError(
             f"`model` ({model.name}) has no defined inputs yet: build it first, e.g. start the "
             "Sequential with `keras.Input(shape=(H, W, C))` or call `model.build((None, H, W, C))`."
         ) from error
-    if len(inputs) != 1:
+
+
+def _listing(tensors: list[Any], names: list[str]) -> str:
+    return ", ".join(
+        f"{i}: {name!r} {tuple(t.shape)}" for i, (name, t) in enumerate(zip(names, tensors))
+    )
+
+
+def _choose(what: str, value: Any, names: list[str], tensors: list[Any], model: Any) -> int:
+    """The index `value` (a name, an index or `None` for the only one) names among `names`."""
+    listing = _listing(tensors, names)
+    if value is None:
+        if len(names) == 1:
+            return 0
         raise ValueError(
-            f"`model` must have exactly one image input; {model.name} has {len(inputs)}. "
-            "Wrap it in a single-input Functional model that fixes the other inputs."
+            f"`model` {model.name!r} has {len(names)} {what}s ({listing}); choose the {what} "
+            f"to explain with `{what}=` (a name or an index)."
         )
-    if len(outputs) != 1:
-        raise ValueError(
-            f"`model` must have exactly one classification output; {model.name} has "
-            f"{len(outputs)}. Build a Functional model that returns only the output to explain."
-        )
-    if len(inputs[0].shape) != 4:
-        raise ValueError(
-            f"`model` must take images of shape (batch, height, width, channels); its input "
-            f"has shape {tuple(inputs[0].shape)}."
-        )
+    if isinstance(value, str) and value in names:
+        return names.index(value)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        if -len(names) <= value < len(names):
+            return int(value) % len(names)
+    raise ValueError(
+        f"`{what}`={value!r} is not an {what} of model {model.name!r}; its {what}s are "
+        f"({listing}): pass one of their names or indices."
+    )
+
+
+def output_names(model: keras.Model) -> list[str]:
+    """The names of a model's outputs, in order (the names of the layers that produce them)."""
+    names = getattr(model, "output_names", None)
+    if names and len(names) == len(model.outputs):
+        return list(names)
+    return [tensor._keras_history.operation.name for tensor in model.outputs]
+
+
+def output_index(model: keras.Model, output: int | str | None) -> int:
+    """The index of the explained output of `model` in `model.outputs`.
+
+    Args:
+        model: a Functional or Sequential model.
+        output: an output's name (its layer's name, as `model.output_names` lists them) or
+            index, or `None` for the only output.
+
+    Returns:
+        The index.
+
+    Raises:
+        ValueError: no such output, or `None` for a model with several; the message lists
+            the outputs with their shapes.
+    """
+    return _choose("output", output, output_names(model), list(model.outputs), model)
+
+
+def select_output(model: keras.Model, output: int | str | None = None) -> keras.Model:
+    """The model to explain for one of its outputs: a Functional view sharing its layers.
+
+    A multi-task or auxiliary-head model is explained one output at a time: the view
+    `keras.Model(model.input, model.outputs[k])` calls the same layer objects (no weight is
+    copied, the model is not modified) and has that output only.
+
+    Args:
+        model: a Functional or Sequential Keras model.
+        output: the output's name or index, or `None` for the only output. Defaults to
+            `None`.
+
+    Returns:
+        `model` itself when it has one output, else the single-output view.
+
+    Raises:
+        TypeError: `model` is not a traceable Keras model.
+        ValueError: no such output, or `None` for a model with several (the message lists
+            the outputs and their shapes).
+
+    Example:
+    ```python
+    aux = select_output(model, "aux_logits")
+    kc.GradCAM(model, output="aux_logits")   # the same, inside every explainer
+    ```
+    """
+    _check_traceable(model)
+    index = output_index(model, output)
+    if len(model.outputs) == 1:
+        return model
+    return keras.Model(model.input, model.outputs[index], name=model.name)
+
+
+def select_input(model: keras.Model, input: int | str | None = None) -> int:
+    """The index of the explained input of `model` in `model.inputs`.
+
+    Args:
+        model: a Functional or Sequential Keras model.
+        input: the input's name (that of its `keras.Input`) or index, or `None` for the only
+            input. Defaults to `None`.
+
+    Returns:
+        The index.
+
+    Raises:
+        ValueError: no such input, or `None` for a model with several (the message lists
+            the inputs and their shapes).
+
+    Example:
+    ```python
+    select_input(image_and_metadata_model, "image")   # 0
+    ```
+    """
+    names = [tensor.name for tensor in model.inputs]
+    return _choose("input", input, names, list(model.inputs), model)
 
 
 def iter_layers(model: keras.Model) -> Iterator[tuple[str, keras.layers.Layer]]:
@@ -280,7 +417,7 @@ def spatial_layers(model: keras.Model) -> list[tuple[str, keras.layers.Layer]]:
     return candidates
 
 
-def find_conv_layer(model: keras.Model) -> keras.layers.Layer:
+def find_conv_layer(model: keras.Model, *, input: int | str | None = None) -> keras.layers.Layer:
     """Finds the layer to explain automatically: the last spatial layer before the head.
 
     Picks the last layer with a 4-D output whose height or width is > 1 (a 1x1 map carries
@@ -290,12 +427,16 @@ def find_conv_layer(model: keras.Model) -> keras.layers.Layer:
 
     Args:
         model: a Functional or Sequential Keras model.
+        input: the explained input of a model with several (its name or index, see
+            `select_input`); only layers its values reach are candidates. Defaults to `None`
+            (the only input).
 
     Returns:
         The chosen layer object (`layer.name` gives its name).
 
     Raises:
-        ValueError: the model has no convolutional layer with a spatial output.
+        ValueError: the model has no convolutional layer with a spatial output (reached from
+            the explained input).
 
     Example:
     ```python
@@ -303,8 +444,11 @@ def find_conv_layer(model: keras.Model) -> keras.layers.Layer:
     kc.find_conv_layer(model).name  # "block5_conv3"
     ```
     """
-    check_model(model)
+    index = check_model(model, input)
     candidates = spatial_layers(model)
+    if len(model.inputs) > 1:
+        reached = reached_layers(model, index)
+        candidates = [(path, layer) for path, layer in candidates if id(layer) in reached]
     if not candidates:
         raise ValueError(
             f"`model` ({model.name}) has no convolutional layer with a spatial output (4-D, "
@@ -319,13 +463,20 @@ def find_conv_layer(model: keras.Model) -> keras.layers.Layer:
     return layer
 
 
-def resolve_layer(model: keras.Model, layer: str | keras.layers.Layer | None) -> keras.layers.Layer:
+def resolve_layer(
+    model: keras.Model,
+    layer: str | keras.layers.Layer | None,
+    *,
+    input: int | str | None = None,
+) -> keras.layers.Layer:
     """Turns the user's `layer` argument into a layer object of `model`.
 
     Args:
         model: the model to explain.
         layer: a layer name (nested models are searched too; `"outer/inner"` paths also work),
             a layer object, or `None` for the automatic choice of `find_conv_layer`.
+        input: the explained input of a model with several (see `select_input`). Defaults
+            to `None` (the only input).
 
     Returns:
         The layer object.
@@ -336,8 +487,8 @@ def resolve_layer(model: keras.Model, layer: str | keras.layers.Layer | None) ->
         TypeError: `layer` is neither a string, a layer nor None.
     """
     if layer is None:
-        return find_conv_layer(model)
-    check_model(model)
+        return find_conv_layer(model, input=input)
+    check_model(model, input)
     everything = list(iter_layers(model))
     everything += [(path, nested) for path, nested in iter_nested_models(model)]
     if isinstance(layer, str):
@@ -640,6 +791,9 @@ class Head:
             operation) or `"dense"` (the final Dense layer's kernel and bias); `None` when the
             logits follow from the output.
         final: the model's final layer or operation.
+        shape: the output's shape without the batch axis: `(units,)` for a classifier,
+            `(H, W, K)` for a segmentation output (scores per position, read on the last
+            axis); `()` when unknown (read as `(units,)`).
     """
 
     kind: str
@@ -647,6 +801,7 @@ class Head:
     description: str
     pre_activation: str | None = None
     final: Any = dataclasses.field(default=None, compare=False, repr=False)
+    shape: tuple[int | None, ...] = ()
 
     def __post_init__(self) -> None:
         check_head(self.kind)
@@ -748,11 +903,14 @@ def read_head(model: keras.Model, head: str | Head | None = None) -> Head:
     - a linear output with **one** unit is a raw score (e.g. a regression), explained as it
       is; `head="logits"` says it is a binary logit instead;
     - an activation keras_cam does not know (`"tanh"`, `"relu"`, a custom function) is read
-      like a linear output, with a warning that names `head=`.
+      like a linear output, with a warning that names `head=`;
+    - an output with scores per position, `(batch, H, W, K)` (a segmentation model), is read
+      the same way on its last axis; it is explained with a target that reads one score per
+      image (`keras_cam.targets.SegmentationTarget`).
 
     Args:
-        model: a single-input, single-output Functional or Sequential Keras model whose output
-            is `(batch, units)`.
+        model: a single-output Functional or Sequential Keras model whose output is
+            `(batch, units)` or `(batch, ..., units)`.
         head: `None` to read the head automatically, or one of `HEADS` to state it (no warning
             then); a `Head` already read for this model is returned as it is. Defaults to
             `None`.
@@ -773,15 +931,16 @@ def read_head(model: keras.Model, head: str | Head | None = None) -> Head:
     read_head(model).kind          # "softmax"
     ```
     """
-    check_model(model)
+    check_graph_model(model)
     check_head(head)
     if isinstance(head, Head):
         return head
     shape = tuple(model.outputs[0].shape)
-    if len(shape) != 2 or shape[-1] is None:
+    if len(shape) < 2 or shape[-1] is None:
         raise ValueError(
-            f"`model` must output class scores of shape (batch, units); model {model.name!r} "
-            f"outputs shape {shape}. Build a Functional model that returns the scores to explain."
+            f"`model` must output scores of shape (batch, units), or (batch, ..., units) per "
+            f"position; model {model.name!r} outputs shape {shape}. Build a Functional model "
+            "that returns the scores to explain."
         )
     units = int(shape[-1])
     final = _head_layer(model)
@@ -794,6 +953,7 @@ def read_head(model: keras.Model, head: str | Head | None = None) -> Head:
             f"stated by head={head!r} ({activation.description})",
             activation.pre_activation if matches else None,
             final,
+            shape[1:],
         )
     kind = _automatic_kind(activation.name, units)
     if activation.name is None:
@@ -813,7 +973,7 @@ def read_head(model: keras.Model, head: str | Head | None = None) -> Head:
             kind,
             type(final).__name__,
         )
-    return Head(kind, units, activation.description, pre_activation, final)
+    return Head(kind, units, activation.description, pre_activation, final, shape[1:])
 
 
 # ---------------------------------------------------------------- GAP head (CAM)
@@ -1034,10 +1194,15 @@ class _Recorder:
         self._grids: dict[int, tuple[Any, Grid]] = {}
         self._producers: dict[int, str] = {}
         self._context: list[str] = []
+        # Tensors whose values come from the explained input (kept alive: keyed by id), and
+        # the layers called on them: only those calls of the explained layer are explained.
+        self._explained: dict[int, Any] = {}
+        self.reached: set[int] = set()
 
     def start(self, inputs: Any) -> None:
-        """Registers the model input: the identity grid (when its spatial size is known)."""
+        """Registers the explained input: the identity grid (when its spatial size is known)."""
         self._producers[id(inputs)] = "the model input"
+        self._explained[id(inputs)] = inputs
         shape = tuple(inputs.shape)
         if None not in spatial_sizes(shape, spatial_axes(self.layout)):
             self._grids[id(inputs)] = (inputs, Grid.identity(shape, self.layout))
@@ -1060,7 +1225,11 @@ class _Recorder:
                 self._follow_grid(layer, tensors, output, (args, kwargs))
         if not isinstance(output, (list, tuple)):
             self._producers[id(output)] = repr(layer.name)
-        if layer is self.target:
+        # A call on another input's branch only (e.g. metadata) is not explained.
+        explained = any(id(tensor) in self._explained for tensor in tensors)
+        if explained:
+            self.reached.add(id(layer))
+        if explained and layer is self.target:
             description = " > ".join([*self._context, f"{layer.name!r} called on {where}"])
             features = output
             if _layer_format(layer, self.layout) == "channels_first":
@@ -1072,6 +1241,8 @@ class _Recorder:
                 if grid is not None:
                     self._grids[id(output)] = (output, grid[1])
             self.calls.append(_Call(features, self.grid(output), description))
+        if explained:
+            self._explained.update((id(tensor), tensor) for tensor in keras.tree.flatten(output))
         if layer is self.final:
             self.head_input, self.head_output = args[0], output
         return output
@@ -1132,8 +1303,9 @@ class _Recorder:
         name = self.target.name
         if not self.calls:
             raise ValueError(
-                f"`layer`={name!r} is not on the path from the input to the output of model "
-                f"{model.name!r}, so it does not influence the prediction. Choose another layer."
+                f"`layer`={name!r} is not on the path from the explained input to the output of "
+                f"model {model.name!r}, so it does not explain the prediction from that input. "
+                "Choose another layer (or another `input=`)."
             )
         listing = "; ".join(f"call {i}: {call.description}" for i, call in enumerate(self.calls))
         if layer_call is None and len(self.calls) > 1:
@@ -1171,6 +1343,8 @@ def build_cam_model(
     *,
     layer_call: int | None = None,
     head: str | Head | None = None,
+    output: int | str | None = None,
+    input: int | str | None = None,
 ) -> CamModel:
     """Builds the Functional sub-model `inputs -> (features, logits, probabilities)`.
 
@@ -1181,10 +1355,15 @@ def build_cam_model(
     followed (crops, paddings, strides, resizes, flips), so the maps can be placed on the input
     pixels their features come from.
 
+    A model with several outputs is explained for the one `output` names (`select_output`);
+    a model with several inputs for the one `input` names: the sub-model takes that input
+    first and the others after it, in the model's order (`CamModel.other_inputs`), and only
+    calls of the explained layer on the explained input's branch are explained.
+
     Args:
-        model: a single-input, single-output Functional or Sequential classifier; nested
-            models are supported. Channels-first models too: the features are returned
-            channels-last.
+        model: a Functional or Sequential model (a classifier, a regression or segmentation
+            model, an embedding model); nested models are supported. Channels-first models
+            too: the features are returned channels-last.
         layer: the layer to explain: a name, a layer object, or `None` for the automatic
             choice (see `find_conv_layer`). Defaults to `None`.
         layer_call: which call of `layer` to explain when the model calls it (or a nested
@@ -1195,6 +1374,10 @@ def build_cam_model(
         head: how to read the model's output: `None` for the automatic reading of
             `read_head` (which warns when it cannot recognise the final activation), or one
             of `HEADS`, or a `Head` already read. Defaults to `None`.
+        output: the explained output of a model with several: its name or index (see
+            `select_output`). Defaults to `None` (the only output).
+        input: the explained input of a model with several: its name or index (see
+            `select_input`). Defaults to `None` (the only input).
 
     Returns:
         A `CamModel` holding the sub-model, the layer, the head reading, the class count, the
@@ -1202,8 +1385,10 @@ def build_cam_model(
 
     Raises:
         TypeError: `model` is not a traceable Keras model.
-        ValueError: unusable `layer` or `head`, a model with no spatial layer, or a layer
-            called several times without `layer_call` (the message lists the calls).
+        ValueError: unusable `layer` or `head`, a model with no spatial layer, a layer
+            called several times without `layer_call` (the message lists the calls), or an
+            `output` / `input` that does not exist or is missing for a model with several
+            (the message lists them with their shapes).
 
     Warns:
         UserWarning: a layer between the input and the explained layer changes the grid in a
@@ -1216,17 +1401,22 @@ def build_cam_model(
     features, logits, probabilities = cam_model.model(images)
     ```
     """
+    model = select_output(model, output)
     reading = read_head(model, head)
-    target = resolve_layer(model, layer)
+    explained = check_model(model, input)
+    target = resolve_layer(model, layer, input=explained)
     layout = data_format(model)
-    source = model.inputs[0]
-    inputs, recorder, output = _trace(model, target, layout, tuple(source.shape))
+    source = model.inputs[explained]
+    inputs, recorder, traced = _trace(model, target, layout, tuple(source.shape), explained)
     index = recorder.chosen_call(model, layer_call)
     chosen = recorder.calls[index]
     features = chosen.output
-    logits, scores = _head_tensors(reading, recorder, output)
+    logits, scores = _head_tensors(reading, recorder, traced)
+    others = [tensor for i, tensor in enumerate(inputs) if i != explained]
     sub_model = keras.Model(
-        inputs, [features, logits, scores], name=f"keras_cam_{model.name}"
+        [inputs[explained], *others] if others else inputs[explained],
+        [features, logits, scores],
+        name=f"keras_cam_{model.name}",
     )
 
     @functools.lru_cache(maxsize=32)
@@ -1236,7 +1426,7 @@ def build_cam_model(
             shape = list(source.shape)
             for axis, size in zip(spatial_axes(layout), (height, width)):
                 shape[axis] = size
-            grid = _trace(model, target, layout, tuple(shape))[1].calls[index].grid
+            grid = _trace(model, target, layout, tuple(shape), explained)[1].calls[index].grid
         return _placement(grid, target, (height, width))
 
     return CamModel(
@@ -1247,20 +1437,49 @@ def build_cam_model(
         input_shape=tuple(source.shape[1:]),
         data_format=layout,
         placement=placement,
+        input_name=source.name,
+        other_inputs=tuple(t for i, t in enumerate(model.inputs) if i != explained),
     )
+
+
+def reached_layers(model: keras.Model, input: int = 0) -> set[int]:
+    """The ids of the layers (nested ones included) that the values of one input reach.
+
+    Args:
+        model: a Functional or Sequential model.
+        input: the index of the input in `model.inputs`. Defaults to `0`.
+
+    Returns:
+        `{id(layer), ...}` of every layer called on a tensor computed from that input.
+    """
+    source = model.inputs[input]
+    return _trace(model, None, data_format(model), tuple(source.shape), input)[1].reached
 
 
 def _trace(
-    model: keras.Model, target: keras.layers.Layer, layout: str, batch_shape: tuple
-) -> tuple[Any, _Recorder, Any]:
-    """Re-traces `model` on a new input of `batch_shape`: `(inputs, recorder, output)`."""
+    model: keras.Model,
+    target: keras.layers.Layer | None,
+    layout: str,
+    batch_shape: tuple,
+    explained: int = 0,
+) -> tuple[list[Any], _Recorder, Any]:
+    """Re-traces `model` on new inputs, input `explained` of `batch_shape`: `(inputs, recorder,
+    output)`, `inputs` in the model's order."""
     recorder = _Recorder(target, _head_layer(model), layout)
-    source = model.inputs[0]
-    inputs = keras.Input(
-        batch_shape=batch_shape, dtype=explained_input_dtype(source.dtype), name="keras_cam_images"
-    )
-    recorder.start(inputs)
-    output = recorder.trace(model, inputs)
+    inputs = [
+        keras.Input(
+            batch_shape=batch_shape,
+            dtype=explained_input_dtype(source.dtype),
+            name="keras_cam_images",
+        )
+        if i == explained
+        else keras.Input(
+            batch_shape=tuple(source.shape), dtype=source.dtype, name=f"keras_cam_{source.name}"
+        )
+        for i, source in enumerate(model.inputs)
+    ]
+    recorder.start(inputs[explained])
+    output = recorder.trace(model, inputs if len(inputs) > 1 else inputs[0])
     return inputs, recorder, output
 
 

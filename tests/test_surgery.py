@@ -197,12 +197,12 @@ def test_bad_models_and_layers_raise_clear_errors():
         kc.GradCAM(unbuilt)
     a, b = keras.Input((8, 8, 3)), keras.Input((8, 8, 3))
     two_inputs = keras.Model([a, b], layers.Dense(2)(layers.Flatten()(layers.Add()([a, b]))))
-    with pytest.raises(ValueError, match="exactly one image input"):
+    with pytest.raises(ValueError, match=r"has 2 inputs \(0: .*choose the input.*`input=`"):
         kc.GradCAM(two_inputs)
     c = keras.Input((8, 8, 3))
     conv = layers.Conv2D(2, 3)(c)
     two_outputs = keras.Model(c, [layers.Flatten()(conv), layers.GlobalAveragePooling2D()(conv)])
-    with pytest.raises(ValueError, match="exactly one classification output"):
+    with pytest.raises(ValueError, match=r"has 2 outputs \(0: .*choose the output.*`output=`"):
         kc.GradCAM(two_outputs)
     flat = keras.Sequential([keras.Input((12,)), layers.Dense(2)])
     with pytest.raises(ValueError, match=r"\(batch, height, width, channels\)"):

@@ -204,6 +204,48 @@ _POSTPROCESS = {
 """Placement and normalization, shared by every explainer: `(upsample, mode) -> fn`."""
 
 
+def check_other_input(value: Any, source: Any, rows: int, single: bool) -> tf.Tensor:
+    """Checks one of the inputs held fixed (e.g. metadata) against the model's input.
+
+    Args:
+        value: the values given for it: NumPy array or tensor, one row per image (without
+            the batch axis when the explained input is a single image).
+        source: the model's symbolic input (its `name`, `shape` and `dtype`).
+        rows: the number of images explained.
+        single: whether the explained input was a single image (no batch axis).
+
+    Returns:
+        A tensor of `source`'s dtype, `(rows, *source.shape[1:])`.
+
+    Raises:
+        ValueError: a shape that does not match the input, another row count, or non-finite
+            values in a float input.
+        TypeError: values that cannot be read as an array.
+    """
+    try:
+        array = value if keras.ops.is_tensor(value) else np.asarray(value)
+        shape = tuple(array.shape)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"Input {source.name!r} must be a NumPy array or tensor of shape "
+            f"{tuple(source.shape)}; received {type(value).__name__}."
+        ) from error
+    batch_shape = (1, *shape) if single else shape
+    expected = tuple(source.shape[1:])
+    fits = len(batch_shape) == len(expected) + 1 and all(
+        size is None or size == given for size, given in zip(expected, batch_shape[1:])
+    )
+    if not fits or batch_shape[0] != rows:
+        raise ValueError(
+            f"Input {source.name!r} has shape {shape}, but model input {source.name!r} takes "
+            f"{tuple(source.shape)}, with one row per explained image ({rows})."
+        )
+    tensor = tf.reshape(tf.cast(array, source.dtype), batch_shape)
+    if tensor.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(tensor))):
+        raise ValueError(f"Input {source.name!r} contains NaN or infinite values.")
+    return tensor
+
+
 class BaseCAM:
     """Base class of all class activation map methods.
 
@@ -240,6 +282,15 @@ class BaseCAM:
             bar) or 2 (one line at the end). Every method accepts it, so tools pass it without
             asking; methods with a single pass (the gradient methods, CAM) show nothing.
             Defaults to `0`.
+        output: the output to explain of a model with several (an auxiliary head, a
+            multi-task model): its name (`model.output_names`) or index. `None` takes the only
+            output; with several, the error lists them with their shapes. Defaults to `None`.
+        input: the explained input of a model with several (an image plus metadata, two
+            images): its name or index. The call then takes the model's own input structure
+            (a list in the model's order or a dict keyed by input name); the other inputs are
+            held fixed at the values given, the maps have the explained input's size, and
+            Score-CAM masks only the explained input. `None` takes the only input; with
+            several, the error lists them with their shapes. Defaults to `None`.
 
     Attributes:
         layer: the explained layer (`cam.layer.name` is its name).
@@ -270,6 +321,8 @@ class BaseCAM:
         layer_call: int | None = None,
         head: str | Head | None = None,
         verbose: int = 0,
+        output: int | str | None = None,
+        input: int | str | None = None,
     ) -> None:
         if score not in _SCORES:
             raise ValueError(f"`score` must be one of {_SCORES}; received {score!r}.")
@@ -278,15 +331,24 @@ class BaseCAM:
         self.model = model
         self.score = score
         self.verbose = int(verbose)
-        self._cam: CamModel = build_cam_model(model, layer, layer_call=layer_call, head=head)
+        self._cam: CamModel = build_cam_model(
+            model, layer, layer_call=layer_call, head=head, output=output, input=input
+        )
         self.layer: keras.layers.Layer = self._cam.layer
         self.num_classes: int = self._cam.num_classes
         image_spec = tf.TensorSpec((None, *self._cam.input_shape), tf.float32)
-        self._pass_fn = compile_fn(
-            lambda images, class_idx: self._weighted_maps(images, class_idx),
-            [image_spec, tf.TensorSpec((None,), tf.int32)],
+        self._others_spec = tuple(
+            tf.TensorSpec((None, *other.shape[1:]), other.dtype)
+            for other in self._cam.other_inputs
         )
-        self._predict_fn = compile_fn(lambda images: self._forward(images)[2], [image_spec])
+        self._pass_fn = compile_fn(
+            lambda images, others, class_idx: self._weighted_maps(images, others, class_idx),
+            [image_spec, self._others_spec, tf.TensorSpec((None,), tf.int32)],
+        )
+        self._predict_fn = compile_fn(
+            lambda images, others: self._forward(images, others)[2],
+            [image_spec, self._others_spec],
+        )
 
     # ------------------------------------------------------------------ public API
     def __call__(
@@ -301,13 +363,16 @@ class BaseCAM:
 
         Args:
             images: one image `(H, W, C)` or a batch `(B, H, W, C)`, NumPy or tensor,
-                preprocessed the way the model expects.
+                preprocessed the way the model expects. For a model with several inputs, all
+                of them in the model's structure: a list in its order or a dict keyed by
+                input name (`cam([images, metadata])`), one row per image in each.
             targets: `None` (each image's top-1 class), an int (one class for all images), a
                 sequence of ints (one class per image: a list, NumPy array, tensor or pandas
                 Series, see `keras_cam.targets.class_indices`), a callable
                 `f(logits) -> (B,)`, or a target object (`keras_cam.targets.ClassTarget`,
-                `TopPredictionTarget`, `BinaryTarget`, a `Target` of your own) or a list of
-                class targets, one per image. Defaults to `None`.
+                `TopPredictionTarget`, `BinaryTarget`, `MultiLabelTarget`, `RegressionTarget`,
+                `SegmentationTarget`, `SimilarityTarget`, a `Target` of your own) or a list of
+                target objects, one per image. Defaults to `None`.
             upsample: place the maps on the input's pixels: each pixel samples (bilinearly)
                 the features its position maps to through the crops, paddings, strides and
                 resizes between the input and the layer, and pixels outside the region the
@@ -332,8 +397,10 @@ class BaseCAM:
                 (`supports_callable_targets = False`).
         """
         mode = check_normalize(normalize)
-        batch, single = self._check_images(images)
-        resolved = resolve_targets(targets, int(batch.shape[0]), self.num_classes)
+        batch, others, single = self._check_inputs(images)
+        resolved = resolve_targets(
+            targets, int(batch.shape[0]), self.num_classes, self._cam.head
+        )
         if callable(resolved) and not self.supports_callable_targets:
             raise ValueError(
                 f"{self.display_name} explains one class per image, so `targets` must be None, "
@@ -341,7 +408,7 @@ class BaseCAM:
                 f"a callable score ({getattr(resolved, '__name__', type(resolved).__name__)}). "
                 "Use `keras_cam.GradCAM` for arbitrary differentiable scores."
             )
-        raw = self.explain_batch(batch, resolved)
+        raw = self.explain_batch(batch, resolved, others)
         postprocess = _POSTPROCESS[bool(upsample), mode]
         size = self.image_size(batch)
         maps = postprocess(raw, tf.constant(size, tf.int32), self.placement(*size)).numpy()
@@ -377,10 +444,13 @@ class BaseCAM:
         maps = cam(images, targets=top)
         ```
         """
-        batch, single = self._check_images(images)
+        batch, others, single = self._check_inputs(images)
+        step = self.images_per_pass
         chunks = [
-            self._predict_fn(batch[start : start + self.images_per_pass]).numpy()
-            for start in range(0, int(batch.shape[0]), self.images_per_pass)
+            self._predict_fn(
+                batch[start : start + step], tuple(o[start : start + step] for o in others)
+            ).numpy()
+            for start in range(0, int(batch.shape[0]), step)
         ]
         scores = np.concatenate(chunks).astype(np.float32, copy=False)
         return scores[0] if single else scores
@@ -432,10 +502,16 @@ class BaseCAM:
             weights = weights[:, tf.newaxis, tf.newaxis, :]
         return tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))
 
-    def explain_batch(self, images: tf.Tensor, targets: np.ndarray | ScoreFn) -> tf.Tensor:
+    def explain_batch(
+        self,
+        images: tf.Tensor,
+        targets: np.ndarray | ScoreFn,
+        others: tuple[tf.Tensor, ...] = (),
+    ) -> tf.Tensor:
         """Raw ReLU'd maps at the layer's resolution, `(B, h, w)`, for checked inputs.
 
-        Runs the compiled gradient pass in chunks of `images_per_pass` images.
+        Runs the compiled gradient pass in chunks of `images_per_pass` images. `others` are
+        the model's other inputs (`CamModel.other_inputs`), one row per image, held fixed.
         """
         if callable(targets):
             pass_fn, class_idx = self._callable_pass(targets), None
@@ -443,29 +519,40 @@ class BaseCAM:
             pass_fn, class_idx = self._pass_fn, tf.constant(targets, tf.int32)
         chunks = []
         for start in range(0, int(images.shape[0]), self.images_per_pass):
-            chunk = images[start : start + self.images_per_pass]
+            stop = start + self.images_per_pass
+            chunk, chunk_others = images[start:stop], tuple(o[start:stop] for o in others)
             if class_idx is None:
-                chunks.append(pass_fn(chunk))
+                rows = tf.range(start, start + int(chunk.shape[0]))
+                chunks.append(pass_fn(chunk, chunk_others, rows))
             else:
-                chunks.append(pass_fn(chunk, class_idx[start : start + self.images_per_pass]))
+                chunks.append(pass_fn(chunk, chunk_others, class_idx[start:stop]))
         return tf.concat(chunks, axis=0)
 
     # -------------------------------------------------------------- internals
-    def _forward(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        features, logits, probabilities = self._cam.model(images, training=False)
+    def _forward(
+        self, images: tf.Tensor, others: tuple[tf.Tensor, ...] = ()
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        inputs = [images, *others] if others else images
+        features, logits, probabilities = self._cam.model(inputs, training=False)
         return features, logits, probabilities
 
     def _weighted_maps(
-        self, images: tf.Tensor, class_idx: tf.Tensor, score_fn: ScoreFn | None = None
+        self,
+        images: tf.Tensor,
+        others: tuple[tf.Tensor, ...],
+        class_idx: tf.Tensor,
+        score_fn: ScoreFn | None = None,
+        image_index: tf.Tensor | None = None,
     ) -> tf.Tensor:
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             # Watching the input records the whole forward pass even when every weight is
             # frozen; the backward pass still stops at the explained layer.
             tape.watch(images)
-            features, logits, probabilities = self._forward(images)
-            class_idx = explained_classes(class_idx, logits)
+            features, logits, probabilities = self._forward(images, others)
+            if score_fn is None:
+                class_idx = explained_classes(class_idx, logits)
             outputs = logits if self.score == "logit" else probabilities
-            scores = target_scores(outputs, class_idx, score_fn)
+            scores = target_scores(outputs, class_idx, score_fn, image_index)
             # Each image's score depends only on its own features, so one gradient of the
             # sum gives every image its own gradient.
             total_score = tf.reduce_sum(scores)
@@ -483,11 +570,42 @@ class BaseCAM:
         variables become constants of the compiled pass. Keeping that pass for a later call
         would explain the callable as it was then, not as it is now, so it serves one call.
         """
-        def pass_fn(images: tf.Tensor) -> tf.Tensor:
+        def pass_fn(
+            images: tf.Tensor, others: tuple[tf.Tensor, ...], image_index: tf.Tensor
+        ) -> tf.Tensor:
             class_idx = tf.fill(tf.shape(images)[:1], TOP_PREDICTION)
-            return self._weighted_maps(images, class_idx, score_fn)
+            return self._weighted_maps(images, others, class_idx, score_fn, image_index)
 
-        return compile_fn(pass_fn, [self._pass_fn.input_signature[0]])
+        image_spec, others_spec, index_spec = self._pass_fn.input_signature
+        return compile_fn(pass_fn, [image_spec, others_spec, index_spec])
+
+    def _check_inputs(self, inputs: Any) -> tuple[tf.Tensor, tuple[tf.Tensor, ...], bool]:
+        """Splits the model's input structure into the checked explained images (float32),
+        the other inputs (one row per image, in `CamModel.other_inputs` order, each of its
+        input's dtype) and `single`."""
+        others = self._cam.other_inputs
+        if not others:
+            batch, single = self._check_images(inputs)
+            return batch, (), single
+        sources = list(self.model.inputs)
+        names = [source.name for source in sources]
+        listing = ", ".join(f"{name!r} {tuple(t.shape)}" for name, t in zip(names, sources))
+        if isinstance(inputs, dict) and set(inputs) == set(names):
+            values = dict(inputs)
+        elif isinstance(inputs, (list, tuple)) and len(inputs) == len(names):
+            values = dict(zip(names, inputs))
+        else:
+            given = sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
+            raise ValueError(
+                f"Model {self.model.name!r} takes {len(names)} inputs ({listing}); pass them "
+                f"all, in its own structure: a list in this order or a dict keyed by these "
+                f"names. Received {given}. The explained input is {self._cam.input_name!r}; "
+                "the others are held fixed."
+            )
+        batch, single = self._check_images(values[self._cam.input_name])
+        rows = int(batch.shape[0])
+        fixed = tuple(check_other_input(values[t.name], t, rows, single) for t in others)
+        return batch, fixed, single
 
     def _check_images(self, images: Any) -> tuple[tf.Tensor, bool]:
         """Validates images against the model's input; returns a float32 batch and `single`."""
@@ -544,5 +662,6 @@ class BaseCAM:
                 "activation map of such an input is meaningless. Check the preprocessing."
             )
         # A model with an integer input takes integer images (explained as float32).
-        check_input_values(batch, self.model.inputs[0].dtype, self.model.name)
+        source = next(t for t in self.model.inputs if t.name == self._cam.input_name)
+        check_input_values(batch, source.dtype, self.model.name)
         return batch, single

@@ -16,7 +16,14 @@ import keras
 import tensorflow as tf
 
 from keras_cam.methods.base import BaseCAM
-from keras_cam.surgery import Head, final_layer, find_gap_head, is_graph_model, resolve_layer
+from keras_cam.surgery import (
+    Head,
+    final_layer,
+    find_gap_head,
+    is_graph_model,
+    resolve_layer,
+    select_output,
+)
 
 def cam_weights(kernel: Any, class_idx: Any, binary: bool = True) -> tf.Tensor:
     """CAM's channel weights: the Dense kernel's column of each image's class.
@@ -77,6 +84,10 @@ class CAM(BaseCAM):
             `keras_cam.surgery.HEADS` (see `keras_cam.BaseCAM`). Defaults to `None`.
         verbose: accepted like every method's (see `keras_cam.BaseCAM`); CAM runs a single
             pass and shows no progress. Defaults to `0`.
+        output: the output to explain of a model with several (see `keras_cam.BaseCAM`); its
+            head must be GAP -> Dense. Defaults to `None`.
+        input: the explained input of a model with several (see `keras_cam.BaseCAM`).
+            Defaults to `None`.
 
     Attributes:
         head: the `GapHead` found (`cam.head.dense.kernel` holds the class weights).
@@ -106,11 +117,14 @@ class CAM(BaseCAM):
         layer_call: int | None = None,
         head: str | Head | None = None,
         verbose: int = 0,
+        output: int | str | None = None,
+        input: int | str | None = None,
     ) -> None:
+        model = select_output(model, output)
         self.head = find_gap_head(model, head)
         features = self.head.features
         if layer is not None:
-            chosen = resolve_layer(model, layer)
+            chosen = resolve_layer(model, layer, input=input)
             if chosen is not features and not (
                 is_graph_model(chosen) and final_layer(chosen) is features
             ):
@@ -121,7 +135,8 @@ class CAM(BaseCAM):
                     "use `keras_cam.GradCAM` to explain another layer."
                 )
         super().__init__(
-            model, features, layer_call=layer_call, head=self.head.head, verbose=verbose
+            model, features, layer_call=layer_call, head=self.head.head, verbose=verbose,
+            input=input,
         )
 
     def compute_weights(

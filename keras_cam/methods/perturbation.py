@@ -141,6 +141,10 @@ class PerturbationCAM(BaseCAM):
         head: how to read the model's output, hence what the perturbed inputs are scored
             with: `None` for automatic, or one of `keras_cam.surgery.HEADS` (see
             `keras_cam.BaseCAM`). Defaults to `None`.
+        output: the output to explain of a model with several (see `keras_cam.BaseCAM`).
+            Defaults to `None`.
+        input: the explained input of a model with several (see `keras_cam.BaseCAM`); only
+            it is perturbed, the other inputs reach the model unchanged. Defaults to `None`.
 
     Attributes:
         last_stats: a `PerturbationStats` describing the last call (passes run, channels
@@ -181,8 +185,18 @@ class PerturbationCAM(BaseCAM):
         verbose: int = 1,
         layer_call: int | None = None,
         head: str | Head | None = None,
+        output: int | str | None = None,
+        input: int | str | None = None,
     ) -> None:
-        super().__init__(model, layer, layer_call=layer_call, head=head, verbose=verbose)
+        super().__init__(
+            model,
+            layer,
+            layer_call=layer_call,
+            head=head,
+            verbose=verbose,
+            output=output,
+            input=input,
+        )
         sub_model = self._cam.model
         feature_shape = tuple(sub_model.outputs[0].shape[1:])
         self.num_channels: int = int(feature_shape[-1])
@@ -208,13 +222,13 @@ class PerturbationCAM(BaseCAM):
         # The perturbed passes need only the scores: a second Functional model over the same
         # graph (shared weights) skips the work of returning the feature maps.
         self._scores = keras.Model(
-            sub_model.inputs[0], sub_model.outputs[2], name=f"{sub_model.name}_scores"
+            sub_model.input, sub_model.outputs[2], name=f"{sub_model.name}_scores"
         )
         self._activations_per_pixel = _activations_per_pixel(
             sub_model, [self._cam.input_shape[axis - 1] for axis in self._cam.spatial_axes]
         )
         self._image_spec = tf.TensorSpec((None, *self._cam.input_shape), tf.float32)
-        self._features_fn = compile_fn(self._features, [self._image_spec])
+        self._features_fn = compile_fn(self._features, [self._image_spec, self._others_spec])
         self._maps_spec = tf.TensorSpec((None, self.num_channels, *feature_shape[:2]), tf.float32)
         channel_spec = tf.TensorSpec((None, self.num_channels), tf.float32)
         flag_spec = tf.TensorSpec((None, self.num_channels), tf.bool)
@@ -281,9 +295,17 @@ class PerturbationCAM(BaseCAM):
         return self.perturb(images, zeros)
 
     # ------------------------------------------------------------------ the engine
-    def explain_batch(self, images: tf.Tensor, targets: np.ndarray | ScoreFn) -> tf.Tensor:
-        """Raw `ReLU(sum_k w_k A^k)` maps at the layer's resolution, `(B, h, w)`."""
-        features, maps, classes, constant, variance = self._first_pass(images, targets)
+    def explain_batch(
+        self,
+        images: tf.Tensor,
+        targets: np.ndarray | ScoreFn,
+        others: tuple[tf.Tensor, ...] = (),
+    ) -> tf.Tensor:
+        """Raw `ReLU(sum_k w_k A^k)` maps at the layer's resolution, `(B, h, w)`.
+
+        Only `images` are perturbed; `others` (the model's other inputs, one row per image)
+        reach the model unchanged with each perturbed copy of their image."""
+        features, maps, classes, constant, variance = self._first_pass(images, targets, others)
         score_fn = targets if callable(targets) else None
         chunk_fn, baseline_fn = self._stream(score_fn)
         selected = self._select(variance)
@@ -293,13 +315,15 @@ class PerturbationCAM(BaseCAM):
         batch_size = self.batch_size or self._auto_batch_size(images)
         start_time = time.perf_counter()
         scores = self._run_stream(
-            chunk_fn, images, maps, pairs, classes[pairs[:, 0]], batch_size
+            chunk_fn, images, others, maps, pairs, classes[pairs[:, 0]], batch_size
         )
         seconds = time.perf_counter() - start_time
         skipped = selected & ~run
         baseline_passes = 0
         if self.needs_constant_scores() and skipped.any():
-            baseline, baseline_passes = (t.numpy() for t in baseline_fn(images, classes))
+            baseline, baseline_passes = (
+                t.numpy() for t in baseline_fn(images, others, classes)
+            )
             scores = np.where(skipped, baseline[:, np.newaxis], scores)
 
         self.last_stats = PerturbationStats(
@@ -316,9 +340,11 @@ class PerturbationCAM(BaseCAM):
         return self._combine_fn(features, scores, selected, constant)
 
     # -------------------------------------------------------------- internals
-    def _features(self, images: tf.Tensor) -> tuple[tf.Tensor, ...]:
+    def _features(
+        self, images: tf.Tensor, others: tuple[tf.Tensor, ...]
+    ) -> tuple[tf.Tensor, ...]:
         """Feature maps `(B, h, w, K)`, as `(B, K, h, w)`, top-1 class and channel statistics."""
-        features, _, scores = self._forward(images)
+        features, _, scores = self._forward(images, others)
         features = tf.cast(features, tf.float32)
         maps = tf.transpose(features, (0, 3, 1, 2))  # one gather per chunk picks a channel
         flat = tf.reshape(maps, tf.concat([tf.shape(maps)[:2], [-1]], axis=0))
@@ -327,16 +353,20 @@ class PerturbationCAM(BaseCAM):
         return features, maps, top, constant, tf.math.reduce_variance(flat, axis=-1)
 
     def _first_pass(
-        self, images: tf.Tensor, targets: np.ndarray | ScoreFn
+        self, images: tf.Tensor, targets: np.ndarray | ScoreFn, others: tuple[tf.Tensor, ...]
     ) -> tuple[tf.Tensor, tf.Tensor, np.ndarray, np.ndarray, np.ndarray]:
         """Features, maps, each image's class (top-1 resolved), constant flags, variances."""
+        step = self.images_per_pass
         parts = [
-            self._features_fn(images[start : start + self.images_per_pass])
-            for start in range(0, int(images.shape[0]), self.images_per_pass)
+            self._features_fn(
+                images[start : start + step], tuple(o[start : start + step] for o in others)
+            )
+            for start in range(0, int(images.shape[0]), step)
         ]
         features, maps, top, constant, variance = (tf.concat(p, axis=0) for p in zip(*parts))
         if callable(targets):
-            classes = np.full(top.shape, TOP_PREDICTION, np.int32)  # unused: the callable scores
+            # Unused (the callable scores); `top` is per position for a segmentation output.
+            classes = np.full(top.shape[:1], TOP_PREDICTION, np.int32)
         else:
             classes = np.where(targets == TOP_PREDICTION, top.numpy(), targets)
         return features, maps, classes, constant.numpy(), variance.numpy()
@@ -368,6 +398,7 @@ class PerturbationCAM(BaseCAM):
         self,
         chunk_fn: Any,
         images: tf.Tensor,
+        others: tuple[tf.Tensor, ...],
         maps: tf.Tensor,
         pairs: np.ndarray,
         classes: np.ndarray,
@@ -380,7 +411,7 @@ class PerturbationCAM(BaseCAM):
         for start in range(0, len(pairs), batch_size):
             stop = start + batch_size
             chunks.append(
-                chunk_fn(images, maps, pairs[start:stop], classes[start:stop], placement)
+                chunk_fn(images, others, maps, pairs[start:stop], classes[start:stop], placement)
             )
             done = min(stop, len(pairs))
             if progress is None and self.verbose and done < len(pairs):
@@ -406,19 +437,39 @@ class PerturbationCAM(BaseCAM):
         return tf.expand_dims(masks, 1 if self._cam.data_format == "channels_first" else 3)
 
     def _mean_scores(
-        self, inputs: tf.Tensor, classes: tf.Tensor, score_fn: ScoreFn | None
+        self,
+        inputs: tf.Tensor,
+        others: tuple[tf.Tensor, ...],
+        image_index: tf.Tensor,
+        classes: tf.Tensor,
+        score_fn: ScoreFn | None,
     ) -> tf.Tensor:
         """Mean target score over the `perturbations` of each of `n` rows: `(n,)`.
 
         `inputs` holds `perturbations * m` perturbation-major inputs, `m` either `n` or 1
-        (one input shared by every row).
+        (one input shared by every row); row `r` belongs to image `image_index[r]`, whose
+        other inputs (`others`, one row per image) go with each of its perturbed copies.
         """
-        outputs = self._scores(inputs, training=False)
         rows = tf.shape(classes)[0]
-        outputs = tf.reshape(outputs, [self.perturbations, -1, tf.shape(outputs)[-1]])
-        outputs = tf.broadcast_to(outputs, [self.perturbations, rows, tf.shape(outputs)[-1]])
-        outputs = tf.reshape(outputs, [self.perturbations * rows, -1])
-        scores = target_scores(outputs, tf.tile(classes, [self.perturbations]), score_fn)
+        if others:  # each row's copies go with its own image's other inputs
+            shape = tf.shape(inputs)
+            inputs = tf.reshape(inputs, tf.concat([[self.perturbations, -1], shape[1:]], 0))
+            inputs = tf.broadcast_to(inputs, tf.concat([[self.perturbations, rows], shape[1:]], 0))
+            inputs = [
+                tf.reshape(inputs, tf.concat([[-1], shape[1:]], 0)),
+                *(_tile(tf.gather(other, image_index), self.perturbations) for other in others),
+            ]
+        outputs = self._scores(inputs, training=False)
+        width = tf.shape(outputs)[1:]
+        outputs = tf.reshape(outputs, tf.concat([[self.perturbations, -1], width], 0))
+        outputs = tf.broadcast_to(outputs, tf.concat([[self.perturbations, rows], width], 0))
+        outputs = tf.reshape(outputs, tf.concat([[self.perturbations * rows], width], 0))
+        scores = target_scores(
+            outputs,
+            tf.tile(classes, [self.perturbations]),
+            score_fn,
+            tf.tile(image_index, [self.perturbations]),
+        )
         return tf.reduce_mean(tf.reshape(scores, [self.perturbations, rows]), axis=0)
 
     def _stream(self, score_fn: ScoreFn | None) -> tuple[Any, Any]:
@@ -438,6 +489,7 @@ class PerturbationCAM(BaseCAM):
 
         def chunk_scores(
             images: tf.Tensor,
+            others: tuple[tf.Tensor, ...],
             maps: tf.Tensor,
             pairs: tf.Tensor,
             classes: tf.Tensor,
@@ -446,15 +498,22 @@ class PerturbationCAM(BaseCAM):
             size = tf.gather(tf.shape(images), self._cam.spatial_axes)
             masks = self._masks(tf.gather_nd(maps, pairs), size, placement)
             inputs = self.perturb(tf.gather(images, pairs[:, 0]), masks)
-            return self._mean_scores(inputs, classes, score_fn)
+            return self._mean_scores(inputs, others, pairs[:, 0], classes, score_fn)
 
-        def baseline_scores(images: tf.Tensor, classes: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        def baseline_scores(
+            images: tf.Tensor, others: tuple[tf.Tensor, ...], classes: tf.Tensor
+        ) -> tuple[tf.Tensor, ...]:
             inputs = self.blank_inputs(images)
-            return self._mean_scores(inputs, classes, score_fn), tf.shape(inputs)[0]
+            image_index = tf.range(tf.shape(classes)[0])
+            scores = self._mean_scores(inputs, others, image_index, classes, score_fn)
+            # A blank shared by every image is run once per image with its other inputs.
+            runs = tf.shape(image_index)[0] * self.perturbations if others else tf.shape(inputs)[0]
+            return scores, runs
 
         index_spec = tf.TensorSpec((None,), tf.int32)
         chunk_spec = [
             self._image_spec,
+            self._others_spec,
             self._maps_spec,
             tf.TensorSpec((None, 2), tf.int32),
             index_spec,
@@ -462,8 +521,13 @@ class PerturbationCAM(BaseCAM):
         ]
         return (
             compile_fn(chunk_scores, chunk_spec),
-            compile_fn(baseline_scores, [self._image_spec, index_spec]),
+            compile_fn(baseline_scores, [self._image_spec, self._others_spec, index_spec]),
         )
+
+
+def _tile(rows: tf.Tensor, times: int) -> tf.Tensor:
+    """`rows` repeated `times` times along the batch axis (perturbation-major)."""
+    return tf.tile(rows, [times] + [1] * (len(rows.shape) - 1))
 
 
 def _is_int(value: Any) -> bool:

@@ -117,6 +117,10 @@ class ScoreCAM(PerturbationCAM):
         head: how to read the model's output, hence what the masked inputs are scored with:
             `None` for automatic, or one of `keras_cam.surgery.HEADS` (see
             `keras_cam.BaseCAM`). Defaults to `None`.
+        output: the output to explain of a model with several (see `keras_cam.BaseCAM`).
+            Defaults to `None`.
+        input: the explained input of a model with several (see `keras_cam.BaseCAM`); only
+            it is masked, the other inputs reach the model unchanged. Defaults to `None`.
 
     Attributes:
         last_stats: a `ScoreCAMStats` (`PerturbationStats`) describing the last call (passes
@@ -154,6 +158,8 @@ class ScoreCAM(PerturbationCAM):
         verbose: int = 1,
         layer_call: int | None = None,
         head: str | Head | None = None,
+        output: int | str | None = None,
+        input: int | str | None = None,
     ) -> None:
         if weighting not in WEIGHTINGS:
             raise ValueError(f"`weighting` must be one of {WEIGHTINGS}; received {weighting!r}.")
@@ -167,6 +173,8 @@ class ScoreCAM(PerturbationCAM):
             verbose=verbose,
             layer_call=layer_call,
             head=head,
+            output=output,
+            input=input,
         )
 
     def perturb(self, images: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
