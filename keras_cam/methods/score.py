@@ -117,6 +117,8 @@ class ScoreCAM(PerturbationCAM):
         head: how to read the model's output, hence what the masked inputs are scored with:
             `None` for automatic, or one of `keras_cam.surgery.HEADS` (see
             `keras_cam.BaseCAM`). Defaults to `None`.
+        token_grid: the patch grid of a token layer (see `keras_cam.BaseCAM`). Defaults to
+            `None`.
 
     Attributes:
         last_stats: a `ScoreCAMStats` (`PerturbationStats`) describing the last call (passes
@@ -154,6 +156,7 @@ class ScoreCAM(PerturbationCAM):
         verbose: int = 1,
         layer_call: int | None = None,
         head: str | Head | None = None,
+        token_grid: tuple[int, int] | None = None,
     ) -> None:
         if weighting not in WEIGHTINGS:
             raise ValueError(f"`weighting` must be one of {WEIGHTINGS}; received {weighting!r}.")
@@ -167,6 +170,7 @@ class ScoreCAM(PerturbationCAM):
             verbose=verbose,
             layer_call=layer_call,
             head=head,
+            token_grid=token_grid,
         )
 
     def perturb(self, images: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:

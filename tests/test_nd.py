@@ -1,0 +1,218 @@
+"""1-D signals `(B, T, C)` and 3-D volumes `(B, D, H, W, C)`: every method, placement, the
+automatic layer choice and the input checks (issue 12, item 4).
+
+Expected values are computed here: linear / trilinear interpolation written in NumPy, copies of
+the input placed by hand, a trained Conv1D model on signals whose event position is known, a
+blob detector whose answer is the blob, and 2-D models whose maps a depth-1 volume must equal.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras import layers
+
+import keras_cam as kc
+from keras_cam.methods.base import place_maps
+
+LENGTH = 64
+EVENT_WIDTH = 5
+
+
+# ----------------------------------------------------------------------------- references
+def _resize_axis(values: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """Linear resampling of one axis with half-pixel centres, clamped at the edges."""
+    cells = values.shape[axis]
+    position = np.clip((np.arange(size) + 0.5) * cells / size - 0.5, 0, cells - 1)
+    moved = np.moveaxis(values, axis, -1)
+    resized = np.apply_along_axis(lambda row: np.interp(position, np.arange(cells), row), -1, moved)
+    return np.moveaxis(resized, -1, axis)
+
+
+def test_place_maps_1d_is_linear_interpolation_with_half_pixel_centres():
+    maps = np.random.rand(3, 7).astype(np.float32)
+    placement = np.array([[0.0, 0.0, 0.0, 40.0]], np.float32)  # stretched over the signal
+    placed = place_maps(tf.constant(maps), tf.constant([40]), tf.constant(placement)).numpy()
+    np.testing.assert_allclose(placed, _resize_axis(maps, 1, 40), atol=1e-6)
+
+
+def test_place_maps_3d_is_trilinear_interpolation():
+    maps = np.random.rand(2, 3, 4, 5).astype(np.float32)
+    placement = np.array([[0, 0, 0, 6], [0, 0, 0, 24], [0, 0, 0, 40]], np.float32)
+    placed = place_maps(tf.constant(maps), tf.constant([6, 24, 40]), tf.constant(placement))
+    expected = _resize_axis(_resize_axis(_resize_axis(maps, 1, 6), 2, 24), 3, 40)
+    np.testing.assert_allclose(placed.numpy(), expected, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- geometry 1-D
+def test_a_cropped_strided_conv1d_map_sits_on_the_window_centres():
+    """Cropping1D((2, 0)) then a stride-2 'valid' Conv1D copying its window's centre: feature
+    j is input sample 3 + 2j, so the placed (raw) map there is that sample / cells, and the
+    cropped samples get 0."""
+    inputs = keras.Input((LENGTH, 1))
+    cropped = layers.Cropping1D((2, 0))(inputs)
+    kernel = np.zeros((3, 1, 1), np.float32)
+    kernel[1] = 1.0
+    conv = layers.Conv1D(1, 3, strides=2, use_bias=False, name="copy")
+    features = conv(cropped)
+    head = layers.Dense(2, use_bias=False)
+    model = keras.Model(inputs, head(layers.GlobalAveragePooling1D()(features)))
+    conv.set_weights([kernel])
+    head.set_weights([np.array([[0.0, 1.0]], np.float32)])
+    signal = np.random.uniform(0.5, 1.0, (LENGTH, 1)).astype(np.float32)
+    cells = (LENGTH - 2 - 3) // 2 + 1
+    raw = kc.GradCAM(model)(signal, targets=1, normalize=False)
+    assert raw.shape == (LENGTH,)
+    centres = 3 + 2 * np.arange(cells)
+    np.testing.assert_allclose(raw[centres] * cells, signal[centres, 0], rtol=1e-5)
+    np.testing.assert_array_equal(raw[:2], 0.0)
+
+
+# ----------------------------------------------------------------------------- trained 1-D
+def _signals(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Noisy signals with one event: class 0 a bump, class 1 a dip, at a random position."""
+    rng = np.random.default_rng(seed)
+    positions = rng.integers(8, LENGTH - 8, n)
+    labels = rng.integers(0, 2, n)
+    time = np.arange(LENGTH)
+    pulse = np.exp(-0.5 * ((time[None] - positions[:, None]) / 1.5) ** 2)
+    signals = rng.normal(0.0, 0.15, (n, LENGTH)) + np.where(labels[:, None] == 0, 1, -1) * pulse
+    return signals[..., None].astype(np.float32), labels.astype(np.int32), positions
+
+
+@pytest.fixture(scope="module")
+def signal_model() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((LENGTH, 1))
+    x = layers.Conv1D(8, 5, padding="same", activation="relu")(inputs)
+    x = layers.MaxPooling1D(2)(x)
+    x = layers.Conv1D(16, 5, padding="same", activation="relu", name="last_conv")(x)
+    outputs = layers.Dense(2, activation="softmax")(layers.GlobalAveragePooling1D()(x))
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    signals, labels, _ = _signals(1024, seed=1)
+    model.fit(signals, labels, epochs=6, batch_size=64, verbose=0)
+    return model
+
+
+def _pointing_1d(maps: np.ndarray, positions: np.ndarray) -> float:
+    return float(np.mean(np.abs(maps.argmax(axis=1) - positions) <= EVENT_WIDTH))
+
+
+def test_the_automatic_layer_of_a_conv1d_network_is_its_last_conv(signal_model):
+    assert kc.find_conv_layer(signal_model).name == "last_conv"
+
+
+@pytest.mark.parametrize("method", sorted(kc.METHODS))
+def test_every_method_points_at_the_event_of_held_out_signals(signal_model, method):
+    signals, labels, positions = _signals(40, seed=7)
+    accuracy = np.mean(signal_model.predict(signals, verbose=0).argmax(-1) == labels)
+    assert accuracy >= 0.95
+    maps = kc.get_method(method)(signal_model, verbose=0)(signals, targets=labels)
+    assert maps.shape == (40, LENGTH) and maps.dtype == np.float32
+    assert _pointing_1d(maps, positions) >= 0.9
+
+
+def test_gradcam_equals_cam_on_a_1d_gap_head(signal_model):
+    signals, _, _ = _signals(6, seed=3)
+    for target in (0, 1):
+        grad = kc.GradCAM(signal_model)(signals, targets=target)
+        cam = kc.CAM(signal_model)(signals, targets=target)
+        np.testing.assert_allclose(grad, cam, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- 3-D
+def _blob_model(shape: tuple[int, int, int]) -> keras.Model:
+    """A 3x3x3 mean filter (relu), GAP, Dense(+1 on class 1): class 1's map is the blurred
+    volume, which peaks on the bright blob."""
+    inputs = keras.Input((*shape, 1))
+    conv = layers.Conv3D(1, 3, padding="same", activation="relu", use_bias=False, name="blur")
+    head = layers.Dense(2, use_bias=False)
+    model = keras.Model(inputs, head(layers.GlobalAveragePooling3D()(conv(inputs))))
+    conv.set_weights([np.full((3, 3, 3, 1, 1), 1.0 / 27, np.float32)])
+    head.set_weights([np.array([[0.0, 1.0]], np.float32)])
+    return model
+
+
+def _volumes(n: int, shape: tuple[int, int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    volumes = rng.uniform(0.0, 0.3, (n, *shape, 1)).astype(np.float32)
+    centres = np.stack([rng.integers(2, size - 2, n) for size in shape], axis=1)
+    grid = np.stack(np.meshgrid(*map(np.arange, shape), indexing="ij"), -1)
+    for volume, centre in zip(volumes, centres):
+        volume[..., 0] += np.exp(-0.5 * np.sum((grid - centre) ** 2, -1) / 1.5**2)
+    return volumes, centres
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "scorecam", "layercam"])
+def test_volume_maps_point_at_the_blob(method):
+    shape = (8, 12, 20)
+    volumes, centres = _volumes(12, shape, seed=0)
+    maps = kc.get_method(method)(_blob_model(shape), verbose=0)(volumes, targets=1)
+    assert maps.shape == (12, *shape)
+    peaks = np.stack(np.unravel_index(maps.reshape(12, -1).argmax(1), shape), 1)
+    hits = np.all(np.abs(peaks - centres) <= 1, axis=1)
+    assert hits.mean() >= 0.9
+
+
+def _depth_one_pair() -> tuple[keras.Model, keras.Model]:
+    """The same network as a Conv2D image model and a Conv3D volume model of depth 1."""
+    keras.utils.set_random_seed(4)
+    inputs2 = keras.Input((24, 40, 3))
+    convs2 = [layers.Conv2D(6, 3, padding="same", activation="relu"),
+              layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")]
+    dense2 = layers.Dense(3)
+    x = inputs2
+    for conv in convs2:
+        x = conv(x)
+    model2 = keras.Model(inputs2, dense2(layers.GlobalAveragePooling2D()(x)))
+    inputs3 = keras.Input((1, 24, 40, 3))
+    convs3 = [layers.Conv3D(6, (1, 3, 3), padding="same", activation="relu"),
+              layers.Conv3D(8, (1, 3, 3), strides=(1, 2, 2), padding="same", activation="relu")]
+    dense3 = layers.Dense(3)
+    x = inputs3
+    for conv in convs3:
+        x = conv(x)
+    model3 = keras.Model(inputs3, dense3(layers.GlobalAveragePooling3D()(x)))
+    for conv2, conv3 in zip(convs2, convs3):
+        kernel, bias = conv2.get_weights()
+        conv3.set_weights([kernel[np.newaxis], bias])
+    dense3.set_weights(dense2.get_weights())
+    return model2, model3
+
+
+@pytest.mark.parametrize("method", sorted(kc.METHODS))
+def test_a_depth_one_volume_map_equals_the_image_map(method):
+    model2, model3 = _depth_one_pair()
+    images = np.random.rand(3, 24, 40, 3).astype(np.float32)
+    cls = kc.get_method(method)
+    maps2 = cls(model2, verbose=0)(images, targets=[0, 1, 2])
+    maps3 = cls(model3, verbose=0)(images[:, np.newaxis], targets=[0, 1, 2])
+    assert maps3.shape == (3, 1, 24, 40)
+    np.testing.assert_allclose(maps3[:, 0], maps2, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- errors
+def test_a_signal_model_refuses_inputs_of_the_wrong_rank(signal_model):
+    cam = kc.GradCAM(signal_model)
+    with pytest.raises(ValueError, match=r"one signal \(T, C\) or a batch \(B, T, C\).*rank 4"):
+        cam(np.zeros((2, LENGTH, 1, 1), np.float32))
+    with pytest.raises(ValueError, match=r"one signal.*rank 1"):
+        cam(np.zeros((LENGTH,), np.float32))
+
+
+def test_a_volume_model_refuses_images():
+    cam = kc.GradCAM(_blob_model((4, 8, 8)))
+    with pytest.raises(ValueError, match=r"one volume \(D, H, W, C\).*received shape \(8, 8, 1\)"):
+        cam(np.zeros((8, 8, 1), np.float32))
+    with pytest.raises(ValueError, match=r"depth 5 .*expects 4: resize them to 4x8x8"):
+        cam(np.zeros((1, 5, 8, 8, 1), np.float32))
+
+
+def test_a_model_of_rank_2_inputs_is_refused():
+    inputs = keras.Input((16,))
+    model = keras.Model(inputs, layers.Dense(2)(inputs))
+    with pytest.raises(ValueError, match="1 to 3 spatial axes"):
+        kc.GradCAM(model)
