@@ -216,3 +216,79 @@ def test_a_model_of_rank_2_inputs_is_refused():
     model = keras.Model(inputs, layers.Dense(2)(inputs))
     with pytest.raises(ValueError, match="1 to 3 spatial axes"):
         kc.GradCAM(model)
+
+
+# ----------------------------------------------------------------------------- metrics
+def test_pointing_game_and_iou_on_signal_intervals():
+    maps = np.zeros((3, 20), np.float32)
+    maps[0, 5:9] = [0.2, 0.9, 1.0, 0.4]  # the peak at sample 7
+    maps[1, 15] = 1.0
+    intervals = np.array([[6, 9], [0, 10], [0, 20]])
+    hits = kc.metrics.pointing_game(maps, intervals).per_image
+    np.testing.assert_array_equal(hits, [1.0, 0.0, 0.0])  # a constant map points nowhere
+    # The top 25% of 20 samples is 5 samples, of which those above the minimum (0) are
+    # samples 5..8: one run, the interval (5, 9).
+    np.testing.assert_array_equal(kc.metrics.boxes_from_maps(maps)[0], [5, 9])
+    iou = kc.metrics.box_iou(maps, intervals).per_image
+    np.testing.assert_allclose(iou, [3 / 4, 0.0, 0.0])
+
+
+def test_pointing_game_and_iou_on_volume_boxes():
+    maps = np.zeros((2, 4, 6, 8), np.float32)
+    maps[0, 1:3, 2:4, 5:8] = 1.0  # z 1..3, y 2..4, x 5..8: 12 voxels
+    maps[0, 1, 2, 6] = 2.0  # the peak
+    maps[1, 0, 0, 0] = 1.0
+    maps[1, 3, 5, 7] = 0.5  # a second, smaller region: the box is the larger one
+    boxes = np.array([[5, 2, 1, 8, 4, 3], [0, 0, 0, 2, 2, 2]])
+    np.testing.assert_array_equal(kc.metrics.pointing_game(maps, boxes).per_image, [1.0, 1.0])
+    predicted = kc.metrics.boxes_from_maps(maps, fraction=0.25)
+    np.testing.assert_array_equal(predicted, [[5, 2, 1, 8, 4, 3], [0, 0, 0, 1, 1, 1]])
+    np.testing.assert_allclose(kc.metrics.box_iou(maps, boxes).per_image, [1.0, 1 / 8])
+    with pytest.raises(ValueError, match=r"\(x0, y0, z0, x1, y1, z1\) box per map"):
+        kc.metrics.pointing_game(maps, boxes[:, :4])
+    with pytest.raises(ValueError, match=r"boxes\[1\].*not a non-empty"):
+        kc.metrics.pointing_game(maps, [[5, 2, 1, 8, 4, 3], [0, 0, 0, 9, 2, 2]])
+
+
+def _mean_model(length: int) -> keras.Model:
+    """p = softmax([-m, m]) with m the signal's mean: class 1 likes large samples."""
+    inputs = keras.Input((length, 1))
+    dense = layers.Dense(2, activation="softmax", use_bias=False)
+    model = keras.Model(inputs, dense(layers.GlobalAveragePooling1D()(inputs)))
+    dense.set_weights([np.array([[-1.0, 1.0]], np.float32)])
+    return model
+
+
+def _probability(signals: np.ndarray) -> np.ndarray:
+    mean = signals.reshape(len(signals), -1).mean(axis=1)
+    return np.exp(mean) / (np.exp(mean) + np.exp(-mean))
+
+
+def test_average_drop_and_deletion_on_signals_match_a_hand_computation():
+    signals = np.random.uniform(0.0, 2.0, (4, 16, 1)).astype(np.float32)
+    maps = np.random.rand(4, 16).astype(np.float32)
+    model = _mean_model(16)
+    y = _probability(signals)
+    o = _probability(signals * maps[..., None])
+    expected = 100 * np.maximum(y - o, 0) / y
+    result = kc.metrics.average_drop(model, signals, maps, targets=1)
+    np.testing.assert_allclose(result.per_image, expected, rtol=1e-4)
+    curve = kc.metrics.deletion(model, signals, maps, targets=1, steps=16).curve
+    order = np.argsort(-maps, axis=1, kind="stable")
+    for image in range(4):
+        removed = signals[image].copy()
+        for step in range(17):
+            np.testing.assert_allclose(curve[image, step], _probability(removed[None])[0], rtol=1e-4)
+            if step < 16:
+                removed[order[image, step]] = 0.0
+
+
+def test_insertion_on_signals_starts_from_the_opencv_blur_along_time():
+    import cv2
+
+    signals = np.random.uniform(0.0, 2.0, (2, 30, 1)).astype(np.float32)
+    maps = np.random.rand(2, 30).astype(np.float32)
+    blurred = np.stack([cv2.GaussianBlur(s.reshape(30, 1, 1), (1, 11), 5) for s in signals])
+    result = kc.metrics.insertion(_mean_model(30), signals, maps, targets=1, steps=5)
+    np.testing.assert_allclose(result.curve[:, 0], _probability(blurred), rtol=1e-4)
+    np.testing.assert_allclose(result.curve[:, -1], _probability(signals), rtol=1e-4)
