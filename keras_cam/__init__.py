@@ -29,6 +29,7 @@ from keras_cam.retrofit import fine_tune_gap, retrofit_gap
 from keras_cam.surgery import build_cam_model, find_conv_layer
 from keras_cam.targets import BinaryTarget, ClassTarget, Target, TopPredictionTarget
 from keras_cam.visualize import colorize, overlay, plot_cams, save_figure, save_overlay
+from keras_cam.visualize import plot_signal_cam, slice_grid
 
 __version__ = "0.1.0"
 
@@ -59,8 +60,10 @@ __all__ = [
     "metrics",
     "overlay",
     "plot_cams",
+    "plot_signal_cam",
     "retrofit_gap",
     "save_figure",
     "save_overlay",
+    "slice_grid",
     "targets",
 ]

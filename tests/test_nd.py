@@ -292,3 +292,46 @@ def test_insertion_on_signals_starts_from_the_opencv_blur_along_time():
     result = kc.metrics.insertion(_mean_model(30), signals, maps, targets=1, steps=5)
     np.testing.assert_allclose(result.curve[:, 0], _probability(blurred), rtol=1e-4)
     np.testing.assert_allclose(result.curve[:, -1], _probability(signals), rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------- drawing
+def test_a_volume_overlay_is_the_reference_overlay_of_each_slice():
+    from drawing_reference import reference_overlay
+
+    volume = np.random.randint(0, 256, (3, 24, 40, 3), dtype=np.uint8)
+    heat = np.random.rand(3, 6, 10).astype(np.float32)
+    blended = kc.overlay(volume, heat, alpha=0.4)
+    assert blended.shape == (3, 24, 40, 3) and blended.dtype == np.uint8
+    for depth in range(3):
+        expected = reference_overlay(volume[depth], heat[depth], 0.4)
+        assert np.abs(blended[depth].astype(int) - expected).max() <= 1
+    with pytest.raises(ValueError, match=r"same depth D = 3; got a volume of shape \(2, 24, 40, 3\)"):
+        kc.overlay(volume[:2], heat)
+
+
+def test_slice_grid_tiles_the_slices_row_by_row():
+    slices = np.stack([np.full((4, 6, 3), 10 * d, np.uint8) for d in range(5)])
+    grid = kc.slice_grid(slices, columns=2)
+    assert grid.shape == (3 * 4 + 2 * 2, 2 * 6 + 2, 3)
+    for d in range(5):
+        top, left = (d // 2) * 6, (d % 2) * 8
+        assert (grid[top : top + 4, left : left + 6] == 10 * d).all()
+    assert (grid[12:, 8:] == 255).all()  # the empty sixth cell
+    assert kc.slice_grid(np.random.rand(4, 5, 7)).shape == (2 * 5 + 2, 2 * 7 + 2, 3)
+    with pytest.raises(ValueError, match="columns"):
+        kc.slice_grid(slices, columns=0)
+
+
+def test_a_signal_map_is_drawn_behind_its_signal():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    signal = np.sin(np.linspace(0, 6, 50))
+    heat = np.linspace(0, 1, 50)
+    fig = kc.plot_signal_cam(signal, heat, title="Grad-CAM")
+    ax = fig.axes[0]
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), signal)
+    band = ax.images[0].get_array()
+    np.testing.assert_array_equal(np.asarray(band)[0], kc.colorize(heat[None])[0])
+    with pytest.raises(ValueError, match=r"same length; got shapes \(50,\) and \(40,\)"):
+        kc.plot_signal_cam(signal, heat[:40])
