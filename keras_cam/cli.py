@@ -49,9 +49,12 @@ from keras_cam.surgery import (
 )
 from keras_cam.visualize import (
     colormap_names,
+    overlay,
     plot_cams,
+    plot_signal_cam,
     save_figure,
     save_overlay,
+    slice_grid,
     to_uint8_rgb,
 )
 
@@ -251,15 +254,19 @@ def _add_explain(verbs: Any) -> None:
         "write heatmap overlays of images explained by a saved model",
         "Loads a .keras model (safe mode), reads the images with OpenCV, resizes them to the\n"
         "model's input size, preprocesses them, prints each image's top classes and writes\n"
-        "one overlay PNG per image, method and class: OUT/<image>_<method>_class<N>.png.\n\n"
+        "one overlay PNG per image, method and class: OUT/<image>_<method>_class<N>.png.\n"
+        "A .npy file holds one input in the model's own layout, already preprocessed and used\n"
+        "as is: a signal (T, C) of a Conv1D model (drawn over its map), a volume\n"
+        "(D, H, W, C) of a Conv3D model (a grid of overlaid slices) or an image.\n\n"
         "example:\n"
         "  keras-cam explain model.keras cat.jpg --method gradcam++,scorecam --top 2 \\\n"
-        "      --preprocess resnet50 --out heatmaps",
+        "      --preprocess resnet50 --out heatmaps\n"
+        "  keras-cam explain ecg_model.keras beat.npy --method gradcam",
     )
     parser.add_argument("model", type=pathlib.Path, metavar="MODEL",
                         help="a .keras (or legacy .h5) model file")
     parser.add_argument("images", type=pathlib.Path, nargs="+", metavar="IMAGE",
-                        help="image files OpenCV can read")
+                        help="image files OpenCV can read, or .npy inputs in the model's layout")
     _add_methods(parser, "--method", EXPLAIN_DEFAULT_METHODS)
     parser.add_argument("--layer", help="layer to explain (default: automatic; see 'info')")
     _add_layer_call(parser)
@@ -302,11 +309,11 @@ def _explain(args: argparse.Namespace) -> int:
         )
     if args.top is not None and args.top > num_classes:
         raise ValueError(f"--top {args.top} exceeds the model's {num_classes} classes.")
-    pixels = [io.read_image(path, predictor.image_shape)[0] for path in args.images]
-    batches = [
-        io.to_data_format(_preprocess(rgb[np.newaxis], preprocessing), predictor.data_format)
-        for rgb in pixels
-    ]
+    pixels, batches = [], []
+    for path in args.images:
+        shown_input, batch = _read_input(path, predictor, preprocessing)
+        pixels.append(shown_input)
+        batches.append(batch)
     for path, batch in zip(args.images, batches):  # every image, before any prediction
         _check_pixels(model, batch, path)
     shown = max(min(5, num_classes), args.top or 0)
@@ -325,9 +332,53 @@ def _explain(args: argparse.Namespace) -> int:
             maps = cam(repeated, targets=classes)
             for class_index, heatmap in zip(classes, maps):
                 target = args.out / f"{stem}_{_slug(name)}_class{class_index}.png"
-                save_overlay(target, rgb, heatmap, alpha=args.alpha, colormap=args.colormap)
+                _save_explanation(target, rgb, heatmap, args.alpha, args.colormap)
                 print(f"  wrote {target}")
     return 0
+
+
+def _read_input(path: pathlib.Path, cam: BaseCAM, preprocessing: str) -> tuple[np.ndarray, Any]:
+    """`(shown, batch)` of one explained file: what the drawing shows (channels-last) and
+    the model's batch of one. An image file is read, resized and preprocessed; a `.npy` file
+    is one input in the model's own layout, used as is."""
+    if path.suffix.lower() != ".npy":
+        rgb = io.read_image(path, cam.image_shape)[0]
+        return rgb, io.to_data_format(_preprocess(rgb[np.newaxis], preprocessing), cam.data_format)
+    array = np.load(path, allow_pickle=False)
+    expected = cam.input_shape
+    if array.ndim != len(expected) or any(
+        size is not None and size != got for size, got in zip(expected, array.shape)
+    ):
+        raise ValueError(
+            f"{path} holds an array of shape {array.shape}, but the model takes one input of "
+            f"shape {expected} ({cam.data_format}): save one preprocessed input in the "
+            "model's own layout, without a batch axis."
+        )
+    batch = array[np.newaxis].astype(np.float32)
+    shown = np.moveaxis(batch[0], 0, -1) if cam.data_format == "channels_first" else batch[0]
+    return shown, batch
+
+
+def _save_explanation(
+    target: pathlib.Path, shown: np.ndarray, heatmap: np.ndarray, alpha: float, colormap: str
+) -> None:
+    """Writes a map over what it explains: an image's overlay, a signal drawn over its map,
+    a volume's overlaid slices in a grid."""
+    if heatmap.ndim == 2 and shown.dtype == np.uint8:
+        save_overlay(target, shown, heatmap, alpha=alpha, colormap=colormap)
+        return
+    if heatmap.ndim == 1:
+        figure = plot_signal_cam(shown, heatmap, colormap=colormap, title=target.stem)
+        save_figure(figure, target)
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+        return
+    gray = shown.mean(axis=-1)  # an array of any scale, shown by its range
+    span = float(gray.max() - gray.min())
+    gray = (gray - gray.min()) / span if span > 0 else np.zeros_like(gray)
+    blended = overlay(gray, heatmap, alpha=alpha, colormap=colormap)
+    write_png(target, slice_grid(blended) if heatmap.ndim == 3 else blended)
 
 
 # ================================================================================== info

@@ -344,6 +344,24 @@ def token_layers(model: keras.Model) -> list[tuple[str, keras.layers.Layer]]:
     return found
 
 
+def _last_mixed_tokens(
+    tokens: list[tuple[str, keras.layers.Layer]],
+) -> tuple[str, keras.layers.Layer]:
+    """The token layer to explain: the input of the last attention layer, else the last one.
+
+    After the last `MultiHeadAttention` each token is processed on its own (normalization,
+    MLP, residual adds), so with a class token the patch tokens there no longer reach the
+    head and their gradient is zero; the tokens the last attention mixes (the last block's
+    first normalization, pytorch-grad-cam's ViT recipe) are the last that do.
+    """
+    attention = [layer for _, layer in tokens if isinstance(layer, klayers.MultiHeadAttention)]
+    if not attention:
+        return tokens[-1]
+    query = keras.tree.flatten(attention[-1].input)[0]
+    producer = query._keras_history.operation
+    return next(((p, t) for p, t in tokens if t is producer), tokens[-1])
+
+
 def find_conv_layer(model: keras.Model) -> keras.layers.Layer:
     """Finds the layer to explain automatically: the last spatial layer before the head.
 
@@ -353,8 +371,10 @@ def find_conv_layer(model: keras.Model) -> keras.layers.Layer:
     pooling layer, and searching inside nested models (a `keras.applications` base inside a
     Sequential, for example). In an image model whose last spatial layer is followed by token
     layers (a vision transformer: patch embedding, then blocks on `(batch, N, D)` tokens), it
-    picks the last token layer instead (see `token_layers`): the last block's output, before
-    the class-token slice or the pooling.
+    picks a token layer instead (see `token_layers`): the tokens the last attention layer
+    mixes (the last block's first normalization; after it each token is processed alone, so
+    the patch tokens no longer reach a class-token head), or the last token layer of a model
+    without `MultiHeadAttention`.
 
     Args:
         model: a Functional or Sequential Keras model.
@@ -382,7 +402,7 @@ def find_conv_layer(model: keras.Model) -> keras.layers.Layer:
         )
     tokens = token_layers(model)
     if tokens:
-        path, layer = tokens[-1]
+        path, layer = _last_mixed_tokens(tokens)
         logger.info("keras_cam: explaining token layer %r, shape %s", path, output_shape(layer))
         return layer
     index = len(candidates) - 1

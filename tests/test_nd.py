@@ -335,3 +335,36 @@ def test_a_signal_map_is_drawn_behind_its_signal():
     np.testing.assert_array_equal(np.asarray(band)[0], kc.colorize(heat[None])[0])
     with pytest.raises(ValueError, match=r"same length; got shapes \(50,\) and \(40,\)"):
         kc.plot_signal_cam(signal, heat[:40])
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_cli_explain_takes_npy_signals_and_volumes(tmp_path, capsys):
+    import cv2
+
+    from keras_cam import cli
+
+    inputs = keras.Input((LENGTH, 2))
+    features = layers.Conv1D(4, 3, padding="same", activation="relu")(inputs)
+    signal_model = keras.Model(
+        inputs, layers.Dense(3, activation="softmax")(layers.GlobalAveragePooling1D()(features))
+    )
+    signal_model.save(tmp_path / "signal.keras")
+    _blob_model((5, 8, 8)).save(tmp_path / "volume.keras")
+    np.save(tmp_path / "beat.npy", np.random.rand(LENGTH, 2).astype(np.float32))
+    volumes, _ = _volumes(1, (5, 8, 8), seed=3)
+    np.save(tmp_path / "scan.npy", volumes[0])
+    out = tmp_path / "out"
+    for model, sample in (("signal", "beat"), ("volume", "scan")):
+        status = cli.main([
+            "explain", str(tmp_path / f"{model}.keras"), str(tmp_path / f"{sample}.npy"),
+            "--method", "gradcam", "--class", "1", "--out", str(out), "--verbose", "0",
+        ])
+        assert status == 0
+    assert capsys.readouterr().out.count("top classes") == 2
+    assert (out / "beat_gradcam_class1.png").stat().st_size > 0
+    grid = cv2.imread(str(out / "scan_gradcam_class1.png"))
+    assert grid.shape == (2 * 8 + 2, 3 * 8 + 4, 3)  # 5 slices of 8x8: 3 columns, 2 rows
+    np.save(tmp_path / "wrong.npy", np.zeros((LENGTH,), np.float32))
+    status = cli.main(["explain", str(tmp_path / "signal.keras"), str(tmp_path / "wrong.npy")])
+    assert status != 0
+    assert "takes one input of shape (64, 2)" in capsys.readouterr().err

@@ -49,8 +49,8 @@ def _block(x, index: int):
     y = layers.MultiHeadAttention(2, DIM // 2, name=f"block{index}_attention")(y, y)
     x = layers.Add(name=f"block{index}_add1")([x, y])
     y = layers.LayerNormalization(name=f"block{index}_norm2")(x)
-    y = layers.Dense(2 * DIM, activation="gelu")(y)
-    y = layers.Dense(DIM)(y)
+    y = layers.Dense(2 * DIM, activation="gelu", name=f"block{index}_mlp1")(y)
+    y = layers.Dense(DIM, name=f"block{index}_mlp2")(y)
     return layers.Add(name=f"block{index}_out")([x, y])
 
 
@@ -76,46 +76,55 @@ def trained_vit():
     return model
 
 
-def test_the_automatic_layer_of_a_vit_is_the_last_token_output():
-    assert kc.find_conv_layer(build_vit()).name == "final_norm"
+def test_the_automatic_layer_of_a_vit_is_the_last_attention_input():
+    """After the last attention every token is processed alone, so only the class token of
+    `final_norm` reaches the head: the last tokens that matter are the last block's input
+    to its attention."""
+    assert kc.find_conv_layer(build_vit()).name == "block1_norm1"
+
+
+def _logits_from_last_tokens(model: keras.Model, residual, tokens):
+    """The ViT's logits from the last block's normalized tokens, written out layer by layer."""
+    get = model.get_layer
+    x = get("block1_add1")([residual, get("block1_attention")(tokens, tokens)])
+    y = get("block1_mlp2")(get("block1_mlp1")(get("block1_norm2")(x)))
+    x = get("final_norm")(get("block1_out")([x, y]))
+    head = model.layers[-1]
+    return ops.matmul(x[:, 0], head.kernel) + head.bias
 
 
 def test_vit_maps_have_the_image_size_and_leave_the_class_token_out():
-    """Grad-CAM by hand: the gradient of the class logit w.r.t. the final tokens, averaged
-    over the 64 patch tokens only (the class token, token 0, left out), weights them; the
-    8x8 map is then the mean of each 4x4 patch of the placed map."""
+    """Grad-CAM by hand: the gradient of the class logit w.r.t. the last block's normalized
+    tokens, averaged over the 64 patch tokens only (the class token, token 0, left out),
+    weights those tokens; the 8x8 map is reshaped row-major and placed on the 32x32 image."""
     keras.utils.set_random_seed(2)
     model = build_vit()
     images = np.random.rand(2, SIZE, SIZE, 3).astype(np.float32)
-    cam = kc.GradCAM(model, layer="final_norm", token_grid=(GRID, GRID))
+    cam = kc.GradCAM(model, layer="block1_norm1", token_grid=(GRID, GRID))
     raw = cam(images, targets=[1, 3], upsample=False, normalize=False)
     assert raw.shape == (2, GRID, GRID)
-    norm = model.get_layer("final_norm")
-    probe = keras.Model(model.inputs, [norm.output, model.layers[-1].input])
-    dense = model.layers[-1]
-    images_t = tf.constant(images)
+    probe = keras.Model(
+        model.inputs, [model.get_layer("block0_out").output, model.get_layer("block1_norm1").output]
+    )
+    residual, tokens = probe(tf.constant(images))
     with tf.GradientTape() as tape:
-        tokens, class_token = probe(images_t)
         tape.watch(tokens)
-        logits = ops.matmul(tokens[:, 0], dense.kernel) + dense.bias
+        logits = _logits_from_last_tokens(model, residual, tokens)
         score = tf.reduce_sum(tf.gather(logits, [1, 3], axis=1, batch_dims=1))
-    grads = tape.gradient(score, tokens).numpy()
-    tokens = tokens.numpy()
-    assert np.allclose(tokens[:, 0], class_token.numpy())
+    np.testing.assert_allclose(ops.softmax(logits), model(images), rtol=1e-4, atol=1e-6)
+    grads, tokens = tape.gradient(score, tokens).numpy(), tokens.numpy()
     weights = grads[:, 1:].mean(axis=1)  # patch tokens only
     expected = np.maximum(np.einsum("bnd,bd->bn", tokens[:, 1:], weights), 0)
+    assert expected.max() > 0
     np.testing.assert_allclose(raw.reshape(2, -1), expected, rtol=1e-4, atol=1e-6)
     automatic = kc.GradCAM(model)(images, targets=[1, 3], upsample=False, normalize=False)
     np.testing.assert_allclose(automatic, raw, rtol=1e-6)
     placed = cam(images, targets=[1, 3], normalize=False)
     assert placed.shape == (2, SIZE, SIZE)
-    # Patch cell (i, j) covers pixels [4i, 4i + 4): its centre pixels sit between cells.
-    np.testing.assert_allclose(
-        placed.reshape(2, GRID, PATCH, GRID, PATCH).mean(axis=(2, 4))[:, 2:-2, 2:-2],
-        raw[:, 2:-2, 2:-2],
-        rtol=0.2,
-        atol=0.05 * raw.max(),
-    )
+    # Patch cell (i, j) covers pixels [4i, 4i + 4) x [4j, 4j + 4): the grid spans the image
+    # exactly, so the placed map is the bilinear resize (half-pixel centres) of the 8x8 map.
+    resized = tf.image.resize(expected[..., None].reshape(2, GRID, GRID, 1), (SIZE, SIZE))
+    np.testing.assert_allclose(placed, resized.numpy()[..., 0], rtol=1e-4, atol=1e-6)
 
 
 def _pointing(maps: np.ndarray, boxes: np.ndarray) -> np.ndarray:
