@@ -426,7 +426,7 @@ def _score(
     images = check_images(images, ranks=_RANKS)
     if channels_first(model):
         images = np.ascontiguousarray(np.moveaxis(images, 1, -1))  # masks act channels-last
-    maps = check_maps(maps, images.shape[:-1], order_only=order_only, ranks=_MAP_RANKS)
+    maps = check_maps(maps, images.shape[:-1], order_only=order_only, ranks=(images.ndim - 1,))
     probabilities = _compiled_probabilities(model, kind, images.shape[1:])
     num_classes = int(probabilities.get_concrete_function().structured_outputs.shape[-1])
     check_input_values(images, input_dtype(model), getattr(model, "name", "model"))

@@ -105,6 +105,7 @@ def test_the_automatic_layer_of_a_conv1d_network_is_its_last_conv(signal_model):
     assert kc.find_conv_layer(signal_model).name == "last_conv"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", sorted(kc.METHODS))
 def test_every_method_points_at_the_event_of_held_out_signals(signal_model, method):
     signals, labels, positions = _signals(40, seed=7)

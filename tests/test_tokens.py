@@ -55,8 +55,15 @@ def _block(x, index: int):
 
 
 def build_vit(num_classes: int = 4, image_size: int = SIZE) -> keras.Model:
+    """A hybrid ViT: a small convolutional stem (which makes it learn in seconds), a strided
+    Conv2D patch embedding (4x4 patches), a class token, position embeddings, two pre-norm
+    MultiHeadAttention blocks; the head reads the class token."""
     inputs = keras.Input((image_size, image_size, 3))
-    x = layers.Conv2D(DIM, PATCH, strides=PATCH, name="patch_embedding")(inputs)
+    x = inputs
+    for _ in range(2):
+        x = layers.Conv2D(16, 3, padding="same", use_bias=False)(x)
+        x = layers.ReLU()(layers.BatchNormalization()(x))
+    x = layers.Conv2D(DIM, PATCH, strides=PATCH, name="patch_embedding")(x)
     x = layers.Reshape(((image_size // PATCH) ** 2, DIM))(x)
     x = PositionEmbedding()(ClassToken()(x))
     for index in range(2):
@@ -70,9 +77,9 @@ def build_vit(num_classes: int = 4, image_size: int = SIZE) -> keras.Model:
 def trained_vit():
     keras.utils.set_random_seed(0)
     model = build_vit()
-    images, labels, _ = kc.datasets.shapes(1536, SIZE, seed=1)
-    model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy")
-    model.fit(images, labels, epochs=12, batch_size=64, verbose=0)
+    images, labels, _ = kc.datasets.shapes(1024, SIZE, seed=1)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    model.fit(images, labels, epochs=8, batch_size=16, verbose=0)
     return model
 
 
@@ -93,6 +100,7 @@ def _logits_from_last_tokens(model: keras.Model, residual, tokens):
     return ops.matmul(x[:, 0], head.kernel) + head.bias
 
 
+@pytest.mark.slow
 def test_vit_maps_have_the_image_size_and_leave_the_class_token_out():
     """Grad-CAM by hand: the gradient of the class logit w.r.t. the last block's normalized
     tokens, averaged over the 64 patch tokens only (the class token, token 0, left out),
@@ -138,7 +146,7 @@ def _pointing(maps: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 def test_vit_maps_point_at_the_object_more_often_than_a_centred_gaussian(trained_vit, method):
     images, labels, boxes = kc.datasets.shapes(64, SIZE, seed=9)
     accuracy = np.mean(trained_vit.predict(images, verbose=0).argmax(-1) == labels)
-    assert accuracy > 0.5
+    assert accuracy > 0.6  # 4 classes: chance is 0.25
     maps = kc.get_method(method)(trained_vit, verbose=0)(images, targets=labels)
     assert maps.shape == (64, SIZE, SIZE)
     centre = (SIZE - 1) / 2
