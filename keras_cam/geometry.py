@@ -1,6 +1,7 @@
 """Where a feature map sits on the input grid: receptive-field arithmetic along the traced path.
 
-Each spatial axis of a traced tensor carries an `AxisGeometry`: an affine map in pixel-EDGE
+Each spatial axis of a traced tensor (one for signals, two for images, three for volumes)
+carries an `AxisGeometry`: an affine map in pixel-EDGE
 coordinates of the model's input (feature cell `j` covers input `[offset + scale * j,
 offset + scale * (j + 1))`; a negative `scale` means the axis is mirrored) and the interval
 `[lo, hi)` of the input its features come from (the map is zero outside it). The input is the

@@ -15,7 +15,15 @@ in `BOX_METRICS` take `(maps, boxes)`, all the others `(model, images, maps, tar
 Conventions shared by all metrics:
 
 - `images` is a batch `(B, H, W, C)` preprocessed the way the model expects; `maps` is
-  `(B, H, W)` at the image resolution, as the CAM methods return them.
+  `(B, H, W)` at the image resolution, as the CAM methods return them. Signals `(B, T, C)`
+  with maps `(B, T)` and volumes `(B, D, H, W, C)` with maps `(B, D, H, W)` (channels-first
+  too) are measured the same way: "pixels" are then samples or voxels, ranked in raster order,
+  the `"blur"` baseline blurs along every spatial axis with the same 11-tap Gaussian (sigma
+  5, reflected borders), and the localization metrics take intervals `(x0, x1)` and boxes
+  `(x0, y0, z0, x1, y1, z1)`: lows, then exclusive highs, `x` along the last map axis, so
+  `signal[x0:x1]` and `volume[z0:z1, y0:y1, x0:x1]` are the object. The connected regions of
+  `boxes_from_maps` are 8-connected in images and connected through any face, edge or
+  corner in volumes.
 - The scale of the maps: `average_drop` and `increase_in_confidence` multiply the image by
   the map, so they need maps on the [0, 1] scale, read by the rule the drawing functions use
   (`keras_cam.visualize.to_unit_heatmap`: floats in [0, 1] up to 1e-3, `uint8` as 0..255,

@@ -958,6 +958,9 @@ def _describe(chain: list[keras.layers.Layer]) -> str:
 def find_gap_head(model: keras.Model, head: str | Head | None = None) -> GapHead:
     """Finds the conv -> GlobalAveragePooling2D -> Dense head that CAM needs.
 
+    Signal and volume models end with `GlobalAveragePooling1D` / `GlobalAveragePooling3D`
+    instead; their heads are found the same way.
+
     Accepted between the pooling and the output: layers that are the identity at inference
     (`Dropout`, `GaussianDropout`, `GaussianNoise`, `AlphaDropout`, `Flatten`), then a `Dense`
     layer whose activation is a softmax, sigmoid, log_softmax or linear, or a linear `Dense`

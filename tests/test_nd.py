@@ -70,6 +70,32 @@ def test_a_cropped_strided_conv1d_map_sits_on_the_window_centres():
     np.testing.assert_array_equal(raw[:2], 0.0)
 
 
+def _signal_model(layout: str) -> tuple[keras.Model, list[layers.Layer]]:
+    shape = (2, 40) if layout == "channels_first" else (40, 2)
+    inputs = keras.Input(shape)
+    weighted = [
+        layers.Conv1D(4, 3, padding="same", activation="relu", data_format=layout),
+        layers.Conv1D(5, 3, strides=2, activation="relu", data_format=layout),
+    ]
+    x = weighted[1](weighted[0](inputs))
+    weighted.append(layers.Dense(3))
+    pooled = layers.GlobalAveragePooling1D(data_format=layout)(x)
+    return keras.Model(inputs, weighted[2](pooled)), weighted
+
+
+@pytest.mark.parametrize("method", sorted(kc.METHODS))
+def test_a_channels_first_signal_model_gives_the_channels_last_maps(method):
+    first, first_layers = _signal_model("channels_first")
+    last, last_layers = _signal_model("channels_last")
+    for source, target in zip(first_layers, last_layers):
+        target.set_weights(source.get_weights())
+    signals = np.random.rand(3, 40, 2).astype(np.float32)
+    cls = kc.get_method(method)
+    expected = cls(last, verbose=0)(signals, targets=[0, 1, 2])
+    maps = cls(first, verbose=0)(np.moveaxis(signals, 1, 2), targets=[0, 1, 2])
+    np.testing.assert_allclose(maps, expected, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- trained 1-D
 def _signals(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Noisy signals with one event: class 0 a bump, class 1 a dip, at a random position."""
