@@ -184,6 +184,37 @@ def test_volume_maps_point_at_the_blob(method):
     assert hits.mean() >= 0.9
 
 
+@pytest.mark.slow
+def test_a_trained_conv3d_network_points_at_the_blob_of_held_out_volumes():
+    """Class 0: a bright blob, class 1: a dark one, anywhere in a noisy volume."""
+    shape = (6, 10, 12)
+
+    def data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        volumes, centres = _volumes(n, shape, seed)
+        labels = np.random.default_rng(seed).integers(0, 2, n)
+        blob = volumes[..., 0] - volumes[..., 0].min(axis=(1, 2, 3), keepdims=True)
+        signs = np.where(labels == 0, 1.0, -1.0)[:, None, None, None]
+        noise = np.random.default_rng(seed + 1).uniform(0.0, 0.3, volumes.shape[:-1])
+        return (noise + signs * blob)[..., None].astype(np.float32), labels, centres
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((*shape, 1))
+    x = layers.Conv3D(8, 3, padding="same", activation="relu")(inputs)
+    x = layers.Conv3D(8, 3, padding="same", activation="relu", name="last_conv")(x)
+    outputs = layers.Dense(2, activation="softmax")(layers.GlobalAveragePooling3D()(x))
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    volumes, labels, _ = data(384, seed=1)
+    model.fit(volumes, labels, epochs=5, batch_size=32, verbose=0)
+    volumes, labels, centres = data(24, seed=5)
+    assert np.mean(model.predict(volumes, verbose=0).argmax(-1) == labels) >= 0.9
+    assert kc.find_conv_layer(model).name == "last_conv"
+    for method in ("gradcam", "scorecam"):
+        maps = kc.get_method(method)(model, verbose=0)(volumes, targets=labels)
+        peaks = np.stack(np.unravel_index(maps.reshape(24, -1).argmax(1), shape), 1)
+        assert np.all(np.abs(peaks - centres) <= 1, axis=1).mean() >= 0.9
+
+
 def _depth_one_pair() -> tuple[keras.Model, keras.Model]:
     """The same network as a Conv2D image model and a Conv3D volume model of depth 1."""
     keras.utils.set_random_seed(4)
