@@ -82,6 +82,7 @@ from keras_cam.surgery import (
     check_input_values,
     data_format,
     input_dtype,
+    input_rank,
     is_readable,
     read_head,
 )
@@ -431,7 +432,8 @@ def _score(
     check_head_for_metric(metric, kind, reading)
     if not callable(model):
         raise TypeError(f"`model` must be a keras.Model; received {type(model).__name__}.")
-    images = check_images(images, ranks=_RANKS)
+    rank = input_rank(model)
+    images = check_images(images, ranks=_RANKS if rank is None else (rank,))
     if channels_first(model):
         images = np.ascontiguousarray(np.moveaxis(images, 1, -1))  # masks act channels-last
     maps = check_maps(maps, images.shape[:-1], order_only=order_only, ranks=(images.ndim - 1,))

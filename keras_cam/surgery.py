@@ -172,16 +172,20 @@ def check_model(model: Any) -> None:
         )
 
 
-def input_rank(model: keras.Model) -> int:
+def input_rank(model: Any) -> int | None:
     """The rank of the model's input, batch axis included: 3 signals, 4 images, 5 volumes.
 
     Args:
-        model: a Functional or Sequential model with a built input.
+        model: a Keras model with a built input (or any callable: a subclassed model or a
+            function has no `inputs` to read).
 
     Returns:
-        The rank, e.g. `4` for `keras.Input((24, 40, 3))`.
+        The rank, e.g. `4` for `keras.Input((24, 40, 3))`; `None` when it cannot be read.
     """
-    return len(model.inputs[0].shape)
+    try:
+        return len(model.inputs[0].shape)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
 
 
 def iter_layers(model: keras.Model) -> Iterator[tuple[str, keras.layers.Layer]]:
