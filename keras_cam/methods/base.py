@@ -380,7 +380,8 @@ class BaseCAM:
         """Returns the channel weights of each map: `(B, C)`, or `(B, h, w, C)` per position.
 
         Args:
-            features: float32 feature maps `A`, `(B, h, w, C)`.
+            features: float32 feature maps `A`, `(B, h, w, C)` (`(B, t, C)` for a signal
+                model, `(B, d, h, w, C)` for a volume model; `spatial_dims` names the axes).
             grads: float32 `dScore/dA`, same shape, or `None` when `requires_gradients` is False.
             class_idx: int32 `(B,)` explained class of each image (`-1` with a callable target).
 
@@ -398,7 +399,8 @@ class BaseCAM:
         return tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))
 
     def explain_batch(self, images: tf.Tensor, targets: np.ndarray | ScoreFn) -> tf.Tensor:
-        """Raw ReLU'd maps at the layer's resolution, `(B, h, w)`, for checked inputs.
+        """Raw ReLU'd maps at the layer's resolution, `(B, h, w)` (`(B, t)`, `(B, d, h, w)`),
+        for checked inputs.
 
         Runs the compiled gradient pass in chunks of `images_per_pass` images.
         """
