@@ -34,7 +34,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "BinaryTarget", "ClassTarget", "MultiLabelTarget", "RegressionTarget",
         "SegmentationTarget", "SimilarityTarget", "Target", "TopPredictionTarget",
     ),
-    "keras_cam.visualize": ("colorize", "overlay", "plot_cams", "save_figure", "save_overlay"),
+    "keras_cam.visualize": (
+        "colorize", "overlay", "plot_cams", "plot_signal_cam", "save_figure", "save_overlay",
+        "slice_grid",
+    ),
 }
 """The one list of public names: home module -> the names it exports (`"keras_cam"`: the
 submodules themselves)."""
@@ -93,4 +96,12 @@ if TYPE_CHECKING:  # what type checkers and IDEs see (tests/test_cli_quiet.py ke
         Target,
         TopPredictionTarget,
     )
-    from keras_cam.visualize import colorize, overlay, plot_cams, save_figure, save_overlay
+    from keras_cam.visualize import (
+        colorize,
+        overlay,
+        plot_cams,
+        plot_signal_cam,
+        save_figure,
+        save_overlay,
+        slice_grid,
+    )

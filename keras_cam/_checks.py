@@ -84,17 +84,28 @@ def as_numeric_array(name: str, value: ArrayLike, expected: str) -> np.ndarray:
     return array
 
 
-def check_images(images: ArrayLike) -> np.ndarray:
+GRID_SHAPES = {3: "(B, T, C)", 4: "(B, H, W, C)", 5: "(B, D, H, W, C)"}
+"""Batch shapes of signals, images and volumes, by rank."""
+
+
+def check_images(images: ArrayLike, ranks: tuple[int, ...] = (4,)) -> np.ndarray:
     """A non-empty float32 batch `(B, H, W, C)` of finite values (any layout of the last 3 axes).
+
+    Args:
+        images: the batch.
+        ranks: the ranks accepted (keys of `GRID_SHAPES`): `(4,)` for images only, `(3, 4, 5)`
+            for signals `(B, T, C)`, images and volumes `(B, D, H, W, C)` too. Defaults to
+            `(4,)`.
 
     Raises:
         TypeError: not numeric.
-        ValueError: not 4-D, empty, or holding NaN or infinite values.
+        ValueError: not of an accepted rank, empty, or holding NaN or infinite values.
     """
-    array = as_numeric_array("images", images, "(B, H, W, C)")
-    if array.ndim != 4:
+    expected = " or ".join(GRID_SHAPES[rank] for rank in ranks)
+    array = as_numeric_array("images", images, expected)
+    if array.ndim not in ranks:
         raise ValueError(
-            f"`images` must be a batch of shape (B, H, W, C); received shape {array.shape}. "
+            f"`images` must be a batch of shape {expected}; received shape {array.shape}. "
             "Add a batch axis to a single image (e.g. `images[None]`)."
         )
     if array.shape[0] == 0:
@@ -106,9 +117,16 @@ def check_images(images: ArrayLike) -> np.ndarray:
 
 
 def check_maps(
-    maps: ArrayLike, shape: tuple[int, int, int] | None = None, *, order_only: bool = False
+    maps: ArrayLike,
+    shape: tuple[int, ...] | None = None,
+    *,
+    order_only: bool = False,
+    ranks: tuple[int, ...] = (3,),
 ) -> np.ndarray:
     """Validates a `(B, H, W)` batch of maps; `shape` is the `(B, H, W)` of the images.
+
+    With `ranks=(2, 3, 4)` maps of signals `(B, T)` and volumes `(B, D, H, W)` are accepted
+    too (a given `shape` must then match).
 
     With `order_only=False` the maps are soft masks, read by `visualize.to_unit_heatmap`:
     float32 in [0, 1] (floats up to 1e-3 outside are clipped, `uint8` is divided by 255, bool
@@ -120,14 +138,16 @@ def check_maps(
         TypeError: not numeric, or complex with `order_only`.
         ValueError: not 3-D, not `shape`, empty, or values the reading refuses.
     """
-    array = as_numeric_array("maps", maps, "(B, H, W)")
-    if array.ndim != 3:
+    expected = " or ".join(GRID_SHAPES[rank + 1][:-4] + ")" for rank in ranks)
+    array = as_numeric_array("maps", maps, expected)
+    if array.ndim not in ranks:
         raise ValueError(
-            f"`maps` must be a batch of shape (B, H, W); received shape {array.shape}."
+            f"`maps` must be a batch of shape {expected}; received shape {array.shape}."
         )
     if shape is not None and array.shape != shape:
+        layout = GRID_SHAPES[len(shape) + 1][:-4] + ")"
         raise ValueError(
-            f"`maps` must have shape (B, H, W) = {shape} to match `images`; received shape "
+            f"`maps` must have shape {layout} = {shape} to match `images`; received shape "
             f"{array.shape}. Compute the maps at the image resolution (`upsample=True`)."
         )
     if array.shape[0] == 0:
@@ -147,16 +167,27 @@ def check_maps(
     return array
 
 
-def check_boxes(boxes: ArrayLike, shape: tuple[int, int, int]) -> np.ndarray:
+BOX_FORMATS = {1: "(x0, x1)", 2: "(x0, y0, x1, y1)", 3: "(x0, y0, z0, x1, y1, z1)"}
+"""Boxes by the number of spatial axes of the maps: intervals of signals, boxes of images and
+volumes; the lows, then the (exclusive) highs, `x` along the last map axis (T or W), `y` along
+H, `z` along D: `signal[x0:x1]`, `image[y0:y1, x0:x1]`, `volume[z0:z1, y0:y1, x0:x1]`."""
+
+
+def check_boxes(boxes: ArrayLike, shape: tuple[int, ...]) -> np.ndarray:
     """Validates `(B, 4)` integer boxes `(x0, y0, x1, y1)` inside `(B, H, W)` maps.
 
+    Maps of signals `(B, T)` take intervals `(B, 2)` `(x0, x1)` and maps of volumes
+    `(B, D, H, W)` take boxes `(B, 6)` `(x0, y0, z0, x1, y1, z1)` (see `BOX_FORMATS`).
+
     Returns:
-        int64 `(B, 4)`.
+        int64 `(B, 2n)` for maps with `n` spatial axes.
 
     Raises:
         TypeError: not integers.
         ValueError: not one box per map, or a box that is empty or not inside its image.
     """
+    if len(shape) != 3:
+        return _check_nd_boxes(boxes, shape)
     batch, height, width = shape
     array = as_numeric_array("boxes", boxes, "(B, 4)")
     if array.shape != (batch, 4):
@@ -176,5 +207,32 @@ def check_boxes(boxes: ArrayLike, shape: tuple[int, int, int]) -> np.ndarray:
             f"`boxes[{index}]` = {tuple(int(v) for v in array[index])} is not a non-empty box "
             f"inside the {height}x{width} image: expected 0 <= x0 < x1 <= {width} and "
             f"0 <= y0 < y1 <= {height} (x1 and y1 exclusive)."
+        )
+    return array.astype(np.int64)
+
+
+def _check_nd_boxes(boxes: ArrayLike, shape: tuple[int, ...]) -> np.ndarray:
+    """`check_boxes` for maps of signals and volumes."""
+    batch, sizes = shape[0], shape[:0:-1]  # sizes along x, y, z
+    axes = len(sizes)
+    layout = BOX_FORMATS[axes]
+    array = as_numeric_array("boxes", boxes, f"(B, {2 * axes})")
+    if array.shape != (batch, 2 * axes):
+        raise ValueError(
+            f"`boxes` must have shape (B, {2 * axes}) = ({batch}, {2 * axes}), one {layout} "
+            f"box per map of shape {shape[1:]}; received shape {array.shape}."
+        )
+    if not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(
+            f"`boxes` must hold integer pixel coordinates; received dtype {array.dtype}."
+        )
+    low, high = array[:, :axes], array[:, axes:]
+    bad = ((low < 0) | (high > np.array(sizes)) | (low >= high)).any(axis=1)
+    if bad.any():
+        index = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"`boxes[{index}]` = {tuple(int(v) for v in array[index])} is not a non-empty "
+            f"{layout} box inside maps of shape {shape[1:]}: expected 0 <= low < high <= size "
+            f"along each axis (x along the last map axis; highs exclusive)."
         )
     return array.astype(np.int64)

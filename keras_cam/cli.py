@@ -481,14 +481,18 @@ def _add_explain(verbs: Any) -> None:
         "one overlay PNG per image, method and class: OUT/<image>_<method>_class<N>[_<name>].png,\n"
         "at the image's own size (the map is stretched back exactly as the image was shrunk),\n"
         "with a caption: class name, probability, method.\n\n"
+        "A .npy file holds one input in the model's own layout, already preprocessed and used\n"
+        "as is: a signal (T, C) of a Conv1D model (drawn over its map), a volume\n"
+        "(D, H, W, C) of a Conv3D model (a grid of overlaid slices) or an image.\n\n"
         "example:\n"
         "  keras-cam explain model.keras cat.jpg --method gradcam++,scorecam --top 2 \\\n"
-        "      --preprocess resnet50 --out heatmaps",
+        "      --preprocess resnet50 --out heatmaps\n"
+        "  keras-cam explain ecg_model.keras beat.npy --method gradcam",
     )
     parser.add_argument("model", type=pathlib.Path, metavar="MODEL",
                         help="a .keras (or legacy .h5) model file")
     parser.add_argument("images", type=pathlib.Path, nargs="+", metavar="IMAGE",
-                        help="image files OpenCV can read")
+                        help="image files OpenCV can read, or .npy inputs in the model's layout")
     _add_methods(parser, "--method", EXPLAIN_DEFAULT_METHODS)
     parser.add_argument("--layer", help="layer to explain (default: automatic; see 'info')")
     _add_layer_call(parser)
@@ -524,7 +528,6 @@ def _add_explain(verbs: Any) -> None:
 def _explain(args: argparse.Namespace) -> int:
     """`keras-cam explain`: overlays of each image, method and explained class."""
     from keras_cam.surgery import read_head
-    from keras_cam.visualize import resize_heatmap, save_overlay
 
     model = _load_model(args.model, args.unsafe, args.output)
     preprocessing = _preprocessing(model, args.preprocess)
@@ -545,21 +548,17 @@ def _explain(args: argparse.Namespace) -> int:
         )
     if args.top is not None and args.top > num_classes:
         raise ValueError(f"--top {args.top} exceeds the model's {num_classes} classes.")
-    height, width, channels = predictor.image_shape
-    originals = [io.read_image(path, (None, None, channels))[0] for path in args.images]
-    pixels = [io.resize_image(original, (height, width)) for original in originals]
-    batches = [
-        io.to_data_format(_preprocess(rgb[np.newaxis], preprocessing), predictor.data_format)
-        for rgb in pixels
-    ]
+    originals, batches = [], []
+    for path in args.images:
+        original, batch = _read_input(path, predictor, preprocessing)
+        originals.append(original)
+        batches.append(batch)
     for path, batch in zip(args.images, batches):  # every image, before any prediction
         _check_pixels(model, batch, path)
     shown = max(min(5, num_classes), args.top or 0)
-    for path, stem, original, rgb, batch in zip(
-        args.images, _unique_stems(args.images), originals, pixels, batches
+    for path, stem, original, batch in zip(
+        args.images, _unique_stems(args.images), originals, batches
     ):
-        for notice in _fit_notices(path, original.shape[:2], rgb.shape[:2], channels):
-            print(f"{path}: {notice}")
         probabilities = predictor.predict(batch)[0]
         ranking = np.argsort(-probabilities, kind="stable")
         print(f"{path}: top classes " + ", ".join(
@@ -580,11 +579,7 @@ def _explain(args: argparse.Namespace) -> int:
                     f"{_class_label(class_index, names)} {probabilities[class_index]:.3f} - "
                     f"{cam.display_name}"
                 ) if args.caption else None
-                # The model-size map, stretched back onto the original image (the inverse of
-                # `io.resize_image`): same size and aspect as the file.
-                full_size = resize_heatmap(heatmap, original.shape[:2])
-                save_overlay(target, original, full_size, alpha=args.alpha,
-                             colormap=args.colormap, caption=caption)
+                _save_explanation(target, original, heatmap, args, caption)
                 print(f"  wrote {target}")
     return 0
 
@@ -608,6 +603,72 @@ def _fit_notices(
     elif channels == 1 and stored >= 3:
         notices.append("a colour image, converted to grayscale for the model")
     return notices
+
+
+def _read_input(path: pathlib.Path, cam: BaseCAM, preprocessing: str) -> tuple[np.ndarray, Any]:
+    """`(shown, batch)` of one explained file: what the drawing shows (channels-last) and
+    the model's batch of one. An image file is read at its own size (shown so), resized to the
+    model's input (`io.resize_image`) and preprocessed; a `.npy` file is one input in the
+    model's own layout, used as is."""
+    if path.suffix.lower() != ".npy":
+        height, width, channels = cam.image_shape
+        original = io.read_image(path, (None, None, channels))[0]
+        rgb = io.resize_image(original, (height, width))
+        for notice in _fit_notices(path, original.shape[:2], rgb.shape[:2], channels):
+            print(f"{path}: {notice}")
+        batch = io.to_data_format(_preprocess(rgb[np.newaxis], preprocessing), cam.data_format)
+        return original, batch
+    array = np.load(path, allow_pickle=False)
+    expected = cam.input_shape
+    if array.ndim != len(expected) or any(
+        size is not None and size != got for size, got in zip(expected, array.shape)
+    ):
+        raise ValueError(
+            f"{path} holds an array of shape {array.shape}, but the model takes one input of "
+            f"shape {expected} ({cam.data_format}): save one preprocessed input in the "
+            "model's own layout, without a batch axis."
+        )
+    batch = array[np.newaxis].astype(np.float32)
+    shown = np.moveaxis(batch[0], 0, -1) if cam.data_format == "channels_first" else batch[0]
+    return shown, batch
+
+
+def _save_explanation(
+    target: pathlib.Path,
+    shown: np.ndarray,
+    heatmap: np.ndarray,
+    args: argparse.Namespace,
+    caption: str | None,
+) -> None:
+    """Writes a map over what it explains: an image's overlay at the image's own size (the
+    model-size map stretched back, the inverse of `io.resize_image`) with its caption, a signal
+    drawn over its map, a volume's overlaid slices in a grid."""
+    from keras_cam.visualize import (
+        overlay,
+        plot_signal_cam,
+        resize_heatmap,
+        save_figure,
+        save_overlay,
+        slice_grid,
+    )
+
+    alpha, colormap = args.alpha, args.colormap
+    if heatmap.ndim == 2 and shown.dtype == np.uint8:
+        full_size = resize_heatmap(heatmap, shown.shape[:2])
+        save_overlay(target, shown, full_size, alpha=alpha, colormap=colormap, caption=caption)
+        return
+    if heatmap.ndim == 1:
+        figure = plot_signal_cam(shown, heatmap, colormap=colormap, title=target.stem)
+        save_figure(figure, target)
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+        return
+    gray = shown.mean(axis=-1)  # an array of any scale, shown by its range
+    span = float(gray.max() - gray.min())
+    gray = (gray - gray.min()) / span if span > 0 else np.zeros_like(gray)
+    blended = overlay(gray, heatmap, alpha=alpha, colormap=colormap)
+    write_png(target, slice_grid(blended) if heatmap.ndim == 3 else blended)
 
 
 # ================================================================================== info

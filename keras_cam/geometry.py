@@ -1,6 +1,7 @@
 """Where a feature map sits on the input grid: receptive-field arithmetic along the traced path.
 
-Each spatial axis of a traced tensor carries an `AxisGeometry`: an affine map in pixel-EDGE
+Each spatial axis of a traced tensor (one for signals, two for images, three for volumes)
+carries an `AxisGeometry`: an affine map in pixel-EDGE
 coordinates of the model's input (feature cell `j` covers input `[offset + scale * j,
 offset + scale * (j + 1))`; a negative `scale` means the axis is mirrored) and the interval
 `[lo, hi)` of the input its features come from (the map is zero outside it). The input is the
@@ -21,11 +22,19 @@ import numpy as np
 from keras import layers as klayers
 
 WINDOW_LAYERS = (
+    klayers.Conv1D,
     klayers.Conv2D,
+    klayers.Conv3D,
+    klayers.DepthwiseConv1D,
     klayers.DepthwiseConv2D,
+    klayers.SeparableConv1D,
     klayers.SeparableConv2D,
+    klayers.MaxPooling1D,
     klayers.MaxPooling2D,
+    klayers.MaxPooling3D,
+    klayers.AveragePooling1D,
     klayers.AveragePooling2D,
+    klayers.AveragePooling3D,
 )
 """Layers that slide a window over the grid: kernel, stride, dilation and padding move it."""
 
@@ -124,107 +133,124 @@ class AxisGeometry:
 
 @dataclasses.dataclass(frozen=True)
 class Grid:
-    """The spatial geometry of a rank-4 traced tensor.
+    """The spatial geometry of a traced tensor with one to three spatial axes.
 
     Attributes:
-        axes: tensor axes of (height, width): `(1, 2)` channels-last, `(2, 3)` channels-first.
-        height: geometry of the height axis.
-        width: geometry of the width axis.
+        axes: tensor axes of the spatial dimensions, in order: `(1, 2)` for a channels-last
+            image, `(2, 3)` channels-first, `(1,)` for a signal `(B, T, C)`, `(1, 2, 3)` for
+            a volume `(B, D, H, W, C)`.
+        dims: the geometry of each spatial axis, in the order of `axes`.
         unknown: names of the layers upstream that changed the grid in an unknown way (the
             grid was stretched over the whole input there).
     """
 
-    axes: tuple[int, int]
-    height: AxisGeometry
-    width: AxisGeometry
+    axes: tuple[int, ...]
+    dims: tuple[AxisGeometry, ...]
     unknown: tuple[str, ...] = ()
 
     @classmethod
     def identity(cls, shape: tuple, data_format: str) -> Grid:
         """The model input's grid, for an input of `shape` (batch axis included)."""
-        axes = spatial_axes(data_format)
-        return cls(axes, *(AxisGeometry.identity(shape[axis]) for axis in axes))
+        axes = spatial_axes(data_format, len(shape))
+        return cls(axes, tuple(AxisGeometry.identity(shape[axis]) for axis in axes))
 
     @property
-    def sizes(self) -> tuple[int, int]:
-        return self.height.size, self.width.size
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(axis.size for axis in self.dims)
 
     def map(self, function: Any, *per_axis: tuple) -> Grid:
         """Applies `function(axis_geometry, *args)` with one argument tuple per axis."""
-        height_args, width_args = per_axis if per_axis else ((), ())
+        per_axis = per_axis if per_axis else tuple(() for _ in self.dims)
         return dataclasses.replace(
-            self,
-            height=function(self.height, *height_args),
-            width=function(self.width, *width_args),
+            self, dims=tuple(function(axis, *args) for axis, args in zip(self.dims, per_axis))
         )
 
     def flip(self, tensor_axes: tuple[int, ...]) -> Grid:
         """The grid after reversing the given tensor axes (non-spatial ones leave it alone)."""
-        height = self.height.flip() if self.axes[0] in tensor_axes else self.height
-        width = self.width.flip() if self.axes[1] in tensor_axes else self.width
-        return dataclasses.replace(self, height=height, width=width)
+        return dataclasses.replace(
+            self,
+            dims=tuple(
+                dim.flip() if axis in tensor_axes else dim for axis, dim in zip(self.axes, self.dims)
+            ),
+        )
 
     def stretch(
-        self, sizes: tuple[int, int], axes: tuple[int, int], unknown: str | None = None
+        self, sizes: tuple[int, ...], axes: tuple[int, ...], unknown: str | None = None
     ) -> Grid:
         """`sizes` cells stretched over the whole input; `unknown` names the layer whose
         change of the grid could not be derived (none for a global pooling)."""
         return Grid(
             axes,
-            self.height.stretch(sizes[0]),
-            self.width.stretch(sizes[1]),
+            tuple(dim.stretch(size) for dim, size in zip(self.dims, sizes)),
             self.unknown + ((unknown,) if unknown else ()),
         )
 
     def differs(self, other: Grid) -> bool:
-        return self.height.differs(other.height) or self.width.differs(other.width)
+        return any(mine.differs(theirs) for mine, theirs in zip(self.dims, other.dims))
 
     def average(self, others: list[Grid]) -> Grid:
         """The grid of a merge (Add, Concatenate...) of this grid's tensor with `others`."""
         return dataclasses.replace(
             self,
-            height=self.height.average([other.height for other in others]),
-            width=self.width.average([other.width for other in others]),
+            dims=tuple(
+                dim.average([other.dims[i] for other in others]) for i, dim in enumerate(self.dims)
+            ),
             unknown=tuple(dict.fromkeys(sum((g.unknown for g in [self, *others]), ()))),
         )
 
     def placement(self) -> np.ndarray:
-        """float32 `(2, 4)`: `(offset, scale, lo, hi)` of height and width, for `place_maps`."""
+        """float32 `(n, 4)`: `(offset, scale, lo, hi)` of each spatial axis, for `place_maps`."""
         return np.array(
-            [[axis.offset, axis.scale, axis.lo, axis.hi] for axis in (self.height, self.width)],
-            np.float32,
+            [[axis.offset, axis.scale, axis.lo, axis.hi] for axis in self.dims], np.float32
         )
 
 
-def spatial_axes(data_format: str) -> tuple[int, int]:
-    """Tensor axes of (height, width) of a rank-4 tensor in `data_format`."""
-    return (2, 3) if data_format == "channels_first" else (1, 2)
+def spatial_axes(data_format: str, rank: int = 4) -> tuple[int, ...]:
+    """Tensor axes of the spatial dimensions of a rank-`rank` tensor in `data_format`.
+
+    Args:
+        data_format: `"channels_last"` or `"channels_first"`.
+        rank: the tensor's rank, batch axis included: 3 for signals `(B, T, C)`, 4 for images,
+            5 for volumes. Defaults to `4`.
+
+    Returns:
+        e.g. `(1, 2)` for channels-last images, `(2, 3)` channels-first, `(1,)` for signals.
+    """
+    first = 2 if data_format == "channels_first" else 1
+    return tuple(range(first, first + rank - 2))
 
 
-def spatial_sizes(shape: tuple, axes: tuple[int, int]) -> tuple[Any, Any]:
-    return shape[axes[0]], shape[axes[1]]
+def spatial_sizes(shape: tuple, axes: tuple[int, ...]) -> tuple[Any, ...]:
+    return tuple(shape[axis] for axis in axes)
 
 
-def _pairs(value: Any) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Keras' `((top, bottom), (left, right))`, from an int, a pair or a pair of pairs."""
+_CROPPING = (klayers.Cropping1D, klayers.Cropping2D, klayers.Cropping3D)
+_PADDING = (klayers.ZeroPadding1D, klayers.ZeroPadding2D, klayers.ZeroPadding3D)
+_UPSAMPLING = (klayers.UpSampling1D, klayers.UpSampling2D, klayers.UpSampling3D)
+
+
+def _pairs(value: Any, rank: int) -> tuple[tuple[int, int], ...]:
+    """Keras' `((before, after), ...)` per spatial axis, from an int, a pair (one per axis,
+    or the `(before, after)` of a 1-D layer) or a tuple of pairs."""
     if isinstance(value, int):
-        return (value, value), (value, value)
+        return ((value, value),) * rank
+    if rank == 1:
+        return ((int(value[0]), int(value[1])),)
     return tuple(
         (int(part), int(part)) if isinstance(part, int) else (int(part[0]), int(part[1]))
         for part in value
     )
 
 
-def _window(layer: Any, grid: Grid, out_sizes: tuple[int, int]) -> Grid:
+def _window(layer: Any, grid: Grid, out_sizes: tuple[int, ...]) -> Grid:
     kernel = getattr(layer, "kernel_size", None) or layer.pool_size
-    dilation = getattr(layer, "dilation_rate", (1, 1))
+    dilation = getattr(layer, "dilation_rate", (1,) * len(grid.dims))
     per_axis = []
-    for geometry, k, s, d, out in zip(
-        (grid.height, grid.width), kernel, layer.strides, dilation, out_sizes
-    ):
+    for geometry, k, s, d, out in zip(grid.dims, kernel, layer.strides, dilation, out_sizes):
         effective = (int(k) - 1) * int(d) + 1
         pad_total = max((out - 1) * int(s) + effective - geometry.size, 0)
-        pad_before = pad_total // 2 if layer.padding == "same" else 0
+        # 'same' pads half before; 'causal' (Conv1D) pads everything before.
+        pad_before = {"same": pad_total // 2, "causal": pad_total}.get(layer.padding, 0)
         per_axis.append((effective, int(s), pad_before, out))
     return grid.map(AxisGeometry.window, *per_axis)
 
@@ -270,13 +296,13 @@ def _resizing(layer: Any, grid: Grid, out_sizes: tuple[int, int]) -> Grid:
     return grid.map(AxisGeometry.resample, (out_sizes[0],), (out_sizes[1],))
 
 
-def layer_grid(layer: Any, grid: Grid, out_sizes: tuple[int, int]) -> Grid | None:
+def layer_grid(layer: Any, grid: Grid, out_sizes: tuple[int, ...]) -> Grid | None:
     """The grid of `layer`'s output from its input's, or `None` when the change is unknown.
 
     Args:
         layer: the layer called on the tensor whose grid is `grid`.
         grid: the input's grid, sizes known.
-        out_sizes: the output's (height, width), known.
+        out_sizes: the output's spatial sizes, known (one per axis of `grid`).
 
     Returns:
         The output's grid; `None` when the layer changes the spatial size in a way this
@@ -284,18 +310,18 @@ def layer_grid(layer: Any, grid: Grid, out_sizes: tuple[int, int]) -> Grid | Non
     """
     if isinstance(layer, WINDOW_LAYERS):
         return _window(layer, grid, out_sizes)
-    if isinstance(layer, klayers.Cropping2D):
-        (top, _), (left, _) = _pairs(layer.cropping)
-        return grid.map(AxisGeometry.crop, (top, out_sizes[0]), (left, out_sizes[1]))
-    if isinstance(layer, klayers.ZeroPadding2D):
-        (top, _), (left, _) = _pairs(layer.padding)
-        return grid.map(AxisGeometry.pad, (top, out_sizes[0]), (left, out_sizes[1]))
+    if isinstance(layer, _CROPPING):
+        pairs = _pairs(layer.cropping, len(grid.dims))
+        return grid.map(AxisGeometry.crop, *((b, out) for (b, _), out in zip(pairs, out_sizes)))
+    if isinstance(layer, _PADDING):
+        pairs = _pairs(layer.padding, len(grid.dims))
+        return grid.map(AxisGeometry.pad, *((b, out) for (b, _), out in zip(pairs, out_sizes)))
     if isinstance(layer, klayers.CenterCrop):
         return _center_crop(layer, grid, out_sizes)
     if isinstance(layer, klayers.Resizing):
         return _resizing(layer, grid, out_sizes)
-    if isinstance(layer, klayers.UpSampling2D):
-        return grid.map(AxisGeometry.resample, (out_sizes[0],), (out_sizes[1],))
+    if isinstance(layer, _UPSAMPLING):
+        return grid.map(AxisGeometry.resample, *((out,) for out in out_sizes))
     if tuple(out_sizes) == tuple(grid.sizes):
         return grid  # pointwise and merge layers, and anything that keeps the grid
     return None

@@ -15,7 +15,15 @@ in `BOX_METRICS` take `(maps, boxes)`, all the others `(model, images, maps, tar
 Conventions shared by all metrics:
 
 - `images` is a batch `(B, H, W, C)` preprocessed the way the model expects; `maps` is
-  `(B, H, W)` at the image resolution, as the CAM methods return them.
+  `(B, H, W)` at the image resolution, as the CAM methods return them. Signals `(B, T, C)`
+  with maps `(B, T)` and volumes `(B, D, H, W, C)` with maps `(B, D, H, W)` (channels-first
+  too) are measured the same way: "pixels" are then samples or voxels, ranked in raster order,
+  the `"blur"` baseline blurs along every spatial axis with the same 11-tap Gaussian (sigma
+  5, reflected borders), and the localization metrics take intervals `(x0, x1)` and boxes
+  `(x0, y0, z0, x1, y1, z1)`: lows, then exclusive highs, `x` along the last map axis, so
+  `signal[x0:x1]` and `volume[z0:z1, y0:y1, x0:x1]` are the object. The connected regions of
+  `boxes_from_maps` are 8-connected in images and connected through any face, edge or
+  corner in volumes.
 - The scale of the maps: `average_drop` and `increase_in_confidence` multiply the image by
   the map, so they need maps on the [0, 1] scale, read by the rule the drawing functions use
   (`keras_cam.visualize.to_unit_heatmap`: floats in [0, 1] up to 1e-3, `uint8` as 0..255,
@@ -76,6 +84,7 @@ from keras_cam.surgery import (
     check_input_values,
     data_format,
     input_dtype,
+    input_rank,
     is_graph_model,
     is_readable,
     read_head,
@@ -98,6 +107,8 @@ BASELINES: tuple[str, ...] = ("zero", "mean", "blur")
 """Values pixels can be replaced by: 0, the image's per-channel mean, or a Gaussian blur."""
 
 _ACTIVATIONS = (None, "softmax", "sigmoid")
+_RANKS = (3, 4, 5)  # signals (B, T, C), images, volumes (B, D, H, W, C)
+_MAP_RANKS = (2, 3, 4)
 # RISE's blur: an 11x11 Gaussian kernel with sigma 5 (Petsiuk et al., 2018, reference code).
 _BLUR_KERNEL = (11, 11)
 _BLUR_SIGMA = 5.0
@@ -156,8 +167,9 @@ def channels_first(model: object) -> bool:
     return isinstance(model, keras.Model) and data_format(model) == "channels_first"
 
 
-def map_shape(model: object, images_shape: tuple[int, ...]) -> tuple[int, int, int]:
-    """`(B, H, W)`: the shape of the maps of a batch of `images_shape` for `model`.
+def map_shape(model: object, images_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """`(B, H, W)`: the shape of the maps of a batch of `images_shape` for `model`
+    (`(B, T)` for signals, `(B, D, H, W)` for volumes).
 
     Args:
         model: the explained model (channels-first Keras models take `(B, C, H, W)` images).
@@ -172,8 +184,8 @@ def map_shape(model: object, images_shape: tuple[int, ...]) -> tuple[int, int, i
     ```
     """
     layout = "channels_first" if channels_first(model) else "channels_last"
-    height, width = spatial_axes(layout)
-    return images_shape[0], images_shape[height], images_shape[width]
+    axes = spatial_axes(layout, len(images_shape))
+    return (images_shape[0], *(images_shape[axis] for axis in axes))
 
 
 def _top_count(fraction: float, pixels: int) -> int:
@@ -183,11 +195,15 @@ def _top_count(fraction: float, pixels: int) -> int:
 
 # ------------------------------------------------------------------------------- scoring
 def _baseline_images(images: np.ndarray, baseline: str) -> np.ndarray:
-    """The values that replace removed pixels, one `(H, W, C)` image per input image."""
+    """The values that replace removed pixels, one `(H, W, C)` image per input image (one
+    `(T, C)` signal, one `(D, H, W, C)` volume)."""
     if baseline == "zero":
         return np.zeros_like(images)
     if baseline == "mean":
-        return np.broadcast_to(images.mean(axis=(1, 2), keepdims=True), images.shape)
+        axes = tuple(range(1, images.ndim - 1))
+        return np.broadcast_to(images.mean(axis=axes, keepdims=True), images.shape)
+    if images.ndim != 4:
+        return _separable_blur(images)
     import cv2
 
     blurred = [cv2.GaussianBlur(image, _BLUR_KERNEL, _BLUR_SIGMA) for image in images]
@@ -247,6 +263,25 @@ def _explained(
     )
     dtype = keras.backend.standardize_dtype(sources[index].dtype)
     return model, explained, FixedInputs(index, others, dtype)
+
+
+def _separable_blur(batch: np.ndarray) -> np.ndarray:
+    """RISE's blur for signals and volumes: the 11-tap Gaussian (sigma 5) that blurs images,
+    along each spatial axis in turn, borders reflected as OpenCV's default (`gfedcb|abcdefgh`)."""
+    taps = np.arange(_BLUR_KERNEL[0]) - _BLUR_KERNEL[0] // 2
+    kernel = np.exp(-0.5 * (taps / _BLUR_SIGMA) ** 2)
+    kernel /= kernel.sum()
+    half = len(taps) // 2
+    blurred = batch.astype(np.float64)
+    for axis in range(1, batch.ndim - 1):
+        pad = [(0, 0)] * batch.ndim
+        pad[axis] = (half, half)
+        padded = np.pad(blurred, pad, mode="reflect")
+        blurred = sum(
+            weight * np.take(padded, np.arange(i, i + batch.shape[axis]), axis=axis)
+            for i, weight in enumerate(kernel)
+        )
+    return blurred.astype(batch.dtype)
 
 
 # `activation=` is the older spelling of a head that outputs logits.
@@ -373,7 +408,8 @@ def _compiled_probabilities(
         model_ref = weakref.ref(model)  # the cached function must not keep the model alive
         quantize = _quantizer(fixed.dtype or input_dtype(model))
         image_spec = tf.TensorSpec((None, *image_shape), tf.float32)
-        mask_spec = tf.TensorSpec((None, *image_shape[:2]), tf.float32)
+        mask_spec = tf.TensorSpec((None, *image_shape[:-1]), tf.float32)
+        last = len(image_shape)
 
         def probabilities(
             images: tf.Tensor, baselines: tf.Tensor, masks: tf.Tensor, others: tuple
@@ -381,7 +417,7 @@ def _compiled_probabilities(
             mask = masks[..., tf.newaxis]
             composite = quantize(images * mask + baselines * (1.0 - mask))
             if transpose:
-                composite = tf.transpose(composite, (0, 3, 1, 2))
+                composite = tf.transpose(composite, (0, last, *range(1, last)))
             inputs: Any = composite
             if others:  # the model's own input structure, the composite at the explained one
                 flat = [*others[: fixed.index], composite, *others[fixed.index :]]
@@ -486,10 +522,11 @@ def _score(
     check_head_for_metric(metric, kind, reading)
     if not callable(model):
         raise TypeError(f"`model` must be a keras.Model; received {type(model).__name__}.")
-    images = check_images(images)
+    rank = input_rank(model)
+    images = check_images(images, ranks=_RANKS if rank is None else (rank,))
     if channels_first(model):
         images = np.ascontiguousarray(np.moveaxis(images, 1, -1))  # masks act channels-last
-    maps = check_maps(maps, images.shape[:3], order_only=order_only)
+    maps = check_maps(maps, images.shape[:-1], order_only=order_only, ranks=(images.ndim - 1,))
     if fixed.values and len(fixed.values[0]) != len(images):
         raise ValueError(
             f"The model's other inputs have {len(fixed.values[0])} rows, but {len(images)} "
@@ -502,7 +539,7 @@ def _score(
     resolved = resolve_targets(targets, len(images), num_classes, _output_head(model, kind))
 
     batch = len(images)
-    ones = np.ones((batch_size, *images.shape[1:3]), np.float32)
+    ones = np.ones((batch_size, *images.shape[1:-1]), np.float32)
     chunks = _probability_chunks(
         probabilities, images, images, np.arange(batch), lambda items: ones[: len(items)],
         batch_size, fixed.values,
@@ -713,8 +750,7 @@ def _top_fraction_change(
         name, model, images, maps, targets, batch_size, activation, head, order_only=True,
         fixed=fixed,
     )
-    height, width = scored.maps.shape[1:]
-    top = _pixel_ranks(scored.maps) < _top_count(fraction, height * width)
+    top = _pixel_ranks(scored.maps) < _top_count(fraction, scored.maps[0].size)
     kept = (top if keep else ~top).astype(np.float32)
     masked = scored.target_scores(
         np.arange(len(kept)), lambda items: kept[items], _baseline_images(scored.images, baseline)
@@ -890,15 +926,15 @@ def _pixel_curve(
         name, model, images, maps, targets, batch_size, activation, head, order_only=True,
         fixed=fixed,
     )
-    batch, height, width = scored.maps.shape
-    pixels = height * width
+    batch, pixels = len(scored.maps), scored.maps[0].size
     ranks = _pixel_ranks(scored.maps)
+    cells = (1,) * (scored.maps.ndim - 1)
     # Pixels changed after step k: round(k * pixels / steps), in exact integer arithmetic.
     counts = (2 * np.arange(steps + 1) * pixels + steps) // (2 * steps)
 
     def masks_for(items: np.ndarray) -> np.ndarray:
         image, step = np.divmod(items, steps + 1)
-        changed = ranks[image] < counts[step][:, np.newaxis, np.newaxis]
+        changed = ranks[image] < counts[step].reshape(-1, *cells)
         return (changed if insert else ~changed).astype(np.float32)
 
     curve = scored.target_scores(
@@ -1094,10 +1130,12 @@ def boxes_from_maps(maps: ArrayLike, fraction: float = 0.25) -> np.ndarray:
     import cv2
 
     fraction = check_fraction(fraction)
-    maps = check_maps(maps, order_only=True)
-    height, width = maps.shape[1:]
-    above_minimum = maps > maps.min(axis=(1, 2), keepdims=True)
-    selected = (_pixel_ranks(maps) < _top_count(fraction, height * width)) & above_minimum
+    maps = check_maps(maps, order_only=True, ranks=_MAP_RANKS)
+    axes = tuple(range(1, maps.ndim))
+    above_minimum = maps > maps.min(axis=axes, keepdims=True)
+    selected = (_pixel_ranks(maps) < _top_count(fraction, maps[0].size)) & above_minimum
+    if maps.ndim != 3:
+        return np.stack([_largest_region_box(mask) for mask in selected])
     boxes = np.zeros((len(maps), 4), np.int64)
     for index, mask in enumerate(selected.astype(np.uint8)):
         count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
@@ -1107,8 +1145,46 @@ def boxes_from_maps(maps: ArrayLike, fraction: float = 0.25) -> np.ndarray:
     return boxes
 
 
+def _regions(mask: np.ndarray) -> np.ndarray:
+    """Labels of the fully connected regions of a 1-D or 3-D bool mask (8-connectivity's
+    relative: neighbours along any diagonal), 0 off the mask: each region is labelled by the
+    largest raster index in it, spread to a fixed point."""
+    labels = np.where(mask, np.arange(1, mask.size + 1).reshape(mask.shape), 0)
+    offsets = np.stack(np.meshgrid(*([(-1, 0, 1)] * mask.ndim), indexing="ij"), -1)
+    offsets = offsets.reshape(-1, mask.ndim)
+    while True:
+        padded = np.pad(labels, 1)
+        neighbours = [
+            padded[tuple(slice(1 + o, 1 + o + n) for o, n in zip(offset, mask.shape))]
+            for offset in offsets
+        ]
+        spread = np.where(mask, np.max(neighbours, axis=0), 0)
+        if np.array_equal(spread, labels):
+            return labels
+        labels = spread
+
+
+def _largest_region_box(mask: np.ndarray) -> np.ndarray:
+    """`boxes_from_maps` for one 1-D or 3-D selection: the `BOX_FORMATS` box of its largest
+    connected region (among equal sizes the first in raster order), zeros when empty."""
+    box = np.zeros(2 * mask.ndim, np.int64)
+    labels = _regions(mask)
+    found = np.unique(labels[labels > 0])
+    if not len(found):
+        return box
+    sizes = np.array([np.sum(labels == label) for label in found])
+    firsts = np.array([np.flatnonzero(labels == label)[0] for label in found])
+    best = found[np.lexsort((firsts, -sizes))[0]]
+    where = np.argwhere(labels == best)
+    box[: mask.ndim] = where.min(axis=0)[::-1]  # x (last axis) first
+    box[mask.ndim :] = where.max(axis=0)[::-1] + 1
+    return box
+
+
 def _box_areas(boxes: np.ndarray) -> np.ndarray:
-    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    """Pixels (samples, voxels) in each `BOX_FORMATS` box."""
+    axes = boxes.shape[1] // 2
+    return np.prod(np.clip(boxes[:, axes:] - boxes[:, :axes], 0, None), axis=1)
 
 
 def box_iou(maps: ArrayLike, boxes: ArrayLike, *, fraction: float = 0.25) -> MetricResult:
@@ -1138,12 +1214,16 @@ def box_iou(maps: ArrayLike, boxes: ArrayLike, *, fraction: float = 0.25) -> Met
     ```
     """
     fraction = check_fraction(fraction)
-    maps = check_maps(maps, order_only=True)
+    maps = check_maps(maps, order_only=True, ranks=_MAP_RANKS)
     truth = check_boxes(boxes, maps.shape)
     predicted = boxes_from_maps(maps, fraction)
-    width = np.minimum(predicted[:, 2], truth[:, 2]) - np.maximum(predicted[:, 0], truth[:, 0])
-    height = np.minimum(predicted[:, 3], truth[:, 3]) - np.maximum(predicted[:, 1], truth[:, 1])
-    intersection = np.clip(width, 0, None) * np.clip(height, 0, None)
+    axes = maps.ndim - 1
+    overlap = np.concatenate(
+        [np.maximum(predicted[:, :axes], truth[:, :axes]),
+         np.minimum(predicted[:, axes:], truth[:, axes:])],
+        axis=1,
+    )
+    intersection = _box_areas(overlap)
     union = _box_areas(predicted) + _box_areas(truth) - intersection
     return MetricResult("box_iou", intersection / union, "fraction", higher_is_better=True)
 
@@ -1172,11 +1252,12 @@ def pointing_game(maps: ArrayLike, boxes: ArrayLike) -> MetricResult:
     print(f"hit rate {result.mean:.2f}")
     ```
     """
-    maps = check_maps(maps, order_only=True)
+    maps = check_maps(maps, order_only=True, ranks=_MAP_RANKS)
     truth = check_boxes(boxes, maps.shape)
     flat = maps.reshape(len(maps), -1)
-    y, x = np.divmod(flat.argmax(axis=1), maps.shape[2])
-    inside = (truth[:, 0] <= x) & (x < truth[:, 2]) & (truth[:, 1] <= y) & (y < truth[:, 3])
+    axes = maps.ndim - 1
+    point = np.stack(np.unravel_index(flat.argmax(axis=1), maps.shape[1:]), 1)[:, ::-1]
+    inside = np.all((truth[:, :axes] <= point) & (point < truth[:, axes:]), axis=1)
     hits = inside & (flat.max(axis=1) > flat.min(axis=1))
     return MetricResult("pointing_game", hits.astype(np.float64), "fraction", higher_is_better=True)
 

@@ -31,9 +31,21 @@ from keras_cam.geometry import Grid, layer_grid, spatial_axes, spatial_sizes
 logger = logging.getLogger("keras_cam")
 
 _POOLING = (
+    klayers.MaxPooling1D,
     klayers.MaxPooling2D,
+    klayers.MaxPooling3D,
+    klayers.AveragePooling1D,
     klayers.AveragePooling2D,
+    klayers.AveragePooling3D,
 )
+_GLOBAL_AVERAGE = (
+    klayers.GlobalAveragePooling1D,
+    klayers.GlobalAveragePooling2D,
+    klayers.GlobalAveragePooling3D,
+)
+INPUT_KINDS = {3: "signals (batch, length, channels)", 4: "images (batch, height, width, "
+               "channels)", 5: "volumes (batch, depth, height, width, channels)"}
+"""The inputs keras_cam explains, by rank (batch axis included): 1-D, 2-D and 3-D grids."""
 # Layers that are activations of their own; one keras_cam does not recognise gets a warning.
 _ACTIVATION_LAYERS = (klayers.ReLU, klayers.LeakyReLU, klayers.ELU, klayers.PReLU)
 
@@ -55,10 +67,12 @@ class CamModel:
         input_shape: the model's input shape without the batch axis, e.g. `(224, 224, 3)`
             (`(3, 224, 224)` channels-first); spatial dimensions may be `None`.
         data_format: `"channels_last"` or `"channels_first"`: the layout of the model's input.
-            The sub-model's features are always channels-last `(B, h, w, C)`.
-        placement: `placement(height, width)` -> float32 `(2, 4)`: where the feature map sits
-            on an input of that size, `(offset, scale, lo, hi)` per axis (height, width), for
-            `keras_cam.methods.base.place_maps`.
+            The sub-model's features are always channels-last `(B, *cells, C)`: `(B, h, w, C)`
+            for images (tokens reshaped to their patch grid), `(B, t, C)` for signals,
+            `(B, d, h, w, C)` for volumes.
+        placement: `placement(*sizes)` (e.g. `placement(height, width)`) -> float32 `(n, 4)`:
+            where the feature map sits on an input of those spatial sizes, `(offset, scale,
+            lo, hi)` per spatial axis, for `keras_cam.methods.base.place_maps`.
         input_name: the name of the explained input.
         other_inputs: the model's other inputs (symbolic tensors, in the model's order), held
             fixed while explaining; the sub-model takes `[explained, *other_inputs]` when
@@ -71,7 +85,7 @@ class CamModel:
     num_classes: int
     input_shape: tuple[int | None, ...]
     data_format: str
-    placement: Callable[[int, int], np.ndarray]
+    placement: Callable[..., np.ndarray]
     input_name: str = ""
     other_inputs: tuple[Any, ...] = ()
 
@@ -81,9 +95,10 @@ class CamModel:
         return channels_last_shape(self.input_shape, self.data_format)
 
     @property
-    def spatial_axes(self) -> tuple[int, int]:
-        """Axes of (height, width) in an input batch: `(1, 2)`, or `(2, 3)` channels-first."""
-        return spatial_axes(self.data_format)
+    def spatial_axes(self) -> tuple[int, ...]:
+        """Spatial axes of an input batch: `(1, 2)` for images (`(2, 3)` channels-first),
+        `(1,)` for signals, `(1, 2, 3)` for volumes."""
+        return spatial_axes(self.data_format, len(self.input_shape) + 1)
 
 
 def is_graph_model(obj: Any) -> bool:
@@ -137,10 +152,12 @@ def check_model(model: Any, input: int | str | None = None) -> int:
     check_graph_model(model)
     index = select_input(model, input)
     shape = tuple(model.inputs[index].shape)
-    if len(shape) != 4:
+    if len(shape) not in INPUT_KINDS:
         raise ValueError(
-            f"`model` must take images of shape (batch, height, width, channels); its input "
-            f"{model.inputs[index].name!r} has shape {shape}."
+            f"`model` must take {', '.join(INPUT_KINDS.values())} (or channels-first); its "
+            f"input {model.inputs[index].name!r} has shape {shape}. Class activation maps need "
+            "an input with 1 to 3 spatial axes and a channel axis (add one with a Reshape if "
+            "missing)."
         )
     return index
 
@@ -293,6 +310,24 @@ def select_input(model: keras.Model, input: int | str | None = None) -> int:
     return _choose("input", input, names, list(model.inputs), model)
 
 
+def input_rank(model: Any) -> int | None:
+    """The rank of the model's input, batch axis included: 3 signals, 4 images, 5 volumes.
+
+    Args:
+        model: a Keras model with a built input (or any callable: a subclassed model or a
+            function has no `inputs` to read).
+
+    Returns:
+        The rank, e.g. `4` for `keras.Input((24, 40, 3))`; `None` when it cannot be read.
+    """
+    try:
+        ranks = [len(tensor.shape) for tensor in model.inputs]
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+    # Of a model with several inputs (an image and its metadata), the spatial one's.
+    return next((rank for rank in ranks if rank in INPUT_KINDS), ranks[0] if ranks else None)
+
+
 def iter_layers(model: keras.Model) -> Iterator[tuple[str, keras.layers.Layer]]:
     """Yields `(path, layer)` in execution order, descending into nested models."""
     for layer in model.layers:
@@ -383,19 +418,24 @@ def _layer_format(layer: keras.layers.Layer, default: str) -> str:
     return layout if layout in ("channels_last", "channels_first") else default
 
 
-def is_spatial(shape: tuple | None, layout: str = "channels_last") -> bool:
-    """A 4-D map with at least one spatial axis longer than 1 (unknown sizes count as long)."""
-    if shape is None or len(shape) != 4:
+def is_spatial(shape: tuple | None, layout: str = "channels_last", rank: int = 4) -> bool:
+    """A map of the model input's `rank` (4 for images, 3 signals, 5 volumes) with at least
+    one spatial axis longer than 1 (unknown sizes count as long)."""
+    if shape is None or len(shape) != rank:
         return False
-    return any(dim is None or dim > 1 for dim in spatial_sizes(shape, spatial_axes(layout)))
+    return any(
+        dim is None or dim > 1 for dim in spatial_sizes(shape, spatial_axes(layout, rank))
+    )
 
 
-def _has_conv_kernel(layer: keras.layers.Layer) -> bool:
-    return any(len(weight.shape) == 4 for weight in layer.weights)
+def _has_conv_kernel(layer: keras.layers.Layer, rank: int) -> bool:
+    """A convolution over `rank - 2` spatial axes: a kernel of rank `rank` (Conv1D: 3)."""
+    return any(len(weight.shape) == rank for weight in layer.weights)
 
 
 def spatial_layers(model: keras.Model) -> list[tuple[str, keras.layers.Layer]]:
-    """Lists the layers that can be explained: 4-D outputs with height or width > 1.
+    """Lists the layers that can be explained: outputs of the input's rank (4-D for images,
+    3-D for signals, 5-D for volumes) with a spatial axis > 1.
 
     Only layers from the first convolution on count (an input rescaling layer is spatial but
     carries no learned features).
@@ -409,21 +449,76 @@ def spatial_layers(model: keras.Model) -> list[tuple[str, keras.layers.Layer]]:
     """
     candidates = []
     seen_conv = False
-    layout = data_format(model)
+    layout, rank = data_format(model), input_rank(model)
     for path, layer in iter_layers(model):
-        seen_conv = seen_conv or _has_conv_kernel(layer)
-        if seen_conv and is_spatial(output_shape(layer), _layer_format(layer, layout)):
+        seen_conv = seen_conv or _has_conv_kernel(layer, rank)
+        if seen_conv and is_spatial(output_shape(layer), _layer_format(layer, layout), rank):
             candidates.append((path, layer))
     return candidates
+
+
+def token_layers(model: keras.Model) -> list[tuple[str, keras.layers.Layer]]:
+    """Lists the token layers after the last spatial layer of an image model (a ViT's blocks).
+
+    A token layer outputs `(batch, N, D)` tokens with `N >= h * w`, the cells of the last
+    spatial layer (the patch embedding): the patch tokens, plus extra (class, register) ones.
+
+    Args:
+        model: a Functional or Sequential Keras model taking images; nested models are
+            searched too.
+
+    Returns:
+        `(path, layer)` pairs in execution order; empty for a model without tokens (or one
+        whose sizes are unknown).
+    """
+    spatial = spatial_layers(model)
+    if input_rank(model) != 4 or not spatial:
+        return []
+    last = spatial[-1][1]
+    cells = spatial_sizes(output_shape(last), spatial_axes(_layer_format(last, data_format(model))))
+    if None in cells:
+        return []
+    layers = [layer for _, layer in iter_layers(model)]
+    after = layers.index(last) + 1 if last in layers else len(layers)
+    found = []
+    for path, layer in list(iter_layers(model))[after:]:
+        shape = output_shape(layer)
+        if shape is not None and len(shape) == 3 and (shape[1] or 0) >= cells[0] * cells[1]:
+            found.append((path, layer))
+    return found
+
+
+def _last_mixed_tokens(
+    tokens: list[tuple[str, keras.layers.Layer]],
+) -> tuple[str, keras.layers.Layer]:
+    """The token layer to explain: the input of the last attention layer, else the last one.
+
+    After the last `MultiHeadAttention` each token is processed on its own (normalization,
+    MLP, residual adds), so with a class token the patch tokens there no longer reach the
+    head and their gradient is zero; the tokens the last attention mixes (the last block's
+    first normalization, pytorch-grad-cam's ViT recipe) are the last that do.
+    """
+    attention = [layer for _, layer in tokens if isinstance(layer, klayers.MultiHeadAttention)]
+    if not attention:
+        return tokens[-1]
+    query = keras.tree.flatten(attention[-1].input)[0]
+    producer = query._keras_history.operation
+    return next(((p, t) for p, t in tokens if t is producer), tokens[-1])
 
 
 def find_conv_layer(model: keras.Model, *, input: int | str | None = None) -> keras.layers.Layer:
     """Finds the layer to explain automatically: the last spatial layer before the head.
 
-    Picks the last layer with a 4-D output whose height or width is > 1 (a 1x1 map carries
-    no spatial information; the 1xN map of an audio-style network does), stepping back over a
-    trailing pooling layer, and searching inside nested models (a `keras.applications` base
-    inside a Sequential, for example).
+    Picks the last layer with an output of the input's rank (4-D for images, 3-D for
+    signals, 5-D for volumes) with a spatial axis > 1 (a 1x1 map carries no spatial
+    information; the 1xN map of an audio-style network does), stepping back over a trailing
+    pooling layer, and searching inside nested models (a `keras.applications` base inside a
+    Sequential, for example). In an image model whose last spatial layer is followed by token
+    layers (a vision transformer: patch embedding, then blocks on `(batch, N, D)` tokens), it
+    picks a token layer instead (see `token_layers`): the tokens the last attention layer
+    mixes (the last block's first normalization; after it each token is processed alone, so
+    the patch tokens no longer reach a class-token head), or the last token layer of a model
+    without `MultiHeadAttention`.
 
     Args:
         model: a Functional or Sequential Keras model.
@@ -451,10 +546,16 @@ def find_conv_layer(model: keras.Model, *, input: int | str | None = None) -> ke
         candidates = [(path, layer) for path, layer in candidates if id(layer) in reached]
     if not candidates:
         raise ValueError(
-            f"`model` ({model.name}) has no convolutional layer with a spatial output (4-D, "
-            "height or width > 1), so there is no feature map to explain. Class activation maps "
-            "need a convolutional network; for a larger map use a bigger input size."
+            f"`model` ({model.name}) has no convolutional layer with a spatial output (of its "
+            f"input's rank, {input_rank(model)}-D, a spatial axis > 1), so there is no feature "
+            "map to explain. Class activation maps need a convolutional network; for a larger "
+            "map use a bigger input size."
         )
+    tokens = token_layers(model)
+    if tokens:
+        path, layer = _last_mixed_tokens(tokens)
+        logger.info("keras_cam: explaining token layer %r, shape %s", path, output_shape(layer))
+        return layer
     index = len(candidates) - 1
     while index > 0 and isinstance(candidates[index][1], _POOLING):
         index -= 1
@@ -483,7 +584,8 @@ def resolve_layer(
 
     Raises:
         ValueError: no such layer, a name matching several nested layers, or a layer whose
-            output is not a 4-D feature map.
+            output is neither a feature map of the input's rank nor (for an image model)
+            `(batch, N, D)` tokens.
         TypeError: `layer` is neither a string, a layer nor None.
     """
     if layer is None:
@@ -518,14 +620,16 @@ def resolve_layer(
             "`layer` must be a layer name, a keras layer of the model, or None for the automatic "
             f"choice; received an object of type {type(layer).__name__}."
         )
-    shape = output_shape(chosen)
-    if shape is None or len(shape) != 4:
-        names = [path for path, _ in spatial_layers(model)]
+    shape, rank = output_shape(chosen), input_rank(model)
+    if shape is not None and rank == 4 and len(shape) == 3:
+        return chosen  # tokens, reshaped to their patch grid while tracing (`token_grid`)
+    if shape is None or len(shape) != rank:
+        names = [path for path, _ in spatial_layers(model) + token_layers(model)]
         raise ValueError(
-            f"`layer`={chosen.name!r} outputs shape {shape}, not a 4-D feature map "
-            f"(batch, height, width, channels). Choose one of: {names}."
+            f"`layer`={chosen.name!r} outputs shape {shape}, not a {rank}-D feature map "
+            f"like the model's input ({INPUT_KINDS[rank]}). Choose one of: {names}."
         )
-    if not is_spatial(shape, _layer_format(chosen, data_format(model))):
+    if not is_spatial(shape, _layer_format(chosen, data_format(model)), rank):
         logger.warning(
             "keras_cam: layer %r has a 1x1 map (output shape %s): the heatmap is constant.",
             chosen.name,
@@ -983,7 +1087,8 @@ class GapHead:
 
     Attributes:
         features: the layer whose output is pooled (its feature maps are what CAM weighs).
-        pooling: the `GlobalAveragePooling2D` layer.
+        pooling: the `GlobalAveragePooling2D` layer (`GlobalAveragePooling1D` for a signal
+            model, `GlobalAveragePooling3D` for a volume model).
         dense: the `Dense` classifier; its kernel `(C, num_units)` holds the CAM weights.
         head: how the model's output is read (`keras_cam.surgery.read_head`): its softmax,
             sigmoid or log_softmax sits in the Dense layer or in a separate operation after
@@ -992,7 +1097,7 @@ class GapHead:
     """
 
     features: keras.layers.Layer
-    pooling: klayers.GlobalAveragePooling2D
+    pooling: keras.layers.Layer
     dense: klayers.Dense
     head: Head
     layers: tuple[keras.layers.Layer, ...]
@@ -1019,6 +1124,9 @@ def _describe(chain: list[keras.layers.Layer]) -> str:
 
 def find_gap_head(model: keras.Model, head: str | Head | None = None) -> GapHead:
     """Finds the conv -> GlobalAveragePooling2D -> Dense head that CAM needs.
+
+    Signal and volume models end with `GlobalAveragePooling1D` / `GlobalAveragePooling3D`
+    instead; their heads are found the same way.
 
     Accepted between the pooling and the output: layers that are the identity at inference
     (`Dropout`, `GaussianDropout`, `GaussianNoise`, `AlphaDropout`, `Flatten`), then a `Dense`
@@ -1072,7 +1180,7 @@ def find_gap_head(model: keras.Model, head: str | Head | None = None) -> GapHead
         while passes_values(layer):
             step()
         pooling = layer
-        if isinstance(pooling, klayers.GlobalAveragePooling2D):
+        if isinstance(pooling, _GLOBAL_AVERAGE):
             step()
             if not isinstance(layer, klayers.InputLayer):
                 return GapHead(
@@ -1122,15 +1230,16 @@ class _Call:
     description: str
 
 
-def _flipped_axes(operation: Any) -> tuple[int, ...] | None:
-    """Tensor axes a rank-4 `keras.ops.flip` / `fliplr` reverses; `None` for other operations."""
+def _flipped_axes(operation: Any, rank: int) -> tuple[int, ...] | None:
+    """Tensor axes a rank-`rank` `keras.ops.flip` / `fliplr` reverses; `None` for other
+    operations."""
     if isinstance(operation, Fliplr):
         return (1,)
     if not isinstance(operation, Flip):
         return None
     axis = operation.axis
-    axes = range(4) if axis is None else (axis,) if isinstance(axis, int) else axis
-    return tuple(int(a) % 4 for a in axes)
+    axes = range(rank) if axis is None else (axis,) if isinstance(axis, int) else axis
+    return tuple(int(a) % rank for a in axes)
 
 
 def _moves_pixels(layer: Any, arguments: tuple[Any, Any], tensor: Any, axes: tuple) -> bool:
@@ -1149,12 +1258,13 @@ def _moves_pixels(layer: Any, arguments: tuple[Any, Any], tensor: Any, axes: tup
     if None in shape:
         return True
     rng = np.random.default_rng(0)
-    order = rng.permutation(shape[axes[0]] * shape[axes[1]])
+    order = rng.permutation(int(np.prod([shape[axis] for axis in axes])))
+    front = tuple(range(1, len(axes) + 1))
 
     def shuffle(values: np.ndarray) -> np.ndarray:
-        moved = np.moveaxis(values, axes, (1, 2))
-        flat = moved.reshape(moved.shape[0], -1, *moved.shape[3:])[:, order]
-        return np.moveaxis(flat.reshape(moved.shape), (1, 2), axes)
+        moved = np.moveaxis(values, axes, front)
+        flat = moved.reshape(moved.shape[0], -1, *moved.shape[len(axes) + 1 :])[:, order]
+        return np.moveaxis(flat.reshape(moved.shape), front, axes)
 
     values = rng.uniform(0.1, 1.0, shape).astype(np.float32)
 
@@ -1183,11 +1293,20 @@ class _Recorder:
     """
 
     def __init__(
-        self, target: keras.layers.Layer, final: keras.layers.Layer, layout: str
+        self,
+        target: keras.layers.Layer,
+        final: keras.layers.Layer,
+        layout: str,
+        rank: int = 4,
+        token_grid: tuple[int, int] | None = None,
     ) -> None:
         self.target = target
         self.final = final
         self.layout = layout
+        self.rank = rank
+        self.token_grid = token_grid
+        self.patch_grid: Grid | None = None
+        self._input_shape: tuple = ()
         self.calls: list[_Call] = []
         self.head_input: Any = None
         self.head_output: Any = None
@@ -1204,7 +1323,8 @@ class _Recorder:
         self._producers[id(inputs)] = "the model input"
         self._explained[id(inputs)] = inputs
         shape = tuple(inputs.shape)
-        if None not in spatial_sizes(shape, spatial_axes(self.layout)):
+        self._input_shape = shape
+        if None not in spatial_sizes(shape, spatial_axes(self.layout, self.rank)):
             self._grids[id(inputs)] = (inputs, Grid.identity(shape, self.layout))
 
     def grid(self, tensor: Any) -> Grid | None:
@@ -1231,36 +1351,94 @@ class _Recorder:
             self.reached.add(id(layer))
         if explained and layer is self.target:
             description = " > ".join([*self._context, f"{layer.name!r} called on {where}"])
-            features = output
-            if _layer_format(layer, self.layout) == "channels_first":
-                # The features are explained channels-last; the model goes on from the same
-                # tensor transposed back, so gradients reach them.
-                features = ops.transpose(output, (0, 2, 3, 1))
-                grid = self._grids.get(id(output))
-                output = ops.transpose(features, (0, 3, 1, 2))
-                if grid is not None:
-                    self._grids[id(output)] = (output, grid[1])
-            self.calls.append(_Call(features, self.grid(output), description))
+            if len(output.shape) == 3 and self.rank == 4:
+                features, output, grid = self._tokens(layer, output)
+                self.calls.append(_Call(features, grid, description))
+            else:
+                features = output
+                if _layer_format(layer, self.layout) == "channels_first":
+                    # The features are explained channels-last; the model goes on from the
+                    # same tensor transposed back, so gradients reach them.
+                    last = self.rank - 1
+                    features = ops.transpose(output, (0, *range(2, self.rank), 1))
+                    grid = self._grids.get(id(output))
+                    output = ops.transpose(features, (0, last, *range(1, last)))
+                    if grid is not None:
+                        self._grids[id(output)] = (output, grid[1])
+                self.calls.append(_Call(features, self.grid(output), description))
         if explained:
             self._explained.update((id(tensor), tensor) for tensor in keras.tree.flatten(output))
         if layer is self.final:
             self.head_input, self.head_output = args[0], output
         return output
 
+    def _tokens(self, layer: Any, output: Any) -> tuple[Any, Any, Grid | None]:
+        """`(features, output, grid)` of a token layer: `(B, N, D)` -> `(B, h, w, D)`.
+
+        The leading `N - h * w` tokens (class and register tokens) are left out of the
+        features; the model goes on from the tokens put back together, so gradients reach the
+        features. The grid is the patch embedding's (`patch_grid`); with `token_grid` stated
+        and no patch embedding found, the grid is stretched over the whole input.
+        """
+        count, depth = output.shape[1], output.shape[2]
+        patch = self.patch_grid
+        if self.token_grid is not None:
+            grid = self.token_grid
+            if patch is not None and tuple(patch.sizes) != grid:
+                raise ValueError(
+                    f"`token_grid`={grid} does not match the patch embedding of the model: "
+                    f"its patch grid is {patch.sizes[0]}x{patch.sizes[1]}, which layer "
+                    f"{layer.name!r}'s tokens follow. Pass token_grid={tuple(patch.sizes)} or "
+                    "None."
+                )
+        elif patch is not None:
+            grid = tuple(patch.sizes)
+        else:
+            raise ValueError(
+                f"`layer`={layer.name!r} outputs {count} tokens (shape {tuple(output.shape)}), "
+                "and keras_cam found no patch embedding (a spatial map flattened into tokens) "
+                "to tell their grid. Pass `token_grid=(h, w)`: the patch grid the tokens "
+                "follow (the class and other extra tokens lead and are left out)."
+            )
+        extra = None if count is None else count - grid[0] * grid[1]
+        if extra is None or extra < 0:
+            raise ValueError(
+                f"`layer`={layer.name!r} outputs {count} tokens (shape {tuple(output.shape)}), "
+                f"which is not the {grid[0]}x{grid[1]} patch grid ({grid[0] * grid[1]} tokens) "
+                "plus leading extra (class, register) tokens. Pass `token_grid=(h, w)` with "
+                "h * w <= the token count, or explain a layer whose tokens follow the grid."
+            )
+        leading, patches = output[:, :extra], output[:, extra:]
+        features = ops.reshape(patches, (-1, grid[0], grid[1], depth))
+        flat = ops.reshape(features, (-1, grid[0] * grid[1], depth))
+        output = ops.concatenate([leading, flat], axis=1) if extra else flat
+        if patch is None and None not in self._input_shape[1:]:
+            identity = Grid.identity(self._input_shape, self.layout)
+            patch = identity.stretch(grid, identity.axes)
+        return features, output, patch
+
     def _follow_grid(
         self, layer: Any, tensors: list[Any], output: Any, arguments: tuple[Any, Any]
     ) -> None:
         """Records the grid of `output` from the grids of the layer's spatial inputs.
 
-        `arguments` are the call's `(args, kwargs)`, for `_moves_pixels`."""
-        if isinstance(output, (list, tuple)) or len(output.shape) != 4:
+        `arguments` are the call's `(args, kwargs)`, for `_moves_pixels`. Spatial maps
+        flattened into `(batch, h * w, D)` tokens (a patch embedding) are remembered as the
+        patch grid of the tokens (`patch_grid`)."""
+        if isinstance(output, (list, tuple)):
             return
         grids = [grid for grid in map(self.grid, tensors) if grid is not None]
         if not grids:
             return
+        if len(output.shape) == 3 and self.rank == 4 and len(grids) == 1:
+            if output.shape[1] == int(np.prod(grids[0].sizes)):
+                self.patch_grid = grids[0]
+            return
+        if len(output.shape) != self.rank:
+            return
         axes = grids[0].axes
         if hasattr(layer, "data_format"):
-            axes = spatial_axes(_layer_format(layer, self.layout))
+            axes = spatial_axes(_layer_format(layer, self.layout), self.rank)
         sizes = spatial_sizes(tuple(output.shape), axes)
         matching = [grid for grid in grids if grid.sizes == sizes]
         apart = any(matching[0].differs(other) for other in matching[1:])
@@ -1272,14 +1450,14 @@ class _Recorder:
                 "`layer_call=` for a layer called on each branch).",
                 stacklevel=2,
             )
-        flipped = _flipped_axes(layer)
+        flipped = _flipped_axes(layer, self.rank)
         if flipped is not None:
             grid = grids[0].flip(flipped)
         elif matching and len(tensors) == 1 and _moves_pixels(layer, arguments, tensors[0], axes):
             grid = grids[0].stretch(sizes, axes, layer.name)
         elif matching:
             grid = matching[0] if apart else matching[0].average(matching[1:])
-        elif sizes == (1, 1):
+        elif set(sizes) == {1}:
             grid = grids[0].stretch(sizes, axes)  # global pooling: no position left
         else:
             grid = layer_grid(layer, grids[0], sizes)
@@ -1345,6 +1523,7 @@ def build_cam_model(
     head: str | Head | None = None,
     output: int | str | None = None,
     input: int | str | None = None,
+    token_grid: tuple[int, int] | None = None,
 ) -> CamModel:
     """Builds the Functional sub-model `inputs -> (features, logits, probabilities)`.
 
@@ -1362,7 +1541,8 @@ def build_cam_model(
 
     Args:
         model: a Functional or Sequential model (a classifier, a regression or segmentation
-            model, an embedding model); nested models are supported. Channels-first models
+            model, an embedding model) of images `(B, H, W, C)`, signals `(B, T, C)` or
+            volumes `(B, D, H, W, C)`; nested models are supported. Channels-first models
             too: the features are returned channels-last.
         layer: the layer to explain: a name, a layer object, or `None` for the automatic
             choice (see `find_conv_layer`). Defaults to `None`.
@@ -1378,6 +1558,11 @@ def build_cam_model(
             `select_output`). Defaults to `None` (the only output).
         input: the explained input of a model with several: its name or index (see
             `select_input`). Defaults to `None` (the only input).
+        token_grid: for a layer that outputs `(B, N, D)` tokens (a vision transformer's
+            block), the `(h, w)` patch grid they follow. `None` reads it from the patch
+            embedding (a spatial map flattened into tokens, e.g. a strided Conv2D then a
+            Reshape). The `N - h * w` extra tokens (class, register tokens) must lead, as in
+            ViT, DeiT and DINOv2; they are left out of the map. Defaults to `None`.
 
     Returns:
         A `CamModel` holding the sub-model, the layer, the head reading, the class count, the
@@ -1386,9 +1571,10 @@ def build_cam_model(
     Raises:
         TypeError: `model` is not a traceable Keras model.
         ValueError: unusable `layer` or `head`, a model with no spatial layer, a layer
-            called several times without `layer_call` (the message lists the calls), or an
+            called several times without `layer_call` (the message lists the calls), an
             `output` / `input` that does not exist or is missing for a model with several
-            (the message lists them with their shapes).
+            (the message lists them with their shapes), or tokens whose count is not a patch
+            grid (plus extra tokens) and no `token_grid`.
 
     Warns:
         UserWarning: a layer between the input and the explained layer changes the grid in a
@@ -1405,9 +1591,13 @@ def build_cam_model(
     reading = read_head(model, head)
     explained = check_model(model, input)
     target = resolve_layer(model, layer, input=explained)
+    token_grid = _check_token_grid(token_grid)
     layout = data_format(model)
     source = model.inputs[explained]
-    inputs, recorder, traced = _trace(model, target, layout, tuple(source.shape), explained)
+    axes = spatial_axes(layout, len(source.shape))
+    inputs, recorder, traced = _trace(
+        model, target, layout, tuple(source.shape), explained, token_grid
+    )
     index = recorder.chosen_call(model, layer_call)
     chosen = recorder.calls[index]
     features = chosen.output
@@ -1420,14 +1610,15 @@ def build_cam_model(
     )
 
     @functools.lru_cache(maxsize=32)
-    def placement(height: int, width: int) -> np.ndarray:
+    def placement(*sizes: int) -> np.ndarray:
         grid = chosen.grid
-        if None in spatial_sizes(tuple(source.shape), spatial_axes(layout)):
+        if None in spatial_sizes(tuple(source.shape), axes):
             shape = list(source.shape)
-            for axis, size in zip(spatial_axes(layout), (height, width)):
+            for axis, size in zip(axes, sizes):
                 shape[axis] = size
-            grid = _trace(model, target, layout, tuple(shape), explained)[1].calls[index].grid
-        return _placement(grid, target, (height, width))
+            grid = _trace(model, target, layout, tuple(shape), explained, token_grid)[1]
+            grid = grid.calls[index].grid
+        return _placement(grid, target, sizes)
 
     return CamModel(
         model=sub_model,
@@ -1456,16 +1647,37 @@ def reached_layers(model: keras.Model, input: int = 0) -> set[int]:
     return _trace(model, None, data_format(model), tuple(source.shape), input)[1].reached
 
 
+def _check_token_grid(token_grid: Any) -> tuple[int, int] | None:
+    """`token_grid` as a pair of positive ints, or `None`; raises a `ValueError` otherwise."""
+    if token_grid is None:
+        return None
+    try:
+        height, width = token_grid
+        valid = all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0
+            for v in (height, width)
+        )
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ValueError(
+            "`token_grid` must be None (read from the patch embedding) or a pair of positive "
+            f"ints (h, w), the patch grid of the tokens; received {token_grid!r}."
+        )
+    return int(height), int(width)
+
+
 def _trace(
     model: keras.Model,
     target: keras.layers.Layer | None,
     layout: str,
     batch_shape: tuple,
     explained: int = 0,
+    token_grid: tuple[int, int] | None = None,
 ) -> tuple[list[Any], _Recorder, Any]:
     """Re-traces `model` on new inputs, input `explained` of `batch_shape`: `(inputs, recorder,
     output)`, `inputs` in the model's order."""
-    recorder = _Recorder(target, _head_layer(model), layout)
+    recorder = _Recorder(target, _head_layer(model), layout, len(batch_shape), token_grid)
     inputs = [
         keras.Input(
             batch_shape=batch_shape,
@@ -1483,7 +1695,7 @@ def _trace(
     return inputs, recorder, output
 
 
-def _placement(grid: Grid | None, target: keras.layers.Layer, size: tuple[int, int]) -> np.ndarray:
+def _placement(grid: Grid | None, target: keras.layers.Layer, size: tuple[int, ...]) -> np.ndarray:
     """`Grid.placement()` of the features, warning about layers whose geometry is unknown.
 
     Without a grid (the path left the image grid), the map is stretched over the whole input:
@@ -1496,7 +1708,7 @@ def _placement(grid: Grid | None, target: keras.layers.Layer, size: tuple[int, i
             "the whole image. Explain a layer whose path keeps a spatial grid.",
             stacklevel=3,
         )
-        return np.array([[0.0, 0.0, 0.0, size[0]], [0.0, 0.0, 0.0, size[1]]], np.float32)
+        return np.array([[0.0, 0.0, 0.0, extent] for extent in size], np.float32)
     if grid.unknown:
         warnings.warn(
             f"keras_cam: layer(s) {list(grid.unknown)} between the input and layer "

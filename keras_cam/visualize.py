@@ -185,24 +185,29 @@ def overlay(
     a map taller than wide on an image wider than tall (or the reverse) has its axes swapped
     and is refused.
 
+    A volume's map `(D, H, W)` is overlaid slice by slice on the volume `(D, H, W)`,
+    `(D, H, W, 1)` or `(D, H, W, 3)`, giving `(D, H, W, 3)`; `slice_grid` tiles the slices.
+
     Args:
         image: RGB `(H, W, 3)` or grayscale `(H, W)` / `(H, W, 1)` image, either `uint8`
             or float. Floats whose maximum is at most 1.0 are read as [0, 1], otherwise
-            as [0, 255].
+            as [0, 255]. For a 3-D `heatmap`, a volume whose slices are such images.
         heatmap: 2-D array `(h, w)` of any size with the image's orientation: floats in
             [0, 1] (up to a rounding tolerance of 1e-3, see `to_unit_heatmap()`), `uint8`
-            levels 0..255, or bool.
+            levels 0..255, or bool. A 3-D array `(D, h, w)` is a volume's map, one 2-D
+            heatmap per slice.
         alpha: Weight of the heatmap, in [0, 1]: `0` returns the image, `1` the
             colorized heatmap. Defaults to `0.4`.
         colormap: OpenCV colormap name, see `colorize()`. Defaults to `"jet"`.
 
     Returns:
-        `uint8` RGB array of shape `(H, W, 3)`.
+        `uint8` RGB array of shape `(H, W, 3)` (`(D, H, W, 3)` for a volume).
 
     Raises:
         TypeError: An argument has the wrong type.
         ValueError: `alpha` is outside [0, 1], the image or heatmap has the wrong shape
-            (or orientation) or values out of range, or `colormap` is unknown.
+            (or orientation) or values out of range, a volume's map whose depth is not the
+            volume's, or `colormap` is unknown.
 
     Example:
     ```python
@@ -210,6 +215,8 @@ def overlay(
     overlay(image, np.random.rand(6, 8), alpha=0.5).shape  # (48, 64, 3)
     ```
     """
+    if np.ndim(heatmap) == 3:
+        return _overlay_slices(image, heatmap, alpha, colormap)
     _check_alpha(alpha)
     rgb = to_uint8_rgb(image)
     heat = _check_heatmap(heatmap)
@@ -218,6 +225,124 @@ def overlay(
     colour = colorize(resize_heatmap(heat, (height, width)), colormap)
     blended = (1.0 - alpha) * rgb.astype(np.float64) + alpha * colour.astype(np.float64)
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+def _overlay_slices(
+    volume: ArrayLike, heatmap: ArrayLike, alpha: float, colormap: str
+) -> np.ndarray:
+    """`overlay` of each slice of a volume's map `(D, h, w)` on the volume's slice."""
+    volume, heatmap = np.asarray(volume), np.asarray(heatmap)
+    if volume.ndim not in (3, 4) or len(volume) != len(heatmap):
+        raise ValueError(
+            f"A volume's map {heatmap.shape} (D, h, w) is overlaid slice by slice on a volume "
+            f"(D, H, W), (D, H, W, 1) or (D, H, W, 3) of the same depth D = {len(heatmap)}; "
+            f"got a volume of shape {volume.shape}."
+        )
+    return np.stack(
+        [overlay(image, heat, alpha, colormap) for image, heat in zip(volume, heatmap)]
+    )
+
+
+def slice_grid(slices: ArrayLike, columns: int | None = None, colormap: str = "jet") -> np.ndarray:
+    """Tiles the slices of a volume into one RGB image, row by row.
+
+    Args:
+        slices: `(D, H, W, 3)` `uint8` RGB slices (e.g. `overlay(volume, volume_map)`), or a
+            volume's map `(D, H, W)` in [0, 1], colorized slice by slice.
+        columns: slices per row, at least 1; `None` for `ceil(sqrt(D))`. Defaults to `None`.
+        colormap: OpenCV colormap name for a map, see `colorize()`. Defaults to `"jet"`.
+
+    Returns:
+        `uint8` RGB array `(rows * H + (rows - 1) * 2, columns * W + (columns - 1) * 2, 3)`,
+        slice `d` in row `d // columns`, column `d % columns`, on a white background.
+
+    Raises:
+        ValueError: `slices` of another shape, or `columns` < 1.
+
+    Example:
+    ```python
+    maps = kc.GradCAM(volume_model)(volumes)            # (B, D, H, W)
+    grid = slice_grid(overlay(volumes[0, ..., 0], maps[0]), columns=4)
+    ```
+    """
+    array = np.asarray(slices)
+    if array.ndim == 3:
+        array = np.stack([colorize(heat, colormap) for heat in array])
+    if array.ndim != 4 or array.shape[-1] != 3 or 0 in array.shape:
+        raise ValueError(
+            "`slices` must be RGB slices (D, H, W, 3) or a volume's map (D, H, W); got shape "
+            f"{np.shape(slices)}."
+        )
+    depth, height, width = array.shape[:3]
+    columns = math.ceil(math.sqrt(depth)) if columns is None else columns
+    if isinstance(columns, bool) or not isinstance(columns, numbers.Integral) or columns < 1:
+        raise ValueError(f"`columns` must be an int >= 1 or None; got {columns!r}.")
+    rows = math.ceil(depth / columns)
+    grid = np.full(
+        (rows * (height + _GAP) - _GAP, columns * (width + _GAP) - _GAP, 3), 255, np.uint8
+    )
+    for index, image in enumerate(array.astype(np.uint8)):
+        top, left = (index // columns) * (height + _GAP), (index % columns) * (width + _GAP)
+        grid[top : top + height, left : left + width] = image
+    return grid
+
+
+def plot_signal_cam(
+    signal: ArrayLike,
+    heatmap: ArrayLike,
+    *,
+    colormap: str = "jet",
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Draws a signal over its 1-D map: the map as a coloured band behind the signal's lines.
+
+    Args:
+        signal: `(T,)` or `(T, C)` samples (one line per channel).
+        heatmap: `(T,)` map in [0, 1] (as a signal model's explainer returns it), colorized
+            like `colorize()`.
+        colormap: OpenCV colormap name, see `colorize()`. Defaults to `"jet"`.
+        ax: matplotlib axes to draw on (the figure is then theirs), or `None` for a new
+            figure. Defaults to `None`.
+        title: axes title, or `None`. Defaults to `None`.
+
+    Returns:
+        The matplotlib `Figure`.
+
+    Raises:
+        ValueError: a signal that is not `(T,)` / `(T, C)`, or a map of another length.
+
+    Example:
+    ```python
+    maps = kc.GradCAM(ecg_model)(signals)     # (B, T)
+    fig = plot_signal_cam(signals[0], maps[0], title="Grad-CAM")
+    ```
+    """
+    import matplotlib.pyplot as plt
+
+    values = np.asarray(signal, dtype=np.float64)
+    values = values[:, np.newaxis] if values.ndim == 1 else values
+    heat = np.asarray(heatmap)
+    if values.ndim != 2 or heat.shape != (len(values),) or not len(values):
+        raise ValueError(
+            f"`signal` must be (T,) or (T, C) and `heatmap` (T,) of the same length; got "
+            f"shapes {np.shape(signal)} and {heat.shape}."
+        )
+    band = colorize(heat[np.newaxis], colormap)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(8, 2.5))
+    else:
+        fig = ax.figure
+    low, high = float(values.min()), float(values.max())
+    margin = 0.05 * (high - low) or 0.5
+    ax.imshow(
+        band, aspect="auto", extent=(-0.5, len(values) - 0.5, low - margin, high + margin),
+        alpha=0.6, interpolation="nearest",
+    )
+    ax.plot(np.arange(len(values)), values, color="black", linewidth=1.0)
+    if title is not None:
+        ax.set_title(title)
+    return fig
 
 
 def plot_cams(

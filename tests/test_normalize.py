@@ -125,7 +125,7 @@ def test_modes_are_compiled_once():
     for mode in base.NORMALIZE_MODES:
         for count in (1, 2, 3):  # several batch sizes: one trace per mode
             cam(images[:count], normalize=mode)
-        assert base._POSTPROCESS[True, mode].experimental_get_tracing_count() == 1
+        assert base._POSTPROCESS[2, True, mode].experimental_get_tracing_count() == 1
 
 
 def test_plot_cams_labels_the_explained_class_with_its_probability():

@@ -28,6 +28,9 @@ from keras_cam.targets import (
 )
 
 _SCORES = ("logit", "probability")
+_AXIS_NAMES = {3: ("T",), 4: ("H", "W"), 5: ("D", "H", "W")}
+_AXIS_WORDS = {3: ("length",), 4: ("height", "width"), 5: ("depth", "height", "width")}
+_INPUT_KINDS = {3: "signal", 4: "image", 5: "volume"}
 _VERBOSE = (0, 1, 2)
 
 
@@ -75,24 +78,34 @@ def _axis_weights(cells: tf.Tensor, pixels: tf.Tensor, placement: tf.Tensor) -> 
     return weights * tf.cast(inside, tf.float32)[:, tf.newaxis]
 
 
+_PLACE_EQUATIONS = {
+    1: "th,bh->bt",
+    2: "yh,bhw,xw->byx",
+    3: "zd,bdhw,yh,xw->bzyx",
+}
+"""`tf.einsum` equations sampling `(B, *cells)` maps with one `(pixels, cells)` matrix per axis."""
+
+
 def place_maps(maps: tf.Tensor, size: tf.Tensor, placement: tf.Tensor) -> tf.Tensor:
     """Places conv-resolution maps on the input grid: `(B, h, w)` -> `(B, H, W)`.
 
     Each input pixel's centre is mapped through the placement's affine map into the feature
-    grid and sampled bilinearly, clamped at the grid's edges; pixels outside the input region
-    the features come from get 0. With offset 0 and scale `H / h` this is
-    `tf.image.resize(..., "bilinear")` (half-pixel centres).
+    grid and sampled bilinearly (linearly per axis: linear for signals, trilinear for
+    volumes), clamped at the grid's edges; pixels outside the input region the features come
+    from get 0. With offset 0 and scale `H / h` this is `tf.image.resize(..., "bilinear")`
+    (half-pixel centres).
 
     Args:
-        maps: float32 `(B, h, w)`.
-        size: int32 `(2,)`: the input's `(H, W)`.
-        placement: float32 `(2, 4)`: `(offset, scale, lo, hi)` of height and width in input
+        maps: float32 `(B, *cells)` with 1 to 3 spatial axes: `(B, t)` for a signal,
+            `(B, h, w)` for an image, `(B, d, h, w)` for a volume.
+        size: int32 `(n,)`: the input's spatial sizes, e.g. `(H, W)`.
+        placement: float32 `(n, 4)`: `(offset, scale, lo, hi)` of each spatial axis in input
             pixels (see `keras_cam.surgery.CamModel.placement`): feature cell `j` covers input
             `[offset + scale * j, offset + scale * (j + 1))`, a negative scale mirrors the axis,
             and scale 0 stretches the map over `[lo, hi)`.
 
     Returns:
-        float32 `(B, H, W)`.
+        float32 `(B, *size)`.
 
     Example:
     ```python
@@ -100,9 +113,21 @@ def place_maps(maps: tf.Tensor, size: tf.Tensor, placement: tf.Tensor) -> tf.Ten
     ```
     """
     shape = tf.shape(maps)
-    rows = _axis_weights(shape[1], size[0], placement[0])
-    columns = _axis_weights(shape[2], size[1], placement[1])
-    return tf.einsum("yh,bhw,xw->byx", rows, maps, columns)
+    rank = maps.shape.rank - 1
+    samplers = [_axis_weights(shape[i + 1], size[i], placement[i]) for i in range(rank)]
+    return tf.einsum(_PLACE_EQUATIONS[rank], samplers[0], maps, *samplers[1:])
+
+
+def spatial_dims(tensor: tf.Tensor) -> tuple[int, ...]:
+    """The spatial axes of a channels-last batch of feature maps `(B, *cells, C)`.
+
+    Args:
+        tensor: a tensor of static rank 3 (signals), 4 (images) or 5 (volumes).
+
+    Returns:
+        `(1,)`, `(1, 2)` or `(1, 2, 3)`.
+    """
+    return tuple(range(1, tensor.shape.rank - 1))
 
 
 NORMALIZE_MODES = ("image", "batch", "none")
@@ -155,7 +180,7 @@ def normalize_maps(maps: tf.Tensor, mode: str = "image") -> tf.Tensor:
     A map (or, for `"batch"`, a batch) with no positive evidence is all zeros, never NaN.
 
     Args:
-        maps: float32 `(B, H, W)`, the ReLU'd maps (non-negative).
+        maps: float32 `(B, H, W)` (`(B, T)`, `(B, D, H, W)`), the ReLU'd maps (non-negative).
         mode: one of `NORMALIZE_MODES`. Defaults to `"image"`.
 
     Returns:
@@ -174,7 +199,8 @@ def normalize_maps(maps: tf.Tensor, mode: str = "image") -> tf.Tensor:
     mode = check_normalize(mode)
     if mode == "none":
         return maps
-    axes = (1, 2) if mode == "image" else (0, 1, 2)
+    spatial = tuple(range(1, maps.shape.rank))
+    axes = spatial if mode == "image" else (0, *spatial)
     high = tf.reduce_max(maps, axis=axes, keepdims=True)
     low = tf.reduce_min(maps, axis=axes, keepdims=True) if mode == "image" else 0.0
     return tf.math.divide_no_nan(maps - low, high - low)
@@ -188,20 +214,21 @@ def _postprocess(
     return normalize_maps(maps, normalize)
 
 
-_POSTPROCESS_SIGNATURE = [
-    tf.TensorSpec((None, None, None), tf.float32),
-    tf.TensorSpec((2,), tf.int32),
-    tf.TensorSpec((2, 4), tf.float32),
-]
 _POSTPROCESS = {
-    (upsample, normalize): compile_fn(
+    (rank, upsample, normalize): compile_fn(
         functools.partial(_postprocess, upsample=upsample, normalize=normalize),
-        _POSTPROCESS_SIGNATURE,
+        [
+            tf.TensorSpec((None,) * (rank + 1), tf.float32),
+            tf.TensorSpec((rank,), tf.int32),
+            tf.TensorSpec((rank, 4), tf.float32),
+        ],
     )
+    for rank in _PLACE_EQUATIONS
     for upsample in (False, True)
     for normalize in NORMALIZE_MODES
 }
-"""Placement and normalization, shared by every explainer: `(upsample, mode) -> fn`."""
+"""Placement and normalization, shared by every explainer: `(spatial rank, upsample,
+normalize) -> fn`, each compiled once for its signature."""
 
 
 def check_other_input(value: Any, source: Any, rows: int, single: bool) -> tf.Tensor:
@@ -256,7 +283,9 @@ class BaseCAM:
     passes (Score-CAM) override `explain_batch`.
 
     Args:
-        model: a single-input Functional or Sequential Keras classifier (nested models such as
+        model: a single-input Functional or Sequential Keras classifier of images
+            `(B, H, W, C)`, signals `(B, T, C)` (Conv1D networks) or volumes
+            `(B, D, H, W, C)` (Conv3D networks), channels-first too (nested models such as
             a `keras.applications` base inside a Sequential are supported). It is not
             modified; its weights are shared, so a model that keeps training is explained as
             it is at call time.
@@ -291,6 +320,12 @@ class BaseCAM:
             held fixed at the values given, the maps have the explained input's size, and
             Score-CAM masks only the explained input. `None` takes the only input; with
             several, the error lists them with their shapes. Defaults to `None`.
+        token_grid: for a layer that outputs `(B, N, D)` tokens (a vision transformer's
+            block), the `(h, w)` patch grid they follow; `None` reads it from the model's
+            patch embedding (a strided Conv2D flattened into tokens). The extra `N - h * w`
+            tokens (class, register tokens) must lead; they are left out, and the map is placed
+            on the image by the patch geometry. See `keras_cam.surgery.build_cam_model`.
+            Defaults to `None`.
 
     Attributes:
         layer: the explained layer (`cam.layer.name` is its name).
@@ -323,6 +358,7 @@ class BaseCAM:
         verbose: int = 0,
         output: int | str | None = None,
         input: int | str | None = None,
+        token_grid: tuple[int, int] | None = None,
     ) -> None:
         if score not in _SCORES:
             raise ValueError(f"`score` must be one of {_SCORES}; received {score!r}.")
@@ -332,7 +368,13 @@ class BaseCAM:
         self.score = score
         self.verbose = int(verbose)
         self._cam: CamModel = build_cam_model(
-            model, layer, layer_call=layer_call, head=head, output=output, input=input
+            model,
+            layer,
+            layer_call=layer_call,
+            head=head,
+            output=output,
+            input=input,
+            token_grid=token_grid,
         )
         self.layer: keras.layers.Layer = self._cam.layer
         self.num_classes: int = self._cam.num_classes
@@ -386,7 +428,8 @@ class BaseCAM:
                 zeros. Defaults to `True`.
 
         Returns:
-            float32 NumPy array `(H, W)` for one image, `(B, H, W)` for a batch.
+            float32 NumPy array `(H, W)` for one image, `(B, H, W)` for a batch; for a
+            signal model `(T,)` / `(B, T)`, for a volume model `(D, H, W)` / `(B, D, H, W)`.
 
         Raises:
             ValueError: an unknown `normalize`; images of the wrong rank, channel count or
@@ -409,8 +452,8 @@ class BaseCAM:
                 "Use `keras_cam.GradCAM` for arbitrary differentiable scores."
             )
         raw = self.explain_batch(batch, resolved, others)
-        postprocess = _POSTPROCESS[bool(upsample), mode]
         size = self.image_size(batch)
+        postprocess = _POSTPROCESS[len(size), bool(upsample), mode]
         maps = postprocess(raw, tf.constant(size, tf.int32), self.placement(*size)).numpy()
         if not np.isfinite(maps).all():
             bad = int(np.flatnonzero(~np.isfinite(maps).reshape(len(maps), -1).all(axis=1))[0])
@@ -471,14 +514,15 @@ class BaseCAM:
         """`"channels_last"` or `"channels_first"`: the layout of the images the model takes."""
         return self._cam.data_format
 
-    def image_size(self, batch: tf.Tensor) -> tuple[int, int]:
-        """`(H, W)` of a checked batch, whatever the model's data format."""
+    def image_size(self, batch: tf.Tensor) -> tuple[int, ...]:
+        """The spatial sizes of a checked batch, whatever the model's data format: `(H, W)`
+        for images, `(T,)` for signals, `(D, H, W)` for volumes."""
         return tuple(int(batch.shape[axis]) for axis in self._cam.spatial_axes)
 
-    def placement(self, height: int, width: int) -> tf.Tensor:
-        """Where the layer's maps sit on `height x width` inputs: float32 `(2, 4)` for
-        `place_maps` (see `keras_cam.surgery.CamModel.placement`)."""
-        return tf.constant(self._cam.placement(height, width))
+    def placement(self, *sizes: int) -> tf.Tensor:
+        """Where the layer's maps sit on inputs of spatial `sizes` (e.g. `height, width`):
+        float32 `(n, 4)` for `place_maps` (see `keras_cam.surgery.CamModel.placement`)."""
+        return tf.constant(self._cam.placement(*sizes))
 
     # ------------------------------------------------------------- method hooks
     def compute_weights(
@@ -487,7 +531,8 @@ class BaseCAM:
         """Returns the channel weights of each map: `(B, C)`, or `(B, h, w, C)` per position.
 
         Args:
-            features: float32 feature maps `A`, `(B, h, w, C)`.
+            features: float32 feature maps `A`, `(B, h, w, C)` (`(B, t, C)` for a signal
+                model, `(B, d, h, w, C)` for a volume model; `spatial_dims` names the axes).
             grads: float32 `dScore/dA`, same shape, or `None` when `requires_gradients` is False.
             class_idx: int32 `(B,)` explained class of each image (`-1` with a callable target).
 
@@ -497,9 +542,11 @@ class BaseCAM:
         raise NotImplementedError
 
     def compute_cam(self, features: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
-        """Combines feature maps and weights: `ReLU(sum_k w_k A^k)`, shape `(B, h, w)`."""
+        """Combines feature maps and weights: `ReLU(sum_k w_k A^k)`, shape `(B, *cells)`
+        (`(B, h, w)` for images, `(B, t)` signals, `(B, d, h, w)` volumes)."""
         if weights.shape.rank == 2:
-            weights = weights[:, tf.newaxis, tf.newaxis, :]
+            for _ in spatial_dims(features):
+                weights = weights[:, tf.newaxis]
         return tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))
 
     def explain_batch(
@@ -508,7 +555,8 @@ class BaseCAM:
         targets: np.ndarray | ScoreFn,
         others: tuple[tf.Tensor, ...] = (),
     ) -> tf.Tensor:
-        """Raw ReLU'd maps at the layer's resolution, `(B, h, w)`, for checked inputs.
+        """Raw ReLU'd maps at the layer's resolution, `(B, h, w)` (`(B, t)`, `(B, d, h, w)`),
+        for checked inputs.
 
         Runs the compiled gradient pass in chunks of `images_per_pass` images. `others` are
         the model's other inputs (`CamModel.other_inputs`), one row per image, held fixed.
@@ -624,33 +672,38 @@ class BaseCAM:
             ):
                 raise TypeError(f"`images` must be numeric; received dtype {array.dtype}.")
         expected = self._cam.input_shape
+        rank = len(expected) + 1
         channels_first = self._cam.data_format == "channels_first"
-        layout = "(C, H, W)" if channels_first else "(H, W, C)"
+        names = _AXIS_NAMES[rank]
+        layout = "(" + ", ".join(("C", *names) if channels_first else (*names, "C")) + ")"
+        kind = _INPUT_KINDS[rank]
         shape = tuple(array.shape)
-        if len(shape) not in (3, 4):
+        if len(shape) not in (rank - 1, rank):
             raise ValueError(
-                f"`images` must be one image {layout} or a batch (B, {layout[1:]}; received "
-                f"shape {shape}. The model expects images of shape {expected}."
+                f"`images` must be one {kind} {layout} or a batch (B, {layout[1:]} (the model "
+                f"takes {kind}s of shape {expected}); received shape {shape}, of rank "
+                f"{len(shape)}. Add or remove axes (e.g. with np.expand_dims) to match."
             )
-        single = len(shape) == 3
+        single = len(shape) == rank - 1
         if single:
             shape = (1, *shape)
         if shape[0] == 0:
             raise ValueError("`images` is an empty batch (shape[0] == 0); pass at least one image.")
-        channel_axis = 1 if channels_first else 3
+        channel_axis = 1 if channels_first else rank - 1
         channels = expected[channel_axis - 1]
         if channels is not None and shape[channel_axis] != channels:
             raise ValueError(
                 f"`images` have {shape[channel_axis]} channel(s) (shape {tuple(array.shape)}, "
                 f"{layout}), but the model expects {channels}: its input shape is {expected}."
             )
-        height_axis, width_axis = self._cam.spatial_axes
-        sizes = (expected[height_axis - 1], expected[width_axis - 1])
-        for axis, name, size in zip((height_axis, width_axis), ("height", "width"), sizes):
+        axes = self._cam.spatial_axes
+        sizes = tuple(expected[axis - 1] for axis in axes)
+        for axis, name, size in zip(axes, _AXIS_WORDS[rank], sizes):
             if size is not None and shape[axis] != size:
+                wanted = "x".join(map(str, sizes))
                 raise ValueError(
                     f"`images` have {name} {shape[axis]} (shape {tuple(array.shape)}, {layout}), "
-                    f"but the model expects {size}: resize them to {sizes[0]}x{sizes[1]} "
+                    f"but the model expects {size}: resize them to {wanted} "
                     "(e.g. with tf.image.resize) first."
                 )
         batch = tf.reshape(tf.cast(array, tf.float32), shape)

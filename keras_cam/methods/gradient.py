@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from keras_cam.methods.base import BaseCAM
-
-_SPATIAL = (1, 2)
+from keras_cam.methods.base import BaseCAM, spatial_dims
 
 
 class GradCAM(BaseCAM):
@@ -37,7 +35,7 @@ class GradCAM(BaseCAM):
     display_name = "Grad-CAM"
 
     def compute_weights(self, features, grads, class_idx):
-        return tf.reduce_mean(grads, axis=_SPATIAL)
+        return tf.reduce_mean(grads, axis=spatial_dims(features))
 
 
 class GradCAMPlusPlus(BaseCAM):
@@ -68,10 +66,11 @@ class GradCAMPlusPlus(BaseCAM):
 
     def compute_weights(self, features, grads, class_idx):
         grads_2 = tf.square(grads)
-        sum_activations = tf.reduce_sum(features, axis=_SPATIAL, keepdims=True)
+        axes = spatial_dims(features)
+        sum_activations = tf.reduce_sum(features, axis=axes, keepdims=True)
         denominator = 2.0 * grads_2 + sum_activations * grads_2 * grads
         alpha = tf.math.divide_no_nan(grads_2, denominator)
-        return tf.reduce_sum(alpha * tf.nn.relu(grads), axis=_SPATIAL)
+        return tf.reduce_sum(alpha * tf.nn.relu(grads), axis=axes)
 
 
 class XGradCAM(BaseCAM):
@@ -84,8 +83,9 @@ class XGradCAM(BaseCAM):
     display_name = "XGrad-CAM"
 
     def compute_weights(self, features, grads, class_idx):
-        total = tf.reduce_sum(features, axis=_SPATIAL)
-        return tf.math.divide_no_nan(tf.reduce_sum(features * grads, axis=_SPATIAL), total)
+        axes = spatial_dims(features)
+        total = tf.reduce_sum(features, axis=axes)
+        return tf.math.divide_no_nan(tf.reduce_sum(features * grads, axis=axes), total)
 
 
 class HiResCAM(BaseCAM):

@@ -40,7 +40,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_cam.methods.base import BaseCAM, compile_fn, place_maps
+from keras_cam.methods.base import BaseCAM, compile_fn, place_maps, spatial_dims
 from keras_cam.surgery import Head
 from keras_cam.targets import TOP_PREDICTION, ScoreFn, target_scores
 
@@ -145,6 +145,8 @@ class PerturbationCAM(BaseCAM):
             Defaults to `None`.
         input: the explained input of a model with several (see `keras_cam.BaseCAM`); only
             it is perturbed, the other inputs reach the model unchanged. Defaults to `None`.
+        token_grid: the patch grid of a token layer (see `keras_cam.BaseCAM`). Defaults to
+            `None`.
 
     Attributes:
         last_stats: a `PerturbationStats` describing the last call (passes run, channels
@@ -187,6 +189,7 @@ class PerturbationCAM(BaseCAM):
         head: str | Head | None = None,
         output: int | str | None = None,
         input: int | str | None = None,
+        token_grid: tuple[int, int] | None = None,
     ) -> None:
         super().__init__(
             model,
@@ -196,6 +199,7 @@ class PerturbationCAM(BaseCAM):
             verbose=verbose,
             output=output,
             input=input,
+            token_grid=token_grid,
         )
         sub_model = self._cam.model
         feature_shape = tuple(sub_model.outputs[0].shape[1:])
@@ -229,7 +233,7 @@ class PerturbationCAM(BaseCAM):
         )
         self._image_spec = tf.TensorSpec((None, *self._cam.input_shape), tf.float32)
         self._features_fn = compile_fn(self._features, [self._image_spec, self._others_spec])
-        self._maps_spec = tf.TensorSpec((None, self.num_channels, *feature_shape[:2]), tf.float32)
+        self._maps_spec = tf.TensorSpec((None, self.num_channels, *feature_shape[:-1]), tf.float32)
         channel_spec = tf.TensorSpec((None, self.num_channels), tf.float32)
         flag_spec = tf.TensorSpec((None, self.num_channels), tf.bool)
         self._combine_fn = compile_fn(
@@ -245,7 +249,8 @@ class PerturbationCAM(BaseCAM):
         Args:
             images: float32 `(n, *input_shape)`, the image of each pair, in the model's layout.
             masks: float32 channel masks in [0, 1] placed on the input grid, broadcastable to
-                `images`: `(n, H, W, 1)` (channels_last) or `(n, 1, H, W)` (channels_first).
+                `images`: `(n, H, W, 1)` (channels_last) or `(n, 1, H, W)` (channels_first);
+                `(n, T, 1)` for signals, `(n, D, H, W, 1)` for volumes.
                 A constant channel's mask is all zeros.
 
         Returns:
@@ -343,10 +348,13 @@ class PerturbationCAM(BaseCAM):
     def _features(
         self, images: tf.Tensor, others: tuple[tf.Tensor, ...]
     ) -> tuple[tf.Tensor, ...]:
-        """Feature maps `(B, h, w, K)`, as `(B, K, h, w)`, top-1 class and channel statistics."""
+        """Feature maps `(B, *cells, K)`, as `(B, K, *cells)`, top-1 class and channel
+        statistics."""
         features, _, scores = self._forward(images, others)
         features = tf.cast(features, tf.float32)
-        maps = tf.transpose(features, (0, 3, 1, 2))  # one gather per chunk picks a channel
+        cells = spatial_dims(features)
+        # Channels first: one gather per chunk picks a channel.
+        maps = tf.transpose(features, (0, len(cells) + 1, *cells))
         flat = tf.reshape(maps, tf.concat([tf.shape(maps)[:2], [-1]], axis=0))
         constant = tf.reduce_max(flat, axis=-1) == tf.reduce_min(flat, axis=-1)
         top = tf.argmax(scores, axis=-1, output_type=tf.int32)
@@ -428,13 +436,14 @@ class PerturbationCAM(BaseCAM):
         return scores
 
     def _masks(self, maps: tf.Tensor, size: tf.Tensor, placement: tf.Tensor) -> tf.Tensor:
-        """`(n, h, w)` channel maps -> masks in [0, 1] on the input grid, shaped like `perturb`
-        expects them."""
+        """`(n, *cells)` channel maps -> masks in [0, 1] on the input grid, shaped like
+        `perturb` expects them (a channel axis of size 1 added)."""
         masks = place_maps(maps, size, placement)
-        low = tf.reduce_min(masks, axis=(1, 2), keepdims=True)
-        high = tf.reduce_max(masks, axis=(1, 2), keepdims=True)
+        axes = tuple(range(1, masks.shape.rank))
+        low = tf.reduce_min(masks, axis=axes, keepdims=True)
+        high = tf.reduce_max(masks, axis=axes, keepdims=True)
         masks = tf.math.divide_no_nan(masks - low, high - low)
-        return tf.expand_dims(masks, 1 if self._cam.data_format == "channels_first" else 3)
+        return tf.expand_dims(masks, 1 if self._cam.data_format == "channels_first" else -1)
 
     def _mean_scores(
         self,
@@ -517,7 +526,7 @@ class PerturbationCAM(BaseCAM):
             self._maps_spec,
             tf.TensorSpec((None, 2), tf.int32),
             index_spec,
-            tf.TensorSpec((2, 4), tf.float32),
+            tf.TensorSpec((len(self._cam.spatial_axes), 4), tf.float32),
         ]
         return (
             compile_fn(chunk_scores, chunk_spec),
@@ -535,9 +544,9 @@ def _is_int(value: Any) -> bool:
 
 
 def _activations_per_pixel(model: keras.Model, sizes: list[int | None]) -> float:
-    """The largest layer output of `model`, in elements per input pixel of `sizes` (H, W)."""
-    height, width = sizes
-    if height is None or width is None:
+    """The largest layer output of `model`, in elements per input pixel of spatial `sizes`
+    (`(H, W)` for images, `(T,)` signals, `(D, H, W)` volumes)."""
+    if None in sizes:
         return _UNKNOWN_ACTIVATIONS_PER_PIXEL
     largest = max(
         math.prod(tensor.shape[1:])
@@ -545,4 +554,4 @@ def _activations_per_pixel(model: keras.Model, sizes: list[int | None]) -> float
         for tensor in keras.tree.flatten(layer.output)
         if None not in tensor.shape[1:]
     )
-    return largest / (height * width)
+    return largest / math.prod(sizes)

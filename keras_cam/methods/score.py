@@ -121,6 +121,8 @@ class ScoreCAM(PerturbationCAM):
             Defaults to `None`.
         input: the explained input of a model with several (see `keras_cam.BaseCAM`); only
             it is masked, the other inputs reach the model unchanged. Defaults to `None`.
+        token_grid: the patch grid of a token layer (see `keras_cam.BaseCAM`). Defaults to
+            `None`.
 
     Attributes:
         last_stats: a `ScoreCAMStats` (`PerturbationStats`) describing the last call (passes
@@ -160,6 +162,7 @@ class ScoreCAM(PerturbationCAM):
         head: str | Head | None = None,
         output: int | str | None = None,
         input: int | str | None = None,
+        token_grid: tuple[int, int] | None = None,
     ) -> None:
         if weighting not in WEIGHTINGS:
             raise ValueError(f"`weighting` must be one of {WEIGHTINGS}; received {weighting!r}.")
@@ -175,6 +178,7 @@ class ScoreCAM(PerturbationCAM):
             head=head,
             output=output,
             input=input,
+            token_grid=token_grid,
         )
 
     def perturb(self, images: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
