@@ -184,6 +184,10 @@ class BaseCAM:
     """Whether `targets` may be a score function (a callable, or a `keras_cam.targets.Target`
     that stands for no single class); `False` for methods that need one class per image."""
 
+    pixel_resolution: ClassVar[bool] = False
+    """Whether the maps come at the input's pixels (Guided Backpropagation): `upsample` then
+    changes nothing."""
+
     display_name: ClassVar[str] = "CAM method"
     """Human-readable name for figures and tables."""
 
@@ -381,23 +385,62 @@ class BaseCAM:
     def _weighted_maps(
         self, images: tf.Tensor, class_idx: tf.Tensor, score_fn: ScoreFn | None = None
     ) -> tf.Tensor:
+        features, grads, class_idx = self.feature_gradients(images, class_idx, score_fn)
+        weights = self.compute_weights(features, grads, class_idx)
+        return self.compute_cam(features, weights)
+
+    def explained_scores(
+        self,
+        logits: tf.Tensor,
+        probabilities: tf.Tensor,
+        class_idx: tf.Tensor,
+        score_fn: ScoreFn | None = None,
+    ) -> tf.Tensor:
+        """The score each image's map explains, `(B,)`: the hook of methods with their own
+        score (FinerCAM).
+
+        Args:
+            logits: float32 `(B, num_classes)`.
+            probabilities: float32 `(B, num_classes)` (the head's scores).
+            class_idx: int32 `(B,)` explained classes (top-1 already resolved).
+            score_fn: the callable target, or `None` for class indices. Defaults to `None`.
+
+        Returns:
+            `(B,)`: the logit (or probability, `score="probability"`) of each class, or
+            `score_fn` of them.
+        """
+        outputs = logits if self.score == "logit" else probabilities
+        return target_scores(outputs, class_idx, score_fn)
+
+    def feature_gradients(
+        self, images: tf.Tensor, class_idx: tf.Tensor, score_fn: ScoreFn | None = None
+    ) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor]:
+        """One forward (and, if `requires_gradients`, backward) pass of the sub-model.
+
+        Args:
+            images: float32 batch, as the model takes it.
+            class_idx: int32 `(B,)` classes, `TOP_PREDICTION` (-1) for each top-1 class.
+            score_fn: the callable target, or `None` for class indices. Defaults to `None`.
+
+        Returns:
+            `(features, grads, class_idx)`: float32 `(B, h, w, C)` features, their gradient
+            `dS/dA` (same shape; `None` when `requires_gradients` is False) and the int32
+            `(B,)` explained classes.
+        """
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             # Watching the input records the whole forward pass even when every weight is
             # frozen; the backward pass still stops at the explained layer.
             tape.watch(images)
             features, logits, probabilities = self._forward(images)
             class_idx = explained_classes(class_idx, logits)
-            outputs = logits if self.score == "logit" else probabilities
-            scores = target_scores(outputs, class_idx, score_fn)
+            scores = self.explained_scores(logits, probabilities, class_idx, score_fn)
             # Each image's score depends only on its own features, so one gradient of the
             # sum gives every image its own gradient.
             total_score = tf.reduce_sum(scores)
         grads = None
         if self.requires_gradients:
             grads = tf.cast(tape.gradient(total_score, features), tf.float32)
-        features = tf.cast(features, tf.float32)
-        weights = self.compute_weights(features, grads, class_idx)
-        return self.compute_cam(features, weights)
+        return tf.cast(features, tf.float32), grads, class_idx
 
     def _callable_pass(self, score_fn: ScoreFn) -> Any:
         """A compiled pass for a callable target, traced afresh for each call.
