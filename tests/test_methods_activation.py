@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from references import eigen_map, fem_map, kpca_map
 from tiny_models import oblong_split_model
 
 import keras_cam as kc
@@ -28,37 +29,6 @@ def _features_and_grads(features_model, head, images, classes):
         values.append(features.numpy()[0].astype(np.float64))
         grads.append(tape.gradient(score, features).numpy()[0].astype(np.float64))
     return values, grads
-
-
-def _oriented(projection, centred):
-    """The sign rule written out: agree with the summed (centred) activations."""
-    return -projection if (projection * centred.sum(axis=1)).sum() < 0 else projection
-
-
-def _reference_eigen(matrix_hwc):
-    """Eigen-CAM of one image with NumPy's SVD: ReLU(X_centred v_1), oriented."""
-    h, w, c = matrix_hwc.shape
-    x = matrix_hwc.reshape(h * w, c)
-    x = x - x.mean(axis=0)
-    _, _, vt = np.linalg.svd(x)
-    return np.maximum(_oriented(x @ vt[0], x), 0).reshape(h, w)
-
-
-def _reference_kpca(matrix_hwc, gamma):
-    """KPCA-CAM of one image: RBF kernel by explicit loops, centred, top eigenpair."""
-    h, w, c = matrix_hwc.shape
-    x = matrix_hwc.reshape(h * w, c)
-    x = x - x.mean(axis=0)
-    n = len(x)
-    kernel = np.empty((n, n))
-    for i in range(n):
-        for j in range(n):
-            kernel[i, j] = np.exp(-gamma * ((x[i] - x[j]) ** 2).sum())
-    ones = np.full((n, n), 1.0 / n)
-    centred = kernel - ones @ kernel - kernel @ ones + ones @ kernel @ ones
-    values, vectors = np.linalg.eigh(centred)
-    projection = vectors[:, -1] * np.sqrt(max(values[-1], 0.0))
-    return np.maximum(_oriented(projection, x), 0).reshape(h, w)
 
 
 def _close(got, expected):
@@ -97,7 +67,7 @@ def test_kernel_projection_of_two_positions_by_hand():
     # so it agrees with the summed activations (-1, 1).
     weighted = tf.constant([[[[0.0, 0.0], [2.0, 0.0]]]])
     value = np.sqrt((1.0 - np.exp(-2.0)) / 2.0)
-    np.testing.assert_allclose(kernel_projection(weighted), [[[-value, value]]], rtol=1e-5)
+    np.testing.assert_allclose(kernel_projection(weighted, "rbf"), [[[-value, value]]], rtol=1e-5)
     sigmoid = kernel_projection(weighted, "sigmoid", gamma=1.0)
     # sigmoid: K = tanh(x.x' + 1): K11 = K22 = tanh(2), K12 = tanh(0) = 0
     # centred: a = (tanh(2) - 0) / 2 on the diagonal; lambda = tanh(2)
@@ -125,20 +95,22 @@ def test_eigen_cam_and_eigengrad_cam_match_a_slow_svd_reference():
         images, targets=classes, upsample=False, normalize=False
     )
     for i in range(3):
-        _close(eigen[i], _reference_eigen(values[i]))
-        _close(eigengrad[i], _reference_eigen(values[i] * grads[i]))
+        _close(eigen[i], eigen_map(values[i]))
+        _close(eigengrad[i], eigen_map(values[i] * grads[i]))
         assert eigen[i].max() > 0 and eigengrad[i].max() > 0
 
 
-def test_kpca_cam_matches_a_slow_kernel_reference():
+def test_kpca_cam_matches_a_slow_kernel_reference_with_either_kernel():
     model, features_model, _ = oblong_split_model()
     images = _images(2, seed=3)
-    maps = kc.KPCACAM(model, layer="target", gamma=0.5)(images, upsample=False, normalize=False)
+    maps = kc.KPCACAM(model, layer="target", kernel="rbf", gamma=0.5)(
+        images, upsample=False, normalize=False
+    )
     default = kc.KPCACAM(model, layer="target")(images, upsample=False, normalize=False)
     for image, got, got_default in zip(images, maps, default):
         values = features_model(image[None]).numpy()[0].astype(np.float64)
-        _close(got, _reference_kpca(values, gamma=0.5))
-        _close(got_default, _reference_kpca(values, gamma=1.0 / values.shape[-1]))
+        _close(got, kpca_map(values, gamma=0.5, kernel="rbf"))
+        _close(got_default, kpca_map(values))
 
 
 def test_fem_and_random_cam_match_slow_references():
@@ -149,11 +121,7 @@ def test_fem_and_random_cam_match_slow_references():
     drawn = tf.random.stateless_uniform([6], seed=[5, 0], minval=-1.0, maxval=1.0).numpy()
     for i, image in enumerate(images):
         values = features_model(image[None]).numpy()[0].astype(np.float64)
-        weights = np.zeros(values.shape[-1])
-        for c in range(values.shape[-1]):
-            channel = values[..., c]
-            weights[c] = (channel > channel.mean() + 1.0 * channel.std()).mean()
-        _close(fem[i], np.maximum((values * weights).sum(-1), 0))
+        _close(fem[i], fem_map(values, k=1.0))
         _close(random[i], np.maximum((values * drawn).sum(-1), 0))
 
 

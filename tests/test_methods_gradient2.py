@@ -71,7 +71,7 @@ def test_finer_scores_by_hand():
     # class 1 (score 3): distances 2, -, .5, 3 -> the two closest are classes 2 and 0
     p = np.exp([1.0, 3.0, 2.5, 0.0]) / np.exp([1.0, 3.0, 2.5, 0.0]).sum()
     alpha = 0.5
-    expected = (p[2] * (3 - alpha * 2.5) + p[0] * (3 - alpha * 1.0)) / (p[2] + p[0] + 1e-9)
+    expected = (p[2] * (3 - alpha * 2.5) + p[0] * (3 - alpha * 1.0)) / (p[2] + p[0])
     got = finer_scores(outputs, outputs, tf.constant([1]), alpha, 2)
     np.testing.assert_allclose(got, [expected], rtol=1e-6)
     # alpha 0: the class's own score
@@ -175,9 +175,9 @@ def test_finer_cam_matches_a_slow_reference():
         with tf.GradientTape() as tape:
             tape.watch(features)
             y = logits_of(features)[0]
-            p = tf.nn.softmax(y)
-            terms = [p[j] * (y[cls] - alpha * y[j]) for j in similar]
-            score = tf.add_n(terms) / (tf.add_n([p[j] for j in similar]) + 1e-9)
+            e = [tf.exp(y[j] - tf.reduce_max(y)) for j in similar]
+            terms = [e_j * (y[cls] - alpha * y[j]) for e_j, j in zip(e, similar)]
+            score = tf.add_n(terms) / tf.add_n(e)
         grads = tape.gradient(score, features).numpy()[0].astype(np.float64)
         values = features.numpy()[0].astype(np.float64)
         _close(got, np.maximum((values * grads.mean(axis=(0, 1))).sum(-1), 0))

@@ -92,7 +92,9 @@ def kernel_matrix(centred: tf.Tensor, kernel: str, gamma: tf.Tensor) -> tf.Tenso
     return tf.exp(-gamma * tf.maximum(distances, 0.0))
 
 
-def kernel_projection(weighted: tf.Tensor, kernel: str = "rbf", gamma: float | None = None) -> tf.Tensor:
+def kernel_projection(
+    weighted: tf.Tensor, kernel: str = "sigmoid", gamma: float | None = None
+) -> tf.Tensor:
     """Projects each position on the first kernel principal component (KPCA-CAM).
 
     KPCA-CAM (Karmani et al., 2024, https://arxiv.org/abs/2410.00267), as pytorch-grad-cam's
@@ -103,7 +105,7 @@ def kernel_projection(weighted: tf.Tensor, kernel: str = "rbf", gamma: float | N
 
     Args:
         weighted: float32 `(B, h, w, C)`.
-        kernel: one of `KERNELS`. Defaults to `"rbf"`.
+        kernel: one of `KERNELS`. Defaults to `"sigmoid"`.
         gamma: the kernel's scale; `None` is scikit-learn's default `1 / C`. Defaults to `None`.
 
     Returns:
@@ -188,14 +190,16 @@ class KPCACAM(EigenCAM):
     component of the positions' centred activations (see `kernel_projection`). The kernel
     matrix is `N x N` for `N = h*w` positions, so deep layers (7x7, 14x14) are cheap and early
     ones (56x56) cost an eigendecomposition of a 3136 x 3136 matrix per image.
-    pytorch-grad-cam's `KPCA_CAM` defaults to the sigmoid kernel; keras_cam defaults to the RBF
-    kernel (the paper's choice) and offers both. Orientation as in `EigenCAM` (scikit-learn makes
-    the largest-magnitude entry positive instead).
+    The defaults are pytorch-grad-cam's (`KPCA_CAM`: sigmoid kernel, scikit-learn's
+    `gamma = 1 / C`). The RBF kernel is offered too, but with `gamma = 1 / C` it saturates on
+    unscaled activations (squared distances in the thousands: every off-diagonal entry is ~0
+    and the component is noise), so pass a `gamma` near `1 / median squared distance` with it.
+    Orientation as in `EigenCAM` (scikit-learn makes the largest-magnitude entry positive).
 
     Args:
         model: a Functional or Sequential Keras classifier (nested models supported).
         layer: the layer to explain (name, layer, or `None` for automatic). Defaults to `None`.
-        kernel: `"rbf"` or `"sigmoid"` (`KERNELS`). Defaults to `"rbf"`.
+        kernel: `"sigmoid"` or `"rbf"` (`KERNELS`). Defaults to `"sigmoid"`.
         gamma: the kernel's scale, a positive number; `None` means `1 / C` (scikit-learn's).
             Defaults to `None`.
         **kwargs: the other options of `keras_cam.BaseCAM` (`layer_call`, `head`, `verbose`).
@@ -206,7 +210,8 @@ class KPCACAM(EigenCAM):
 
     Example:
     ```python
-    maps = keras_cam.KPCACAM(model, kernel="sigmoid")(images)
+    maps = keras_cam.KPCACAM(model)(images)            # sigmoid kernel, gamma = 1 / C
+    maps = keras_cam.KPCACAM(model, kernel="rbf", gamma=1e-3)(images)
     ```
     """
 
@@ -217,7 +222,7 @@ class KPCACAM(EigenCAM):
         model: keras.Model,
         layer: str | keras.layers.Layer | None = None,
         *,
-        kernel: str = "rbf",
+        kernel: str = "sigmoid",
         gamma: float | None = None,
         **kwargs: Any,
     ) -> None:

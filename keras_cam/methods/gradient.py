@@ -328,7 +328,10 @@ def finer_scores(
 
     `S = sum_j p_j (y_c - alpha y_j) / sum_j p_j` over the `comparisons` classes `j != c` whose
     scores `y_j` are closest to `y_c` (`|y_j - y_c|` smallest), weighted by their softmax
-    probabilities `p = softmax(logits)` (pytorch-grad-cam's `FinerWeightedTarget`).
+    probabilities `p = softmax(logits)` (pytorch-grad-cam's `FinerWeightedTarget`; the ratio
+    `p_j / sum_j p_j` is computed as a softmax over the compared classes, where
+    pytorch-grad-cam divides by `sum_j p_j + 1e-9`, which zeroes the map when the compared
+    classes' probabilities are below ~1e-9).
 
     Args:
         outputs: float32 `(B, N)` the differentiated scores `y` (logits or probabilities).
@@ -344,9 +347,11 @@ def finer_scores(
     distance = tf.abs(outputs - target[:, tf.newaxis])
     distance = tf.where(tf.one_hot(classes, tf.shape(outputs)[1]) > 0, float("inf"), distance)
     _, similar = tf.math.top_k(-tf.stop_gradient(distance), k=comparisons)
-    weights = tf.gather(tf.nn.softmax(logits), similar, batch_dims=1)
+    # p_j / sum_j p_j is the softmax over the compared classes' logits: the same ratio, without
+    # pytorch-grad-cam's `+ 1e-9`, which swamps it (and zeroes the map) when they are improbable.
+    weights = tf.nn.softmax(tf.gather(logits, similar, batch_dims=1))
     differences = target[:, tf.newaxis] - alpha * tf.gather(outputs, similar, batch_dims=1)
-    return tf.reduce_sum(weights * differences, axis=1) / (tf.reduce_sum(weights, axis=1) + 1e-9)
+    return tf.reduce_sum(weights * differences, axis=1)
 
 
 class FinerCAM(GradCAM):
