@@ -36,14 +36,14 @@ def orient(projection: tf.Tensor, centred: tf.Tensor) -> tf.Tensor:
     activations (a tie) is kept as computed.
 
     Args:
-        projection: float32 `(B, N)` projections of the `N` positions.
-        centred: float32 `(B, N, C)` the centred vectors that were projected.
+        projection: float `(B, N)` projections of the `N` positions.
+        centred: `(B, N, C)` the centred vectors that were projected, of the same dtype.
 
     Returns:
-        float32 `(B, N)`: `projection` times +1 or -1 per image.
+        `(B, N)`: `projection` times +1 or -1 per image.
     """
     agreement = tf.reduce_sum(projection * tf.reduce_sum(centred, axis=-1), axis=-1)
-    return projection * tf.where(agreement < 0.0, -1.0, 1.0)[:, tf.newaxis]
+    return tf.where((agreement < 0.0)[:, tf.newaxis], -projection, projection)
 
 
 def principal_projection(weighted: tf.Tensor) -> tf.Tensor:
@@ -77,12 +77,12 @@ def kernel_matrix(centred: tf.Tensor, kernel: str, gamma: tf.Tensor) -> tf.Tenso
     `"rbf"`: `K_ij = exp(-gamma * |x_i - x_j|^2)`; `"sigmoid"`: `K_ij = tanh(gamma * x_i.x_j + 1)`.
 
     Args:
-        centred: float32 `(B, N, C)`.
+        centred: float `(B, N, C)`.
         kernel: one of `KERNELS`.
-        gamma: float32 scalar.
+        gamma: scalar of the same dtype.
 
     Returns:
-        float32 `(B, N, N)`.
+        `(B, N, N)`, of the dtype of `centred`.
     """
     dots = tf.einsum("bic,bjc->bij", centred, centred)
     if kernel == "sigmoid":
@@ -111,10 +111,12 @@ def kernel_projection(
     Returns:
         float32 `(B, h, w)`, not ReLU'd.
     """
-    centred = _centred_positions(weighted)
+    # float64: the top eigenvector of a kernel matrix is sensitive to rounding when the
+    # spectrum is tight; N x N stays small at the layers CAMs explain.
+    centred = tf.cast(_centred_positions(weighted), tf.float64)
     if gamma is None:
-        gamma = 1.0 / tf.cast(tf.shape(weighted)[-1], tf.float32)
-    matrix = kernel_matrix(centred, kernel, tf.cast(gamma, tf.float32))
+        gamma = 1.0 / tf.cast(tf.shape(weighted)[-1], tf.float64)
+    matrix = kernel_matrix(centred, kernel, tf.cast(gamma, tf.float64))
     matrix = (
         matrix
         - tf.reduce_mean(matrix, axis=1, keepdims=True)
@@ -123,7 +125,8 @@ def kernel_projection(
     )
     values, vectors = tf.linalg.eigh(matrix)  # ascending eigenvalues
     projection = vectors[:, :, -1] * tf.sqrt(tf.maximum(values[:, -1:], 0.0))
-    return tf.reshape(orient(projection, centred), tf.shape(weighted)[:3])
+    projection = tf.cast(orient(projection, centred), tf.float32)
+    return tf.reshape(projection, tf.shape(weighted)[:3])
 
 
 class EigenCAM(BaseCAM):
