@@ -345,7 +345,9 @@ class BaseCAM:
 
         Args:
             features: float32 feature maps `A`, `(B, h, w, C)`.
-            grads: float32 `dScore/dA`, same shape, or `None` when `requires_gradients` is False.
+            grads: float32 `dScore/dA`, same shape, or `None` when `requires_gradients` is False
+                (a method that overrides `feature_gradients` receives what it returns there,
+                e.g. ShapleyCAM's `(g, H A)` stacked on a last axis).
             class_idx: int32 `(B,)` explained class of each image (`-1` with a callable target).
 
         Returns:
