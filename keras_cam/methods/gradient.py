@@ -247,7 +247,8 @@ class SmoothGradCAMPlusPlus(BaseCAM):
         """The clean activations and the stacked `(D1, D2, D3)`, `(B, h, w, C, 3)`."""
         features, _, class_idx = super().feature_gradients(images, class_idx, score_fn)
         noisy = noisy_copies(images, self.n_samples, self.noise_std, self.seed)
-        _, grads, _ = super().feature_gradients(noisy, tf.tile(class_idx, [self.n_samples]), score_fn)
+        classes = tf.tile(class_idx, [self.n_samples])
+        _, grads, _ = super().feature_gradients(noisy, classes, score_fn)
         grads = tf.reshape(grads, tf.concat([[self.n_samples], tf.shape(features)], axis=0))
         moments = [tf.reduce_mean(grads**power, axis=0) for power in (1, 2, 3)]
         return features, tf.stack(moments, axis=-1), class_idx
@@ -313,7 +314,7 @@ class ShapleyCAM(BaseCAM):
             output_gradients=tf.stop_gradient(features),
             unconnected_gradients=tf.UnconnectedGradients.ZERO,
         )
-        stacked = tf.stack([tf.cast(grads, tf.float32), tf.cast(hessian_activations, tf.float32)], -1)
+        stacked = tf.stack([tf.cast(t, tf.float32) for t in (grads, hessian_activations)], -1)
         return tf.cast(features, tf.float32), stacked, class_idx
 
     def compute_weights(self, features, grads, class_idx):
