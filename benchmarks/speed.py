@@ -9,6 +9,9 @@ measures:
 - Grad-CAM and Grad-CAM++ at batch 1 and 8: ratio = time / forward time of the same batch;
 - Score-CAM (all channels) and Faster Score-CAM (k=10) on one image: ratio = time /
   (forward passes run x per-image forward time at the best batch);
+- with `--extra-methods`, any other registered methods (e.g. issue 13's Eigen-CAM, KPCA-CAM,
+  FEM, RandomCAM, EigenGrad-CAM, element-wise Grad-CAM, Smooth Grad-CAM++, ShapleyCAM,
+  FinerCAM, Guided Backprop, Guided Grad-CAM) at batch 1 and 8, ratio as Grad-CAM's;
 - tf-keras-vis's Gradcam, GradcamPlusPlus, Scorecam and Scorecam(max_N=10) on the same model,
   inputs and targets, with the ratio ours / theirs.
 
@@ -21,6 +24,7 @@ Usage:
                                                 # (--write-results: benchmarks/results/)
     python benchmarks/speed.py --quick          # 96x96, fewer repeats: a few minutes
     python benchmarks/speed.py --models vgg16,demo --repeats 7
+    python benchmarks/speed.py --quick --extra-methods all --out /tmp/speed.json
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ FASTER_CHANNELS = 10
 DEMO_SIZE = 64
 TARGETS = {"gradient_b8": 1.10, "scorecam": 1.10, "fasterscorecam": 1.30}
 """Issue 3's speed targets (ratios to the forward floor)."""
+BASE_METHODS = ("gradcam", "gradcam++", "scorecam", "fasterscorecam")
+"""Measured in every run; `--extra-methods` adds others from the registry."""
 
 _RESULT_MARKER = "BENCHMARK_RESULT "
 _ROOT = Path(__file__).resolve().parent.parent
@@ -219,13 +225,25 @@ def _available(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def _measurements(with_peer: bool) -> list[tuple[str, int, str]]:
+def _measurements(with_peer: bool, extra: tuple[str, ...] = ()) -> list[tuple[str, int, str]]:
     """`(method, batch, who)` for every measurement after the forward floor."""
     rows = [(m, b, "ours") for m in ("gradcam", "gradcam++") for b in GRADIENT_BATCHES]
     rows += [("scorecam", 1, "ours"), ("fasterscorecam", 1, "ours")]
     if with_peer:
         rows += [(method, batch, "theirs") for method, batch, _ in rows]
-    return rows
+    return rows + [(m, b, "ours") for m in extra for b in GRADIENT_BATCHES]
+
+
+def _extra_methods(spec: str) -> tuple[str, ...]:
+    """The registry names `--extra-methods` asks for (`all`: every one not measured anyway)."""
+    from keras_cam.methods import METHODS, method_name, resolve_methods
+
+    if not spec:
+        return ()
+    if spec == "all":
+        return tuple(name for name in METHODS if name not in BASE_METHODS)
+    names = [method_name(m) for m in resolve_methods(spec.split(","), "--extra-methods").values()]
+    return tuple(name for name in names if name not in BASE_METHODS)
 
 
 def _log(message: str) -> None:
@@ -262,7 +280,7 @@ def _benchmark_model(
     floor, cpu_floor = per_batch[best] / best, cpu_per_batch[best] / best
     report.update(best_batch=best, images_per_second=1 / floor, floor_seconds=floor)
 
-    for method, batch, who in _measurements(with_peer):
+    for method, batch, who in _measurements(with_peer, args.extra):
         _log(f"[{name}] {who} {method} batch {batch} ...")
         score_cam = "scorecam" in method
         repeats = args.score_repeats if score_cam else args.repeats
@@ -299,7 +317,7 @@ def _fmt(value: float | None, spec: str = ".3g") -> str:
 def _target(row: dict[str, Any]) -> float | None:
     if row["method"] in ("gradcam", "gradcam++"):
         return TARGETS["gradient_b8"] if row["batch"] == 8 else None
-    return TARGETS[row["method"]]
+    return TARGETS.get(row["method"])
 
 
 def _markdown(reports: list[dict[str, Any]], machine: dict[str, Any]) -> str:
@@ -399,6 +417,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per measurement")
     parser.add_argument("--no-peer", action="store_true", help="skip tf-keras-vis")
     add_output_arguments(parser, "speed")
+    parser.add_argument(
+        "--extra-methods", default="", help="other registered methods to time, or 'all'"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -418,6 +439,7 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
         parser.error(f"unknown model(s) {unknown}; choose from {list(MODELS)}")
+    args.extra = _extra_methods(args.extra_methods)
     out = results_path("speed", args.quick, args.out, args.write_results)
     with_peer = not args.no_peer and _available("tf_keras_vis")
     if not with_peer:
@@ -431,7 +453,7 @@ def main(argv: list[str] | None = None) -> None:
     machine = _machine(load_before)
     table = _markdown(reports, machine)
     print(table)
-    settings = {k: v for k, v in vars(args).items() if k not in ("child", "out")}
+    settings = {k: v for k, v in vars(args).items() if k not in ("child", "out", "extra")}
     write_json(out, {"machine": machine, "settings": settings, "models": reports, "markdown": table})
     _log(f"wrote {out}")
 

@@ -236,3 +236,46 @@ def _check_nd_boxes(boxes: ArrayLike, shape: tuple[int, ...]) -> np.ndarray:
             f"along each axis (x along the last map axis; highs exclusive)."
         )
     return array.astype(np.int64)
+
+
+def check_number(name: str, value: object, minimum: float = 0.0, inclusive: bool = False) -> float:
+    """`value` as a float above `minimum` (or at it, with `inclusive`).
+
+    Args:
+        name: the argument's name, for the message.
+        value: the value to check (a bool is refused).
+        minimum: the bound. Defaults to `0.0`.
+        inclusive: whether `minimum` itself is allowed. Defaults to `False`.
+
+    Returns:
+        `float(value)`.
+
+    Raises:
+        TypeError: not a real number.
+        ValueError: not finite, or below (or at) the bound.
+
+    Example:
+    ```python
+    noise_std = check_number("noise_std", noise_std, 0.0, inclusive=True)
+    ```
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a number; received {value!r} ({type(value).__name__}).")
+    bound = ">=" if inclusive else ">"
+    if not np.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+        raise ValueError(f"`{name}` must be a finite number {bound} {minimum}; received {value!r}.")
+    return float(value)
+
+
+def check_seed(seed: object) -> int:
+    """`seed` as an int >= 0 (a random generator's seed).
+
+    Raises:
+        TypeError: not an integer (a bool is refused).
+        ValueError: negative.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"`seed` must be an int; received {seed!r} ({type(seed).__name__}).")
+    if seed < 0:
+        raise ValueError(f"`seed` must be >= 0; received {seed}.")
+    return int(seed)

@@ -62,7 +62,9 @@ LIBRARY_LOGS_LEVEL = 2
 # `evaluation.DEFAULT_METHODS`.
 METHOD_NAMES: tuple[str, ...] = (
     "cam", "gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "scorecam",
-    "fasterscorecam",
+    "fasterscorecam", "eigencam", "kpcacam", "fem", "randomcam", "eigengradcam",
+    "gradcamelementwise", "smoothgradcam++", "shapleycam", "finercam", "guidedbackprop",
+    "guidedgradcam",
 )
 METRIC_NAMES: tuple[str, ...] = (
     "average_drop", "increase_in_confidence", "remove_top_fraction", "keep_top_fraction",

@@ -23,6 +23,7 @@ import tensorflow as tf
 from keras import layers as klayers
 from keras import ops
 from keras.src.models.functional import Functional
+from keras.src.models.functional import operation_fn as functional_operation_fn
 from keras.src.ops import nn as keras_nn_ops
 from keras.src.ops.numpy import Flip, Fliplr
 
@@ -1785,3 +1786,34 @@ def check_input_values(images: Any, dtype: str, model_name: str) -> None:
         "change them, so no map could explain them as given. Pass the images as the model "
         "takes them (e.g. raw uint8 pixels, not pixels already scaled to [0, 1])."
     )
+
+
+# ------------------------------------------------------------------ re-running with hooks
+def call_with_hook(model: keras.Model, inputs: Any, hook: Callable[[Any, Any], Any]) -> Any:
+    """Runs a Functional model on `inputs`, passing each operation's output through `hook`.
+
+    The model's own graph is executed operation by operation (as `Functional.call` does, in
+    inference mode), and `hook(operation, output)` may return a replacement for the output,
+    e.g. the same values with another gradient. Nothing is modified: neither the model, its
+    layers nor their weights; only this call's tensors.
+
+    Args:
+        model: a Functional model whose operations are the layers to hook (a sub-model from
+            `build_cam_model` holds the user's layers, nested models flattened).
+        inputs: its input tensor.
+        hook: `(operation, output) -> output`.
+
+    Returns:
+        The model's outputs, in its output structure.
+
+    Example:
+    ```python
+    outputs = call_with_hook(cam_model.model, images, lambda op, y: tf.stop_gradient(y))
+    ```
+    """
+
+    def hooked(operation: Any) -> Callable[..., Any]:
+        call = functional_operation_fn(operation, training=False)
+        return lambda *args, **kwargs: hook(operation, call(*args, **kwargs))
+
+    return model._run_through_graph(inputs, operation_fn=hooked)

@@ -227,4 +227,184 @@ def reference_maps(
     if name in ("scorecam", "fasterscorecam"):
         max_channels = 10 if name == "fasterscorecam" else None
         return reference_score_maps(model, features, images, classes, max_channels)
+    if name in ISSUE_13_METHODS:
+        return reference_issue_13_maps(name, model, images, classes)
     raise ValueError(f"no reference for {name!r}: add one when registering a method")
+
+
+# ------------------------------------------------ activation / second-order / guided methods
+ISSUE_13_METHODS = (
+    "eigencam", "kpcacam", "fem", "randomcam", "eigengradcam", "gradcamelementwise",
+    "smoothgradcam++", "shapleycam", "finercam", "guidedbackprop", "guidedgradcam",
+)
+
+
+def oriented(projection: np.ndarray, centred: np.ndarray) -> np.ndarray:
+    """The sign rule of the principal-component methods, written out: the projection `(N,)`
+    must agree with the summed centred activations `(N, C)`."""
+    return -projection if (projection * centred.sum(axis=1)).sum() < 0 else projection
+
+
+def eigen_map(values: np.ndarray) -> np.ndarray:
+    """Eigen-CAM of one `(h, w, C)` tensor with NumPy's SVD: `ReLU(X_centred v_1)`, oriented."""
+    h, w, c = values.shape
+    x = values.reshape(h * w, c)
+    x = x - x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x)
+    return np.maximum(oriented(x @ vt[0], x), 0).reshape(h, w)
+
+
+def kpca_map(values: np.ndarray, gamma: float | None = None, kernel: str = "sigmoid") -> np.ndarray:
+    """KPCA-CAM of one `(h, w, C)` tensor: scikit-learn's sigmoid `tanh(gamma x.y + 1)` or RBF
+    `exp(-gamma |x - y|^2)` kernel by explicit loops, centred, top eigenpair."""
+    h, w, c = values.shape
+    gamma = 1.0 / c if gamma is None else gamma
+    x = values.reshape(h * w, c)
+    x = x - x.mean(axis=0)
+    n = len(x)
+    kernel_name, matrix = kernel, np.empty((n, n))
+    for i in range(n):
+        if kernel_name == "rbf":
+            matrix[i] = np.exp(-gamma * ((x[i] - x) ** 2).sum(axis=1))
+        else:
+            matrix[i] = np.tanh(gamma * (x @ x[i]) + 1.0)
+    ones = np.full((n, n), 1.0 / n)
+    centred = matrix - ones @ matrix - matrix @ ones + ones @ matrix @ ones
+    eigenvalues, eigenvectors = np.linalg.eigh(centred)
+    projection = eigenvectors[:, -1] * np.sqrt(max(eigenvalues[-1], 0.0))
+    return np.maximum(oriented(projection, x), 0).reshape(h, w)
+
+
+def fem_map(values: np.ndarray, k: float = 2.0) -> np.ndarray:
+    """FEM of one `(h, w, C)` tensor: channels weighted by their share of k-sigma outliers."""
+    weights = np.zeros(values.shape[-1])
+    for c in range(values.shape[-1]):
+        channel = values[..., c]
+        weights[c] = (channel > channel.mean() + k * channel.std()).mean()
+    return np.maximum((values * weights).sum(-1), 0)
+
+
+def _first_and_second_order(features_of, logits_of, image, score_of):
+    """Features, `g = dS/dA` and `H A` for one image, float64, by nested tapes."""
+    features = tf.cast(features_of(tf.constant(image[None])), tf.float32)
+    with tf.GradientTape() as outer:
+        outer.watch(features)
+        with tf.GradientTape() as inner:
+            inner.watch(features)
+            score = score_of(logits_of(features)[0])
+        grads = inner.gradient(score, features)
+        directional = tf.reduce_sum(grads * tf.stop_gradient(features))
+    hvp = outer.gradient(directional, features, unconnected_gradients="zero")
+    return tuple(t.numpy()[0].astype(np.float64) for t in (features, grads, hvp))
+
+
+def _finer_score(cls: int, alpha: float = 1.0, comparisons: int = 3):
+    def score(logits):
+        values = logits.numpy()
+        distance = np.abs(values - values[cls])
+        distance[cls] = np.inf
+        similar = np.argsort(distance, kind="stable")[: min(comparisons, len(values) - 1)]
+        e = [tf.exp(logits[j] - tf.reduce_max(logits)) for j in similar]
+        total = tf.add_n([e_j * (logits[cls] - alpha * logits[j]) for e_j, j in zip(e, similar)])
+        return total / tf.add_n(e)
+
+    return score
+
+
+def guided_gradients(model: keras.Model, image: np.ndarray, cls: int) -> np.ndarray:
+    """Guided backprop of a `corner_model`, written out from its layers' weights: a guided
+    ReLU (gradient `dy * [z > 0] * [dy > 0]`) on each pre-activation; `(H, W, C)`."""
+
+    @tf.custom_gradient
+    def guided_relu(z):
+        def gradient(dy):
+            return dy * tf.cast(z > 0, dy.dtype) * tf.cast(dy > 0, dy.dtype)
+
+        return tf.nn.relu(z), gradient
+
+    k1, b1 = find_layer(model, "conv1").get_weights()
+    k2, b2 = find_layer(model, "last_conv").get_weights()
+    w, b = find_layer(model, "classifier").get_weights()
+    x = tf.constant(image[None])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        a1 = guided_relu(tf.nn.conv2d(x, k1, 1, "SAME") + b1)
+        pooled = tf.nn.avg_pool2d(a1, 2, 2, "VALID")
+        a2 = guided_relu(tf.nn.conv2d(pooled, k2, 1, "SAME") + b2)
+        score = (tf.reduce_mean(a2, axis=(1, 2)) @ w + b)[0, cls]
+    return tape.gradient(score, x).numpy()[0].astype(np.float64)
+
+
+def find_layer(model: keras.Model, name: str) -> keras.layers.Layer:
+    """The layer called `name`, searching nested models too."""
+    stack = [model]
+    while stack:
+        for layer in stack.pop().layers:
+            if layer.name == name:
+                return layer
+            if isinstance(layer, keras.Model):
+                stack.append(layer)
+    raise ValueError(name)
+
+
+def reference_issue_13_maps(
+    name: str, model: keras.Model, images: np.ndarray, classes: np.ndarray
+) -> np.ndarray:
+    """The maps of the methods of issue 13 with their default options, one image at a time."""
+    features_of = feature_model(model)
+    logits_of = gap_head(model.get_layer("classifier"))
+    size = images.shape[1:3]
+    drawn = None
+    maps = []
+    for image, cls in zip(images, classes):
+        cls = int(cls)
+        values, grads, hvp = _first_and_second_order(
+            features_of, logits_of, image, (lambda y, c=cls: y[c])
+        )
+        if name == "eigencam":
+            raw = eigen_map(values)
+        elif name == "eigengradcam":
+            raw = eigen_map(values * grads)
+        elif name == "kpcacam":
+            raw = kpca_map(values)
+        elif name == "fem":
+            raw = fem_map(values)
+        elif name == "randomcam":
+            if drawn is None:
+                drawn = tf.random.stateless_uniform([values.shape[-1]], [0, 0], -1.0, 1.0)
+            raw = np.maximum((values * drawn.numpy()).sum(-1), 0)
+        elif name == "gradcamelementwise":
+            raw = np.maximum(values * grads, 0).sum(-1)
+        elif name == "shapleycam":
+            raw = np.maximum((values * (grads - 0.5 * hvp).mean(axis=(0, 1))).sum(-1), 0)
+        elif name == "finercam":
+            _, finer, _ = _first_and_second_order(features_of, logits_of, image, _finer_score(cls))
+            raw = np.maximum((values * finer.mean(axis=(0, 1))).sum(-1), 0)
+        elif name == "smoothgradcam++":
+            raw = _smooth_plus_plus(features_of, logits_of, image, cls, values)
+        else:  # guided methods: pixel resolution
+            guided = np.abs(guided_gradients(model, image, cls)).max(axis=-1)
+            if name == "guidedgradcam":
+                coarse = np.maximum((values * grads.mean(axis=(0, 1))).sum(-1), 0)
+                placed = tf.image.resize(coarse[..., None], size, "bilinear")[..., 0].numpy()
+                guided = guided * placed
+            raw = guided
+        maps.append(raw)
+    return upsample_and_normalize(np.stack(maps), size)
+
+
+def _smooth_plus_plus(features_of, logits_of, image, cls, values, n=8, std=0.15, seed=0):
+    """Smooth Grad-CAM++ with keras_cam's defaults: the same seeded noise patterns for every
+    image, scaled by its value range; Eq. 19 of the averaged derivatives."""
+    noise = tf.random.stateless_normal([n, 1, *image.shape], seed=[seed, 0]).numpy()
+    samples = []
+    for s in range(n):
+        noisy = (image + std * (image.max() - image.min()) * noise[s, 0]).astype(np.float32)
+        _, grads, _ = _first_and_second_order(features_of, logits_of, noisy, lambda y: y[cls])
+        samples.append(grads)
+    g = np.stack(samples)
+    d1, d2, d3 = g.mean(0), (g**2).mean(0), (g**3).mean(0)
+    denominator = 2 * d2 + values.sum(axis=(0, 1)) * d3
+    alpha = np.divide(d2, denominator, out=np.zeros_like(d2), where=denominator != 0)
+    weights = (alpha * np.maximum(d1, 0)).sum(axis=(0, 1))
+    return np.maximum((values * weights).sum(-1), 0)

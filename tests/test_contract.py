@@ -64,7 +64,8 @@ def test_every_method_keeps_the_contract(name, kind, tmp_path):
     assert np.isfinite(maps).all() and maps.min() >= 0.0 and maps.max() <= 1.0
     assert cam(images[0]).shape == (SIZE, SIZE)
     low_resolution = cam(images, upsample=False)
-    assert low_resolution.shape[1:] == tuple(cam.layer.output.shape[1:3])
+    layer_grid = (SIZE, SIZE) if cam.pixel_resolution else tuple(cam.layer.output.shape[1:3])
+    assert low_resolution.shape[1:] == layer_grid
     order = np.array([2, 0, 3, 1])
     np.testing.assert_allclose(cam(images[order]), maps[order], rtol=1e-4, atol=1e-5)
     # the user's model is untouched

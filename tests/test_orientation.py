@@ -43,6 +43,12 @@ def test_every_method_matches_its_reference_on_a_non_square_input(name, random_m
 
 @pytest.mark.parametrize("name", sorted(kc.METHODS))
 def test_every_method_points_at_the_blob_in_the_top_right_corner(name, positive_model):
+    if name == "guidedbackprop":
+        pytest.skip(
+            "the input gradient alone does not see brightness: on this all-positive network "
+            "(linear wherever active) it is nearly the same at every pixel; its orientation is "
+            "pinned by its reference in the test above and Guided Grad-CAM's here"
+        )
     images = corner_images(2)
     cam = kc.get_method(name)(positive_model)
     maps = cam(images, targets=0)
@@ -54,7 +60,8 @@ def test_every_method_points_at_the_blob_in_the_top_right_corner(name, positive_
         # The far (bottom-left) corner is cold: a transposed or flipped map is not.
         assert heatmap[HEIGHT // 2 :, : WIDTH // 2].max() < 0.5
     low = cam(images, targets=0, upsample=False)
-    assert low.shape == (2, HEIGHT // 2, WIDTH // 2)
+    grid = (HEIGHT, WIDTH) if cam.pixel_resolution else (HEIGHT // 2, WIDTH // 2)
+    assert low.shape == (2, *grid)
 
 
 @pytest.mark.parametrize("name", sorted(kc.METHODS))

@@ -192,3 +192,27 @@ def tta_gradcam_reference(
     low = maps.min(axis=(1, 2), keepdims=True)
     span = maps.max(axis=(1, 2), keepdims=True) - low
     return np.divide(maps - low, span, out=np.zeros_like(maps), where=span > 0)
+
+
+def oblong_split_model(classes: int = 4) -> tuple[keras.Model, keras.Model, keras.Model]:
+    """A 24x40 classifier built as `head(features(x))`, with a curved (tanh) head.
+
+    `features` ends at the ReLU conv layer `"target"` (12x20, 6 channels, after 2x2 average
+    pooling); `head` is a tanh conv, GlobalAveragePooling2D and a softmax Dense, so the logits
+    are not linear in the features (second derivatives are non-zero).
+
+    Returns:
+        `(model, features, head)`: the full Functional model and its two halves, sharing layers.
+    """
+    inputs = keras.Input((24, 40, 3))
+    x = layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    x = layers.AveragePooling2D(2)(x)
+    x = layers.Conv2D(6, 3, padding="same", activation="relu", name="target")(x)
+    features = keras.Model(inputs, x, name="oblong_features")
+    feature_input = keras.Input(x.shape[1:])
+    y = layers.Conv2D(5, 3, activation="tanh")(feature_input)
+    y = layers.GlobalAveragePooling2D()(y)
+    y = layers.Dense(classes, activation="softmax", name="classifier")(y)
+    head = keras.Model(feature_input, y, name="oblong_head")
+    model = keras.Model(inputs, head(features(inputs)), name="oblong")
+    return model, features, head

@@ -7,6 +7,15 @@ from collections.abc import Sequence
 from keras_cam.methods.base import NORMALIZE_MODES, BaseCAM, normalize_maps
 from keras_cam.methods.cam import CAM
 from keras_cam.methods.gradient import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
+from keras_cam.methods.activation import FEM, RandomCAM
+from keras_cam.methods.guided import GuidedBackprop, GuidedGradCAM
+from keras_cam.methods.eigen import EigenCAM, EigenGradCAM, KPCACAM
+from keras_cam.methods.gradient import (
+    FinerCAM,
+    GradCAMElementWise,
+    ShapleyCAM,
+    SmoothGradCAMPlusPlus,
+)
 from keras_cam.methods.score import FasterScoreCAM, ScoreCAM
 
 METHODS: dict[str, type[BaseCAM]] = {
@@ -18,6 +27,17 @@ METHODS: dict[str, type[BaseCAM]] = {
     "layercam": LayerCAM,
     "scorecam": ScoreCAM,
     "fasterscorecam": FasterScoreCAM,
+    "eigencam": EigenCAM,
+    "kpcacam": KPCACAM,
+    "fem": FEM,
+    "randomcam": RandomCAM,
+    "eigengradcam": EigenGradCAM,
+    "gradcamelementwise": GradCAMElementWise,
+    "smoothgradcam++": SmoothGradCAMPlusPlus,
+    "shapleycam": ShapleyCAM,
+    "finercam": FinerCAM,
+    "guidedbackprop": GuidedBackprop,
+    "guidedgradcam": GuidedGradCAM,
 }
 """Registry: method name -> class. Register a new method here once and it appears everywhere."""
 
@@ -124,3 +144,5 @@ def resolve_methods(
 __all__ = ["ALL", "CAM", "METHODS", "NORMALIZE_MODES", "BaseCAM", "FasterScoreCAM", "GradCAM",
            "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "ScoreCAM", "XGradCAM", "get_method",
            "method_name", "normalize_maps", "resolve_methods"]
+__all__ += ["FEM", "KPCACAM", "EigenCAM", "EigenGradCAM", "FinerCAM", "GradCAMElementWise",
+            "GuidedBackprop", "GuidedGradCAM", "RandomCAM", "ShapleyCAM", "SmoothGradCAMPlusPlus"]

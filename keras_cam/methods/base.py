@@ -118,6 +118,23 @@ def place_maps(maps: tf.Tensor, size: tf.Tensor, placement: tf.Tensor) -> tf.Ten
     return tf.einsum(_PLACE_EQUATIONS[rank], samplers[0], maps, *samplers[1:])
 
 
+def weighted_features(features: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    """`w_k A^k` for every channel: channel weights `(B, C)` broadcast over the cells, or
+    per-position weights `(B, *cells, C)` as they are.
+
+    Args:
+        features: float32 `(B, *cells, C)`.
+        weights: float32 `(B, C)` or `(B, *cells, C)`.
+
+    Returns:
+        float32 `(B, *cells, C)`.
+    """
+    if weights.shape.rank == 2:
+        for _ in spatial_dims(features):
+            weights = weights[:, tf.newaxis]
+    return weights * features
+
+
 def spatial_dims(tensor: tf.Tensor) -> tuple[int, ...]:
     """The spatial axes of a channels-last batch of feature maps `(B, *cells, C)`.
 
@@ -341,6 +358,10 @@ class BaseCAM:
     """Whether `targets` may be a score function (a callable, or a `keras_cam.targets.Target`
     that stands for no single class); `False` for methods that need one class per image."""
 
+    pixel_resolution: ClassVar[bool] = False
+    """Whether the maps come at the input's pixels (Guided Backpropagation): `upsample` then
+    changes nothing."""
+
     display_name: ClassVar[str] = "CAM method"
     """Human-readable name for figures and tables."""
 
@@ -533,7 +554,9 @@ class BaseCAM:
         Args:
             features: float32 feature maps `A`, `(B, h, w, C)` (`(B, t, C)` for a signal
                 model, `(B, d, h, w, C)` for a volume model; `spatial_dims` names the axes).
-            grads: float32 `dScore/dA`, same shape, or `None` when `requires_gradients` is False.
+            grads: float32 `dScore/dA`, same shape, or `None` when `requires_gradients` is False
+                (a method that overrides `feature_gradients` receives what it returns there,
+                e.g. ShapleyCAM's `(g, H A)` stacked on a last axis).
             class_idx: int32 `(B,)` explained class of each image (`-1` with a callable target).
 
         Returns:
@@ -544,10 +567,7 @@ class BaseCAM:
     def compute_cam(self, features: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
         """Combines feature maps and weights: `ReLU(sum_k w_k A^k)`, shape `(B, *cells)`
         (`(B, h, w)` for images, `(B, t)` signals, `(B, d, h, w)` volumes)."""
-        if weights.shape.rank == 2:
-            for _ in spatial_dims(features):
-                weights = weights[:, tf.newaxis]
-        return tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))
+        return tf.nn.relu(tf.reduce_sum(weighted_features(features, weights), axis=-1))
 
     def explain_batch(
         self,
@@ -592,6 +612,61 @@ class BaseCAM:
         score_fn: ScoreFn | None = None,
         image_index: tf.Tensor | None = None,
     ) -> tf.Tensor:
+        features, grads, class_idx = self.feature_gradients(
+            images, others, class_idx, score_fn, image_index
+        )
+        weights = self.compute_weights(features, grads, class_idx)
+        return self.compute_cam(features, weights)
+
+    def explained_scores(
+        self,
+        logits: tf.Tensor,
+        probabilities: tf.Tensor,
+        class_idx: tf.Tensor,
+        score_fn: ScoreFn | None = None,
+        image_index: tf.Tensor | None = None,
+    ) -> tf.Tensor:
+        """The score each image's map explains, `(B,)`: the hook of methods with their own
+        score (FinerCAM).
+
+        Args:
+            logits: float32 `(B, num_classes)`.
+            probabilities: float32 `(B, num_classes)` (the head's scores).
+            class_idx: int32 `(B,)` explained classes (top-1 already resolved).
+            score_fn: the callable target, or `None` for class indices. Defaults to `None`.
+            image_index: int32 `(B,)` each image's index in the call, for targets holding
+                data per image (a mask, a reference embedding). Defaults to `None`.
+
+        Returns:
+            `(B,)`: the logit (or probability, `score="probability"`) of each class, or
+            `score_fn` of them.
+        """
+        outputs = logits if self.score == "logit" else probabilities
+        return target_scores(outputs, class_idx, score_fn, image_index)
+
+    def feature_gradients(
+        self,
+        images: tf.Tensor,
+        others: tuple[tf.Tensor, ...],
+        class_idx: tf.Tensor,
+        score_fn: ScoreFn | None = None,
+        image_index: tf.Tensor | None = None,
+    ) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor]:
+        """One forward (and, if `requires_gradients`, backward) pass of the sub-model.
+
+        Args:
+            images: float32 batch, as the model takes it.
+            others: the model's other inputs, held fixed (empty for a single-input model).
+            class_idx: int32 `(B,)` classes, `TOP_PREDICTION` (-1) for each top-1 class.
+            score_fn: the callable target, or `None` for class indices. Defaults to `None`.
+            image_index: int32 `(B,)` each image's index in the call (see
+                `explained_scores`). Defaults to `None`.
+
+        Returns:
+            `(features, grads, class_idx)`: float32 `(B, *cells, C)` features, their gradient
+            `dS/dA` (same shape; `None` when `requires_gradients` is False) and the int32
+            `(B,)` explained classes.
+        """
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             # Watching the input records the whole forward pass even when every weight is
             # frozen; the backward pass still stops at the explained layer.
@@ -599,17 +674,16 @@ class BaseCAM:
             features, logits, probabilities = self._forward(images, others)
             if score_fn is None:
                 class_idx = explained_classes(class_idx, logits)
-            outputs = logits if self.score == "logit" else probabilities
-            scores = target_scores(outputs, class_idx, score_fn, image_index)
+            scores = self.explained_scores(
+                logits, probabilities, class_idx, score_fn, image_index
+            )
             # Each image's score depends only on its own features, so one gradient of the
             # sum gives every image its own gradient.
             total_score = tf.reduce_sum(scores)
         grads = None
         if self.requires_gradients:
             grads = tf.cast(tape.gradient(total_score, features), tf.float32)
-        features = tf.cast(features, tf.float32)
-        weights = self.compute_weights(features, grads, class_idx)
-        return self.compute_cam(features, weights)
+        return tf.cast(features, tf.float32), grads, class_idx
 
     def _callable_pass(self, score_fn: ScoreFn) -> Any:
         """A compiled pass for a callable target, traced afresh for each call.
