@@ -1250,6 +1250,50 @@ def build_cam_model(
     )
 
 
+def build_head_model(cam_model: CamModel) -> keras.Model:
+    """The rest of the network after the explained layer: `features -> (logits, scores)`.
+
+    A Functional model over the same layers as `cam_model.model` (weights shared), whose input
+    is the explained layer's feature maps (channels-last, as `CamModel` returns them). Methods
+    that perturb the features (Ablation-CAM) run it instead of the whole network, so a pass
+    costs only the layers after the explained one.
+
+    Args:
+        cam_model: a `CamModel` from `build_cam_model`.
+
+    Returns:
+        A `keras.Model` `features (B, h, w, C) -> [logits, scores]`, as `cam_model.model`'s last
+        two outputs (float32 `(B, num_classes)`).
+
+    Raises:
+        ValueError: the output depends on the input through a path that bypasses the explained
+            layer (a skip connection around it, e.g. a layer inside a residual block, or another
+            call of the layer), so the network cannot restart from its features. Explain a
+            layer every path goes through (e.g. a block's output), or use a method that runs
+            the whole network (`keras_cam.ScoreCAM`, `keras_cam.GradCAM`).
+
+    Example:
+    ```python
+    cam_model = build_cam_model(keras.applications.VGG16(weights=None))
+    head = build_head_model(cam_model)
+    features, logits, _ = cam_model.model(images)
+    head(features)[0]   # == logits
+    ```
+    """
+    features, logits, scores = cam_model.model.outputs
+    try:
+        return keras.Model(features, [logits, scores], name=f"{cam_model.model.name}_head")
+    except ValueError as error:
+        raise ValueError(
+            f"The network cannot restart from the features of layer {cam_model.layer.name!r}: "
+            "the output also depends on the input through a path that bypasses that layer (a "
+            "skip connection around it, e.g. a layer inside a residual block, or another call "
+            "of the layer). Explain a layer that every path goes through (e.g. the output of a "
+            "block, such as ResNet50's 'conv5_block3_out'), or use a method that runs the whole "
+            f"network (keras_cam.ScoreCAM, keras_cam.GradCAM). Keras said: {error}"
+        ) from error
+
+
 def _trace(
     model: keras.Model, target: keras.layers.Layer, layout: str, batch_shape: tuple
 ) -> tuple[Any, _Recorder, Any]:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from keras_cam.methods.ablation import AblationCAM
 from keras_cam.methods.base import BaseCAM
 from keras_cam.methods.cam import CAM
 from keras_cam.methods.gradient import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
-from keras_cam.methods.score import FasterScoreCAM, ScoreCAM
+from keras_cam.methods.score import ISCAM, SSCAM, FasterScoreCAM, ScoreCAM
 
 METHODS: dict[str, type[BaseCAM]] = {
     "cam": CAM,
@@ -18,6 +19,9 @@ METHODS: dict[str, type[BaseCAM]] = {
     "layercam": LayerCAM,
     "scorecam": ScoreCAM,
     "fasterscorecam": FasterScoreCAM,
+    "ablationcam": AblationCAM,
+    "sscam": SSCAM,
+    "iscam": ISCAM,
 }
 """Registry: method name -> class. Register a new method here once and it appears everywhere."""
 
@@ -124,3 +128,4 @@ def resolve_methods(
 __all__ = ["ALL", "CAM", "METHODS", "BaseCAM", "FasterScoreCAM", "GradCAM", "GradCAMPlusPlus",
            "HiResCAM", "LayerCAM", "ScoreCAM", "XGradCAM", "get_method", "method_name",
            "resolve_methods"]
+__all__ += ["AblationCAM", "ISCAM", "SSCAM"]
