@@ -25,7 +25,7 @@ from keras_cam.methods import (
     XGradCAM,
     get_method,
 )
-from keras_cam.methods import AblationCAM, ISCAM, SSCAM
+from keras_cam.methods import ISCAM, SSCAM, AblationCAM, FullGrad
 from keras_cam.retrofit import fine_tune_gap, retrofit_gap
 from keras_cam.surgery import build_cam_model, find_conv_layer
 from keras_cam.targets import BinaryTarget, ClassTarget, Target, TopPredictionTarget
@@ -65,4 +65,4 @@ __all__ = [
     "save_overlay",
     "targets",
 ]
-__all__ += ["AblationCAM", "ISCAM", "SSCAM"]
+__all__ += ["AblationCAM", "FullGrad", "ISCAM", "SSCAM"]

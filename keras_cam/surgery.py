@@ -1294,6 +1294,36 @@ def build_head_model(cam_model: CamModel) -> keras.Model:
         ) from error
 
 
+def layer_calls(cam_model: CamModel, kinds: tuple[type, ...]) -> list[tuple[Any, Any]]:
+    """Every call of a layer of the given kinds in the explainer's sub-model, input first.
+
+    The sub-model re-traces nested models layer by layer, so a layer deep inside a nested base
+    is found too; a layer called twice appears twice.
+
+    Args:
+        cam_model: a `CamModel` from `build_cam_model`.
+        kinds: layer classes, e.g. `(keras.layers.Conv2D, keras.layers.BatchNormalization)`.
+
+    Returns:
+        `[(layer, output), ...]`: each call's layer and its output `KerasTensor` in
+        `cam_model.model`'s graph (usable as an output of a model over `cam_model.model.inputs`),
+        from the input towards the output.
+
+    Example:
+    ```python
+    calls = layer_calls(build_cam_model(model), (keras.layers.Conv2D,))
+    probe = keras.Model(cam_model.model.inputs, [output for _, output in calls])
+    ```
+    """
+    graph = cam_model.model
+    calls = []
+    for depth in sorted(graph._nodes_by_depth, reverse=True):
+        for node in graph._nodes_by_depth[depth]:
+            if isinstance(node.operation, kinds):
+                calls.append((node.operation, node.output_tensors[0]))
+    return calls
+
+
 def _trace(
     model: keras.Model, target: keras.layers.Layer, layout: str, batch_shape: tuple
 ) -> tuple[Any, _Recorder, Any]:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from keras_cam.methods.ablation import AblationCAM
 from keras_cam.methods.base import BaseCAM
 from keras_cam.methods.cam import CAM
+from keras_cam.methods.fullgrad import FullGrad
 from keras_cam.methods.gradient import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from keras_cam.methods.score import ISCAM, SSCAM, FasterScoreCAM, ScoreCAM
 
@@ -22,6 +23,7 @@ METHODS: dict[str, type[BaseCAM]] = {
     "ablationcam": AblationCAM,
     "sscam": SSCAM,
     "iscam": ISCAM,
+    "fullgrad": FullGrad,
 }
 """Registry: method name -> class. Register a new method here once and it appears everywhere."""
 
@@ -128,4 +130,4 @@ def resolve_methods(
 __all__ = ["ALL", "CAM", "METHODS", "BaseCAM", "FasterScoreCAM", "GradCAM", "GradCAMPlusPlus",
            "HiResCAM", "LayerCAM", "ScoreCAM", "XGradCAM", "get_method", "method_name",
            "resolve_methods"]
-__all__ += ["AblationCAM", "ISCAM", "SSCAM"]
+__all__ += ["AblationCAM", "FullGrad", "ISCAM", "SSCAM"]
