@@ -9,8 +9,10 @@ appears once, at the public boundary.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import keras
@@ -29,6 +31,12 @@ from keras_cam.targets import (
 
 _SCORES = ("logit", "probability")
 _VERBOSE = (0, 1, 2)
+
+AUGMENTATIONS: tuple[tuple[bool, float], ...] = tuple(
+    (flip, factor) for flip in (False, True) for factor in (1.0, 1.1, 0.9)
+)
+"""`aug_smooth`'s test-time augmentations: (horizontal flip, intensity factor) pairs, the
+set of pytorch-grad-cam (ttach's `HorizontalFlip` x `Multiply([0.9, 1, 1.1])`)."""
 
 
 def compile_fn(fn: Callable[..., Any], input_signature: list[tf.TensorSpec]) -> Any:
@@ -117,6 +125,37 @@ def _postprocess(
     return maps
 
 
+def first_component(weighted: tf.Tensor) -> tf.Tensor:
+    """Projects each position on the first principal component of its image's channel vectors.
+
+    `eigen_smooth` (pytorch-grad-cam's `get_2d_projection`; Eigen-CAM, Muhammad & Yeasin 2020,
+    https://arxiv.org/abs/2008.00299): with `X` the `(h*w, C)` matrix of one image's weighted
+    activations `w_k A^k`, each column centred over the positions, and `X = U S V^T` its SVD,
+    the map is `X v_1 = s_1 u_1`. A component has no sign of its own (pytorch-grad-cam keeps
+    whatever LAPACK returns): it is oriented so that it correlates positively with the summed
+    columns, `sum_n (X v_1)_n sum_c X_nc >= 0`, i.e. with the plain map `sum_k w_k A^k`.
+
+    Args:
+        weighted: float32 `(B, h, w, C)`.
+
+    Returns:
+        float32 `(B, h, w)`, not ReLU'd.
+
+    Example:
+    ```python
+    first_component(tf.random.normal((2, 7, 9, 16)))   # (2, 7, 9)
+    ```
+    """
+    shape = tf.shape(weighted)
+    matrix = tf.reshape(weighted, tf.stack([shape[0], shape[1] * shape[2], shape[3]]))
+    centred = matrix - tf.reduce_mean(matrix, axis=1, keepdims=True)
+    _, _, right = tf.linalg.svd(centred)
+    projection = tf.einsum("bnc,bc->bn", centred, right[:, :, 0])
+    agreement = tf.reduce_sum(projection * tf.reduce_sum(centred, axis=-1), axis=-1)
+    projection = projection * tf.where(agreement < 0.0, -1.0, 1.0)[:, tf.newaxis]
+    return tf.reshape(projection, shape[:3])
+
+
 _POSTPROCESS_SIGNATURE = [
     tf.TensorSpec((None, None, None), tf.float32),
     tf.TensorSpec((2,), tf.int32),
@@ -148,7 +187,11 @@ class BaseCAM:
             modified; its weights are shared, so a model that keeps training is explained as
             it is at call time.
         layer: the layer to explain: a name, a layer object, or `None` for the last layer with
-            a spatial output (see `keras_cam.find_conv_layer`). Defaults to `None`.
+            a spatial output (see `keras_cam.find_conv_layer`); or a list of them to combine
+            several layers (pytorch-grad-cam's multi-layer mode): each layer's map is placed
+            on the input grid and min-max normalized, the maps are averaged (then normalized
+            again with `normalize=True`). Every other argument applies to each layer.
+            Defaults to `None`.
         score: what gradient methods differentiate: `"logit"` (the pre-softmax score; the
             softmax saturates) or `"probability"` (the softmax output). For a raw-score head
             (`head="linear"`) both are the raw output. Defaults to `"logit"`.
@@ -171,7 +214,9 @@ class BaseCAM:
             Defaults to `0`.
 
     Attributes:
-        layer: the explained layer (`cam.layer.name` is its name).
+        layer: the explained layer (`cam.layer.name` is its name); the first one when
+            `layer` is a list.
+        layers: every explained layer, `[cam.layer]` for one.
         num_classes: the number of classes of the model's head (2 for a single-unit binary
             head: class 1 is the positive class, class 0 its complement; 1 for a single raw
             score).
@@ -184,22 +229,41 @@ class BaseCAM:
     """Whether `targets` may be a score function (a callable, or a `keras_cam.targets.Target`
     that stands for no single class); `False` for methods that need one class per image."""
 
+    supports_eigen_smooth: ClassVar[bool] = True
+    """Whether `__call__(eigen_smooth=True)` applies: the map is `compute_cam`'s combination of
+    weighted activations."""
+
     display_name: ClassVar[str] = "CAM method"
     """Human-readable name for figures and tables."""
 
     images_per_pass: ClassVar[int] = 32
     """Images per compiled gradient pass; bounds memory for large batches."""
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> BaseCAM:
+        # The arguments are kept so that `layer=[...]` can build one explainer per layer with
+        # the method's own constructor (see `_sibling`).
+        instance = super().__new__(cls)
+        instance._arguments = (args, kwargs)
+        return instance
+
     def __init__(
         self,
         model: keras.Model,
-        layer: str | keras.layers.Layer | None = None,
+        layer: str | keras.layers.Layer | None | Sequence[str | keras.layers.Layer] = None,
         *,
         score: str = "logit",
         layer_call: int | None = None,
         head: str | Head | None = None,
         verbose: int = 0,
     ) -> None:
+        several = isinstance(layer, (list, tuple))
+        if several and not layer:
+            raise ValueError("`layer` is an empty list; name at least one layer (or pass None).")
+        self._siblings: list[BaseCAM] = [self._sibling(other) for other in layer[1:]] if (
+            several
+        ) else []
+        layer = layer[0] if several else layer
+        self._eigen_smooth = tf.Variable(False, trainable=False, name="eigen_smooth")
         if score not in _SCORES:
             raise ValueError(f"`score` must be one of {_SCORES}; received {score!r}.")
         if isinstance(verbose, bool) or verbose not in _VERBOSE:
@@ -209,6 +273,7 @@ class BaseCAM:
         self.verbose = int(verbose)
         self._cam: CamModel = build_cam_model(model, layer, layer_call=layer_call, head=head)
         self.layer: keras.layers.Layer = self._cam.layer
+        self.layers: list[keras.layers.Layer] = [self.layer, *(s.layer for s in self._siblings)]
         self.num_classes: int = self._cam.num_classes
         image_spec = tf.TensorSpec((None, *self._cam.input_shape), tf.float32)
         self._pass_fn = compile_fn(
@@ -225,6 +290,8 @@ class BaseCAM:
         *,
         upsample: bool = True,
         normalize: bool = True,
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
     ) -> np.ndarray:
         """Computes one class activation map per image.
 
@@ -243,7 +310,17 @@ class BaseCAM:
                 features come from are 0 (see `place_maps`). Defaults to `True`; `False`
                 returns the conv-resolution maps.
             normalize: min-max normalize each map to [0, 1] (a map with no positive evidence
-                is all zeros). Defaults to `True`; `False` returns the raw ReLU'd values.
+                is all zeros). Defaults to `True`; `False` returns the raw ReLU'd values
+                (combined maps: the average of the normalized maps, not renormalized).
+            aug_smooth: test-time augmentation (pytorch-grad-cam's `aug_smooth`): the map of
+                each of `AUGMENTATIONS` (a horizontal flip x the intensity factors 1.0, 1.1,
+                0.9, the set of pytorch-grad-cam), flipped back, placed on the input grid and
+                normalized, averaged. Top-1 targets are read once, on the original images.
+                Needs `upsample=True`. Defaults to `False`.
+            eigen_smooth: the map is the first principal component of the weighted activations
+                `w_k A^k` (`first_component`, centred and oriented along the plain map, then
+                ReLU'd) instead of their sum (pytorch-grad-cam's `eigen_smooth`). Defaults to
+                `False`.
 
         Returns:
             float32 NumPy array `(H, W)` for one image, `(B, H, W)` for a batch.
@@ -253,7 +330,9 @@ class BaseCAM:
                 non-finite values, or targets out of range / of the wrong length; for a model
                 with an integer (or bool) input, images that are not integers in its range; a
                 callable target for a method that needs class indices
-                (`supports_callable_targets = False`).
+                (`supports_callable_targets = False`); `upsample=False` with several layers or
+                `aug_smooth`; `eigen_smooth` for a method without weighted activations
+                (`supports_eigen_smooth = False`).
         """
         batch, single = self._check_images(images)
         resolved = resolve_targets(targets, int(batch.shape[0]), self.num_classes)
@@ -264,10 +343,30 @@ class BaseCAM:
                 f"a callable score ({getattr(resolved, '__name__', type(resolved).__name__)}). "
                 "Use `keras_cam.GradCAM` for arbitrary differentiable scores."
             )
-        raw = self.explain_batch(batch, resolved)
-        postprocess = _POSTPROCESS[bool(upsample), bool(normalize)]
+        if eigen_smooth and not self.supports_eigen_smooth:
+            raise ValueError(
+                f"{self.display_name} does not combine weighted activations, so `eigen_smooth` "
+                "does not apply; call it with eigen_smooth=False."
+            )
+        combined = bool(aug_smooth) or bool(self._siblings)
+        if combined and not upsample:
+            raise ValueError(
+                "Maps of several layers or augmentations (`layer=[...]`, `aug_smooth=True`) are "
+                "combined on the input grid, so `upsample` must be True; received "
+                "upsample=False. Explain one layer without aug_smooth for conv-resolution maps."
+            )
         size = self.image_size(batch)
-        maps = postprocess(raw, tf.constant(size, tf.int32), self.placement(*size)).numpy()
+        with self._smoothing(bool(eigen_smooth)):
+            if combined:
+                maps = self._combined_maps(batch, resolved, bool(aug_smooth))
+                maps = _POSTPROCESS[False, bool(normalize)](
+                    maps, tf.constant(size, tf.int32), self.placement(*size)
+                ).numpy()
+            else:
+                raw = self.explain_batch(batch, resolved)
+                postprocess = _POSTPROCESS[bool(upsample), bool(normalize)]
+                maps = postprocess(raw, tf.constant(size, tf.int32), self.placement(*size))
+                maps = maps.numpy()
         if not np.isfinite(maps).all():
             bad = int(np.flatnonzero(~np.isfinite(maps).reshape(len(maps), -1).all(axis=1))[0])
             raise ValueError(
@@ -350,10 +449,19 @@ class BaseCAM:
         raise NotImplementedError
 
     def compute_cam(self, features: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
-        """Combines feature maps and weights: `ReLU(sum_k w_k A^k)`, shape `(B, h, w)`."""
+        """Combines feature maps and weights: `ReLU(sum_k w_k A^k)`, shape `(B, h, w)`.
+
+        With `eigen_smooth=True` (read at run time, no retracing), `ReLU(first_component(w A))`.
+        """
         if weights.shape.rank == 2:
             weights = weights[:, tf.newaxis, tf.newaxis, :]
-        return tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))
+        weighted = weights * features
+        combined = tf.cond(
+            self._eigen_smooth,
+            lambda: first_component(weighted),
+            lambda: tf.reduce_sum(weighted, axis=-1),
+        )
+        return tf.nn.relu(combined)
 
     def explain_batch(self, images: tf.Tensor, targets: np.ndarray | ScoreFn) -> tf.Tensor:
         """Raw ReLU'd maps at the layer's resolution, `(B, h, w)`, for checked inputs.
@@ -372,6 +480,49 @@ class BaseCAM:
             else:
                 chunks.append(pass_fn(chunk, class_idx[start : start + self.images_per_pass]))
         return tf.concat(chunks, axis=0)
+
+    # ------------------------------------------------ combining and smoothing
+    def _sibling(self, layer: str | keras.layers.Layer | None) -> BaseCAM:
+        """An explainer of the same method and arguments for another layer of `layer=[...]`."""
+        args, kwargs = self._arguments
+        bound = inspect.signature(type(self).__init__).bind(self, *args, **kwargs)
+        bound.arguments["layer"] = layer
+        return type(self)(*bound.args[1:], **bound.kwargs)
+
+    @contextlib.contextmanager
+    def _smoothing(self, eigen_smooth: bool) -> Iterator[None]:
+        """Switches `eigen_smooth` on for one call, in every layer's explainer."""
+        explainers = [self, *self._siblings]
+        for explainer in explainers:
+            explainer._eigen_smooth.assign(eigen_smooth)
+        try:
+            yield
+        finally:
+            for explainer in explainers:
+                explainer._eigen_smooth.assign(False)
+
+    def _combined_maps(
+        self, batch: tf.Tensor, targets: np.ndarray | ScoreFn, aug_smooth: bool
+    ) -> tf.Tensor:
+        """The mean of the normalized, placed maps of every layer and augmentation `(B, H, W)`."""
+        if not callable(targets) and (targets == TOP_PREDICTION).any():
+            top = self.predict(batch).argmax(axis=-1)
+            targets = np.where(targets == TOP_PREDICTION, top, targets).astype(np.int32)
+        size = self.image_size(batch)
+        width_axis = self._cam.spatial_axes[1]
+        total, count = 0.0, 0
+        for flip, factor in AUGMENTATIONS if aug_smooth else ((False, 1.0),):
+            view = batch * factor
+            view = tf.reverse(view, [width_axis]) if flip else view
+            for explainer in (self, *self._siblings):
+                maps = _POSTPROCESS[True, True](
+                    explainer.explain_batch(view, targets),
+                    tf.constant(size, tf.int32),
+                    explainer.placement(*size),
+                )
+                total += tf.reverse(maps, [2]) if flip else maps
+                count += 1
+        return total / count
 
     # -------------------------------------------------------------- internals
     def _forward(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:

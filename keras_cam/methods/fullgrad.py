@@ -112,6 +112,7 @@ class FullGrad(BaseCAM):
     """
 
     display_name = "FullGrad"
+    supports_eigen_smooth = False
 
     def __init__(
         self,
