@@ -124,7 +124,7 @@ def test_without_biases_only_the_input_gradient_term_is_left():
 
 
 def test_fullgrad_refusals():
-    with pytest.raises(ValueError, match="`layer` must be None; received 'c1'"):
+    with pytest.raises(ValueError, match="`layer_call` must be None; received layer='c1'"):
         kc.FullGrad(_model(), "c1")
     inputs = keras.Input((HEIGHT, WIDTH, 3))
     x = layers.Conv2D(4, 3, activation="tanh", name="squashed")(inputs)

@@ -168,7 +168,7 @@ def test_combining_refusals():
         kc.GradCAM(model, [])
     with pytest.raises(ValueError, match="FullGrad does not combine weighted activations"):
         kc.FullGrad(model)(images, eigen_smooth=True)
-    with pytest.raises(ValueError, match="`layer` must be None"):
+    with pytest.raises(ValueError, match="`layer` and `layer_call` must be None"):
         kc.FullGrad(model, ["feat", "first"])
     with pytest.raises(TypeError, match="`layer` must be a layer name"):
         kc.CAM(model, ["feat"])  # CAM has one layer: the one its GAP head pools

@@ -456,8 +456,11 @@ class BaseCAM:
         if weights.shape.rank == 2:
             weights = weights[:, tf.newaxis, tf.newaxis, :]
         weighted = weights * features
+        eigen_smooth = getattr(self, "_eigen_smooth", None)  # None: used as a pure function
+        if eigen_smooth is None:
+            return tf.nn.relu(tf.reduce_sum(weighted, axis=-1))
         combined = tf.cond(
-            self._eigen_smooth,
+            eigen_smooth,
             lambda: first_component(weighted),
             lambda: tf.reduce_sum(weighted, axis=-1),
         )

@@ -94,6 +94,7 @@ class FullGrad(BaseCAM):
         model: a Functional or Sequential Keras classifier (nested models supported). It is
             not modified.
         layer: must be `None`. Defaults to `None`.
+        layer_call: must be `None` (accepted so tools can pass it). Defaults to `None`.
         score: `"logit"` or `"probability"` (see `keras_cam.BaseCAM`). Defaults to `"logit"`.
         head: how to read the model's output (see `keras_cam.BaseCAM`). Defaults to `None`.
         verbose: accepted for uniformity; FullGrad runs one pass. Defaults to `0`.
@@ -102,7 +103,7 @@ class FullGrad(BaseCAM):
         bias_layers: the layers whose bias terms are summed, input first.
 
     Raises:
-        ValueError: a `layer` given; a bias layer with a fused activation other than `relu` or
+        ValueError: a `layer` or `layer_call` given; a bias layer with a fused activation other than `relu` or
             linear (the message names it), and what `keras_cam.BaseCAM` refuses.
 
     Example:
@@ -120,13 +121,15 @@ class FullGrad(BaseCAM):
         layer: None = None,
         *,
         score: str = "logit",
+        layer_call: None = None,
         head: str | Head | None = None,
         verbose: int = 0,
     ) -> None:
-        if layer is not None:
+        if layer is not None or layer_call is not None:
             raise ValueError(
                 "FullGrad sums the bias-gradients of every convolution and BatchNormalization "
-                f"layer and the input gradient, so `layer` must be None; received {layer!r}. "
+                "layer and the input gradient, so `layer` and `layer_call` must be None; "
+                f"received layer={layer!r}, layer_call={layer_call!r}. "
                 "Use a CAM method (e.g. keras_cam.GradCAM) to explain one layer."
             )
         super().__init__(model, None, score=score, head=head, verbose=verbose)
