@@ -373,7 +373,8 @@ def _markdown(reports: list[dict[str, Any]], machine: dict[str, Any]) -> str:
         "",
         "Ratios: Grad-CAM time / forward time of the same batch; Score-CAM time / (forward "
         "passes x per-image forward time at the best batch); Ablation-CAM time / (head passes x "
-        "per-pass time of the head sub-model after the explained layer). The CPU ratio is the same with "
+        "per-pass time of the head sub-model after the explained layer). The CPU ratio is the "
+        "same with "
         "process CPU time (all threads) instead of wall time: steadier on a shared machine. "
         "ours/theirs: wall-time ratio to tf-keras-vis on the same inputs and targets.",
         "",

@@ -237,7 +237,9 @@ def reference_ablation_maps(
     return upsample_and_normalize(np.stack(maps), size)
 
 
-def reference_fullgrad_maps(model: keras.Model, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
+def reference_fullgrad_maps(
+    model: keras.Model, images: np.ndarray, classes: np.ndarray
+) -> np.ndarray:
     """FullGrad (Srinivas & Fleuret 2019, pytorch-grad-cam's post-processing) of a
     `corner_model`: an unfused twin (linear convs, then ReLU layers; linear classifier) gives
     the logit's gradients w.r.t. the input and the conv pre-activations."""

@@ -103,8 +103,9 @@ class FullGrad(BaseCAM):
         bias_layers: the layers whose bias terms are summed, input first.
 
     Raises:
-        ValueError: a `layer` or `layer_call` given; a bias layer with a fused activation other than `relu` or
-            linear (the message names it), and what `keras_cam.BaseCAM` refuses.
+        ValueError: a `layer` or `layer_call` given; a bias layer with a fused activation
+            other than `relu` or linear (the message names it), and what `keras_cam.BaseCAM`
+            refuses.
 
     Example:
     ```python
