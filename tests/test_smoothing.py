@@ -147,6 +147,23 @@ def test_aug_smooth_averages_the_flipped_back_maps_of_each_view():
     assert smoothed.min() == 0.0 and smoothed.max() == pytest.approx(1.0)
 
 
+def test_aug_smooth_views_of_a_uint8_model_are_uint8_images():
+    inputs = keras.Input((HEIGHT, WIDTH, 3), dtype="uint8")
+    x = layers.Rescaling(1 / 255)(inputs)
+    x = layers.Conv2D(4, 3, padding="same", activation="relu", name="feat")(x)
+    model = keras.Model(inputs, layers.Dense(3)(layers.GlobalAveragePooling2D()(x)))
+    images = np.random.default_rng(8).integers(0, 256, (2, HEIGHT, WIDTH, 3)).astype(np.uint8)
+    cam = kc.GradCAM(model, "feat")
+    views = []
+    for flip, factor in AUGMENTATIONS:  # 1.1 x 255 would not fit: clipped, as a uint8 image
+        scaled = images.astype(np.float32) * np.float32(factor)  # float32, half to even
+        view = np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+        maps = cam(view[:, :, ::-1] if flip else view, [0, 1])
+        views.append(maps[:, :, ::-1] if flip else maps)
+    smoothed = cam(images, [0, 1], aug_smooth=True, normalize=False)
+    np.testing.assert_allclose(smoothed, np.mean(views, axis=0), atol=1e-5)
+
+
 def test_aug_smooth_of_fullgrad_and_several_layers_together():
     model = _model()
     images = _images(1, seed=7)

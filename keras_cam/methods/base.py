@@ -315,7 +315,8 @@ class BaseCAM:
             aug_smooth: test-time augmentation (pytorch-grad-cam's `aug_smooth`): the map of
                 each of `AUGMENTATIONS` (a horizontal flip x the intensity factors 1.0, 1.1,
                 0.9, the set of pytorch-grad-cam), flipped back, placed on the input grid and
-                normalized, averaged. Top-1 targets are read once, on the original images.
+                normalized, averaged (for an integer input, the scaled pixels are rounded and
+                clipped to its range). Top-1 targets are read once, on the original images.
                 Needs `upsample=True`. Defaults to `False`.
             eigen_smooth: the map is the first principal component of the weighted activations
                 `w_k A^k` (`first_component`, centred and oriented along the plain map, then
@@ -515,7 +516,7 @@ class BaseCAM:
         width_axis = self._cam.spatial_axes[1]
         total, count = 0.0, 0
         for flip, factor in AUGMENTATIONS if aug_smooth else ((False, 1.0),):
-            view = batch * factor
+            view = self._intensity_view(batch, factor)
             view = tf.reverse(view, [width_axis]) if flip else view
             for explainer in (self, *self._siblings):
                 maps = _POSTPROCESS[True, True](
@@ -526,6 +527,16 @@ class BaseCAM:
                 total += tf.reverse(maps, [2]) if flip else maps
                 count += 1
         return total / count
+
+    def _intensity_view(self, batch: tf.Tensor, factor: float) -> tf.Tensor:
+        """`batch * factor`, rounded and clipped to the range of an integer (or bool) input, so
+        the view is an input the model can take."""
+        dtype = keras.backend.standardize_dtype(self.model.inputs[0].dtype)
+        view = batch * factor
+        if factor == 1.0 or keras.backend.is_float_dtype(dtype):
+            return view
+        low, high = (0, 1) if dtype == "bool" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
+        return tf.clip_by_value(tf.round(view), float(low), float(high))
 
     # -------------------------------------------------------------- internals
     def _forward(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
