@@ -12,6 +12,9 @@ measures:
 - with `--extra-methods`, any other registered methods (e.g. issue 13's Eigen-CAM, KPCA-CAM,
   FEM, RandomCAM, EigenGrad-CAM, element-wise Grad-CAM, Smooth Grad-CAM++, ShapleyCAM,
   FinerCAM, Guided Backprop, Guided Grad-CAM) at batch 1 and 8, ratio as Grad-CAM's;
+- Ablation-CAM (all channels) on one image: ratio = time / (head passes x per-pass time of
+  the head sub-model `keras_cam.surgery.build_head_model`, the layers after the explained
+  one, at the same chunk size): what the ablation stream costs beyond the head itself;
 - tf-keras-vis's Gradcam, GradcamPlusPlus, Scorecam and Scorecam(max_N=10) on the same model,
   inputs and targets, with the ratio ours / theirs.
 
@@ -156,8 +159,39 @@ def _measure_ours(spec: dict[str, Any]) -> dict[str, Any]:
             "chunk": stats.batch_size,
             "channels": stats.channels,
         }
+    if method == "ablationcam":
+        return _measure_ablation(model, images, targets, layer, spec["repeats"])
     cam = get_method(method)(model, layer)
     return _timed(lambda: cam(images, targets), 2, spec["repeats"])
+
+
+def _measure_ablation(
+    model: Any, images: Any, targets: list[int], layer: str, repeats: int
+) -> dict[str, Any]:
+    """Ablation-CAM's time, and the head sub-model's time per pass at the same chunk size."""
+    import tensorflow as tf
+
+    from keras_cam.methods import AblationCAM
+    from keras_cam.surgery import build_cam_model, build_head_model
+
+    cam = AblationCAM(model, layer, verbose=0)
+    timing = _timed(lambda: cam(images, targets), 1, repeats)
+    run = cam.last_stats
+    cam_model = build_cam_model(model, layer)
+    head = build_head_model(cam_model)
+    features = cam_model.model(tf.constant(images[:1]), training=False)[0]
+    chunk = tf.repeat(features, run.batch_size, axis=0)
+    head_fn = tf.function(lambda x: head(x, training=False)[0])
+    head_timing = _timed(lambda: head_fn(chunk).numpy(), 2, repeats)
+    return {
+        **timing,
+        "forward_passes": run.masked_passes,
+        "skipped_fraction": run.skipped_fraction,
+        "chunk": run.batch_size,
+        "channels": run.channels,
+        "head_pass_seconds": statistics.median(head_timing["times"]) / run.batch_size,
+        "head_pass_cpu_seconds": statistics.median(head_timing["cpu_times"]) / run.batch_size,
+    }
 
 
 def _measure_theirs(spec: dict[str, Any]) -> dict[str, Any]:
@@ -228,7 +262,7 @@ def _available(module: str) -> bool:
 def _measurements(with_peer: bool, extra: tuple[str, ...] = ()) -> list[tuple[str, int, str]]:
     """`(method, batch, who)` for every measurement after the forward floor."""
     rows = [(m, b, "ours") for m in ("gradcam", "gradcam++") for b in GRADIENT_BATCHES]
-    rows += [("scorecam", 1, "ours"), ("fasterscorecam", 1, "ours")]
+    rows += [("scorecam", 1, "ours"), ("fasterscorecam", 1, "ours"), ("ablationcam", 1, "ours")]
     if with_peer:
         rows += [(method, batch, "theirs") for method, batch, _ in rows]
     return rows + [(m, b, "ours") for m in extra for b in GRADIENT_BATCHES]
@@ -289,7 +323,12 @@ def _benchmark_model(
         row = {"method": method, "batch": batch, "who": who, **result}
         if "times" in result:
             row.update(_summary(result["times"]), cpu_median=statistics.median(result["cpu_times"]))
-            if score_cam:
+            if "head_pass_seconds" in result:  # Ablation-CAM: against the head's own passes
+                passes = result["forward_passes"]
+                row["passes"] = passes
+                row["ratio"] = row["median"] / (passes * result["head_pass_seconds"])
+                row["cpu_ratio"] = row["cpu_median"] / (passes * result["head_pass_cpu_seconds"])
+            elif score_cam:
                 passes = result.get("forward_passes") or _peer_passes(report, method)
                 row["passes"] = passes
                 row["ratio"] = row["median"] / (passes * floor) if passes else None
@@ -352,7 +391,9 @@ def _markdown(reports: list[dict[str, Any]], machine: dict[str, Any]) -> str:
     lines += [
         "",
         "Ratios: Grad-CAM time / forward time of the same batch; Score-CAM time / (forward "
-        "passes x per-image forward time at the best batch). The CPU ratio is the same with "
+        "passes x per-image forward time at the best batch); Ablation-CAM time / (head passes x "
+        "per-pass time of the head sub-model after the explained layer). The CPU ratio is the "
+        "same with "
         "process CPU time (all threads) instead of wall time: steadier on a shared machine. "
         "ours/theirs: wall-time ratio to tf-keras-vis on the same inputs and targets.",
         "",

@@ -64,7 +64,7 @@ METHOD_NAMES: tuple[str, ...] = (
     "cam", "gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "scorecam",
     "fasterscorecam", "eigencam", "kpcacam", "fem", "randomcam", "eigengradcam",
     "gradcamelementwise", "smoothgradcam++", "shapleycam", "finercam", "guidedbackprop",
-    "guidedgradcam",
+    "guidedgradcam", "ablationcam", "sscam", "iscam", "fullgrad",
 )
 METRIC_NAMES: tuple[str, ...] = (
     "average_drop", "increase_in_confidence", "remove_top_fraction", "keep_top_fraction",

@@ -1668,6 +1668,80 @@ def _check_token_grid(token_grid: Any) -> tuple[int, int] | None:
     return int(height), int(width)
 
 
+def build_head_model(cam_model: CamModel) -> keras.Model:
+    """The rest of the network after the explained layer: `features -> (logits, scores)`.
+
+    A Functional model over the same layers as `cam_model.model` (weights shared), whose input
+    is the explained layer's feature maps (channels-last, as `CamModel` returns them). Methods
+    that perturb the features (Ablation-CAM) run it instead of the whole network, so a pass
+    costs only the layers after the explained one.
+
+    Args:
+        cam_model: a `CamModel` from `build_cam_model`.
+
+    Returns:
+        A `keras.Model` `features (B, h, w, C) -> [logits, scores]`, as `cam_model.model`'s last
+        two outputs (float32 `(B, num_classes)`).
+
+    Raises:
+        ValueError: the output depends on the input through a path that bypasses the explained
+            layer (a skip connection around it, e.g. a layer inside a residual block, or another
+            call of the layer), so the network cannot restart from its features. Explain a
+            layer every path goes through (e.g. a block's output), or use a method that runs
+            the whole network (`keras_cam.ScoreCAM`, `keras_cam.GradCAM`).
+
+    Example:
+    ```python
+    cam_model = build_cam_model(keras.applications.VGG16(weights=None))
+    head = build_head_model(cam_model)
+    features, logits, _ = cam_model.model(images)
+    head(features)[0]   # == logits
+    ```
+    """
+    features, logits, scores = cam_model.model.outputs
+    try:
+        return keras.Model(features, [logits, scores], name=f"{cam_model.model.name}_head")
+    except ValueError as error:
+        raise ValueError(
+            f"The network cannot restart from the features of layer {cam_model.layer.name!r}: "
+            "the output also depends on the input through a path that bypasses that layer (a "
+            "skip connection around it, e.g. a layer inside a residual block, or another call "
+            "of the layer). Explain a layer that every path goes through (e.g. the output of a "
+            "block, such as ResNet50's 'conv5_block3_out'), or use a method that runs the whole "
+            f"network (keras_cam.ScoreCAM, keras_cam.GradCAM). Keras said: {error}"
+        ) from error
+
+
+def layer_calls(cam_model: CamModel, kinds: tuple[type, ...]) -> list[tuple[Any, Any]]:
+    """Every call of a layer of the given kinds in the explainer's sub-model, input first.
+
+    The sub-model re-traces nested models layer by layer, so a layer deep inside a nested base
+    is found too; a layer called twice appears twice.
+
+    Args:
+        cam_model: a `CamModel` from `build_cam_model`.
+        kinds: layer classes, e.g. `(keras.layers.Conv2D, keras.layers.BatchNormalization)`.
+
+    Returns:
+        `[(layer, output), ...]`: each call's layer and its output `KerasTensor` in
+        `cam_model.model`'s graph (usable as an output of a model over `cam_model.model.inputs`),
+        from the input towards the output.
+
+    Example:
+    ```python
+    calls = layer_calls(build_cam_model(model), (keras.layers.Conv2D,))
+    probe = keras.Model(cam_model.model.inputs, [output for _, output in calls])
+    ```
+    """
+    graph = cam_model.model
+    calls = []
+    for depth in sorted(graph._nodes_by_depth, reverse=True):
+        for node in graph._nodes_by_depth[depth]:
+            if isinstance(node.operation, kinds):
+                calls.append((node.operation, node.output_tensors[0]))
+    return calls
+
+
 def _trace(
     model: keras.Model,
     target: keras.layers.Layer | None,

@@ -185,12 +185,19 @@ def reference_score_maps(
     images: np.ndarray,
     classes: np.ndarray,
     max_channels: int | None = None,
+    scales: tuple[float, ...] = (1.0,),
+    noise: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Score-CAM with the authors' weighting `w_k = p_c(X * H^k)`, one masked input at a time.
+    """Score-CAM with the authors' weighting `w_k = p_c(X * H^k)`, one image at a time.
 
     `H^k` is channel `k` resized to the input's `(H, W)` and min-max normalized; constant
-    channels are left out; `max_channels` keeps the channels of largest variance.
+    channels are left out; `max_channels` keeps the channels of largest variance. With
+    `scales` and `noise` `(N, H, W)`, `w_k` is the mean of `p_c(X * (scales[i] H^k + noise[i]))`
+    (SS-CAM: scales of 1 and Gaussian noise; IS-CAM: the path coefficients, no noise).
     """
+    if noise is None:
+        noise = np.zeros((len(scales), *images.shape[1:3]), np.float32)
+    views = np.asarray(scales, np.float32)[:, None, None, None]
     size = images.shape[1:3]
     maps = []
     for image, values, cls in zip(images, features.astype(np.float64), classes):
@@ -204,10 +211,70 @@ def reference_score_maps(
                 continue
             mask = tf.image.resize(channel[..., None].astype("float32"), size, "bilinear").numpy()
             mask = (mask - mask.min()) / (mask.max() - mask.min())
-            probabilities = model(image[None] * mask[None], training=False)
-            weights[k] = float(np.asarray(probabilities, np.float64)[0, cls])
+            masked = image[None] * (views * mask[None] + noise[..., None])
+            probabilities = model(masked, training=False)
+            weights[k] = float(np.asarray(probabilities, np.float64)[:, cls].mean())
         maps.append(np.maximum((values * weights).sum(axis=-1), 0))
     return upsample_and_normalize(np.stack(maps), size)
+
+
+def reference_ablation_maps(
+    features: np.ndarray, logits_of: Callable[[tf.Tensor], tf.Tensor], classes: np.ndarray,
+    size: tuple[int, int],
+) -> np.ndarray:
+    """Ablation-CAM (Desai & Ramaswamy 2020): `w_k = (y^c - y^c_k) / y^c` with channel `k` of
+    the features zeroed, `y` the logit; one image and one channel at a time."""
+    maps = []
+    for values, cls in zip(features.astype(np.float64), classes):
+        reference = float(logits_of(tf.constant(values[None], tf.float32))[0, int(cls)])
+        total = np.zeros(values.shape[:2])
+        for k in range(values.shape[-1]):
+            ablated = values.copy()
+            ablated[..., k] = 0.0
+            score = float(logits_of(tf.constant(ablated[None], tf.float32))[0, int(cls)])
+            total += (reference - score) / reference * values[..., k]
+        maps.append(np.maximum(total, 0.0))
+    return upsample_and_normalize(np.stack(maps), size)
+
+
+def reference_fullgrad_maps(
+    model: keras.Model, images: np.ndarray, classes: np.ndarray
+) -> np.ndarray:
+    """FullGrad (Srinivas & Fleuret 2019, pytorch-grad-cam's post-processing) of a
+    `corner_model`: an unfused twin (linear convs, then ReLU layers; linear classifier) gives
+    the logit's gradients w.r.t. the input and the conv pre-activations."""
+    height, width = images.shape[1:3]
+    inputs = keras.Input((height, width, images.shape[-1]))
+    c1 = layers.Conv2D(6, 3, padding="same", name="conv1")(inputs)
+    x = layers.AveragePooling2D(2)(layers.ReLU()(c1))
+    c2 = layers.Conv2D(model.get_layer("last_conv").filters, 3, padding="same",
+                       name="last_conv")(x)
+    x = layers.GlobalAveragePooling2D()(layers.ReLU()(c2))
+    logits = layers.Dense(model.get_layer("classifier").units, name="classifier")(x)
+    twin = keras.Model(inputs, [logits, c1, c2])
+    copy_weights(model, twin)
+    biases = [twin.get_layer(name).bias.numpy() for name in ("conv1", "last_conv")]
+
+    def normalized(channel: np.ndarray) -> np.ndarray:
+        span = channel.max() - channel.min()
+        return (channel - channel.min()) / span if span > 0 else np.zeros_like(channel)
+
+    maps = []
+    for image, cls in zip(images, classes):
+        x = tf.constant(image[None])
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out, *pre = twin(x)
+            score = out[0, int(cls)]
+        grads = [g.numpy()[0].astype(np.float64) for g in tape.gradient(score, [x, *pre])]
+        total = sum(normalized(np.abs(image * grads[0])[..., c]) for c in range(image.shape[-1]))
+        for bias, grad in zip(biases, grads[1:]):
+            term = sum(normalized(np.abs(bias[c] * grad[..., c])) for c in range(grad.shape[-1]))
+            total += tf.image.resize(term[None, ..., None], (height, width)).numpy()[0, ..., 0]
+        maps.append(total)
+    maps = np.stack(maps)
+    low, high = maps.min(axis=(1, 2), keepdims=True), maps.max(axis=(1, 2), keepdims=True)
+    return (maps - low) / (high - low)
 
 
 def reference_maps(
@@ -229,6 +296,17 @@ def reference_maps(
         return reference_score_maps(model, features, images, classes, max_channels)
     if name in ISSUE_13_METHODS:
         return reference_issue_13_maps(name, model, images, classes)
+    if name == "ablationcam":
+        return reference_ablation_maps(features, gap_head(dense), classes, images.shape[1:3])
+    if name == "sscam":  # its defaults: 35 draws of N(0, 2^2) noise, seed 0
+        shape = (35, *images.shape[1:3])
+        noise = tf.random.stateless_normal(shape, seed=[0, 0], stddev=2.0).numpy()
+        return reference_score_maps(model, features, images, classes, None, (1.0,) * 35, noise)
+    if name == "iscam":  # its default: 10 steps, c_i = sum_{j <= i} j / 10
+        scales = tuple(np.cumsum(np.arange(1, 11) / 10.0))
+        return reference_score_maps(model, features, images, classes, None, scales)
+    if name == "fullgrad":
+        return reference_fullgrad_maps(model, images, classes)
     raise ValueError(f"no reference for {name!r}: add one when registering a method")
 
 

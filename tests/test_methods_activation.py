@@ -9,7 +9,8 @@ from tiny_models import oblong_split_model
 
 import keras_cam as kc
 from keras_cam.methods.activation import fem_weights, random_weights
-from keras_cam.methods.eigen import kernel_projection, principal_projection
+from keras_cam.methods.eigen import kernel_projection
+from keras_cam.methods.projection import principal_projection
 
 
 def _images(n, seed=0):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from keras_cam.methods.ablation import AblationCAM
 from keras_cam.methods.base import NORMALIZE_MODES, BaseCAM, normalize_maps
 from keras_cam.methods.cam import CAM
+from keras_cam.methods.fullgrad import FullGrad
 from keras_cam.methods.gradient import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from keras_cam.methods.activation import FEM, RandomCAM
 from keras_cam.methods.guided import GuidedBackprop, GuidedGradCAM
@@ -16,7 +18,7 @@ from keras_cam.methods.gradient import (
     ShapleyCAM,
     SmoothGradCAMPlusPlus,
 )
-from keras_cam.methods.score import FasterScoreCAM, ScoreCAM
+from keras_cam.methods.score import ISCAM, SSCAM, FasterScoreCAM, ScoreCAM
 
 METHODS: dict[str, type[BaseCAM]] = {
     "cam": CAM,
@@ -38,6 +40,10 @@ METHODS: dict[str, type[BaseCAM]] = {
     "finercam": FinerCAM,
     "guidedbackprop": GuidedBackprop,
     "guidedgradcam": GuidedGradCAM,
+    "ablationcam": AblationCAM,
+    "sscam": SSCAM,
+    "iscam": ISCAM,
+    "fullgrad": FullGrad,
 }
 """Registry: method name -> class. Register a new method here once and it appears everywhere."""
 
@@ -146,3 +152,4 @@ __all__ = ["ALL", "CAM", "METHODS", "NORMALIZE_MODES", "BaseCAM", "FasterScoreCA
            "method_name", "normalize_maps", "resolve_methods"]
 __all__ += ["FEM", "KPCACAM", "EigenCAM", "EigenGradCAM", "FinerCAM", "GradCAMElementWise",
             "GuidedBackprop", "GuidedGradCAM", "RandomCAM", "ShapleyCAM", "SmoothGradCAMPlusPlus"]
+__all__ += ["AblationCAM", "FullGrad", "ISCAM", "SSCAM"]

@@ -9,14 +9,17 @@ batch size); NumPy appears once, at the public boundary.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_cam.methods.projection import principal_projection
 from keras_cam.surgery import CamModel, Head, build_cam_model, check_input_values
 from keras_cam.targets import (
     TOP_PREDICTION,
@@ -32,6 +35,12 @@ _AXIS_NAMES = {3: ("T",), 4: ("H", "W"), 5: ("D", "H", "W")}
 _AXIS_WORDS = {3: ("length",), 4: ("height", "width"), 5: ("depth", "height", "width")}
 _INPUT_KINDS = {3: "signal", 4: "image", 5: "volume"}
 _VERBOSE = (0, 1, 2)
+
+AUGMENTATIONS: tuple[tuple[bool, float], ...] = tuple(
+    (flip, factor) for flip in (False, True) for factor in (1.0, 1.1, 0.9)
+)
+"""`aug_smooth`'s test-time augmentations: (horizontal flip, intensity factor) pairs, the
+set of pytorch-grad-cam (ttach's `HorizontalFlip` x `Multiply([0.9, 1, 1.1])`)."""
 
 
 def compile_fn(fn: Callable[..., Any], input_signature: list[tf.TensorSpec]) -> Any:
@@ -307,7 +316,11 @@ class BaseCAM:
             modified; its weights are shared, so a model that keeps training is explained as
             it is at call time.
         layer: the layer to explain: a name, a layer object, or `None` for the last layer with
-            a spatial output (see `keras_cam.find_conv_layer`). Defaults to `None`.
+            a spatial output (see `keras_cam.find_conv_layer`); or a list of them to combine
+            several layers (pytorch-grad-cam's multi-layer mode): each layer's map is placed
+            on the input grid and min-max normalized, the maps are averaged (then normalized
+            again with `normalize=True`). Every other argument applies to each layer.
+            Defaults to `None`.
         score: what gradient methods differentiate: `"logit"` (the pre-softmax score; the
             softmax saturates) or `"probability"` (the softmax output). For a raw-score head
             (`head="linear"`) both are the raw output. Defaults to `"logit"`.
@@ -345,7 +358,9 @@ class BaseCAM:
             Defaults to `None`.
 
     Attributes:
-        layer: the explained layer (`cam.layer.name` is its name).
+        layer: the explained layer (`cam.layer.name` is its name); the first one when
+            `layer` is a list.
+        layers: every explained layer, `[cam.layer]` for one.
         num_classes: the number of classes of the model's head (2 for a single-unit binary
             head: class 1 is the positive class, class 0 its complement; 1 for a single raw
             score).
@@ -362,16 +377,27 @@ class BaseCAM:
     """Whether the maps come at the input's pixels (Guided Backpropagation): `upsample` then
     changes nothing."""
 
+    supports_eigen_smooth: ClassVar[bool] = True
+    """Whether `__call__(eigen_smooth=True)` applies: the map is `compute_cam`'s combination of
+    weighted activations."""
+
     display_name: ClassVar[str] = "CAM method"
     """Human-readable name for figures and tables."""
 
     images_per_pass: ClassVar[int] = 32
     """Images per compiled gradient pass; bounds memory for large batches."""
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> BaseCAM:
+        # The arguments are kept so that `layer=[...]` can build one explainer per layer with
+        # the method's own constructor (see `_sibling`).
+        instance = super().__new__(cls)
+        instance._arguments = (args, kwargs)
+        return instance
+
     def __init__(
         self,
         model: keras.Model,
-        layer: str | keras.layers.Layer | None = None,
+        layer: str | keras.layers.Layer | None | Sequence[str | keras.layers.Layer] = None,
         *,
         score: str = "logit",
         layer_call: int | None = None,
@@ -381,6 +407,14 @@ class BaseCAM:
         input: int | str | None = None,
         token_grid: tuple[int, int] | None = None,
     ) -> None:
+        several = isinstance(layer, (list, tuple))
+        if several and not layer:
+            raise ValueError("`layer` is an empty list; name at least one layer (or pass None).")
+        self._siblings: list[BaseCAM] = [self._sibling(other) for other in layer[1:]] if (
+            several
+        ) else []
+        layer = layer[0] if several else layer
+        self._eigen_smooth = tf.Variable(False, trainable=False, name="eigen_smooth")
         if score not in _SCORES:
             raise ValueError(f"`score` must be one of {_SCORES}; received {score!r}.")
         if isinstance(verbose, bool) or verbose not in _VERBOSE:
@@ -398,6 +432,7 @@ class BaseCAM:
             token_grid=token_grid,
         )
         self.layer: keras.layers.Layer = self._cam.layer
+        self.layers: list[keras.layers.Layer] = [self.layer, *(s.layer for s in self._siblings)]
         self.num_classes: int = self._cam.num_classes
         image_spec = tf.TensorSpec((None, *self._cam.input_shape), tf.float32)
         self._others_spec = tuple(
@@ -421,6 +456,8 @@ class BaseCAM:
         *,
         upsample: bool = True,
         normalize: bool | str = True,
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
     ) -> np.ndarray:
         """Computes one class activation map per image.
 
@@ -446,7 +483,18 @@ class BaseCAM:
                 by the largest value of the whole call, so weak maps look weak (explain the
                 classes of one image, or the images to compare, in one call); `False` or
                 `"none"` returns the raw ReLU'd values. A map with no positive evidence is all
-                zeros. Defaults to `True`.
+                zeros. Defaults to `True`. Combined maps (several layers, `aug_smooth`) are the
+                average of the per-image normalized maps, then scaled by this mode.
+            aug_smooth: test-time augmentation (pytorch-grad-cam's `aug_smooth`): the map of
+                each of `AUGMENTATIONS` (a horizontal flip x the intensity factors 1.0, 1.1,
+                0.9, the set of pytorch-grad-cam), flipped back, placed on the input grid and
+                normalized, averaged (for an integer input, the scaled pixels are rounded and
+                clipped to its range). Top-1 targets are read once, on the original images.
+                Needs `upsample=True`. Defaults to `False`.
+            eigen_smooth: the map is the first principal component of the weighted activations
+                `w_k A^k` (`principal_projection`, centred and oriented along the plain map, then
+                ReLU'd) instead of their sum (pytorch-grad-cam's `eigen_smooth`). Defaults to
+                `False`.
 
         Returns:
             float32 NumPy array `(H, W)` for one image, `(B, H, W)` for a batch; for a
@@ -458,7 +506,9 @@ class BaseCAM:
                 non-finite values, or targets out of range / of the wrong length; for a model
                 with an integer (or bool) input, images that are not integers in its range; a
                 callable target for a method that needs class indices
-                (`supports_callable_targets = False`).
+                (`supports_callable_targets = False`); `upsample=False` with several layers or
+                `aug_smooth`; `eigen_smooth` for a method without weighted activations
+                (`supports_eigen_smooth = False`).
         """
         mode = check_normalize(normalize)
         batch, others, single = self._check_inputs(images)
@@ -472,10 +522,30 @@ class BaseCAM:
                 f"a callable score ({getattr(resolved, '__name__', type(resolved).__name__)}). "
                 "Use `keras_cam.GradCAM` for arbitrary differentiable scores."
             )
-        raw = self.explain_batch(batch, resolved, others)
+        if eigen_smooth and not self.supports_eigen_smooth:
+            raise ValueError(
+                f"{self.display_name} does not combine weighted activations, so `eigen_smooth` "
+                "does not apply; call it with eigen_smooth=False."
+            )
+        combined = bool(aug_smooth) or bool(self._siblings)
+        if combined and not upsample:
+            raise ValueError(
+                "Maps of several layers or augmentations (`layer=[...]`, `aug_smooth=True`) are "
+                "combined on the input grid, so `upsample` must be True; received "
+                "upsample=False. Explain one layer without aug_smooth for conv-resolution maps."
+            )
         size = self.image_size(batch)
-        postprocess = _POSTPROCESS[len(size), bool(upsample), mode]
-        maps = postprocess(raw, tf.constant(size, tf.int32), self.placement(*size)).numpy()
+        with self._smoothing(bool(eigen_smooth)):
+            if combined:
+                maps = self._combined_maps(batch, resolved, bool(aug_smooth), others)
+                maps = _POSTPROCESS[len(size), False, mode](
+                    maps, tf.constant(size, tf.int32), self.placement(*size)
+                ).numpy()
+            else:
+                raw = self.explain_batch(batch, resolved, others)
+                postprocess = _POSTPROCESS[len(size), bool(upsample), mode]
+                maps = postprocess(raw, tf.constant(size, tf.int32), self.placement(*size))
+                maps = maps.numpy()
         if not np.isfinite(maps).all():
             bad = int(np.flatnonzero(~np.isfinite(maps).reshape(len(maps), -1).all(axis=1))[0])
             raise ValueError(
@@ -566,8 +636,21 @@ class BaseCAM:
 
     def compute_cam(self, features: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
         """Combines feature maps and weights: `ReLU(sum_k w_k A^k)`, shape `(B, *cells)`
-        (`(B, h, w)` for images, `(B, t)` signals, `(B, d, h, w)` volumes)."""
-        return tf.nn.relu(tf.reduce_sum(weighted_features(features, weights), axis=-1))
+        (`(B, h, w)` for images, `(B, t)` signals, `(B, d, h, w)` volumes).
+
+        With `eigen_smooth=True` (read at run time, no retracing),
+        `ReLU(principal_projection(w A))`.
+        """
+        weighted = weighted_features(features, weights)
+        eigen_smooth = getattr(self, "_eigen_smooth", None)  # None: used as a pure function
+        if eigen_smooth is None:
+            return tf.nn.relu(tf.reduce_sum(weighted, axis=-1))
+        combined = tf.cond(
+            eigen_smooth,
+            lambda: principal_projection(weighted),
+            lambda: tf.reduce_sum(weighted, axis=-1),
+        )
+        return tf.nn.relu(combined)
 
     def explain_batch(
         self,
@@ -595,6 +678,64 @@ class BaseCAM:
             else:
                 chunks.append(pass_fn(chunk, chunk_others, class_idx[start:stop]))
         return tf.concat(chunks, axis=0)
+
+    # ------------------------------------------------ combining and smoothing
+    def _sibling(self, layer: str | keras.layers.Layer | None) -> BaseCAM:
+        """An explainer of the same method and arguments for another layer of `layer=[...]`."""
+        args, kwargs = self._arguments
+        bound = inspect.signature(type(self).__init__).bind(self, *args, **kwargs)
+        bound.arguments["layer"] = layer
+        return type(self)(*bound.args[1:], **bound.kwargs)
+
+    @contextlib.contextmanager
+    def _smoothing(self, eigen_smooth: bool) -> Iterator[None]:
+        """Switches `eigen_smooth` on for one call, in every layer's explainer."""
+        explainers = [self, *self._siblings]
+        for explainer in explainers:
+            explainer._eigen_smooth.assign(eigen_smooth)
+        try:
+            yield
+        finally:
+            for explainer in explainers:
+                explainer._eigen_smooth.assign(False)
+
+    def _combined_maps(
+        self,
+        batch: tf.Tensor,
+        targets: np.ndarray | ScoreFn,
+        aug_smooth: bool,
+        others: tuple[tf.Tensor, ...] = (),
+    ) -> tf.Tensor:
+        """The mean of the normalized, placed maps of every layer and augmentation
+        `(B, *pixels)`; `aug_smooth` flips the last spatial axis (an image's width)."""
+        if not callable(targets) and (targets == TOP_PREDICTION).any():
+            top = self.predict([batch, *others] if others else batch).argmax(axis=-1)
+            targets = np.where(targets == TOP_PREDICTION, top, targets).astype(np.int32)
+        size = self.image_size(batch)
+        last_axis = self._cam.spatial_axes[-1]
+        total, count = 0.0, 0
+        for flip, factor in AUGMENTATIONS if aug_smooth else ((False, 1.0),):
+            view = self._intensity_view(batch, factor)
+            view = tf.reverse(view, [last_axis]) if flip else view
+            for explainer in (self, *self._siblings):
+                maps = _POSTPROCESS[len(size), True, "image"](
+                    explainer.explain_batch(view, targets, others),
+                    tf.constant(size, tf.int32),
+                    explainer.placement(*size),
+                )
+                total += tf.reverse(maps, [len(size)]) if flip else maps
+                count += 1
+        return total / count
+
+    def _intensity_view(self, batch: tf.Tensor, factor: float) -> tf.Tensor:
+        """`batch * factor`, rounded and clipped to the range of an integer (or bool) input, so
+        the view is an input the model can take."""
+        dtype = keras.backend.standardize_dtype(self.model.inputs[0].dtype)
+        view = batch * factor
+        if factor == 1.0 or keras.backend.is_float_dtype(dtype):
+            return view
+        low, high = (0, 1) if dtype == "bool" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
+        return tf.clip_by_value(tf.round(view), float(low), float(high))
 
     # -------------------------------------------------------------- internals
     def _forward(

@@ -16,60 +16,10 @@ import tensorflow as tf
 
 from keras_cam._checks import check_choice, check_number
 from keras_cam.methods.base import BaseCAM, spatial_dims, weighted_features
+from keras_cam.methods.projection import centred_positions, orient, principal_projection
 
 KERNELS = ("rbf", "sigmoid")
 """The kernels of `KPCACAM` (scikit-learn's `KernelPCA` definitions)."""
-
-
-def _centred_positions(weighted: tf.Tensor) -> tf.Tensor:
-    """`(B, *cells, C)` -> `(B, N, C)` (N the number of cells), each channel centred over the
-    positions."""
-    shape = tf.shape(weighted)
-    matrix = tf.reshape(weighted, tf.stack([shape[0], -1, shape[-1]]))
-    return matrix - tf.reduce_mean(matrix, axis=1, keepdims=True)
-
-
-def orient(projection: tf.Tensor, centred: tf.Tensor) -> tf.Tensor:
-    """Flips each image's projection so it correlates positively with its summed activations.
-
-    For linear PCA, `sum_n p_n * sum_c X_nc = sigma_1^2 * sum_c v_c`: the component is oriented
-    so its channel loadings sum to a positive number. A projection orthogonal to the summed
-    activations (a tie) is kept as computed.
-
-    Args:
-        projection: float `(B, N)` projections of the `N` positions.
-        centred: `(B, N, C)` the centred vectors that were projected, of the same dtype.
-
-    Returns:
-        `(B, N)`: `projection` times +1 or -1 per image.
-    """
-    agreement = tf.reduce_sum(projection * tf.reduce_sum(centred, axis=-1), axis=-1)
-    return tf.where((agreement < 0.0)[:, tf.newaxis], -projection, projection)
-
-
-def principal_projection(weighted: tf.Tensor) -> tf.Tensor:
-    """Projects each position on the first principal component of its image's feature map.
-
-    Eigen-CAM (Muhammad & Yeasin, 2020, https://arxiv.org/abs/2008.00299), centred as in
-    pytorch-grad-cam's `get_2d_projection`: with `X` the `(h*w, C)` matrix of one image, each
-    column centred, and `X = U S V^T` its SVD, the map is `X v_1 = s_1 u_1`, oriented by
-    `orient`.
-
-    Args:
-        weighted: float32 `(B, h, w, C)` (activations, or gradient x activations).
-
-    Returns:
-        float32 `(B, h, w)`, not ReLU'd.
-
-    Example:
-    ```python
-    principal_projection(tf.random.normal((2, 7, 9, 16)))   # (2, 7, 9)
-    ```
-    """
-    centred = _centred_positions(weighted)
-    _, _, right = tf.linalg.svd(centred)
-    projection = tf.einsum("bnc,bc->bn", centred, right[:, :, 0])
-    return tf.reshape(orient(projection, centred), tf.shape(weighted)[:-1])
 
 
 def kernel_matrix(centred: tf.Tensor, kernel: str, gamma: tf.Tensor) -> tf.Tensor:
@@ -114,7 +64,7 @@ def kernel_projection(
     """
     # float64: the top eigenvector of a kernel matrix is sensitive to rounding when the
     # spectrum is tight; N x N stays small at the layers CAMs explain.
-    centred = tf.cast(_centred_positions(weighted), tf.float64)
+    centred = tf.cast(centred_positions(weighted), tf.float64)
     if gamma is None:
         gamma = 1.0 / tf.cast(tf.shape(weighted)[-1], tf.float64)
     matrix = kernel_matrix(centred, kernel, tf.cast(gamma, tf.float64))

@@ -141,6 +141,10 @@ class PerturbationCAM(BaseCAM):
         head: how to read the model's output, hence what the perturbed inputs are scored
             with: `None` for automatic, or one of `keras_cam.surgery.HEADS` (see
             `keras_cam.BaseCAM`). Defaults to `None`.
+        score: what a method that scores the layers after the explained one reads
+            (`pair_scores` overridden, Ablation-CAM): `"logit"` or `"probability"` (see
+            `keras_cam.BaseCAM`); the default `pair_scores` always reads the head's scores.
+            Defaults to `"logit"`.
         output: the output to explain of a model with several (see `keras_cam.BaseCAM`).
             Defaults to `None`.
         input: the explained input of a model with several (see `keras_cam.BaseCAM`); only
@@ -190,10 +194,12 @@ class PerturbationCAM(BaseCAM):
         output: int | str | None = None,
         input: int | str | None = None,
         token_grid: tuple[int, int] | None = None,
+        score: str = "logit",
     ) -> None:
         super().__init__(
             model,
             layer,
+            score=score,
             layer_call=layer_call,
             head=head,
             verbose=verbose,
@@ -276,6 +282,68 @@ class PerturbationCAM(BaseCAM):
         """
         raise NotImplementedError
 
+    def pair_scores(
+        self,
+        images: tf.Tensor,
+        others: tuple[tf.Tensor, ...],
+        maps: tf.Tensor,
+        pairs: tf.Tensor,
+        classes: tf.Tensor,
+        placement: tf.Tensor,
+        score_fn: ScoreFn | None,
+    ) -> tf.Tensor:
+        """Scores of a chunk of (image, channel) pairs (traced inside a compiled function).
+
+        Defaults to: each pair's channel made a mask on the input grid, the image perturbed
+        with it (`perturb`) and the perturbed inputs scored by the whole model (mean over the
+        `perturbations`). Ablation-CAM overrides it to run only the layers after the
+        explained one.
+
+        Args:
+            images: float32 `(B, *input_shape)`, the batch.
+            others: the model's other inputs, one row per image (empty for a single input).
+            maps: float32 `(B, K, *cells)`, every image's feature maps, channel-major.
+            pairs: int32 `(n, 2)`, `(image, channel)` of each pair.
+            classes: int32 `(n,)`, the explained class of each pair's image.
+            placement: float32 `(n, 4)`, where the maps sit on the input (see `place_maps`).
+            score_fn: the callable target, or `None` to score `classes`.
+
+        Returns:
+            float32 `(n,)`, the score `s_k` of each pair.
+        """
+        size = tf.gather(tf.shape(images), self._cam.spatial_axes)
+        masks = self._masks(tf.gather_nd(maps, pairs), size, placement)
+        inputs = self.perturb(tf.gather(images, pairs[:, 0]), masks)
+        return self._mean_scores(inputs, others, pairs[:, 0], classes, score_fn)
+
+    def known_channels(self, flat: tf.Tensor) -> tf.Tensor:
+        """Channels whose pass need not run: bool `(B, K)` from the flat maps `(B, K, h * w)`.
+
+        Defaults to the channels constant over the map (their mask is all zeros, so their
+        outcome is known: `blank_inputs`). They are reported as `constant` to
+        `weights_from_scores` and skipped when `skip_constant=True`.
+        """
+        return tf.reduce_max(flat, axis=-1) == tf.reduce_min(flat, axis=-1)
+
+    def relative_scores(
+        self, scores: np.ndarray, features: tf.Tensor, classes: np.ndarray, score_fn: ScoreFn | None
+    ) -> np.ndarray:
+        """The scores `weights_from_scores` receives, from the streamed ones (`(B, K)`).
+
+        Defaults to the streamed scores as they are; Ablation-CAM relates them to the score
+        of the unperturbed input.
+
+        Args:
+            scores: float32 `(B, K)`, the streamed (and baseline) scores.
+            features: float32 `(B, h, w, K)`, the feature maps.
+            classes: int32 `(B,)`, the explained class of each image.
+            score_fn: the callable target, or `None` to score `classes`.
+
+        Returns:
+            float32 `(B, K)`.
+        """
+        return scores
+
     def needs_constant_scores(self) -> bool:
         """Whether `weights_from_scores` reads the scores of skipped constant channels.
 
@@ -330,6 +398,7 @@ class PerturbationCAM(BaseCAM):
                 t.numpy() for t in baseline_fn(images, others, classes)
             )
             scores = np.where(skipped, baseline[:, np.newaxis], scores)
+        scores = self.relative_scores(scores, features, classes, score_fn)
 
         self.last_stats = PerturbationStats(
             images=int(images.shape[0]),
@@ -356,7 +425,7 @@ class PerturbationCAM(BaseCAM):
         # Channels first: one gather per chunk picks a channel.
         maps = tf.transpose(features, (0, len(cells) + 1, *cells))
         flat = tf.reshape(maps, tf.concat([tf.shape(maps)[:2], [-1]], axis=0))
-        constant = tf.reduce_max(flat, axis=-1) == tf.reduce_min(flat, axis=-1)
+        constant = self.known_channels(flat)
         top = tf.argmax(scores, axis=-1, output_type=tf.int32)
         return features, maps, top, constant, tf.math.reduce_variance(flat, axis=-1)
 
@@ -504,10 +573,7 @@ class PerturbationCAM(BaseCAM):
             classes: tf.Tensor,
             placement: tf.Tensor,
         ) -> tf.Tensor:
-            size = tf.gather(tf.shape(images), self._cam.spatial_axes)
-            masks = self._masks(tf.gather_nd(maps, pairs), size, placement)
-            inputs = self.perturb(tf.gather(images, pairs[:, 0]), masks)
-            return self._mean_scores(inputs, others, pairs[:, 0], classes, score_fn)
+            return self.pair_scores(images, others, maps, pairs, classes, placement, score_fn)
 
         def baseline_scores(
             images: tf.Tensor, others: tuple[tf.Tensor, ...], classes: tf.Tensor

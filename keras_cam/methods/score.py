@@ -214,3 +214,124 @@ class FasterScoreCAM(ScoreCAM):
 
     display_name = "Faster Score-CAM"
     default_max_channels = 10
+
+
+def _check_count(value: Any, argument: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"`{argument}` must be an int >= 1; received {value!r}.")
+    return int(value)
+
+
+class SSCAM(ScoreCAM):
+    """SS-CAM (Wang et al., 2020, https://arxiv.org/abs/2006.14255): Score-CAM, smoothed masks.
+
+    Each channel's mask `H^k` (as Score-CAM's) is perturbed with `n_samples` draws of Gaussian
+    noise, `X * (H^k + delta_i)`, `delta_i ~ N(0, noise_std^2)` of the mask's size (one value
+    per pixel, shared by the image's channels); the channel's score is the mean over the draws,
+    `s_k = 1/N sum_i p_c(X * (H^k + delta_i))`, weighted as in `ScoreCAM` (`weighting`). This
+    is the paper's "smoothing the mask" variant and torch-cam's `SSCAM` (there the weighting
+    is softmax over the logit increase).
+
+    The noise is seeded: the draws depend only on `seed` and the image size, and every
+    (image, channel) pair of every call gets the same `N` draws, so the maps are deterministic,
+    a batch gives the maps of its images one at a time and chunking (`batch_size`) changes
+    nothing. (torch-cam draws fresh noise per channel and per call.) A constant channel's
+    inputs are `X * delta_i` (its mask is all zeros).
+
+    Args:
+        model, layer, batch_size, max_channels, weighting, skip_constant, verbose, layer_call,
+            head: as `ScoreCAM`.
+        n_samples: noisy copies `N` per (image, channel) pair. Defaults to `35` (torch-cam).
+        noise_std: standard deviation `sigma` of the noise, in mask units (masks are in
+            [0, 1]). Defaults to `2.0` (torch-cam).
+        seed: the noise's seed. Defaults to `0`.
+
+    Raises:
+        ValueError: `n_samples < 1`, a negative `noise_std`, and everything `ScoreCAM` refuses.
+
+    Example:
+    ```python
+    maps = keras_cam.SSCAM(model, n_samples=16, noise_std=0.5)(images)
+    ```
+    """
+
+    display_name = "SS-CAM"
+
+    def __init__(
+        self,
+        model: keras.Model,
+        layer: str | keras.layers.Layer | None = None,
+        *,
+        n_samples: int = 35,
+        noise_std: float = 2.0,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        self.perturbations = _check_count(n_samples, "n_samples")
+        if isinstance(noise_std, bool) or not isinstance(noise_std, (int, float)) or not (
+            noise_std >= 0
+        ):
+            raise ValueError(f"`noise_std` must be a number >= 0; received {noise_std!r}.")
+        self.n_samples = self.perturbations
+        self.noise_std = float(noise_std)
+        self.seed = int(seed)
+        super().__init__(model, layer, **kwargs)
+
+    def perturb(self, images: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
+        """`X * (H^k + delta_i)` for the `N` seeded draws, sample-major."""
+        shape = tf.concat([[self.perturbations], tf.shape(masks)[1:]], axis=0)
+        noise = tf.random.stateless_normal(shape, seed=[self.seed, 0], stddev=self.noise_std)
+        inputs = images[tf.newaxis] * (masks[tf.newaxis] + noise[:, tf.newaxis])
+        return tf.reshape(inputs, tf.concat([[-1], tf.shape(images)[1:]], axis=0))
+
+    blank_inputs = PerturbationCAM.blank_inputs
+    """A constant channel's inputs: `perturb` with an all-zero mask, one set per image."""
+
+
+class ISCAM(ScoreCAM):
+    """IS-CAM (Naidu et al., 2020, https://arxiv.org/abs/2010.03023): integrated Score-CAM.
+
+    The masked input is scaled along a path from the blank input: step `i` of `N` scores
+    `X * (c_i H^k)` with the cumulative coefficient `c_i = sum_{j=1..i} j / N` (torch-cam's
+    `ISCAM`, the paper's `M_i`), and the channel's score is the mean over the steps,
+    `s_k = 1/N sum_i p_c(X * c_i H^k)`, weighted as in `ScoreCAM` (`weighting`; torch-cam uses
+    the softmax of the logit increase). No randomness: the maps are deterministic.
+
+    Args:
+        model, layer, batch_size, max_channels, weighting, skip_constant, verbose, layer_call,
+            head: as `ScoreCAM`.
+        n_steps: integration steps `N`. Defaults to `10` (torch-cam).
+
+    Raises:
+        ValueError: `n_steps < 1`, and everything `ScoreCAM` refuses.
+
+    Example:
+    ```python
+    maps = keras_cam.ISCAM(model, n_steps=10)(images)
+    ```
+    """
+
+    display_name = "IS-CAM"
+
+    def __init__(
+        self,
+        model: keras.Model,
+        layer: str | keras.layers.Layer | None = None,
+        *,
+        n_steps: int = 10,
+        **kwargs: Any,
+    ) -> None:
+        self.perturbations = _check_count(n_steps, "n_steps")
+        self.n_steps = self.perturbations
+        super().__init__(model, layer, **kwargs)
+
+    def coefficients(self) -> np.ndarray:
+        """The path coefficients `c_i = sum_{j<=i} j / N`, float32 `(N,)`."""
+        steps = np.arange(1, self.n_steps + 1, dtype=np.float64) / self.n_steps
+        return np.cumsum(steps).astype(np.float32)
+
+    def perturb(self, images: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
+        """`X * c_i H^k` for the `N` steps, step-major."""
+        scale = tf.reshape(tf.constant(self.coefficients()), [-1] + [1] * images.shape.rank)
+        inputs = images[tf.newaxis] * (scale * masks[tf.newaxis])
+        return tf.reshape(inputs, tf.concat([[-1], tf.shape(images)[1:]], axis=0))
