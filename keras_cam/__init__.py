@@ -26,6 +26,7 @@ from keras_cam.methods import (
     get_method,
 )
 from keras_cam.retrofit import fine_tune_gap, retrofit_gap
+from keras_cam.streaming import ExplainedBatch, explain_dataset
 from keras_cam.surgery import build_cam_model, find_conv_layer
 from keras_cam.targets import BinaryTarget, ClassTarget, Target, TopPredictionTarget
 from keras_cam.visualize import colorize, overlay, plot_cams, save_figure, save_overlay
@@ -39,6 +40,7 @@ __all__ = [
     "BinaryTarget",
     "ClassTarget",
     "EvaluationTable",
+    "ExplainedBatch",
     "FasterScoreCAM",
     "GradCAM",
     "HeatmapCallback",
@@ -53,6 +55,7 @@ __all__ = [
     "colorize",
     "datasets",
     "evaluate",
+    "explain_dataset",
     "find_conv_layer",
     "fine_tune_gap",
     "get_method",
