@@ -65,6 +65,8 @@ class ExplainedBatch:
         labels: int64 `(n,)` labels from the dataset, or `None`.
         boxes: int64 `(n, 4)` boxes from the dataset, or `None`.
         images: float32 `(n, H, W, C)` the images (as the model takes them).
+        seconds: `{method name: wall seconds of this batch's maps}` (NumPy maps, so the
+            device is synchronized).
     """
 
     shard: int
@@ -76,6 +78,7 @@ class ExplainedBatch:
     labels: np.ndarray | None = None
     boxes: np.ndarray | None = None
     images: np.ndarray | None = None
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def explain_dataset(
@@ -241,6 +244,12 @@ def _spec_name(spec: MethodSpec) -> str:
     return method_name(get_method(spec))
 
 
+def is_dataset(value: Any) -> bool:
+    """Whether `value` is streamed rather than held: a `tf.data.Dataset` or an iterator
+    (e.g. a generator of batches); arrays, tensors and lists are in-memory batches."""
+    return isinstance(value, (tf.data.Dataset, Iterator))
+
+
 def dataset_elements(dataset: Any, batch_rank: int) -> tf.data.Dataset:
     """The dataset as unbatched elements `(images,)`, `(images, labels)` or `(images, labels,
     boxes)`, images float32.
@@ -384,16 +393,17 @@ class _Stream:
             classes = labels.reshape(-1).astype(np.int64)
         else:
             classes = np.full(len(images), self.targets, np.int64)
-        maps = {
-            name: self._on_replicas(
+        maps, seconds = {}, {}
+        for name, cam in self.explainers.items():
+            begin = time.perf_counter()
+            maps[name] = self._on_replicas(
                 lambda x, c, cam=cam: tf.constant(cam(x, None if self.targets is None else c)),
                 images,
                 classes,
             )
-            for name, cam in self.explainers.items()
-        }
+            seconds[name] = time.perf_counter() - begin
         return ExplainedBatch(
-            shard, index, maps, classes, predicted, scores, labels, boxes, images
+            shard, index, maps, classes, predicted, scores, labels, boxes, images, seconds
         )
 
     def _on_replicas(self, fn: Callable[..., tf.Tensor], *arrays: np.ndarray) -> np.ndarray:

@@ -247,3 +247,35 @@ def test_peak_memory_does_not_grow_with_the_dataset():
 
     small, large = peak(640), peak(2560)
     assert large - small < 64, (small, large)
+
+
+def test_streaming_evaluate_equals_in_memory_evaluate():
+    model = small_model()
+    images, labels = data(14)
+    rng = np.random.default_rng(3)
+    corner = np.stack([rng.integers(0, WIDTH - 10, 14), rng.integers(0, HEIGHT - 8, 14)], axis=1)
+    boxes = np.concatenate([corner, corner + [10, 8]], axis=1)
+    options = dict(methods=("gradcam", "scorecam"), batch_size=4,
+                   metric_options={"deletion": {"steps": 6}, "insertion": {"steps": 6}})
+    held = kc.evaluate(model, images, labels, boxes, **options)
+    pipeline = tf.data.Dataset.from_tensor_slices((images, labels, boxes)).batch(3)
+    streamed = kc.evaluate(model, pipeline, **options)
+    assert streamed.metrics == held.metrics and "pointing_game" in held.metrics
+    assert streamed.num_images == 14
+    for held_row, streamed_row in zip(held.rows, streamed.rows):
+        for metric in held.metrics:
+            np.testing.assert_allclose(streamed_row[metric], held_row[metric], rtol=1e-5,
+                                       atol=1e-6, err_msg=f"{held_row['method']} {metric}")
+        for metric in held.metrics:
+            np.testing.assert_allclose(
+                streamed.results[held_row["method"]][metric].per_image,
+                held.results[held_row["method"]][metric].per_image, rtol=1e-5, atol=1e-6,
+            )
+    top1 = kc.evaluate(model, (batch for batch in [images[:9], images[9:]]),
+                       methods="gradcam", metrics=["average_drop"], batch_size=4)
+    np.testing.assert_allclose(
+        top1.rows[0]["average_drop"],
+        kc.evaluate(model, images, methods="gradcam", metrics=["average_drop"]).rows[0][
+            "average_drop"], rtol=1e-5)
+    with pytest.raises(ValueError, match="come from the dataset's elements"):
+        kc.evaluate(model, pipeline, labels, **options)
