@@ -370,7 +370,7 @@ def _evaluate_dataset(
     if verbose not in (0, 1):
         raise ValueError(f"`verbose` must be 0 or 1; received {verbose!r}.")
     elements = dataset_elements(dataset, len(model.inputs[0].shape))
-    parts = len(elements.element_spec)
+    parts = elements.parts
     metric_names = _resolve_metrics(metrics, has_boxes=parts > 2)
     constructor_kwargs = _constructor_kwargs(classes, layer_options, method_options, 0, reading)
     metric_kwargs = _metric_kwargs(

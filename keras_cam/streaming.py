@@ -81,6 +81,31 @@ class ExplainedBatch:
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
+@dataclasses.dataclass(frozen=True)
+class Elements:
+    """A dataset as `dataset_elements` reads it.
+
+    Attributes:
+        dataset: `tf.data.Dataset` of unbatched tuples `(image,)`, `(image, label)` or
+            `(image, label, box)`, image float32, the others int64.
+        errors: exceptions a Python iterable raised; the stream re-raises them as they are
+            (tf.data would wrap them) and never writes the short batch they cut off.
+    """
+
+    dataset: tf.data.Dataset
+    errors: list[Exception] = dataclasses.field(default_factory=list)
+
+    @property
+    def parts(self) -> int:
+        """Components of an element: 1 (images), 2 (with labels) or 3 (with boxes)."""
+        return len(self.dataset.element_spec)
+
+    def reraise(self) -> None:
+        """Raises the first exception of the Python iterable, if it raised one."""
+        if self.errors:
+            raise self.errors[0]
+
+
 def explain_dataset(
     methods: MethodSpec | Sequence[MethodSpec] | Mapping[str, MethodSpec],
     dataset: Any,
@@ -91,9 +116,10 @@ def explain_dataset(
     layer: str | keras.layers.Layer | None = None,
     method_options: Mapping[str, Mapping[str, Any]] | None = None,
     out_dir: str | pathlib.Path | None = None,
-    overlays: bool = False,
+    overlays: bool | Mapping[str, Any] = False,
     strategy: tf.distribute.Strategy | None = None,
     verbose: int = 1,
+    metadata: Mapping[str, Any] | None = None,
 ) -> Iterator[ExplainedBatch] | dict[str, Any]:
     """Explains every image of a dataset, batch by batch, with bounded memory.
 
@@ -123,8 +149,9 @@ def explain_dataset(
             built once on `model`.
         dataset: images `(N, H, W, C)` as a NumPy array, or a tuple `(images, labels)` /
             `(images, labels, boxes)` of arrays; a `tf.data.Dataset` whose elements are
-            images or such tuples, batched or not; or a Python iterable of batches (arrays or
-            such tuples). Images are preprocessed the way the model expects.
+            images or such tuples, batched or not; a Python iterable of batches (arrays or
+            such tuples; an exception it raises is re-raised as it is); or `Elements`.
+            Images are preprocessed the way the model expects.
         model: the Keras model, needed when `methods` holds names or classes. Defaults to
             `None`.
         targets: `None` (each image's top-1 class), `"labels"` (the dataset's labels) or an
@@ -135,12 +162,16 @@ def explain_dataset(
             `{"scorecam": {"max_channels": 16}}`. Defaults to `None`.
         out_dir: folder to write the shards and manifest into, or `None` to yield the maps.
             Defaults to `None`.
-        overlays: also write `overlays/<method>/<index>.png` (the map over the image) with
-            `out_dir`. Defaults to `False`.
+        overlays: also write `overlays/<method>/<index>.png` (the map over the image, as
+            `keras_cam.overlay` blends it) with `out_dir`: `True`, or a dict of `overlay`'s
+            options (`{"alpha": 0.5, "colormap": "turbo"}`). Defaults to `False`.
         strategy: the `tf.distribute.Strategy` to run on; `None` for the current one
             (`tf.distribute.get_strategy()`). Defaults to `None`.
         verbose: 0 (silent) or 1 (a `keras.utils.Progbar` of images, with images/s).
             Defaults to `1`.
+        metadata: JSON-ready facts that identify the dataset (e.g. its file names and
+            preprocessing), recorded in `run.json` and the manifest and compared on a rerun
+            like the other arguments. Defaults to `None`.
 
     Returns:
         An iterator of `ExplainedBatch` without `out_dir`; the manifest (a dict, also in
@@ -173,8 +204,11 @@ def explain_dataset(
     if verbose not in (0, 1):
         raise ValueError(f"`verbose` must be 0 or 1; received {verbose!r}.")
     first = next(iter(explainers.values()))
-    elements = dataset_elements(dataset, len(first.input_shape) + 1)
-    if targets == LABELS and len(elements.element_spec) < 2:
+    elements = (
+        dataset if isinstance(dataset, Elements)
+        else dataset_elements(dataset, len(first.input_shape) + 1)
+    )
+    if targets == LABELS and elements.parts < 2:
         raise ValueError(
             "`targets='labels'` explains each image's label, but the dataset has none: pass "
             "(images, labels) elements, or `targets=None` for the top-1 class."
@@ -183,7 +217,9 @@ def explain_dataset(
     stream = _Stream(explainers, targets, batch_size, strategy, verbose)
     if out_dir is None:
         return stream.batches(elements, skip=frozenset())
-    return _write_run(stream, elements, pathlib.Path(out_dir), overlays)
+    arguments = {**run_arguments(stream, elements), "metadata": dict(metadata or {})}
+    options = dict(overlays) if isinstance(overlays, Mapping) else ({} if overlays else None)
+    return _write_run(stream, elements, pathlib.Path(out_dir), arguments, options)
 
 
 def build_explainers(
@@ -250,21 +286,22 @@ def is_dataset(value: Any) -> bool:
     return isinstance(value, (tf.data.Dataset, Iterator))
 
 
-def dataset_elements(dataset: Any, batch_rank: int) -> tf.data.Dataset:
-    """The dataset as unbatched elements `(images,)`, `(images, labels)` or `(images, labels,
-    boxes)`, images float32.
+def dataset_elements(dataset: Any, batch_rank: int) -> Elements:
+    """The dataset as unbatched elements `(image,)`, `(image, label)` or `(image, label, box)`.
 
     Args:
         dataset: see `explain_dataset`.
         batch_rank: the rank of a batch of images (4 for `(B, H, W, C)`).
 
     Returns:
-        A `tf.data.Dataset` of tuples of one image and its label and box, if any.
+        The `Elements`: a `tf.data.Dataset` of tuples of one image (float32) and its label
+        and box (int64), if any, and the exceptions a Python iterable raises.
 
     Raises:
         TypeError: a dataset of an unsupported type.
         ValueError: elements that are not images or tuples of 1-3 components.
     """
+    errors: list[Exception] = []
     if isinstance(dataset, np.ndarray) or (
         isinstance(dataset, tuple) and all(isinstance(part, np.ndarray) for part in dataset)
     ):
@@ -275,7 +312,7 @@ def dataset_elements(dataset: Any, batch_rank: int) -> tf.data.Dataset:
                 "`dataset` must be a tf.data.Dataset, a NumPy array (or tuple of arrays) or an "
                 f"iterable of batches; received {type(dataset).__name__}."
             )
-        dataset = _from_iterable(dataset)
+        dataset = _from_iterable(dataset, errors)
     spec = dataset.element_spec
     parts = spec if isinstance(spec, tuple) else (spec,)
     if not 1 <= len(parts) <= 3 or not all(isinstance(part, tf.TensorSpec) for part in parts):
@@ -292,15 +329,19 @@ def dataset_elements(dataset: Any, batch_rank: int) -> tf.data.Dataset:
     dataset = dataset.map(lambda *parts: tuple(parts))
     if rank == batch_rank:
         dataset = dataset.unbatch()
-    return dataset.map(
+    dataset = dataset.map(
         lambda image, *rest: (tf.cast(image, tf.float32), *(tf.cast(p, tf.int64) for p in rest)),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
+    return Elements(dataset, errors)
 
 
-def _from_iterable(batches: Iterable[Any]) -> tf.data.Dataset:
-    """A dataset over a Python iterable of batches; the first batch gives the signature."""
+def _from_iterable(batches: Iterable[Any], errors: list[Exception]) -> tf.data.Dataset:
+    """A dataset over a Python iterable of batches; the first batch gives the signature.
+
+    An exception of the iterable ends the dataset and is appended to `errors`.
+    """
     iterator = iter(batches)
     try:
         first = next(iterator)
@@ -314,8 +355,11 @@ def _from_iterable(batches: Iterable[Any]) -> tf.data.Dataset:
     chained = itertools.chain([first], iterator)
 
     def generate() -> Iterator[tuple[Any, ...]]:
-        for batch in chained:
-            yield batch if isinstance(batch, tuple) else (batch,)
+        try:
+            for batch in chained:
+                yield batch if isinstance(batch, tuple) else (batch,)
+        except Exception as error:  # re-raised by the stream, as it is
+            errors.append(error)
 
     return tf.data.Dataset.from_generator(generate, output_signature=signature)
 
@@ -347,14 +391,16 @@ class _Stream:
         self.passes = 0
         """Batches explained by this stream (a test counts recomputation with it)."""
 
-    def batches(
-        self, elements: tf.data.Dataset, skip: frozenset[int]
-    ) -> Iterator[ExplainedBatch]:
-        """Explains this worker's shards not in `skip`, one `ExplainedBatch` per shard."""
+    def batches(self, elements: Elements, skip: frozenset[int]) -> Iterator[ExplainedBatch]:
+        """Explains this worker's shards not in `skip`, one `ExplainedBatch` per shard.
+
+        A full batch holds images read before any error, so it is explained even after its
+        iterable raised; a short one may have been cut off by the error, so it is not.
+        """
         workers, worker = self.num_workers, self.worker
         skipped = tf.constant(sorted(skip) or [-1], tf.int64)
         shards = (
-            elements.enumerate()
+            elements.dataset.enumerate()
             .batch(self.batch_size)
             .enumerate()
             .filter(
@@ -369,6 +415,8 @@ class _Stream:
             progress = keras.utils.Progbar(None, unit_name="image", stateful_metrics=["images/s"])
         begin, done = time.perf_counter(), 0
         for shard, (index, parts) in shards:
+            if len(index) < self.batch_size:
+                elements.reraise()
             batch = self._explain(int(shard), index.numpy(), [part.numpy() for part in parts])
             self.passes += 1
             done += len(batch.index)
@@ -376,6 +424,7 @@ class _Stream:
                 rate = done / max(time.perf_counter() - begin, 1e-9)
                 progress.add(len(batch.index), values=[("images/s", rate)])
             yield batch
+        elements.reraise()
         if progress is not None:
             progress.update(done, finalize=True)
 
@@ -442,7 +491,7 @@ class _Stream:
 
 
 # ---------------------------------------------------------------------------- writing
-def run_arguments(stream: _Stream, elements: tf.data.Dataset) -> dict[str, Any]:
+def run_arguments(stream: _Stream, elements: Elements) -> dict[str, Any]:
     """What identifies a run in `out_dir`: model, weights, methods, layers, targets, sizes."""
     first = next(iter(stream.explainers.values()))
     digest = hashlib.sha256()
@@ -457,14 +506,17 @@ def run_arguments(stream: _Stream, elements: tf.data.Dataset) -> dict[str, Any]:
         },
         "targets": "top-1" if stream.targets is None else stream.targets,
         "batch_size": stream.batch_size,
-        "image_shape": [int(size) for size in elements.element_spec[0].shape],
+        "image_shape": [int(size) for size in elements.dataset.element_spec[0].shape],
     }
 
 
 def _write_run(
-    stream: _Stream, elements: tf.data.Dataset, out_dir: pathlib.Path, overlays: bool
+    stream: _Stream,
+    elements: Elements,
+    out_dir: pathlib.Path,
+    arguments: dict[str, Any],
+    overlays: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    arguments = run_arguments(stream, elements)
     _claim(out_dir, arguments)
     finished = frozenset(
         int(path.stem.split("-")[1]) for path in out_dir.glob("shard-*.json")
@@ -507,7 +559,9 @@ def shard_stem(shard: int) -> str:
     return f"shard-{shard:06d}"
 
 
-def _write_shard(out_dir: pathlib.Path, batch: ExplainedBatch, overlays: bool) -> None:
+def _write_shard(
+    out_dir: pathlib.Path, batch: ExplainedBatch, overlays: dict[str, Any] | None
+) -> None:
     """Writes a shard's maps (`.npz`), overlays, then its records (`.json`, the done marker)."""
     stem = shard_stem(batch.shard)
     arrays = {
@@ -519,8 +573,8 @@ def _write_shard(out_dir: pathlib.Path, batch: ExplainedBatch, overlays: bool) -
     np.savez_compressed(buffer, **arrays)
     with atomic_writer(out_dir / f"{stem}.npz") as file:
         file.write(buffer.getvalue())
-    if overlays:
-        _write_overlays(out_dir, batch)
+    if overlays is not None:
+        _write_overlays(out_dir, batch, overlays)
     records = [
         {"index": int(i), "class": int(c), "predicted": int(p), "score": float(s)}
         for i, c, p, s in zip(batch.index, batch.classes, batch.predicted, batch.scores)
@@ -529,12 +583,13 @@ def _write_shard(out_dir: pathlib.Path, batch: ExplainedBatch, overlays: bool) -
         file.write(json.dumps({"shard": batch.shard, "images": records}).encode("utf-8"))
 
 
-def _write_overlays(out_dir: pathlib.Path, batch: ExplainedBatch) -> None:
+def _write_overlays(out_dir: pathlib.Path, batch: ExplainedBatch, options: dict[str, Any]) -> None:
     """Writes `overlays/<method>/<index>.png`: each map over its image as shown."""
     shown = display_images(batch.images)
     for name, maps in batch.maps.items():
         for index, image, heatmap in zip(batch.index, shown, maps):
-            write_png(out_dir / "overlays" / name / f"{index:08d}.png", overlay(image, heatmap))
+            path = out_dir / "overlays" / name / f"{index:08d}.png"
+            write_png(path, overlay(image, heatmap, **options))
 
 
 def _merge_manifest(out_dir: pathlib.Path, arguments: dict[str, Any]) -> dict[str, Any]:

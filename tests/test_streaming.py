@@ -279,3 +279,58 @@ def test_streaming_evaluate_equals_in_memory_evaluate():
             "average_drop"], rtol=1e-5)
     with pytest.raises(ValueError, match="come from the dataset's elements"):
         kc.evaluate(model, pipeline, labels, **options)
+
+
+def test_an_error_of_a_python_iterable_is_raised_as_it_is_and_cuts_no_short_shard(tmp_path):
+    model = small_model()
+    images, _ = data(10)
+
+    def batches():
+        yield images[:4]
+        yield images[4:7]
+        raise ValueError("bad image 7")
+
+    with pytest.raises(ValueError, match="bad image 7"):
+        kc.explain_dataset("gradcam", batches(), model, batch_size=2, out_dir=tmp_path,
+                           verbose=0)
+    # Images 0-6 were read: shards 0-2 (two images each) are complete; image 6 alone is not
+    # a shard (its batch was cut short by the error).
+    assert sorted(p.name for p in tmp_path.glob("shard-*.json")) == [
+        "shard-000000.json", "shard-000001.json", "shard-000002.json"]
+    manifest = kc.explain_dataset("gradcam", images, model, batch_size=2, out_dir=tmp_path,
+                                  verbose=0)
+    assert manifest["num_images"] == 10
+
+
+def test_cli_explain_streams_a_folder_or_glob_into_resumable_shards(tmp_path, capsys):
+    import cv2
+
+    from keras_cam import cli
+
+    model = small_model()
+    model.save(tmp_path / "model.keras")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rgb = np.random.default_rng(4).integers(0, 256, (7, HEIGHT, WIDTH, 3), dtype=np.uint8)
+    for index, pixels in enumerate(rgb):
+        cv2.imwrite(str(folder / f"{index}.png"), cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))
+    arguments = ["explain", str(tmp_path / "model.keras"), str(folder), "--method", "gradcam",
+                 "--batch-size", "3", "--out", str(tmp_path / "out"), "--verbose", "0"]
+    assert cli.main(arguments) == 0
+    assert "explained 7 images" in capsys.readouterr().out
+    manifest, arrays = read_dir(tmp_path / "out")
+    assert manifest["metadata"]["files"] == [str(folder / f"{i}.png") for i in range(7)]
+    images = rgb / np.float32(255)  # the default preprocessing, scale01
+    top = model.predict(images, verbose=0).argmax(axis=1)
+    np.testing.assert_allclose(arrays["maps/gradcam"], gradcam_reference(model, images, top),
+                               atol=1e-5)
+    assert len(list((tmp_path / "out" / "overlays" / "gradcam").glob("*.png"))) == 7
+    assert cli.main(arguments) == 0  # a rerun finds every shard done
+    assert read_dir(tmp_path / "out")[0] == manifest
+    glob_run = [*arguments[:2], str(folder / "*.png"), *arguments[3:7], "--out",
+                str(tmp_path / "glob"), "--verbose", "0"]
+    assert cli.main(glob_run) == 0
+    np.testing.assert_array_equal(read_dir(tmp_path / "glob")[1]["maps/gradcam"],
+                                  arrays["maps/gradcam"])
+    assert cli.main([*arguments, "--top", "2"]) == 1
+    assert "--top explains several classes" in capsys.readouterr().err
