@@ -32,6 +32,7 @@ import tensorflow as tf
 from keras_cam._checks import check_positive_int
 from keras_cam._files import atomic_writer, write_png
 from keras_cam.methods import BaseCAM, get_method, method_name
+from keras_cam.targets import TOP_PREDICTION
 from keras_cam.visualize import display_images, overlay
 
 MethodSpec = Union[str, type[BaseCAM], BaseCAM]
@@ -432,38 +433,39 @@ class _Stream:
         images = parts[0]
         labels = parts[1] if len(parts) > 1 else None
         boxes = parts[2] if len(parts) > 2 else None
-        first = next(iter(self.explainers.values()))
-        probabilities = self._on_replicas(lambda x: tf.constant(first.predict(x)), images)
-        predicted = probabilities.argmax(axis=-1).astype(np.int64)
-        scores = probabilities.max(axis=-1).astype(np.float32)
-        if self.targets is None:
-            classes = predicted
+        if self.targets is None:  # read from the scores below
+            classes = np.full(len(images), TOP_PREDICTION, np.int64)
         elif self.targets == LABELS:
             classes = labels.reshape(-1).astype(np.int64)
         else:
             classes = np.full(len(images), self.targets, np.int64)
-        maps, seconds = {}, {}
+        maps, seconds, scores = {}, {}, None
         for name, cam in self.explainers.items():
             begin = time.perf_counter()
-            maps[name] = self._on_replicas(
-                lambda x, c, cam=cam: tf.constant(cam(x, None if self.targets is None else c)),
+            maps[name], scores = self._on_replicas(
+                lambda x, c, cam=cam: tuple(
+                    map(tf.constant, cam.explain(x, None if self.targets is None else c))
+                ),
                 images,
                 classes,
             )
             seconds[name] = time.perf_counter() - begin
+        predicted = scores.argmax(axis=-1).astype(np.int64)
+        if self.targets is None:
+            classes = predicted
+        scores = scores.max(axis=-1).astype(np.float32)
         return ExplainedBatch(
             shard, index, maps, classes, predicted, scores, labels, boxes, images, seconds
         )
 
-    def _on_replicas(self, fn: Callable[..., tf.Tensor], *arrays: np.ndarray) -> np.ndarray:
-        """`fn` on this worker's replicas, each on a consecutive slice; results concatenated.
+    def _on_replicas(self, fn: Callable[..., Any], *arrays: np.ndarray) -> list[np.ndarray]:
+        """`fn` (tensors in, a tuple of tensors out) on this worker's replicas, each on a
+        consecutive slice of `arrays`; each output concatenated over the replicas.
 
         The batch is padded (repeating its last image) to a multiple of the replica count so
         that every replica gets a non-empty slice; the padding's results are dropped.
         """
         count, replicas = len(arrays[0]), self.local_replicas
-        if replicas == 1:
-            return np.asarray(self.strategy.run(fn, args=arrays))
         per = math.ceil(count / replicas)
         padded = [np.concatenate([a, np.repeat(a[-1:], per * replicas - count, 0)]) for a in arrays]
         values = self.strategy.experimental_distribute_values_from_function(
@@ -473,8 +475,11 @@ class _Stream:
             )
         )
         results = self.strategy.run(lambda args: fn(*args), args=(values,))
-        local = self.strategy.experimental_local_results(results)
-        return np.concatenate([np.asarray(result) for result in local])[:count]
+        return [
+            np.concatenate([np.asarray(local) for local in
+                            self.strategy.experimental_local_results(output)])[:count]
+            for output in tf.nest.flatten(results)
+        ]
 
     def barrier(self, count: int) -> int:
         """Waits for every worker (an all-reduce); returns the images all workers explained."""

@@ -334,3 +334,24 @@ def test_cli_explain_streams_a_folder_or_glob_into_resumable_shards(tmp_path, ca
                                   arrays["maps/gradcam"])
     assert cli.main([*arguments, "--top", "2"]) == 1
     assert "--top explains several classes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "layercam", "hirescam", "cam"])
+def test_the_fused_pass_gives_the_two_pass_maps_bit_for_bit(method):
+    """`__call__` runs one compiled pass with placement and normalization inside (issue 14,
+    item 6); a subclass keeping `explain_batch` as a hook runs the pass, then placement and
+    normalization in a second function: the maps must not differ in a single bit."""
+    model = small_model()
+    images, labels = data(5)
+    cls = kc.get_method(method)
+
+    class TwoPass(cls):
+        def explain_batch(self, batch, targets):
+            return super().explain_batch(batch, targets)
+
+    for options in ({}, {"upsample": False}, {"normalize": False}):
+        fused = cls(model)(images, labels, **options)
+        np.testing.assert_array_equal(fused, TwoPass(model)(images, labels, **options))
+    maps, scores = cls(model).explain(images)
+    np.testing.assert_array_equal(maps, TwoPass(model)(images))
+    np.testing.assert_allclose(scores, model.predict(images, verbose=0), rtol=1e-5, atol=1e-7)

@@ -211,10 +211,12 @@ class BaseCAM:
         self.layer: keras.layers.Layer = self._cam.layer
         self.num_classes: int = self._cam.num_classes
         image_spec = tf.TensorSpec((None, *self._cam.input_shape), tf.float32)
-        self._pass_fn = compile_fn(
-            lambda images, class_idx: self._weighted_maps(images, class_idx),
+        self._raw_pass_fn = compile_fn(
+            lambda images, class_idx: self._weighted_maps(images, class_idx)[0],
             [image_spec, tf.TensorSpec((None,), tf.int32)],
         )
+        self._fused_passes: dict[tuple[bool, bool], Any] = {}
+        self._pass_fn = self._fused_pass(True, True)
         self._predict_fn = compile_fn(lambda images: self._forward(images)[2], [image_spec])
 
     # ------------------------------------------------------------------ public API
@@ -264,17 +266,77 @@ class BaseCAM:
                 f"a callable score ({getattr(resolved, '__name__', type(resolved).__name__)}). "
                 "Use `keras_cam.GradCAM` for arbitrary differentiable scores."
             )
-        raw = self.explain_batch(batch, resolved)
-        postprocess = _POSTPROCESS[bool(upsample), bool(normalize)]
+        maps = self._maps_and_scores(batch, resolved, bool(upsample), bool(normalize))[0]
+        return maps[0] if single else maps
+
+    def explain(
+        self, images: Any, targets: Targets = None, *, upsample: bool = True,
+        normalize: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The maps of `__call__` and the model's scores of each class (those of `predict`).
+
+        For the gradient methods both come from the one compiled pass that computes the maps
+        (no second forward pass); for methods that override `explain_batch` (Score-CAM) the
+        scores take one more forward pass. Class-index targets only.
+
+        Args:
+            images: a batch `(B, H, W, C)` (see `__call__`).
+            targets: `None`, a class index or one per image (see `__call__`). Defaults to
+                `None`.
+            upsample: see `__call__`. Defaults to `True`.
+            normalize: see `__call__`. Defaults to `True`.
+
+        Returns:
+            `(maps, scores)`: float32 `(B, H, W)` and float32 `(B, num_classes)`.
+
+        Raises:
+            ValueError: see `__call__`; a callable target.
+
+        Example:
+        ```python
+        maps, scores = kc.GradCAM(model).explain(images)
+        predicted = scores.argmax(axis=-1)
+        ```
+        """
+        batch, _ = self._check_images(images)
+        resolved = resolve_targets(targets, int(batch.shape[0]), self.num_classes)
+        if callable(resolved):
+            raise ValueError(
+                "`explain` takes class targets (None, an int or one per image); for a callable "
+                "score call the explainer itself."
+            )
+        return self._maps_and_scores(batch, resolved, bool(upsample), bool(normalize))
+
+    def _maps_and_scores(
+        self, batch: tf.Tensor, resolved: np.ndarray | ScoreFn, upsample: bool, normalize: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Maps (checked finite) and, where the pass computes them, the class scores.
+
+        Class targets of a method that keeps `BaseCAM.explain_batch` run the fused pass
+        (maps placed and normalized in the same graph, scores alongside); other methods and
+        callable targets run `explain_batch`, then placement and normalization, and `predict`.
+        """
         size = self.image_size(batch)
-        maps = postprocess(raw, tf.constant(size, tf.int32), self.placement(*size)).numpy()
+        size_tensor, placement = tf.constant(size, tf.int32), self.placement(*size)
+        if callable(resolved) or type(self).explain_batch is not BaseCAM.explain_batch:
+            raw = self.explain_batch(batch, resolved)
+            postprocess = _POSTPROCESS[upsample, normalize]
+            maps = postprocess(raw, size_tensor, placement).numpy()
+            scores = None if callable(resolved) else self._scores(batch)
+        else:
+            pass_fn, class_idx = self._fused_pass(upsample, normalize), tf.constant(resolved)
+            outputs = [
+                pass_fn(batch[start:stop], class_idx[start:stop], size_tensor, placement)
+                for start, stop in self._chunks(int(batch.shape[0]))
+            ]
+            maps, scores = (tf.concat(list(part), axis=0).numpy() for part in zip(*outputs))
         if not np.isfinite(maps).all():
             bad = int(np.flatnonzero(~np.isfinite(maps).reshape(len(maps), -1).all(axis=1))[0])
             raise ValueError(
                 f"The model produced non-finite values while explaining image {bad}; check its "
                 "weights and the preprocessing of the input (a heatmap is never returned as NaN)."
             )
-        return maps[0] if single else maps
+        return maps, scores
 
     def predict(self, images: Any) -> np.ndarray:
         """The model's scores of each class, as the explainer reads the head.
@@ -301,12 +363,23 @@ class BaseCAM:
         ```
         """
         batch, single = self._check_images(images)
-        chunks = [
-            self._predict_fn(batch[start : start + self.images_per_pass]).numpy()
-            for start in range(0, int(batch.shape[0]), self.images_per_pass)
-        ]
-        scores = np.concatenate(chunks).astype(np.float32, copy=False)
+        scores = self._scores(batch)
         return scores[0] if single else scores
+
+    def _scores(self, batch: tf.Tensor) -> np.ndarray:
+        """`predict` of a checked batch."""
+        chunks = [
+            self._predict_fn(batch[start:stop]).numpy()
+            for start, stop in self._chunks(int(batch.shape[0]))
+        ]
+        return np.concatenate(chunks).astype(np.float32, copy=False)
+
+    def _chunks(self, count: int) -> list[tuple[int, int]]:
+        """`(start, stop)` of the chunks of `images_per_pass` images of a batch of `count`."""
+        return [
+            (start, min(start + self.images_per_pass, count))
+            for start in range(0, count, self.images_per_pass)
+        ]
 
     @property
     def input_shape(self) -> tuple[int | None, ...]:
@@ -363,7 +436,7 @@ class BaseCAM:
         if callable(targets):
             pass_fn, class_idx = self._callable_pass(targets), None
         else:
-            pass_fn, class_idx = self._pass_fn, tf.constant(targets, tf.int32)
+            pass_fn, class_idx = self._raw_pass_fn, tf.constant(targets, tf.int32)
         chunks = []
         for start in range(0, int(images.shape[0]), self.images_per_pass):
             chunk = images[start : start + self.images_per_pass]
@@ -380,7 +453,8 @@ class BaseCAM:
 
     def _weighted_maps(
         self, images: tf.Tensor, class_idx: tf.Tensor, score_fn: ScoreFn | None = None
-    ) -> tf.Tensor:
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Raw maps `(B, h, w)` and the model's class scores `(B, num_classes)`, float32."""
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             # Watching the input records the whole forward pass even when every weight is
             # frozen; the backward pass still stops at the explained layer.
@@ -397,7 +471,23 @@ class BaseCAM:
             grads = tf.cast(tape.gradient(total_score, features), tf.float32)
         features = tf.cast(features, tf.float32)
         weights = self.compute_weights(features, grads, class_idx)
-        return self.compute_cam(features, weights)
+        return self.compute_cam(features, weights), tf.cast(probabilities, tf.float32)
+
+    def _fused_pass(self, upsample: bool, normalize: bool) -> Any:
+        """The compiled gradient pass with placement and normalization in the same graph:
+        `(images, class_idx, size, placement) -> (maps, scores)`, one per option pair (built
+        once; `_pass_fn` is the default pair's)."""
+        if (upsample, normalize) not in self._fused_passes:
+
+            def fused(images, class_idx, size, placement):  # type: ignore[no-untyped-def]
+                maps, scores = self._weighted_maps(images, class_idx)
+                return _postprocess(maps, size, placement, upsample, normalize), scores
+
+            signature = self._raw_pass_fn.input_signature
+            self._fused_passes[upsample, normalize] = compile_fn(
+                fused, [*signature, *_POSTPROCESS_SIGNATURE[1:]]
+            )
+        return self._fused_passes[upsample, normalize]
 
     def _callable_pass(self, score_fn: ScoreFn) -> Any:
         """A compiled pass for a callable target, traced afresh for each call.
@@ -408,9 +498,9 @@ class BaseCAM:
         """
         def pass_fn(images: tf.Tensor) -> tf.Tensor:
             class_idx = tf.fill(tf.shape(images)[:1], TOP_PREDICTION)
-            return self._weighted_maps(images, class_idx, score_fn)
+            return self._weighted_maps(images, class_idx, score_fn)[0]
 
-        return compile_fn(pass_fn, [self._pass_fn.input_signature[0]])
+        return compile_fn(pass_fn, [self._raw_pass_fn.input_signature[0]])
 
     def _check_images(self, images: Any) -> tuple[tf.Tensor, bool]:
         """Validates images against the model's input; returns a float32 batch and `single`."""
