@@ -288,7 +288,8 @@ def evaluate(
     if is_dataset(images):
         return _evaluate_dataset(
             model, images, labels, boxes, resolve_methods(methods), metrics,
-            {"layer": layer, "layer_call": layer_call}, check_positive_int("batch_size", batch_size),
+            {"layer": layer, "layer_call": layer_call},
+            check_positive_int("batch_size", batch_size),
             method_options, metric_options, activation, reading, verbose, strategy,
         )
     images = check_images(images)
