@@ -327,9 +327,9 @@ def dataset_elements(dataset: Any, batch_rank: int) -> Elements:
             f"`dataset` images must have rank {batch_rank - 1} (one image) or {batch_rank} (a "
             f"batch); received spec {parts[0]}."
         )
-    dataset = dataset.map(lambda *parts: tuple(parts))
     if rank == batch_rank:
         dataset = dataset.unbatch()
+    # One traced function (each costs a trace per call): a lone tensor becomes a 1-tuple.
     dataset = dataset.map(
         lambda image, *rest: (tf.cast(image, tf.float32), *(tf.cast(p, tf.int64) for p in rest)),
         num_parallel_calls=tf.data.AUTOTUNE,
@@ -400,17 +400,14 @@ class _Stream:
         """
         workers, worker = self.num_workers, self.worker
         skipped = tf.constant(sorted(skip) or [-1], tf.int64)
-        shards = (
-            elements.dataset.enumerate()
-            .batch(self.batch_size)
-            .enumerate()
-            .filter(
+        shards = elements.dataset.enumerate().batch(self.batch_size).enumerate()
+        if skip or workers > 1:
+            shards = shards.filter(
                 lambda shard, batch: tf.logical_and(
                     shard % workers == worker, tf.reduce_all(shard != skipped)
                 )
             )
-            .prefetch(tf.data.AUTOTUNE)
-        )
+        shards = shards.prefetch(tf.data.AUTOTUNE)
         progress = None
         if self.verbose:
             progress = keras.utils.Progbar(None, unit_name="image", stateful_metrics=["images/s"])
