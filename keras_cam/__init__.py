@@ -25,12 +25,14 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "keras_cam.evaluation": ("EvaluationTable", "evaluate"),
     "keras_cam.io": ("imagenet_class_names",),
     "keras_cam.methods": (
-        "AblationCAM", "CAM", "METHODS", "BaseCAM", "EigenCAM", "EigenGradCAM", "FEM", "FasterScoreCAM",
-        "FinerCAM", "FullGrad", "GradCAM", "GradCAMElementWise", "GradCAMPlusPlus", "GuidedBackprop",
-        "GuidedGradCAM", "HiResCAM", "ISCAM", "KPCACAM", "LayerCAM", "RandomCAM", "SSCAM", "ScoreCAM",
-        "ShapleyCAM", "SmoothGradCAMPlusPlus", "XGradCAM", "get_method", "normalize_maps",
+        "AblationCAM", "CAM", "METHODS", "BaseCAM", "EigenCAM", "EigenGradCAM", "FEM",
+        "FasterScoreCAM", "FinerCAM", "FullGrad", "GradCAM", "GradCAMElementWise",
+        "GradCAMPlusPlus", "GuidedBackprop", "GuidedGradCAM", "HiResCAM", "ISCAM", "KPCACAM",
+        "LayerCAM", "RandomCAM", "SSCAM", "ScoreCAM", "ShapleyCAM", "SmoothGradCAMPlusPlus",
+        "XGradCAM", "get_method", "normalize_maps",
     ),
     "keras_cam.retrofit": ("fine_tune_gap", "retrofit_gap"),
+    "keras_cam.streaming": ("ExplainedBatch", "explain_dataset"),
     "keras_cam.surgery": ("build_cam_model", "find_conv_layer"),
     "keras_cam.targets": (
         "BinaryTarget", "ClassTarget", "MultiLabelTarget", "RegressionTarget",
@@ -102,6 +104,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see (tests/test_cli_quiet.py ke
         normalize_maps,
     )
     from keras_cam.retrofit import fine_tune_gap, retrofit_gap
+    from keras_cam.streaming import ExplainedBatch, explain_dataset
     from keras_cam.surgery import build_cam_model, find_conv_layer
     from keras_cam.targets import (
         BinaryTarget,

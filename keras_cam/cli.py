@@ -494,7 +494,12 @@ def _add_explain(verbs: Any) -> None:
     parser.add_argument("model", type=pathlib.Path, metavar="MODEL",
                         help="a .keras (or legacy .h5) model file")
     parser.add_argument("images", type=pathlib.Path, nargs="+", metavar="IMAGE",
-                        help="image files OpenCV can read, or .npy inputs in the model's layout")
+                        help="image files OpenCV can read, .npy inputs in the model's layout, "
+                             "or one folder or glob pattern (quoted), streamed into resumable "
+                             "shards: OUT/manifest.json, OUT/shard-*.npz, "
+                             "OUT/overlays/<method>/<index>.png")
+    parser.add_argument("--batch-size", type=_positive_int, default=32,
+                        help="images per batch and shard of a folder (default: %(default)s)")
     _add_methods(parser, "--method", EXPLAIN_DEFAULT_METHODS)
     parser.add_argument("--layer", help="layer to explain (default: automatic; see 'info')")
     _add_layer_call(parser)
@@ -531,6 +536,8 @@ def _explain(args: argparse.Namespace) -> int:
     """`keras-cam explain`: overlays of each image, method and explained class."""
     from keras_cam.surgery import read_head
 
+    if len(args.images) == 1 and _is_folder_or_glob(args.images[0]):
+        return _explain_folder(args)
     model = _load_model(args.model, args.unsafe, args.output)
     preprocessing = _preprocessing(model, args.preprocess)
     methods = _methods(args.method, EXPLAIN_DEFAULT_METHODS, "--method")
@@ -671,6 +678,55 @@ def _save_explanation(
     gray = (gray - gray.min()) / span if span > 0 else np.zeros_like(gray)
     blended = overlay(gray, heatmap, alpha=alpha, colormap=colormap)
     write_png(target, slice_grid(blended) if heatmap.ndim == 3 else blended)
+
+
+def _is_folder_or_glob(path: pathlib.Path) -> bool:
+    return path.is_dir() or any(char in str(path) for char in "*?[")
+
+
+def _folder_stream(
+    model: keras.Model, rows: list[Any], preprocessing: str, batch_size: int, source: Any
+) -> Iterator[Any]:
+    """The images of `rows` read batch by batch (`io.read_image_batches`) in the model's
+    layout, each batch's pixels checked against the model's input."""
+    image_shape, layout = io.input_layout(model)
+    if None in image_shape[:2]:
+        raise ValueError(
+            f"the model takes images of any size {image_shape}; a folder is read in batches of "
+            "one size: save the model with a fixed input size."
+        )
+    for batch in io.read_image_batches(rows, image_shape, preprocessing, batch_size):
+        parts = batch if isinstance(batch, tuple) else (batch,)
+        _check_pixels(model, parts[0], source)
+        yield (io.to_data_format(parts[0], layout), *parts[1:])
+
+
+def _explain_folder(args: argparse.Namespace) -> int:
+    """`keras-cam explain MODEL DIR_OR_GLOB`: streams the images into resumable shards."""
+    from keras_cam.streaming import explain_dataset
+    from keras_cam.surgery import read_head
+
+    if args.top is not None:
+        raise ValueError("--top explains several classes per image: a folder or glob explains "
+                         "one (its top class, or --class N); give image files for --top.")
+    model = _load_model(args.model, args.unsafe, args.output)
+    preprocessing = _preprocessing(model, args.preprocess)
+    head = read_head(model, args.head)  # read once: an unsure reading warns once
+    explainers = {
+        name: cls(model, args.layer, layer_call=args.layer_call, head=head)
+        for name, cls in _methods(args.method, EXPLAIN_DEFAULT_METHODS, "--method").items()
+    }
+    paths = io.image_paths(args.images[0])
+    manifest = explain_dataset(
+        explainers,
+        _folder_stream(model, [(p, None, None) for p in paths], preprocessing, args.batch_size,
+                       args.images[0]),
+        targets=args.class_index, batch_size=args.batch_size, out_dir=args.out,
+        overlays={"alpha": args.alpha, "colormap": args.colormap}, verbose=min(args.verbose, 1),
+        metadata={"files": [str(path) for path in paths], "preprocess": preprocessing},
+    )
+    print(f"explained {manifest['num_images']} images: {args.out / 'manifest.json'}")
+    return 0
 
 
 # ================================================================================== info

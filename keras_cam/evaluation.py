@@ -31,6 +31,7 @@ from keras_cam.metrics import (
     get_metric,
     map_shape,
 )
+from keras_cam.streaming import dataset_elements, explain_dataset, is_dataset
 from keras_cam.surgery import Head, read_head, select_output
 from keras_cam.targets import class_indices, resolve_targets
 
@@ -261,6 +262,7 @@ def evaluate(
     head: str | None = None,
     verbose: int = 0,
     output: int | str | None = None,
+    strategy: Any = None,
 ) -> EvaluationTable:
     """Evaluates CAM methods on a model and images: one row per method, each metric's mean.
 
@@ -325,6 +327,17 @@ def evaluate(
             a multi-task model): its name or index (see `keras_cam.surgery.select_output`);
             every method and metric then works on that output. Defaults to `None` (the only
             output).
+        strategy: the `tf.distribute.Strategy` a dataset is explained on (see
+            `keras_cam.explain_dataset`); `None` for the current one. Defaults to `None`.
+
+    Datasets: `images` may be a `tf.data.Dataset` or an iterator of batches whose elements
+    are images, `(images, labels)` or `(images, labels, boxes)` (then `labels` and `boxes`
+    stay `None`: they come from the dataset). It is streamed through `explain_dataset` with
+    every method at once, in batches of `batch_size` (with its progress bar at `verbose=1`),
+    and each metric is computed batch by batch: images and maps are never held beyond a
+    batch; each `MetricResult` keeps the per-image values (one float per image) but no
+    curves (`curve` is `None`). `seconds_per_image` includes the first batch's tracing. The
+    rows equal those of the in-memory call on the same images.
 
     Returns:
         An `EvaluationTable`; `print(table)` shows it in Markdown.
@@ -355,6 +368,13 @@ def evaluate(
         raise ValueError(
             f"`activation` is the metrics' older spelling of `head`: pass one of them; received "
             f"head={head!r} and activation={activation!r}."
+        )
+    if is_dataset(images):
+        return _evaluate_dataset(
+            model, images, labels, boxes, resolve_methods(methods), metrics,
+            {"layer": layer, "layer_call": layer_call},
+            check_positive_int("batch_size", batch_size),
+            method_options, metric_options, activation, reading, verbose, strategy,
         )
     images = check_images(images)
     batch_size = check_positive_int("batch_size", batch_size)
@@ -426,6 +446,91 @@ def evaluate(
         explained="each image's label (its true class)" if targets is not None
         else "each image's top-1 predicted class",
     )
+
+
+def _evaluate_dataset(
+    model: keras.Model,
+    dataset: Any,
+    labels: ArrayLike | None,
+    boxes: ArrayLike | None,
+    classes: dict[str, type[BaseCAM]],
+    metrics: str | Sequence[str] | None,
+    layer_options: Mapping[str, Any],
+    batch_size: int,
+    method_options: Mapping[MethodSpec, Mapping[str, Any]] | None,
+    metric_options: Mapping[str, Mapping[str, Any]] | None,
+    activation: Activation,
+    reading: Head,
+    verbose: int,
+    strategy: Any,
+) -> EvaluationTable:
+    """`evaluate` on a streamed dataset: every method in one pass, metrics batch by batch."""
+    if labels is not None or boxes is not None:
+        raise ValueError(
+            "`labels` and `boxes` come from the dataset's elements when `images` is a dataset "
+            "((images, labels) or (images, labels, boxes)); leave them None."
+        )
+    if verbose not in (0, 1):
+        raise ValueError(f"`verbose` must be 0 or 1; received {verbose!r}.")
+    elements = dataset_elements(dataset, len(model.inputs[0].shape))
+    parts = elements.parts
+    metric_names = _resolve_metrics(metrics, has_boxes=parts > 2)
+    constructor_kwargs = _constructor_kwargs(classes, layer_options, method_options, 0, reading)
+    metric_kwargs = _metric_kwargs(
+        metric_names, metric_options, batch_size, activation, None if activation else reading.kind
+    )
+    metric_names = _metrics_for_head(metric_names, metric_kwargs, reading, metrics is None)
+    explainers, failed = {}, {}
+    for name, method in classes.items():
+        try:
+            explainers[name] = method(model, **constructor_kwargs[name])
+        except (ValueError, TypeError) as error:
+            failed[name] = error
+    if not explainers:
+        errors = list(failed.values())
+        if len(errors) == 1:
+            raise errors[0]
+        raise ValueError(
+            "None of the methods could run on this model: "
+            + "; ".join(f"{name}: {type(e).__name__}: {e}" for name, e in failed.items())
+        )
+    per_image = {name: {metric: [] for metric in metric_names} for name in explainers}
+    last: dict[str, dict[str, MetricResult]] = {name: {} for name in explainers}
+    seconds = dict.fromkeys(explainers, 0.0)
+    count = 0
+    batches = explain_dataset(
+        explainers, elements, targets="labels" if parts > 1 else None, batch_size=batch_size,
+        strategy=strategy, verbose=verbose,
+    )
+    for batch in batches:
+        targets = batch.classes.astype(np.int32) if parts > 1 else None
+        for name in explainers:
+            seconds[name] += batch.seconds[name]
+            for metric in metric_names:
+                result = _compute_metric(metric, model, batch.images, batch.maps[name], targets,
+                                         batch.boxes, metric_kwargs[metric])
+                per_image[name][metric].append(result.per_image)
+                last[name][metric] = result
+        count += len(batch.index)
+    rows, results = [], {}
+    for name, method in classes.items():
+        row: dict[str, Any] = {"method": name, "display_name": method.display_name}
+        if name in failed:
+            message = f"{type(failed[name]).__name__}: {failed[name]}"
+            rows.append(
+                {**row, **dict.fromkeys(metric_names), SECONDS_PER_IMAGE: None, "error": message}
+            )
+            continue
+        results[name] = {
+            metric: dataclasses.replace(
+                last[name][metric], per_image=np.concatenate(per_image[name][metric]),
+                curve=None, curve_x=None,
+            )
+            for metric in metric_names
+        }
+        means = {metric: result.mean for metric, result in results[name].items()}
+        rows.append({**row, **means, SECONDS_PER_IMAGE: seconds[name] / count, "error": None})
+    return EvaluationTable(tuple(metric_names), rows, results, count)
 
 
 # ---------------------------------------------------------------------------- internals

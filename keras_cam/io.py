@@ -25,7 +25,7 @@ import importlib.resources
 import os
 import pathlib
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Optional
 
 import numpy as np
@@ -664,3 +664,85 @@ def read_image_folder(
     images = preprocess(np.stack(pixels), preprocessing)
     classes = None if labels is None else np.array([row[1] for row in rows], np.int32)
     return images, classes, np.array(boxes, np.int32) if boxes else None
+
+
+def image_paths(source: PathLike) -> list[pathlib.Path]:
+    """The image files of a folder, or those a glob pattern matches, sorted by path.
+
+    Args:
+        source: a folder (its files with an `IMAGE_EXTENSIONS` suffix) or a glob pattern
+            such as `"data/**/*.jpg"` (`**` recurses).
+
+    Returns:
+        The sorted paths.
+
+    Raises:
+        FileNotFoundError: `source` is neither a folder nor a pattern.
+        ValueError: no image in the folder, or no file matches the pattern.
+
+    Example:
+    ```python
+    paths = image_paths("val/*/*.JPEG")
+    ```
+    """
+    text = str(source)
+    if not any(char in text for char in "*?["):
+        folder = pathlib.Path(source)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"image folder not found: {folder}")
+        paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not paths:
+            raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
+        return paths
+    import glob
+
+    paths = sorted(pathlib.Path(p) for p in glob.glob(text, recursive=True) if os.path.isfile(p))
+    if not paths:
+        raise ValueError(f"no file matches the pattern {text!r}")
+    return paths
+
+
+def read_image_batches(
+    rows: Sequence[tuple[pathlib.Path, int | None, tuple[int, ...] | None]],
+    image_shape: tuple[int | None, int | None, int],
+    preprocessing: str = DEFAULT_PREPROCESSING,
+    batch_size: int = 32,
+) -> Iterator[np.ndarray | tuple[np.ndarray, ...]]:
+    """Reads images batch by batch (a folder of any size), with their labels and boxes.
+
+    Like `read_image_folder`, one batch at a time: the images are resized to `image_shape`,
+    preprocessed, and their boxes scaled to the resized images (see `scale_box`).
+
+    Args:
+        rows: `(path, label, box)` per image: `read_labels` rows, or `(path, None, None)`
+            (e.g. for `image_paths`); all rows have labels (and boxes) or none.
+        image_shape: `(height, width, channels)`, both sizes known.
+        preprocessing: a key of `PREPROCESSING`. Defaults to `"scale01"`.
+        batch_size: images per batch. Defaults to `32`.
+
+    Yields:
+        float32 channels-last images `(b, H, W, C)`, or `(images, labels)` (int32 `(b,)`),
+        or `(images, labels, boxes)` (int32 `(b, 4)`) when the rows have them.
+
+    Example:
+    ```python
+    rows = [(path, None, None) for path in image_paths("images/")]
+    for batch in read_image_batches(rows, cam.image_shape, "resnet50", 64):
+        maps = cam(batch)
+    ```
+    """
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        pixels, boxes = [], []
+        for path, _, box in chunk:
+            rgb, original_size = read_image(path, image_shape)
+            pixels.append(rgb)
+            if box is not None:
+                boxes.append(scale_box(box, original_size, rgb.shape[:2], path))
+        images = preprocess(np.stack(pixels), preprocessing).astype(np.float32)
+        if chunk[0][1] is None:
+            yield images
+        elif not boxes:
+            yield images, np.array([row[1] for row in chunk], np.int32)
+        else:
+            yield images, np.array([row[1] for row in chunk], np.int32), np.array(boxes, np.int32)

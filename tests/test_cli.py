@@ -166,7 +166,8 @@ def test_unsafe_loads_a_lambda_model_with_a_warning(files, tmp_path, capsys):
          "rows are FILE,LABEL,X0,Y0,X1,Y1"),
         (["evaluate", "{files}/gap.keras", "{images}", "--labels", "{missing}/l.csv"],
          "labels file not found"),
-        (["explain", "{files}/gap.keras", "{images}"],
+        # One folder alone is streamed (explain_dataset); among image files it is a mistake.
+        (["explain", "{files}/gap.keras", "{images}", "{images}"],
          "is a folder, not an image file: give the image files in it"),
         (["explain", "{files}/gap.keras", "{images}/a.png", "--class-names", "{missing}"],
          "--class-names: class names '"),

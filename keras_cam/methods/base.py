@@ -554,6 +554,41 @@ class BaseCAM:
             )
         return maps[0] if single else maps
 
+    def explain(
+        self,
+        images: Any,
+        targets: Targets = None,
+        *,
+        upsample: bool = True,
+        normalize: bool | str = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The maps of `__call__` and the model's scores of each class (those of `predict`).
+
+        What `keras_cam.explain_dataset` records per image: the map, the predicted class and
+        its score. The scores take one forward pass of the sub-model the explainer already has.
+
+        Args:
+            images: a batch, as `__call__` takes it (the model's input structure for a model
+                with several inputs).
+            targets: what to explain (see `__call__`). Defaults to `None`.
+            upsample: see `__call__`. Defaults to `True`.
+            normalize: see `__call__`. Defaults to `True`.
+
+        Returns:
+            `(maps, scores)`: float32 `(B, *pixels)` and float32 `(B, num_classes)`.
+
+        Raises:
+            ValueError: see `__call__`.
+
+        Example:
+        ```python
+        maps, scores = kc.GradCAM(model).explain(images)
+        predicted = scores.argmax(axis=-1)
+        ```
+        """
+        maps = self(images, targets, upsample=upsample, normalize=normalize)
+        return maps, self.predict(images)
+
     def predict(self, images: Any) -> np.ndarray:
         """The model's scores of each class, as the explainer reads the head.
 
