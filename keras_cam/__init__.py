@@ -9,7 +9,7 @@ fig = kc.plot_cams(images, {"Grad-CAM": maps})
 ```
 """
 
-from keras_cam import datasets, metrics, targets
+from keras_cam import datasets, metrics, sanity, targets
 from keras_cam.callbacks import HeatmapCallback
 from keras_cam.evaluation import EvaluationTable, evaluate
 from keras_cam.methods import (
@@ -60,6 +60,7 @@ __all__ = [
     "overlay",
     "plot_cams",
     "retrofit_gap",
+    "sanity",
     "save_figure",
     "save_overlay",
     "targets",

@@ -44,7 +44,9 @@ SECONDS_PER_IMAGE = "seconds_per_image"
 """Row key of the map computation time, in seconds per image."""
 
 # How each `MetricResult.unit` is written in a column title.
-_UNIT_LABELS = {"percent": "%", "fraction": "0-1", "ratio": "ratio", "score": "score"}
+_UNIT_LABELS = {
+    "percent": "%", "fraction": "0-1", "ratio": "ratio", "score": "score", "correlation": "ρ"
+}
 _MISSING = "—"
 
 

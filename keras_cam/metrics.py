@@ -102,7 +102,8 @@ class MetricResult:
         per_image: float64 `(B,)`, the metric's value for each image.
         unit: `"percent"` (0-100), `"fraction"` ([0, 1]), `"ratio"` (a relative change,
             `(O - Y) / Y`, at least -1) or `"score"` (the model's raw output units, any
-            value: `deletion` and `insertion` on a raw-score head).
+            value: `deletion` and `insertion` on a raw-score head) or `"correlation"` (a rank
+            correlation in [-1, 1]: `keras_cam.sanity.randomisation`).
         higher_is_better: whether a larger value means a more faithful or better localized map.
         curve: float64 `(B, steps + 1)` scores along the deletion or insertion path, or `None`.
         curve_x: float64 `(steps + 1,)` fraction of the pixels removed or inserted at each
@@ -111,7 +112,7 @@ class MetricResult:
 
     name: str
     per_image: np.ndarray
-    unit: Literal["percent", "fraction", "ratio", "score"]
+    unit: Literal["percent", "fraction", "ratio", "score", "correlation"]
     higher_is_better: bool
     curve: np.ndarray | None = None
     curve_x: np.ndarray | None = None
