@@ -23,35 +23,37 @@ NEIGHBOUR_WEIGHTS = np.array(
 )
 """The 3x3 weights of a pixel's neighbours (Rong et al., 2022, reference code)."""
 
-RELATIVE_TOLERANCE = 1e-9
-"""Conjugate gradients stop when every system's residual is below this share of its
-right-hand side (in float64). The system is a graph Laplacian with fixed (known) boundary
-pixels, symmetric positive definite; its smallest eigenvalue is at least about
-`1 / (6 n)` for `n` unknowns in one region, so the imputed values are within
-`6 n * 1e-9 * |b|`, below 1e-4 of the image's range for a 224x224 image fully removed but one
-pixel, far below ROAD's noise (0.01). The loop also stops after `n` iterations, where
-conjugate gradients are exact in exact arithmetic."""
+RELATIVE_TOLERANCE = 1e-5
+"""Conjugate gradients stop when every system's residual norm is below this share of its
+right-hand side's (float32, whose rounding floor is about 1e-7 of it). The system (a graph
+Laplacian with the kept pixels as fixed boundary, symmetric positive definite) is solved to
+where the imputed values differ from an exact dense solve by about 1e-5 of the image's range
+(`tests/test_road.py` checks 1e-4 at 30 % and 90 % removed), a thousand times below ROAD's
+noise (standard deviation 0.01), so the tolerance never shows in a ROAD score; a tighter one
+costs iterations without changing the scores' first four digits. The loop also stops after
+`n` iterations for `n` unknowns, where conjugate gradients are exact in exact arithmetic."""
 
 
 def _laplacian(values: tf.Tensor, unknown: tf.Tensor, degree: tf.Tensor) -> tf.Tensor:
     """`A x` on the unknown pixels: `degree * x - sum_j w_ij x_j` over unknown neighbours."""
-    kernel = tf.constant(NEIGHBOUR_WEIGHTS[:, :, np.newaxis, np.newaxis], tf.float64)
+    kernel = tf.constant(NEIGHBOUR_WEIGHTS[:, :, np.newaxis, np.newaxis], tf.float32)
     spread = tf.nn.conv2d(values * unknown, kernel, strides=1, padding="SAME")
     return unknown * (degree * values - spread)
 
 
 @tf.function(reduce_retracing=True)
 def _solve(values: tf.Tensor, unknown: tf.Tensor) -> tf.Tensor:
-    """Batched conjugate gradients; `values`, `unknown`: float64 `(N, H, W, 1)`."""
-    kernel = tf.constant(NEIGHBOUR_WEIGHTS[:, :, np.newaxis, np.newaxis], tf.float64)
+    """Batched conjugate gradients from 0; float32 `(N, H, W, 1)` tensors."""
+    kernel = tf.constant(NEIGHBOUR_WEIGHTS[:, :, np.newaxis, np.newaxis], tf.float32)
     degree = tf.nn.conv2d(tf.ones_like(values[:1]), kernel, strides=1, padding="SAME")
-    rhs = unknown * tf.nn.conv2d(values * (1.0 - unknown), kernel, strides=1, padding="SAME")
+    known = values * (1.0 - unknown)
+    rhs = unknown * tf.nn.conv2d(known, kernel, strides=1, padding="SAME")
     limit = RELATIVE_TOLERANCE**2 * tf.reduce_sum(rhs**2, axis=(1, 2, 3))
     iterations = tf.reduce_max(tf.reduce_sum(unknown, axis=(1, 2, 3)))
 
     def unconverged(step, x, residual, direction, squared):
         return tf.logical_and(
-            tf.cast(step, tf.float64) < iterations, tf.reduce_any(squared > limit)
+            tf.cast(step, tf.float32) < iterations, tf.reduce_any(squared > limit)
         )
 
     def iterate(step, x, residual, direction, squared):
@@ -65,9 +67,9 @@ def _solve(values: tf.Tensor, unknown: tf.Tensor) -> tf.Tensor:
         return step + 1, x, residual, residual + beta * direction, new_squared
 
     squared = tf.reduce_sum(rhs**2, axis=(1, 2, 3))
-    start = (tf.constant(0), tf.zeros_like(rhs), rhs, rhs, squared)
-    _, solution, _, _, _ = tf.while_loop(unconverged, iterate, start)
-    return values * (1.0 - unknown) + solution
+    initial = (tf.constant(0), tf.zeros_like(rhs), rhs, rhs, squared)
+    _, solution, _, _, _ = tf.while_loop(unconverged, iterate, initial)
+    return known + solution
 
 
 def linear_imputation(images: ArrayLike, removed: ArrayLike) -> np.ndarray:
@@ -76,7 +78,7 @@ def linear_imputation(images: ArrayLike, removed: ArrayLike) -> np.ndarray:
     For a removed pixel `i`, `x_i = sum_j w_ij x_j / sum_j w_ij` over its neighbours `j`
     inside the image (`NEIGHBOUR_WEIGHTS`), where a removed neighbour's `x_j` is an unknown
     too: one sparse linear system per image and channel, solved jointly by conjugate
-    gradients (see `RELATIVE_TOLERANCE`). Kept pixels are returned unchanged.
+    gradients in float32 (see `RELATIVE_TOLERANCE`). Kept pixels are returned unchanged.
 
     Args:
         images: `(B, H, W, C)` images.
@@ -108,8 +110,8 @@ def linear_imputation(images: ArrayLike, removed: ArrayLike) -> np.ndarray:
         )
     batch, height, width, channels = images.shape
     values = np.moveaxis(images, -1, 1).reshape(batch * channels, height, width, 1)
-    unknown = np.repeat(removed, channels, axis=0).astype(np.float64)[..., np.newaxis]
-    solved = _solve(tf.constant(values, tf.float64), tf.constant(unknown)).numpy()
+    unknown = np.repeat(removed, channels, axis=0).astype(np.float32)[..., np.newaxis]
+    solved = _solve(tf.constant(values), tf.constant(unknown)).numpy()
     return np.moveaxis(solved.reshape(batch, channels, height, width), 1, -1).astype(np.float32)
 
 

@@ -288,8 +288,17 @@ def _explainer(method: MethodLike, options: Mapping[str, Any], batch_size: int) 
     )
 
 
-def _classes(model: keras.Model, images: np.ndarray, targets: Targets) -> np.ndarray:
-    """The trained model's class per image: `targets`, the top-1 class where it is `None`."""
+def explained_for(model: keras.Model, images: np.ndarray, targets: Targets) -> np.ndarray:
+    """The class each image is explained for: `targets`, the model's top-1 class for `None`.
+
+    Args:
+        model: a Keras classifier.
+        images: `(B, H, W, C)` images.
+        targets: `None`, an int or one int per image.
+
+    Returns:
+        int32 `(B,)`.
+    """
     outputs = model.predict(images, verbose=0)
     num_classes = max(2, int(np.shape(outputs)[-1]))
     resolved = resolve_targets(targets, len(images), num_classes)
@@ -361,7 +370,7 @@ def model_parameter_randomisation(
     batch_size = check_positive_int("batch_size", batch_size)
     images = check_images(images)
     name, build = _explainer(method, method_options or {}, batch_size)
-    classes = _classes(model, images, targets)
+    classes = explained_for(model, images, targets)
     copy = model_copy(model)
     explain = build(copy)
     trained = explain(images, classes)
@@ -463,7 +472,7 @@ def randomisation(
     images = check_images(images)
     trained = check_maps(maps, map_shape(model, images.shape), order_only=True)
     _, build = _explainer(method, method_options or {}, batch_size)
-    classes = _classes(model, images, targets)
+    classes = explained_for(model, images, targets)
     copy = model_copy(model)
     explain = build(copy)
     rng = np.random.default_rng(seed)
@@ -471,3 +480,8 @@ def randomisation(
         shuffle_weights(layer, rng)
     correlation = spearman(trained, explain(images, classes))
     return MetricResult("randomisation", correlation, "correlation", higher_is_better=False)
+
+
+SANITY_METRICS: dict[str, Callable[..., MetricResult]] = {"randomisation": randomisation}
+"""The sanity checks `evaluate` takes as metric names: they call
+`(model, images, maps, targets, method=..., method_options=...)`."""
