@@ -228,6 +228,7 @@ def _demo(args: argparse.Namespace) -> int:
         samples: f"held-out images: {PROG} explain {out / 'model.keras'} {samples}/*.png",
     }
     print(table.to_markdown())
+    print("\n" + table.summary())
     print(f"\n{PROG} demo finished in {time.perf_counter() - start:.0f} s. Written:")
     width = max(len(str(path)) for path in written)
     for path, what in written.items():
@@ -469,6 +470,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         verbose=min(args.verbose, 1),
     )
     print(table.to_markdown())
+    print("\n" + table.summary())
     if args.json is not None:
         _write_table(table, None, args.json)
         print(f"wrote {args.json}")
@@ -682,8 +684,9 @@ def _steps_options(steps: int, metrics: Sequence[str] | None) -> dict[str, dict[
 def _write_table(
     table: EvaluationTable, markdown: pathlib.Path | None, json_path: pathlib.Path | None
 ) -> None:
-    """Writes the table's Markdown and/or JSON atomically."""
-    for path, text in ((markdown, table.to_markdown()), (json_path, table.to_json())):
+    """Writes the table's Markdown (with its verdict) and/or JSON atomically."""
+    report = table.to_markdown() + "\n\n" + table.summary()
+    for path, text in ((markdown, report), (json_path, table.to_json())):
         if path is not None:
             with atomic_writer(path) as file:
                 file.write((text + "\n").encode("utf-8"))

@@ -357,7 +357,9 @@ def test_demo_writes_gallery_table_model_and_epoch_heatmaps(tmp_path, capsys):
     assert [row["method"] for row in table["rows"]] == list(METHODS)
     assert all(row["error"] is None for row in table["rows"])
     markdown = (out / "evaluation.md").read_text()
-    assert markdown.startswith("| method |") and markdown.count("\n") == len(METHODS) + 2
+    table_text, verdict_text = markdown.split("\n\n", 1)  # the table, then its verdict
+    assert table_text.startswith("| method |") and table_text.count("\n") == len(METHODS) + 1
+    assert "(baseline)" in verdict_text and "recommended" in verdict_text.lower()
     assert sorted(p.name for p in (out / "epochs").iterdir()) == ["epoch_001.png", "epoch_002.png"]
     assert list((out / "logs" / "cam").glob("events.out.tfevents.*"))
     assert len(list((out / "samples").glob("sample_*.png"))) == 2
