@@ -1102,8 +1102,6 @@ def boxes_from_maps(maps: ArrayLike, fraction: float = 0.25) -> np.ndarray:
     boxes = kc.metrics.boxes_from_maps(cam(images), fraction=0.25)
     ```
     """
-    import cv2
-
     fraction = check_fraction(fraction)
     maps = check_maps(maps, order_only=True)
     height, width = maps.shape[1:]

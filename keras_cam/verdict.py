@@ -103,7 +103,7 @@ def verdict(table: EvaluationTable) -> Verdict:
     baselines = {row["method"] for row in table.baseline_rows}
     names = [row["method"] for row in rows]
     display = {row["method"]: row["display_name"] for row in rows}
-    units, higher = table.units, table.higher_is_better
+    higher = table.higher_is_better
     metric_ranks = {
         metric: _ranks([row[metric] for row in rows], higher[metric])
         for metric in table.metrics if any(metric in family for family in FAMILIES.values())

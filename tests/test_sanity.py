@@ -116,7 +116,8 @@ def test_baselines():
     np.testing.assert_allclose(gaussian[0], gaussian[0, ::-1, ::-1], atol=1e-6)
     sigma_rows = sanity.GAUSSIAN_SIGMA * HEIGHT
     centre, off = gaussian[0, HEIGHT // 2, WIDTH // 2], gaussian[0, HEIGHT // 2 + 6, WIDTH // 2]
-    assert off / centre == pytest.approx(np.exp(-0.5 * ((6.5 / sigma_rows) ** 2 - (0.5 / sigma_rows) ** 2)), rel=1e-5)
+    expected = np.exp(-0.5 * ((6.5 / sigma_rows) ** 2 - (0.5 / sigma_rows) ** 2))
+    assert off / centre == pytest.approx(expected, rel=1e-5)
     noise = sanity.random_maps((2, HEIGHT, WIDTH), seed=1)
     assert 0.0 <= noise.min() and noise.max() < 1.0
     np.testing.assert_array_equal(noise, sanity.random_maps((2, HEIGHT, WIDTH), seed=1))

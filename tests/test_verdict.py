@@ -122,7 +122,8 @@ def test_on_the_demo_model_the_recommendation_is_among_the_best_and_never_a_base
     ranked = [m for m in table.metrics if m not in ("sparseness",)]
 
     def beats(a, b, metric):
-        return rows[a][metric] > rows[b][metric] if higher[metric] else rows[a][metric] < rows[b][metric]
+        first, second = rows[a][metric], rows[b][metric]
+        return first > second if higher[metric] else first < second
 
     chosen = result.recommended
     # Recounted here from the table: the recommended method beats both baselines on most

@@ -1,7 +1,8 @@
 """keras_cam's pointing game, sparseness and randomisation correlation against Quantus.
 
-Quantus (Hedström et al., JMLR 2023, https://github.com/understandable-machine-intelligence-lab/Quantus)
-is an independent implementation. Not part of `make test`: `make crosscheck` installs the
+Quantus (Hedström et al., JMLR 2023,
+https://github.com/understandable-machine-intelligence-lab/Quantus) is an independent
+implementation. Not part of `make test`: `make crosscheck` installs the
 `crosscheck` extra and runs this file (`pytest -m crosscheck tests/crosscheck`).
 """
 
