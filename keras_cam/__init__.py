@@ -9,7 +9,7 @@ fig = kc.plot_cams(images, {"Grad-CAM": maps})
 ```
 """
 
-from keras_cam import datasets, metrics, sanity, targets
+from keras_cam import datasets, metrics, sanity, targets, verdict
 from keras_cam.callbacks import HeatmapCallback
 from keras_cam.evaluation import EvaluationTable, evaluate
 from keras_cam.methods import (
@@ -64,4 +64,5 @@ __all__ = [
     "save_figure",
     "save_overlay",
     "targets",
+    "verdict",
 ]

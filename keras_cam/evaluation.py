@@ -260,8 +260,10 @@ def evaluate(
         methods: the methods to compare: registered names (`keras_cam.METHODS`, looked up with
             `keras_cam.get_method`) or `BaseCAM` subclasses, or one of them. Defaults to
             `("gradcam", "gradcam++", "scorecam")`.
-        metrics: metric names (keys of `keras_cam.metrics.METRICS`), or one name; `None` means
-            every metric that needs the model, plus the box metrics when `boxes` are given;
+        metrics: metric names (keys of `keras_cam.metrics.METRICS` or
+            `keras_cam.sanity.SANITY_METRICS`: `"randomisation"`), or one name; `None` means
+            every metric that needs the model, the map metrics (`sparseness`) and the sanity
+            check, plus the box metrics when `boxes` are given;
             on a raw-score (`"linear"`) head, `None` leaves out, with a warning, the metrics
             defined for probabilities only (`keras_cam.metrics.PROBABILITY_METRICS`).
             Defaults to `None`.
