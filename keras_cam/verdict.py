@@ -182,8 +182,11 @@ def _sentences(
         )
     else:
         row = by_name[recommended]
-        wins = [metric for metric, ranks in metric_ranks.items()
-                if ranks[[r["method"] for r in rows].index(recommended)] == ranks.min()]
+        position = [r["method"] for r in rows].index(recommended)
+        wins = [  # best alone: a tie with every method (e.g. all at 25 %) is no evidence
+            metric for metric, ranks in metric_ranks.items()
+            if ranks[position] == ranks.min() and np.sum(ranks == ranks.min()) == 1
+        ]
         evidence = ", ".join(
             f"{metric} {_format(row[metric], units[metric])}" for metric in wins[:4]
         )
