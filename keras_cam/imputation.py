@@ -57,9 +57,12 @@ def _solve(values: tf.Tensor, unknown: tf.Tensor) -> tf.Tensor:
         )
 
     def iterate(step, x, residual, direction, squared):
+        # A converged system stops moving, so its solution does not depend on the others in
+        # the batch (chunking never changes a result).
+        active = tf.cast(squared > limit, tf.float32)
         product = _laplacian(direction, unknown, degree)
         curvature = tf.reduce_sum(direction * product, axis=(1, 2, 3))
-        alpha = tf.math.divide_no_nan(squared, curvature)[:, None, None, None]
+        alpha = (active * tf.math.divide_no_nan(squared, curvature))[:, None, None, None]
         x = x + alpha * direction
         residual = residual - alpha * product
         new_squared = tf.reduce_sum(residual**2, axis=(1, 2, 3))
