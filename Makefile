@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.keras_cam-installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND := tensorflow
 
-.PHONY: demo test bench notebook mutate install clean
+.PHONY: demo test bench notebook crosscheck mutate install clean
 
 $(STAMP): pyproject.toml setup.cfg
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,14 @@ test: $(STAMP)
 # Mutation probe (slow, not in CI): plants small bugs one at a time, reports the kill rate.
 mutate: $(STAMP)
 	$(BIN)/python tools/mutate.py
+
+# Cross-check against Quantus (not part of `make test`): Quantus' own requirements pin
+# `opencv-python`, which would install next to our `opencv-python-headless`, so it is installed
+# with --no-deps and its imports come from the `crosscheck` extra.
+crosscheck: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[crosscheck]"
+	$(BIN)/python -m pip install --quiet --no-deps "quantus==0.6.0"
+	$(BIN)/python -m pytest -m crosscheck tests/crosscheck
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS: dict[str, tuple[str, ...]] = {
-    "keras_cam": ("datasets", "io", "metrics", "targets"),
+    "keras_cam": ("datasets", "io", "metrics", "sanity", "targets", "verdict"),
     "keras_cam.callbacks": ("HeatmapCallback",),
     "keras_cam.evaluation": ("EvaluationTable", "evaluate"),
     "keras_cam.io": ("imagenet_class_names",),
@@ -70,7 +70,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see (tests/test_cli_quiet.py keeps it = _EXPORTS)
-    from keras_cam import datasets, io, metrics, targets
+    from keras_cam import datasets, io, metrics, sanity, targets, verdict
     from keras_cam.callbacks import HeatmapCallback
     from keras_cam.evaluation import EvaluationTable, evaluate
     from keras_cam.io import imagenet_class_names

@@ -41,17 +41,17 @@ def check_positive_int(name: str, value: object) -> int:
     return int(value)
 
 
-def check_fraction(fraction: object) -> float:
-    """`fraction` as a float in (0, 1].
+def check_fraction(fraction: object, name: str = "fraction") -> float:
+    """`fraction` as a float in (0, 1]; `name` is the argument's name in the messages.
 
     Raises:
         TypeError: not a real number.
         ValueError: outside (0, 1].
     """
     if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real):
-        raise TypeError(f"`fraction` must be a number in (0, 1]; received {fraction!r}.")
+        raise TypeError(f"`{name}` must be a number in (0, 1]; received {fraction!r}.")
     if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"`fraction` must be in (0, 1]; received {fraction!r}.")
+        raise ValueError(f"`{name}` must be in (0, 1]; received {fraction!r}.")
     return float(fraction)
 
 

@@ -68,7 +68,8 @@ METHOD_NAMES: tuple[str, ...] = (
 )
 METRIC_NAMES: tuple[str, ...] = (
     "average_drop", "increase_in_confidence", "remove_top_fraction", "keep_top_fraction",
-    "deletion", "insertion", "box_iou", "pointing_game",
+    "deletion", "insertion", "road", "box_iou", "box_iou_cam", "pointing_game",
+    "energy_pointing_game", "sparseness",
 )
 NORMALIZE_NAMES: tuple[str, ...] = ("image", "batch", "none")
 HEAD_NAMES: tuple[str, ...] = ("softmax", "sigmoid", "logits", "sigmoid_logits", "linear")
@@ -405,6 +406,7 @@ def _demo_run(args: argparse.Namespace, out: pathlib.Path, start: float) -> int:
         out / DEMO_MANIFEST: "the files above, deleted by the next demo run into this folder",
     }
     print(table.to_markdown())
+    print("\n" + table.summary())
     print(f"\n{PROG} demo finished in {time.perf_counter() - start:.0f} s. Written:")
     width = max(len(str(path)) for path in written)
     for path, what in written.items():
@@ -899,6 +901,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         verbose=min(args.verbose, 1),
     )
     print(table.to_report(source))
+    print("\n" + table.summary())
     if args.json is not None:
         _write_table(table, None, args.json)
         print(f"wrote {args.json}")
@@ -1223,8 +1226,10 @@ def _steps_options(steps: int, metrics: Sequence[str] | None) -> dict[str, dict[
 def _write_table(
     table: EvaluationTable, markdown: pathlib.Path | None, json_path: pathlib.Path | None
 ) -> None:
-    """Writes the table's Markdown report (`EvaluationTable.to_report`) and/or JSON atomically."""
-    for path, text in ((markdown, table.to_report()), (json_path, table.to_json())):
+    """Writes the table's Markdown report (`EvaluationTable.to_report`) with its verdict
+    (`EvaluationTable.summary`) and/or JSON atomically."""
+    report = table.to_report() + "\n\n" + table.summary()
+    for path, text in ((markdown, report), (json_path, table.to_json())):
         if path is not None:
             with atomic_writer(path) as file:
                 file.write((text + "\n").encode("utf-8"))

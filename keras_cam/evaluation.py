@@ -21,8 +21,10 @@ from numpy.typing import ArrayLike
 
 from keras_cam._checks import check_boxes, check_images, check_maps, check_positive_int
 from keras_cam.methods import BaseCAM, get_method, resolve_methods
+from keras_cam import sanity
 from keras_cam.metrics import (
     BOX_METRICS,
+    MAP_METRICS,
     METRICS,
     PROBABILITY_METRICS,
     Activation,
@@ -40,6 +42,34 @@ MethodSpec = Union[str, type[BaseCAM]]
 
 DEFAULT_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "scorecam")
 """The methods `evaluate` compares when none are named."""
+
+
+def _random_baseline() -> sanity.Explain:
+    """`RandomCAM` from the registry where it is registered and the model has a layer to
+    explain, else `sanity.random_explain`."""
+    from keras_cam.methods import METHODS
+
+    if "randomcam" not in METHODS:
+        return sanity.random_explain
+    random_cam = METHODS["randomcam"]
+
+    def random_cam_explain(
+        model: keras.Model, images: np.ndarray, classes: np.ndarray
+    ) -> np.ndarray:
+        try:  # RandomCAM needs a convolutional layer; an analytic model has none
+            explainer = random_cam(model)
+        except ValueError:
+            return sanity.random_explain(model, images, classes)
+        return explainer(images, classes)
+
+    return random_cam_explain
+
+
+BASELINES: dict[str, tuple[str, Callable[[], sanity.Explain]]] = {
+    "random": ("Random maps", _random_baseline),
+    "centred_gaussian": ("Centred Gaussian", lambda: sanity.gaussian_explain),
+}
+"""The baselines of `evaluate`: name -> (display name, factory of the map function)."""
 
 SECONDS_PER_IMAGE = "seconds_per_image"
 """Row key of the map computation time, in seconds per image."""
@@ -67,7 +97,9 @@ TIMING_NOTE = (
 """What the `s/image` column measures (`to_report`)."""
 
 # How each `MetricResult.unit` is written in a column title.
-_UNIT_LABELS = {"percent": "%", "fraction": "0-1", "ratio": "ratio", "score": "score"}
+_UNIT_LABELS = {
+    "percent": "%", "fraction": "0-1", "ratio": "ratio", "score": "score", "correlation": "ρ"
+}
 _MISSING = "—"
 
 
@@ -93,6 +125,10 @@ class EvaluationTable:
             without labels. Defaults to `None`.
         explained: which class each map explains, in words. Defaults to each image's top-1
             predicted class.
+        baseline_rows: rows of the same form for the baselines that ignore the model
+            (`BASELINES`: random maps and a centred Gaussian), which every method should beat;
+            empty when `evaluate(..., baselines=False)`.
+        baseline_results: `{baseline: {metric: MetricResult}}`.
 
     Example:
     ```python
@@ -110,6 +146,20 @@ class EvaluationTable:
     model_name: str = ""
     accuracy: float | None = None
     explained: str = "each image's top-1 predicted class"
+    baseline_rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    baseline_results: dict[str, dict[str, MetricResult]] = dataclasses.field(
+        default_factory=dict
+    )
+
+    def summary(self) -> str:
+        """The verdict in plain words: `keras_cam.verdict.verdict(self).text`.
+
+        Ranks the methods and the baselines across the metric families, names the metrics
+        that disagree and the method it recommends, with the numbers (see `keras_cam.verdict`).
+        """
+        from keras_cam.verdict import verdict
+
+        return verdict(self).text
 
     @property
     def successful_rows(self) -> list[dict[str, Any]]:
@@ -239,7 +289,7 @@ class EvaluationTable:
 
     def _reference(self, metric: str) -> MetricResult:
         """A `MetricResult` of `metric` (the first method that has one), for its metadata."""
-        for method_results in self.results.values():
+        for method_results in (*self.results.values(), *self.baseline_results.values()):
             if metric in method_results:
                 return method_results[metric]
         raise ValueError(f"No method of this table has a result for the metric {metric!r}.")
@@ -263,6 +313,7 @@ def evaluate(
     verbose: int = 0,
     output: int | str | None = None,
     strategy: Any = None,
+    baselines: bool = True,
 ) -> EvaluationTable:
     """Evaluates CAM methods on a model and images: one row per method, each metric's mean.
 
@@ -296,8 +347,10 @@ def evaluate(
         methods: the methods to compare: registered names (`keras_cam.METHODS`, looked up with
             `keras_cam.get_method`) or `BaseCAM` subclasses, or one of them. Defaults to
             `("gradcam", "gradcam++", "scorecam")`.
-        metrics: metric names (keys of `keras_cam.metrics.METRICS`), or one name; `None` means
-            every metric that needs the model, plus the box metrics when `boxes` are given;
+        metrics: metric names (keys of `keras_cam.metrics.METRICS` or
+            `keras_cam.sanity.SANITY_METRICS`: `"randomisation"`), or one name; `None` means
+            every metric that needs the model, the map metrics (`sparseness`) and the sanity
+            check, plus the box metrics when `boxes` are given;
             on a raw-score (`"linear"`) head, `None` leaves out, with a warning, the metrics
             defined for probabilities only (`keras_cam.metrics.PROBABILITY_METRICS`).
             Defaults to `None`.
@@ -338,6 +391,9 @@ def evaluate(
     batch; each `MetricResult` keeps the per-image values (one float per image) but no
     curves (`curve` is `None`). `seconds_per_image` includes the first batch's tracing. The
     rows equal those of the in-memory call on the same images.
+        baselines: also score the maps of `BASELINES` (random maps, a centred Gaussian),
+            which ignore the model, into `baseline_rows`; `EvaluationTable.summary` ranks the
+            methods against them. Defaults to `True`.
 
     Returns:
         An `EvaluationTable`; `print(table)` shows it in Markdown.
@@ -423,7 +479,8 @@ def evaluate(
             continue
         results[name] = {
             metric: _compute_metric(
-                metric, model, images, maps, targets, boxes, metric_kwargs[metric]
+                metric, model, images, maps, targets, boxes, metric_kwargs[metric], method,
+                constructor_kwargs[name],
             )
             for metric in metric_names
         }
@@ -438,6 +495,10 @@ def evaluate(
             "None of the methods could run on this model: "
             + "; ".join(f"{row['method']}: {row['error']}" for row in rows)
         )
+    baseline_rows, baseline_results = (
+        _baseline_rows(model, images, targets, boxes, metric_names, metric_kwargs)
+        if baselines else ([], {})
+    )
     return EvaluationTable(
         tuple(metric_names), rows, results, len(images), model_name=model.name,
         accuracy=None if targets is None else _accuracy(
@@ -445,7 +506,9 @@ def evaluate(
         ),
         explained="each image's label (its true class)" if targets is not None
         else "each image's top-1 predicted class",
+        baseline_rows=baseline_rows, baseline_results=baseline_results,
     )
+
 
 
 def _evaluate_dataset(
@@ -507,8 +570,10 @@ def _evaluate_dataset(
         for name in explainers:
             seconds[name] += batch.seconds[name]
             for metric in metric_names:
-                result = _compute_metric(metric, model, batch.images, batch.maps[name], targets,
-                                         batch.boxes, metric_kwargs[metric])
+                result = _compute_metric(
+                    metric, model, batch.images, batch.maps[name], targets, batch.boxes,
+                    metric_kwargs[metric], classes[name], constructor_kwargs[name],
+                )
                 per_image[name][metric].append(result.per_image)
                 last[name][metric] = result
         count += len(batch.index)
@@ -552,14 +617,15 @@ def _check_labels(labels: ArrayLike, batch: int, num_classes: int) -> np.ndarray
 def _resolve_metrics(metrics: str | Sequence[str] | None, has_boxes: bool) -> list[str]:
     """The metric names to compute, checked against `METRICS` and the presence of boxes."""
     if metrics is None:
-        return [name for name in METRICS if has_boxes or name not in BOX_METRICS]
+        default = [name for name in METRICS if has_boxes or name not in BOX_METRICS]
+        return [*default, *sanity.SANITY_METRICS]
     names = [metrics] if isinstance(metrics, str) else list(metrics)
+    known = [*METRICS, *sanity.SANITY_METRICS]
     if not names:
-        raise ValueError(
-            f"`metrics` must name at least one metric; known metrics: {list(METRICS)}."
-        )
+        raise ValueError(f"`metrics` must name at least one metric; known metrics: {known}.")
     for name in names:
-        get_metric(name)
+        if name not in known:
+            raise ValueError(f"Unknown metric {name!r}; known metrics: {', '.join(known)}.")
     if len(set(names)) != len(names):
         raise ValueError(f"`metrics` lists a metric more than once: {names!r}.")
     needs_boxes = [name for name in names if name in BOX_METRICS]
@@ -657,10 +723,10 @@ def _metric_kwargs(
         lambda key: key if key in metric_names else None,
     )
     model_kwargs = {"batch_size": batch_size, "activation": activation, "head": head}
-    return {
-        name: {**({} if name in BOX_METRICS else model_kwargs), **options.get(name, {})}
-        for name in metric_names
-    }
+    defaults = {name: model_kwargs for name in metric_names}
+    defaults.update({name: {} for name in BOX_METRICS | MAP_METRICS})
+    defaults.update({name: {"batch_size": batch_size} for name in sanity.SANITY_METRICS})
+    return {name: {**defaults[name], **options.get(name, {})} for name in metric_names}
 
 
 def _accuracy(
@@ -719,10 +785,18 @@ def _compute_metric(
     targets: np.ndarray | None,
     boxes: np.ndarray | None,
     kwargs: dict[str, Any],
+    method: sanity.MethodLike,
+    method_options: Mapping[str, Any],
 ) -> MetricResult:
     """One metric on one method's maps, with the arguments its family takes."""
     if name in BOX_METRICS:
         return get_metric(name)(maps, boxes, **kwargs)
+    if name in MAP_METRICS:
+        return get_metric(name)(maps, **kwargs)
+    if name in sanity.SANITY_METRICS:
+        return sanity.SANITY_METRICS[name](
+            model, images, maps, targets, method=method, method_options=method_options, **kwargs
+        )
     return get_metric(name)(model, images, maps, targets, **kwargs)
 
 
@@ -734,3 +808,33 @@ def _format_value(value: float | None, unit: str) -> str:
 
 def _markdown_line(cells: list[str]) -> str:
     return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+
+def _baseline_rows(
+    model: keras.Model,
+    images: np.ndarray,
+    targets: np.ndarray | None,
+    boxes: np.ndarray | None,
+    metric_names: list[str],
+    metric_kwargs: dict[str, dict[str, Any]],
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, MetricResult]]]:
+    """The rows and results of `BASELINES`, scored like the methods."""
+    rows, results = [], {}
+    classes = sanity.explained_for(model, images, targets)
+    for name, (display_name, factory) in BASELINES.items():
+        explain = factory()
+        begin = time.perf_counter()
+        maps = check_maps(explain(model, images, classes), map_shape(model, images.shape))
+        seconds = (time.perf_counter() - begin) / len(images)
+        results[name] = {
+            metric: _compute_metric(
+                metric, model, images, maps, targets, boxes, metric_kwargs[metric], explain, {}
+            )
+            for metric in metric_names
+        }
+        means = {metric: result.mean for metric, result in results[name].items()}
+        rows.append({
+            "method": name, "display_name": display_name, **means,
+            SECONDS_PER_IMAGE: seconds, "error": None,
+        })
+    return rows, results

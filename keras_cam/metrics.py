@@ -60,7 +60,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import weakref
-from collections.abc import Callable, Iterator
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, Optional
 
 import keras
@@ -77,6 +78,7 @@ from keras_cam._checks import (
     check_positive_int,
 )
 from keras_cam.geometry import spatial_axes
+from keras_cam.imputation import check_noise, linear_imputation
 from keras_cam.methods.base import check_other_input, compile_fn
 from keras_cam.surgery import (
     Head,
@@ -125,7 +127,8 @@ class MetricResult:
         per_image: float64 `(B,)`, the metric's value for each image.
         unit: `"percent"` (0-100), `"fraction"` ([0, 1]), `"ratio"` (a relative change,
             `(O - Y) / Y`, at least -1) or `"score"` (the model's raw output units, any
-            value: `deletion` and `insertion` on a raw-score head).
+            value: `deletion` and `insertion` on a raw-score head) or `"correlation"` (a rank
+            correlation in [-1, 1]: `keras_cam.sanity.randomisation`).
         higher_is_better: whether a larger value means a more faithful or better localized map.
         curve: float64 `(B, steps + 1)` scores along the deletion or insertion path, or `None`.
         curve_x: float64 `(steps + 1,)` fraction of the pixels removed or inserted at each
@@ -134,7 +137,7 @@ class MetricResult:
 
     name: str
     per_image: np.ndarray
-    unit: Literal["percent", "fraction", "ratio", "score"]
+    unit: Literal["percent", "fraction", "ratio", "score", "correlation"]
     higher_is_better: bool
     curve: np.ndarray | None = None
     curve_x: np.ndarray | None = None
@@ -1100,6 +1103,212 @@ def insertion(
     )
 
 
+# ------------------------------------------------------------------------------------ ROAD
+ROAD_PERCENTILES: tuple[int, ...] = (10, 20, 30, 40, 50, 60, 70, 80, 90)
+"""Percentages of the pixels ROAD removes, as in pytorch-grad-cam's `ROADCombined`."""
+
+
+def _check_percentiles(percentiles: Sequence[float], pixels: int) -> np.ndarray:
+    """`percentiles` as a float64 array in (0, 100), each leaving at least one pixel."""
+    values = np.asarray(percentiles, np.float64)
+    if values.ndim != 1 or not len(values) or not np.all((values > 0) & (values < 100)):
+        raise ValueError(
+            f"`percentiles` must be a non-empty sequence of numbers in (0, 100); received "
+            f"{percentiles!r}."
+        )
+    if np.any(_road_counts(values, pixels) >= pixels):
+        raise ValueError(
+            f"`percentiles` {percentiles!r} remove every pixel of a {pixels}-pixel image, "
+            "leaving nothing to impute from; use smaller percentiles."
+        )
+    return values
+
+
+def _road_counts(percentiles: np.ndarray, pixels: int) -> np.ndarray:
+    """Pixels removed at each percentile: rounded half up."""
+    return np.floor(percentiles / 100.0 * pixels + 0.5).astype(np.int64)
+
+
+def _road_curves(
+    name: str,
+    model: keras.Model,
+    images: ArrayLike,
+    maps: ArrayLike,
+    targets: Targets,
+    percentiles: Sequence[float],
+    noise: float,
+    seed: int,
+    batch_size: int,
+    activation: Activation,
+    head: str | None,
+) -> tuple[_Scored, np.ndarray, np.ndarray]:
+    """Checked inputs, the percentiles and the `(B, 2, P)` scores: MoRF (0) and LeRF (1)."""
+    noise = check_noise(noise)
+    scored = _score(
+        name, model, images, maps, targets, batch_size, activation, head, order_only=True
+    )
+    if scored.maps.ndim != 3:
+        raise ValueError(
+            f"`{name}` imputes removed pixels from their neighbours in an image (B, H, W); the "
+            f"maps have shape {scored.maps.shape}. For signals and volumes use `deletion` / "
+            "`insertion`."
+        )
+    batch, height, width = scored.maps.shape
+    values = _check_percentiles(percentiles, height * width)
+    counts = _road_counts(values, height * width)
+    ranks = _pixel_ranks(scored.maps)
+    keys = [zlib.crc32(np.ascontiguousarray(image).tobytes()) for image in scored.images]
+    copies = np.arange(batch * 2 * len(values))
+    image, order, step = np.unravel_index(copies, (batch, 2, len(values)))
+    ones = np.ones((batch_size, height, width), np.float32)
+    scores = np.empty(len(copies), np.float64)
+    for start in range(0, len(copies), batch_size):
+        items = copies[start : start + batch_size]
+        count = counts[step[items]][:, np.newaxis, np.newaxis]
+        most = ranks[image[items]] < count
+        least = ranks[image[items]] >= height * width - count
+        removed = np.where((order[items] == 0)[:, np.newaxis, np.newaxis], most, least)
+        filled = linear_imputation(scored.images[image[items]], removed)
+        # Each copy's noise is keyed by its image's content, curve and step, not its position
+        # in the call: an image scores the same alone, in a batch, or streamed.
+        draws = np.stack([
+            np.random.default_rng(
+                (seed, keys[image[copy]], int(order[copy]), int(step[copy]))
+            ).standard_normal(filled.shape[1:])
+            for copy in items
+        ])
+        filled = (filled + noise * draws * removed[..., np.newaxis]).astype(np.float32)
+        rows = image[items]
+        others = tuple(other[rows] for other in scored.others)
+        probabilities = scored.probabilities(filled, filled, ones[: len(items)], others)
+        scores[items] = target_scores(
+            probabilities.numpy(), scored.targets[rows], scored.score_fn, rows.astype(np.int32)
+        ).numpy()
+    return scored, values, scores.reshape(batch, 2, len(values))
+
+
+def road(
+    model: keras.Model,
+    images: ArrayLike,
+    maps: ArrayLike,
+    targets: Targets = None,
+    *,
+    percentiles: Sequence[float] = ROAD_PERCENTILES,
+    noise: float = 0.01,
+    seed: int = 0,
+    batch_size: int = 32,
+    activation: Activation = None,
+    head: str | None = None,
+) -> MetricResult:
+    """ROAD (RemOve And Debias): the combined score of its two removal orders.
+
+    For each percentage `p` of `percentiles`, the `round(p / 100 * H * W)` most relevant
+    pixels (MoRF: highest map values first, ties in raster order) or the least relevant ones
+    (LeRF) are removed and replaced by noisy linear imputation from their neighbours
+    (`keras_cam.imputation.linear_imputation` plus Gaussian noise of standard deviation
+    `noise`, drawn from `seed` and the copy, so chunks never change a result), and the
+    target's probability (its raw score for a `"linear"` head) is read. Each image scores
+    `mean_p (LeRF_p - MoRF_p) / 2`, pytorch-grad-cam's `ROADCombined` (the score changes
+    from the unmasked image, `LeRF_p - Y` and `MoRF_p - Y`, whose `Y` cancels) of Rong et
+    al., "A Consistent and Efficient Evaluation Strategy for Attribution Methods", ICML 2022,
+    https://arxiv.org/abs/2202.00449. Higher is better: removing what the map calls
+    relevant hurts, removing what it calls irrelevant does not; the imputation keeps the
+    removal from being a shape the model can read (the "class information leakage" of
+    deletion curves).
+
+    Args:
+        model: a Keras classifier taking `(B, H, W, C)` float images.
+        images: `(B, H, W, C)` images, NumPy or tensor, preprocessed for the model.
+        maps: `(B, H, W)` maps at the image resolution. Only the order of the pixels
+            matters, so any finite values are accepted: CAM maps in [0, 1], raw scores of any
+            scale or sign, `uint8`, bool.
+        targets: `None` (each image's top-1 class on the unmasked image), an int (one class for
+            all images) or a sequence of ints (one class per image). Defaults to `None`.
+        percentiles: percentages of pixels removed, each in (0, 100). Defaults to
+            `(10, 20, ..., 90)`.
+        noise: standard deviation of the imputation noise, in the model's input units.
+            Defaults to `0.01` (Rong et al., for inputs in [0, 1]).
+        seed: seed of the noise; each image's noise also depends on its content (not its
+            position in the call), so an image scores the same alone or in any batch.
+            Defaults to `0`.
+        batch_size: images per model call. Defaults to `32`.
+        activation: `"softmax"` or `"sigmoid"` to turn the model's logits into
+            probabilities (the older spelling of `head="logits"` / `"sigmoid_logits"`), or
+            `None` to leave the reading to `head`. Defaults to `None`.
+        head: how the model's output is read (`keras_cam.surgery.read_head`): `None` reads
+            a Functional or Sequential model's head as the explainers do, or one of
+            `keras_cam.surgery.HEADS` states it. Defaults to `None`.
+
+    Returns:
+        A `MetricResult`: `per_image` the combined score (`unit="fraction"`, in [-0.5, 0.5]
+        for probabilities; `"score"` for raw scores), `curve` the `(B, P)` values
+        `(LeRF_p - MoRF_p) / 2` and `curve_x` the fractions `p / 100`. `road_curves` gives
+        the two orders' scores.
+
+    Raises:
+        ValueError: percentiles outside (0, 100) or removing every pixel, a negative `noise`.
+
+    Example:
+    ```python
+    result = kc.metrics.road(model, images, kc.GradCAM(model)(images))
+    print(f"ROAD {result.mean:.3f}")
+    ```
+    """
+    scored, values, scores = _road_curves(
+        "road", model, images, maps, targets, percentiles, noise, seed, batch_size,
+        activation, head,
+    )
+    curve = (scores[:, 1] - scores[:, 0]) / 2.0
+    unit = "score" if scored.raw_scores else "fraction"
+    return MetricResult(
+        "road", curve.mean(axis=1), unit, higher_is_better=True, curve=curve,
+        curve_x=values / 100.0,
+    )
+
+
+def road_curves(
+    model: keras.Model,
+    images: ArrayLike,
+    maps: ArrayLike,
+    targets: Targets = None,
+    *,
+    percentiles: Sequence[float] = ROAD_PERCENTILES,
+    noise: float = 0.01,
+    seed: int = 0,
+    batch_size: int = 32,
+    activation: Activation = None,
+    head: str | None = None,
+) -> tuple[MetricResult, MetricResult]:
+    """ROAD's two curves: most-relevant-first (MoRF) and least-relevant-first (LeRF).
+
+    The same removals, imputations and noise as `road` (same arguments, same `seed`), each
+    order's score at each percentile.
+
+    Returns:
+        `(morf, lerf)`: `MetricResult`s named `"road_morf"` (lower is better) and
+        `"road_lerf"` (higher is better), `per_image` the mean over the percentiles,
+        `curve` the `(B, P)` scores and `curve_x` the fractions `p / 100`.
+
+    Example:
+    ```python
+    morf, lerf = kc.metrics.road_curves(model, images, maps, percentiles=(20, 50, 80))
+    plt.plot(morf.curve_x, morf.curve.mean(axis=0))
+    ```
+    """
+    scored, values, scores = _road_curves(
+        "road", model, images, maps, targets, percentiles, noise, seed, batch_size,
+        activation, head,
+    )
+    unit = "score" if scored.raw_scores else "fraction"
+    return tuple(
+        MetricResult(
+            name, scores[:, order].mean(axis=1), unit, higher_is_better=bool(order),
+            curve=scores[:, order], curve_x=values / 100.0,
+        )
+        for order, name in enumerate(("road_morf", "road_lerf"))
+    )
+
+
 # ---------------------------------------------------------------------------- localization
 def boxes_from_maps(maps: ArrayLike, fraction: float = 0.25) -> np.ndarray:
     """Bounding box of the largest connected region of each map's top pixels.
@@ -1127,8 +1336,6 @@ def boxes_from_maps(maps: ArrayLike, fraction: float = 0.25) -> np.ndarray:
     boxes = kc.metrics.boxes_from_maps(cam(images), fraction=0.25)
     ```
     """
-    import cv2
-
     fraction = check_fraction(fraction)
     maps = check_maps(maps, order_only=True, ranks=_MAP_RANKS)
     axes = tuple(range(1, maps.ndim))
@@ -1136,8 +1343,26 @@ def boxes_from_maps(maps: ArrayLike, fraction: float = 0.25) -> np.ndarray:
     selected = (_pixel_ranks(maps) < _top_count(fraction, maps[0].size)) & above_minimum
     if maps.ndim != 3:
         return np.stack([_largest_region_box(mask) for mask in selected])
-    boxes = np.zeros((len(maps), 4), np.int64)
-    for index, mask in enumerate(selected.astype(np.uint8)):
+    return largest_region_boxes(selected)
+
+
+def largest_region_boxes(selected: np.ndarray) -> np.ndarray:
+    """Bounding box of the largest 8-connected region of each boolean mask.
+
+    Regions come from `cv2.connectedComponentsWithStats`; among equal areas the first in
+    raster order wins.
+
+    Args:
+        selected: bool `(B, H, W)`.
+
+    Returns:
+        int64 `(B, 4)` boxes `(x0, y0, x1, y1)`, `x1`/`y1` exclusive; `(0, 0, 0, 0)` for an
+        empty mask.
+    """
+    import cv2
+
+    boxes = np.zeros((len(selected), 4), np.int64)
+    for index, mask in enumerate(np.asarray(selected, np.uint8)):
         count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         if count > 1:
             x, y, w, h, _ = stats[1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))]
@@ -1181,6 +1406,46 @@ def _largest_region_box(mask: np.ndarray) -> np.ndarray:
     return box
 
 
+def _nonnegative_maps(maps: ArrayLike, metric: str) -> np.ndarray:
+    """`maps` as float64 `(B, H, W)`, refused when a value is negative."""
+    checked = check_maps(maps, order_only=True)
+    if checked.min() < 0:
+        raise ValueError(
+            f"`{metric}` reads the maps as amounts of evidence, which cannot be negative; the "
+            f"maps' smallest value is {checked.min():g}. Pass CAM maps (after their ReLU) or "
+            "clip the negative values, e.g. `np.maximum(maps, 0)`."
+        )
+    return checked
+
+
+def boxes_above_threshold(maps: ArrayLike, threshold: float = 0.2) -> np.ndarray:
+    """Bounding box of the largest connected region above `threshold` times each map's maximum.
+
+    CAM's localization protocol (Zhou et al., "Learning Deep Features for Discriminative
+    Localization", CVPR 2016, https://arxiv.org/abs/1512.04150, Sec. 3: "we segment the
+    regions of which the value is above 20% of the max value of the CAM and take the bounding
+    box that covers the largest connected component"); the regions are 8-connected
+    (`largest_region_boxes`). Unlike `boxes_from_maps`, the box depends on the map's values,
+    not only their order: a blurry map gives a large box.
+
+    Args:
+        maps: `(B, H, W)` non-negative maps (any scale, `uint8`, bool).
+        threshold: share of the maximum a pixel must exceed, in (0, 1]. Defaults to `0.2`.
+
+    Returns:
+        int64 `(B, 4)` boxes `(x0, y0, x1, y1)`; an all-zero map gives `(0, 0, 0, 0)`.
+
+    Raises:
+        ValueError: a negative map value, or `threshold` outside (0, 1].
+    """
+    threshold = check_fraction(threshold, "threshold")
+    maps = _nonnegative_maps(maps, "boxes_above_threshold")
+    peak = maps.max(axis=(1, 2), keepdims=True)
+    return largest_region_boxes((maps > threshold * peak) & (peak > 0))
+
+
+
+
 def _box_areas(boxes: np.ndarray) -> np.ndarray:
     """Pixels (samples, voxels) in each `BOX_FORMATS` box."""
     axes = boxes.shape[1] // 2
@@ -1216,8 +1481,13 @@ def box_iou(maps: ArrayLike, boxes: ArrayLike, *, fraction: float = 0.25) -> Met
     fraction = check_fraction(fraction)
     maps = check_maps(maps, order_only=True, ranks=_MAP_RANKS)
     truth = check_boxes(boxes, maps.shape)
-    predicted = boxes_from_maps(maps, fraction)
-    axes = maps.ndim - 1
+    iou = _iou(boxes_from_maps(maps, fraction), truth)
+    return MetricResult("box_iou", iou, "fraction", higher_is_better=True)
+
+
+def _iou(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """IoU of predicted `BOX_FORMATS` boxes (possibly empty) with non-empty true boxes."""
+    axes = truth.shape[1] // 2
     overlap = np.concatenate(
         [np.maximum(predicted[:, :axes], truth[:, :axes]),
          np.minimum(predicted[:, axes:], truth[:, axes:])],
@@ -1225,7 +1495,39 @@ def box_iou(maps: ArrayLike, boxes: ArrayLike, *, fraction: float = 0.25) -> Met
     )
     intersection = _box_areas(overlap)
     union = _box_areas(predicted) + _box_areas(truth) - intersection
-    return MetricResult("box_iou", intersection / union, "fraction", higher_is_better=True)
+    return intersection / union
+
+
+def box_iou_cam(maps: ArrayLike, boxes: ArrayLike, *, threshold: float = 0.2) -> MetricResult:
+    """Box IoU with CAM's protocol: the box of the largest region above 20 % of the maximum.
+
+    Each image scores `|P ∩ G| / |P ∪ G|` in pixels, `P` from `boxes_above_threshold` (Zhou
+    et al., "CAM", CVPR 2016, https://arxiv.org/abs/1512.04150, Sec. 3) and `G` the
+    ground-truth box. `box_iou` selects a fixed share of the pixels instead, so it sees only
+    the map's order; this one sees its values, and a blurry map's box grows. Higher is
+    better; an all-zero map has an empty box and scores 0.
+
+    Args:
+        maps: `(B, H, W)` non-negative maps (any scale, `uint8`, bool).
+        boxes: int `(B, 4)` ground-truth boxes `(x0, y0, x1, y1)`, `x1`/`y1` exclusive.
+        threshold: share of the maximum a pixel must exceed, in (0, 1]. Defaults to `0.2`.
+
+    Returns:
+        A `MetricResult` with `unit="fraction"`: `per_image` is the IoU in [0, 1].
+
+    Raises:
+        ValueError: a negative map value (a CAM map is non-negative after its ReLU).
+
+    Example:
+    ```python
+    kc.metrics.box_iou_cam(kc.GradCAM(model)(images), boxes).mean
+    ```
+    """
+    threshold = check_fraction(threshold, "threshold")
+    maps = _nonnegative_maps(maps, "box_iou_cam")
+    truth = check_boxes(boxes, maps.shape)
+    iou = _iou(boxes_above_threshold(maps, threshold), truth)
+    return MetricResult("box_iou_cam", iou, "fraction", higher_is_better=True)
 
 
 def pointing_game(maps: ArrayLike, boxes: ArrayLike) -> MetricResult:
@@ -1262,6 +1564,72 @@ def pointing_game(maps: ArrayLike, boxes: ArrayLike) -> MetricResult:
     return MetricResult("pointing_game", hits.astype(np.float64), "fraction", higher_is_better=True)
 
 
+def energy_pointing_game(maps: ArrayLike, boxes: ArrayLike) -> MetricResult:
+    """Energy-based pointing game: the share of each map's energy inside the true box.
+
+    `sum_{(i, j) in box} L_ij / sum_{(i, j)} L_ij` (Wang et al., "Score-CAM: Score-Weighted
+    Visual Explanations for Convolutional Neural Networks", CVPR-W 2020,
+    https://arxiv.org/abs/1910.01279, Sec. 4.2). Unlike `pointing_game`, which looks at the
+    maximum alone, every pixel counts: a map spread over the whole image scores the box's
+    area share. Higher is better; an all-zero map has no energy and scores 0.
+
+    Args:
+        maps: `(B, H, W)` non-negative maps (any scale, `uint8`, bool).
+        boxes: int `(B, 4)` ground-truth boxes `(x0, y0, x1, y1)`, `x1`/`y1` exclusive.
+
+    Returns:
+        A `MetricResult` with `unit="fraction"`: `per_image` in [0, 1].
+
+    Raises:
+        ValueError: a negative map value (energy is non-negative).
+
+    Example:
+    ```python
+    kc.metrics.energy_pointing_game(kc.ScoreCAM(model)(images), boxes).mean
+    ```
+    """
+    maps = _nonnegative_maps(maps, "energy_pointing_game")
+    truth = check_boxes(boxes, maps.shape)
+    rows = np.arange(maps.shape[1])[np.newaxis, :, np.newaxis]
+    columns = np.arange(maps.shape[2])[np.newaxis, np.newaxis, :]
+    x0, y0, x1, y1 = (truth[:, k, np.newaxis, np.newaxis] for k in range(4))
+    inside = (y0 <= rows) & (rows < y1) & (x0 <= columns) & (columns < x1)
+    total = maps.sum(axis=(1, 2))
+    share = _relative((maps * inside).sum(axis=(1, 2)), total)
+    return MetricResult("energy_pointing_game", share, "fraction", higher_is_better=True)
+
+
+# ------------------------------------------------------------------------------- complexity
+def sparseness(maps: ArrayLike) -> MetricResult:
+    """Sparseness: the Gini index of each map's absolute values.
+
+    With the `n` values `|L|` sorted ascending, `G = sum_k (2k - n - 1) a_k / (n sum_k a_k)`
+    (Chalasani et al., "Concise Explanations of Neural Networks using Adversarial Training",
+    ICML 2020, https://arxiv.org/abs/1810.06583; Quantus' `Sparseness`, without its 1e-7
+    added to every value). 1 - 1/n for a single non-zero pixel, 0 for a constant map (and,
+    by convention, an all-zero one). Higher means more concentrated: read it next to the
+    other scores, since a "better" localization score can come from a blurrier map, and
+    a lower faithfulness score from a sharper one.
+
+    Args:
+        maps: `(B, H, W)` maps of any finite values (absolute values are used).
+
+    Returns:
+        A `MetricResult` with `unit="fraction"`: `per_image` in [0, 1).
+
+    Example:
+    ```python
+    kc.metrics.sparseness(kc.GradCAM(model)(images)).mean
+    ```
+    """
+    checked = np.abs(check_maps(maps, order_only=True))
+    values = np.sort(checked.reshape(len(checked), -1), axis=1)
+    count = values.shape[1]
+    coefficients = 2.0 * np.arange(1, count + 1) - count - 1
+    gini = _relative((coefficients * values).sum(axis=1), count * values.sum(axis=1))
+    return MetricResult("sparseness", gini, "fraction", higher_is_better=True)
+
+
 # -------------------------------------------------------------------------------- registry
 METRICS: dict[str, Callable[..., MetricResult]] = {
     "average_drop": average_drop,
@@ -1270,14 +1638,23 @@ METRICS: dict[str, Callable[..., MetricResult]] = {
     "keep_top_fraction": keep_top_fraction,
     "deletion": deletion,
     "insertion": insertion,
+    "road": road,
     "box_iou": box_iou,
+    "box_iou_cam": box_iou_cam,
     "pointing_game": pointing_game,
+    "energy_pointing_game": energy_pointing_game,
+    "sparseness": sparseness,
 }
-"""Every metric by name. Those in `BOX_METRICS` take `(maps, boxes)`, the others
-`(model, images, maps, targets)`; all accept their options as keywords."""
+"""Every metric by name. Those in `BOX_METRICS` take `(maps, boxes)`, those in `MAP_METRICS`
+`(maps)`, the others `(model, images, maps, targets)`; all accept their options as keywords."""
 
-BOX_METRICS: frozenset[str] = frozenset({"box_iou", "pointing_game"})
+BOX_METRICS: frozenset[str] = frozenset(
+    {"box_iou", "box_iou_cam", "pointing_game", "energy_pointing_game"}
+)
 """Names of the metrics that compare maps with ground-truth boxes and need no model."""
+
+MAP_METRICS: frozenset[str] = frozenset({"sparseness"})
+"""Names of the metrics of the maps alone (no model, no boxes)."""
 
 
 def get_metric(name: str) -> Callable[..., MetricResult]:

@@ -121,13 +121,18 @@ def test_rows_equal_the_metric_functions_and_hand_values(model):
     table = evaluate(model, images, labels, boxes, methods=(region, elsewhere),
                      metric_options=FAST, batch_size=3)
 
-    assert table.metrics == tuple(metrics.METRICS)  # boxes given: every metric
+    # Boxes given: every metric, and the sanity check.
+    assert table.metrics == (*metrics.METRICS, "randomisation")
     assert [row["method"] for row in table.rows] == ["Region", "Elsewhere"]
     for row, cam_map in zip(table.rows, (REGION_MAP, ELSEWHERE_MAP)):
         maps = np.repeat(cam_map[np.newaxis], len(images), axis=0)
-        for name in table.metrics:
+        # A fixed map ignores the model: the randomised model's maps are the same ones.
+        assert row["randomisation"] == 1.0
+        for name in table.metrics[:-1]:
             if name in metrics.BOX_METRICS:
                 expected = metrics.get_metric(name)(maps, boxes)
+            elif name in metrics.MAP_METRICS:
+                expected = metrics.get_metric(name)(maps)
             else:
                 expected = metrics.get_metric(name)(
                     model, images, maps, labels, batch_size=3, **FAST.get(name, {})
@@ -287,7 +292,9 @@ def test_registered_names_and_classes_name_the_rows(model, monkeypatch):
 def test_box_metrics_are_included_only_with_boxes(model):
     images = constant_images()
     without = evaluate(model, images, methods=fake_method(REGION_MAP), metric_options=FAST)
-    assert without.metrics == tuple(n for n in metrics.METRICS if n not in metrics.BOX_METRICS)
+    assert without.metrics == (
+        *(n for n in metrics.METRICS if n not in metrics.BOX_METRICS), "randomisation"
+    )
     with pytest.raises(ValueError, match=r"\['pointing_game'\].*no `boxes` were given"):
         evaluate(model, images, methods=fake_method(REGION_MAP),
                  metrics=("average_drop", "pointing_game"))
@@ -389,16 +396,23 @@ def test_on_a_raw_score_head_the_probability_metrics_are_left_out_with_a_warning
                                          rf"{left_out}, are left out.*head='logits'"):
         table = evaluate(raw_score_model(), raw_images(), methods=method, metric_options=FAST)
 
-    assert table.metrics == ("deletion", "insertion")
-    assert table.units == {"deletion": "score", "insertion": "score"}
+    assert table.metrics == ("deletion", "insertion", "road", "sparseness", "randomisation")
+    assert table.units == {
+        "deletion": "score", "insertion": "score", "road": "score", "sparseness": "fraction",
+        "randomisation": "correlation",
+    }
     # A constant image of brightness b scores RAW_BIAS + 3 b; removing (or inserting, from
     # zeros) a fraction x of its pixels scores RAW_BIAS + 3 b (1 - x) (or + 3 b x): both
     # curves are straight lines, whose area is RAW_BIAS + 3 b / 2.
     expected = RAW_BIAS + 3 * RAW_BRIGHTNESS / 2
-    for name in table.metrics:
+    for name in ("deletion", "insertion"):
         np.testing.assert_allclose(table.results["Fake"][name].per_image, expected, rtol=1e-5)
+    # ROAD imputes a constant image by the same constant (plus noise of std 0.01): the raw
+    # score barely moves in either order, so the combined score is near 0.
+    np.testing.assert_allclose(table.results["Fake"]["road"].per_image, 0.0, atol=0.01)
     assert table.to_markdown().splitlines()[0] == (
-        "| method | deletion (score) ↓ | insertion (score) ↑ | s/image |"
+        "| method | deletion (score) ↓ | insertion (score) ↑ | road (score) ↑ | "
+        "sparseness (0-1) ↑ | randomisation (ρ) ↓ | s/image |"
     )
 
 
@@ -418,7 +432,9 @@ def test_a_raw_score_unit_stated_as_a_binary_logit_keeps_every_metric():
     method = fake_method(np.ones((RAW_HEIGHT, RAW_WIDTH), np.float32))
     table = evaluate(raw_score_model(), raw_images(), methods=method, metric_options=FAST,
                      head="logits")
-    assert table.metrics == tuple(n for n in metrics.METRICS if n not in metrics.BOX_METRICS)
+    assert table.metrics == (
+        *(n for n in metrics.METRICS if n not in metrics.BOX_METRICS), "randomisation"
+    )
     # An all-ones mask leaves each image as it is: no drop.
     assert table.rows[0]["average_drop"] == 0.0
 

@@ -106,17 +106,23 @@ DRAWING = {
     ),
 }
 SOFT_MASK_METRICS = ("average_drop", "increase_in_confidence")
-RANKING_METRICS = ("remove_top_fraction", "keep_top_fraction", "deletion", "insertion")
+RANKING_METRICS = ("remove_top_fraction", "keep_top_fraction", "deletion", "insertion", "road")
+# Read the map's values as amounts of evidence: refuse negative values.
+NONNEGATIVE_METRICS = ("box_iou_cam", "energy_pointing_game")
 
 
 def test_every_metric_has_a_documented_rule():
     assert set(metrics.METRICS) == (
         set(SOFT_MASK_METRICS) | set(RANKING_METRICS) | set(metrics.BOX_METRICS)
+        | set(metrics.MAP_METRICS)
     )
     for name in SOFT_MASK_METRICS:
         assert "used as soft masks" in metrics.METRICS[name].__doc__
-    for name in (*RANKING_METRICS, *metrics.BOX_METRICS):
-        assert "any finite values" in metrics.METRICS[name].__doc__
+    for name in (*RANKING_METRICS, *metrics.BOX_METRICS, *metrics.MAP_METRICS):
+        if name not in NONNEGATIVE_METRICS:
+            assert "any finite values" in metrics.METRICS[name].__doc__
+    for name in NONNEGATIVE_METRICS:
+        assert "non-negative maps" in metrics.METRICS[name].__doc__
 
 
 def call_drawing(name: str, heatmap: np.ndarray, tmp_path) -> np.ndarray:

@@ -280,7 +280,7 @@ def model_metric_calls():
     return [
         (name, fn, {"steps": 5} if name in ("deletion", "insertion") else {})
         for name, fn in metrics.METRICS.items()
-        if name not in metrics.BOX_METRICS
+        if name not in metrics.BOX_METRICS | metrics.MAP_METRICS
     ]
 
 
@@ -446,7 +446,8 @@ def test_localization_metrics_reject_bad_boxes(boxes, error, match):
 def test_registry_names_every_metric():
     assert set(metrics.METRICS) == {
         "average_drop", "increase_in_confidence", "remove_top_fraction", "keep_top_fraction",
-        "deletion", "insertion", "box_iou", "pointing_game",
+        "deletion", "insertion", "road", "box_iou", "box_iou_cam", "pointing_game",
+        "energy_pointing_game", "sparseness",
     }
     assert metrics.BOX_METRICS <= set(metrics.METRICS)
     assert metrics.get_metric("insertion") is metrics.insertion
