@@ -305,7 +305,8 @@ def _add_demo(verbs: Any) -> None:
         "demo",
         "train a small CNN on built-in shapes and explain it with every method",
         "Generates the built-in shapes data, trains the demo CNN (GAP head) while logging\n"
-        "heatmaps per epoch, explains held-out images with every registered method, and\n"
+        "heatmaps per epoch, explains held-out images with every registered method (those\n"
+        "that run many passes per image with --all-methods), and\n"
         "writes into OUT: gallery.png, evaluation.md / evaluation.json (per-method time and\n"
         "quality), epochs/ (one PNG per epoch), logs/ (TensorBoard: heatmaps and loss\n"
         f"curves), model.keras and samples/ (held-out images to try 'keras-cam explain' on),\n"
@@ -322,6 +323,9 @@ def _add_demo(verbs: Any) -> None:
     parser.add_argument("--steps", type=_positive_int, default=METRIC_STEPS,
                         help="deletion/insertion steps (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--all-methods", action="store_true",
+                        help="also the methods that run many passes per image (SS-CAM, IS-CAM, "
+                             "Smooth Grad-CAM++), left out of the gallery and table by default")
     _add_verbose(parser)
     parser.set_defaults(handler=_demo)
 
@@ -339,12 +343,19 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _demo_run(args: argparse.Namespace, out: pathlib.Path, start: float) -> int:
     """The demo's pipeline, writing into the cleared folder `out`."""
+    import keras
+
     from keras_cam import datasets
     from keras_cam.callbacks import HeatmapCallback
     from keras_cam.demo_model import train_demo_model
     from keras_cam.evaluation import evaluate
     from keras_cam.methods import METHODS
     from keras_cam.visualize import plot_cams, save_figure
+
+    # Every registered method; those that cost many passes per image only when asked.
+    methods = {
+        name: cls for name, cls in METHODS.items() if args.all_methods or not cls.expensive
+    }
 
     say = _printer(args.verbose)
     held_out = max(args.n_eval, args.n_gallery)
@@ -376,9 +387,9 @@ def _demo_run(args: argparse.Namespace, out: pathlib.Path, start: float) -> int:
     io.write_class_names(out / io.CLASS_NAMES_FILE, datasets.SHAPE_NAMES)  # found by every verb
     samples = _write_samples(out / "samples", images[: args.n_gallery], labels)
 
-    say(f"Explaining {args.n_gallery} held-out images with {len(METHODS)} methods...")
+    say(f"Explaining {args.n_gallery} held-out images with {len(methods)} methods...")
     gallery = images[: args.n_gallery]
-    maps = {cls.display_name: cls(model, verbose=args.verbose)(gallery) for cls in METHODS.values()}
+    maps = {cls.display_name: cls(model, verbose=args.verbose)(gallery) for cls in methods.values()}
     probabilities = model.predict(gallery, verbose=0)
     predictions = np.argmax(probabilities, axis=-1)
     figure = plot_cams(
@@ -387,16 +398,16 @@ def _demo_run(args: argparse.Namespace, out: pathlib.Path, start: float) -> int:
     )
     save_figure(figure, out / "gallery.png")
 
-    say(f"Evaluating {len(METHODS)} methods on {args.n_eval} held-out images...")
+    say(f"Evaluating {len(methods)} methods on {args.n_eval} held-out images...")
     table = evaluate(
         model, images[: args.n_eval], labels[: args.n_eval], boxes[: args.n_eval],
-        methods=list(METHODS), metric_options=_steps_options(args.steps, None),
+        methods=list(methods), metric_options=_steps_options(args.steps, None),
         verbose=min(args.verbose, 1),
     )
     _write_table(table, out / "evaluation.md", out / "evaluation.json")
 
     written = {
-        out / "gallery.png": f"{args.n_gallery} held-out images x {len(METHODS)} methods",
+        out / "gallery.png": f"{args.n_gallery} held-out images x {len(methods)} methods",
         out / "evaluation.md": "the table above: time and quality of each method",
         out / "evaluation.json": "the same table as JSON",
         out / "epochs": f"heatmaps after each epoch ({', '.join(DEMO_CALLBACK_METHODS)})",

@@ -55,9 +55,9 @@ MIRRORED_CHILD = textwrap.dedent("""
     replicas = set()
 
     class Recording(kc.GradCAM):
-        def explain_batch(self, images, targets):
+        def explain_batch(self, images, targets, others=()):
             replicas.add(int(tf.distribute.get_replica_context().replica_id_in_sync_group))
-            return super().explain_batch(images, targets)
+            return super().explain_batch(images, targets, others)
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     methods = {"gradcam": Recording(model), "scorecam": kc.ScoreCAM(model, verbose=0)}
@@ -104,9 +104,9 @@ WORKER_CHILD = textwrap.dedent("""
     class Counting(kc.GradCAM):
         explained = 0
 
-        def explain_batch(self, images, targets):
+        def explain_batch(self, images, targets, others=()):
             Counting.explained += int(images.shape[0])
-            return super().explain_batch(images, targets)
+            return super().explain_batch(images, targets, others)
 
     manifest = kc.explain_dataset({"gradcam": Counting(model)}, dataset, targets="labels",
                                   batch_size=5, out_dir=sys.argv[3], strategy=strategy, verbose=0)

@@ -377,6 +377,10 @@ class BaseCAM:
     """Whether the maps come at the input's pixels (Guided Backpropagation): `upsample` then
     changes nothing."""
 
+    expensive: ClassVar[bool] = False
+    """Whether the method runs many passes per image (tens per channel or per sample), so tools
+    that run every method (the demo) leave it out unless asked."""
+
     supports_eigen_smooth: ClassVar[bool] = True
     """Whether `__call__(eigen_smooth=True)` applies: the map is `compute_cam`'s combination of
     weighted activations."""

@@ -224,6 +224,7 @@ class SmoothGradCAMPlusPlus(BaseCAM):
     """
 
     display_name = "Smooth Grad-CAM++"
+    expensive = True
 
     def __init__(
         self,

@@ -256,6 +256,7 @@ class SSCAM(ScoreCAM):
     """
 
     display_name = "SS-CAM"
+    expensive = True
 
     def __init__(
         self,
@@ -312,6 +313,7 @@ class ISCAM(ScoreCAM):
     """
 
     display_name = "IS-CAM"
+    expensive = True
 
     def __init__(
         self,
