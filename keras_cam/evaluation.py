@@ -349,8 +349,9 @@ def evaluate(
             `("gradcam", "gradcam++", "scorecam")`.
         metrics: metric names (keys of `keras_cam.metrics.METRICS` or
             `keras_cam.sanity.SANITY_METRICS`: `"randomisation"`), or one name; `None` means
-            every metric that needs the model, the map metrics (`sparseness`) and the sanity
-            check, plus the box metrics when `boxes` are given;
+            every metric that needs the model but those of `OPT_IN_METRICS` (`"road"`: name it
+            to run it), the map metrics (`sparseness`) and the sanity check, plus the box
+            metrics when `boxes` are given;
             on a raw-score (`"linear"`) head, `None` leaves out, with a warning, the metrics
             defined for probabilities only (`keras_cam.metrics.PROBABILITY_METRICS`).
             Defaults to `None`.
@@ -614,10 +615,18 @@ def _check_labels(labels: ArrayLike, batch: int, num_classes: int) -> np.ndarray
         raise ValueError(f"Invalid `labels`: {error}") from error
 
 
+OPT_IN_METRICS: tuple[str, ...] = ("road",)
+"""Metrics `evaluate` runs only when named: ROAD imputes every removed pixel by a linear solve,
+18 solves per image (MoRF and LeRF at 9 percentiles), tens of times the cost of the others."""
+
+
 def _resolve_metrics(metrics: str | Sequence[str] | None, has_boxes: bool) -> list[str]:
     """The metric names to compute, checked against `METRICS` and the presence of boxes."""
     if metrics is None:
-        default = [name for name in METRICS if has_boxes or name not in BOX_METRICS]
+        default = [
+            name for name in METRICS
+            if (has_boxes or name not in BOX_METRICS) and name not in OPT_IN_METRICS
+        ]
         return [*default, *sanity.SANITY_METRICS]
     names = [metrics] if isinstance(metrics, str) else list(metrics)
     known = [*METRICS, *sanity.SANITY_METRICS]

@@ -121,8 +121,10 @@ def test_rows_equal_the_metric_functions_and_hand_values(model):
     table = evaluate(model, images, labels, boxes, methods=(region, elsewhere),
                      metric_options=FAST, batch_size=3)
 
-    # Boxes given: every metric, and the sanity check.
-    assert table.metrics == (*metrics.METRICS, "randomisation")
+    # Boxes given: every metric but ROAD (opt-in: a linear solve per removed pixel set), and
+    # the sanity check.
+    assert evaluation.OPT_IN_METRICS == ("road",)
+    assert table.metrics == (*(n for n in metrics.METRICS if n != "road"), "randomisation")
     assert [row["method"] for row in table.rows] == ["Region", "Elsewhere"]
     for row, cam_map in zip(table.rows, (REGION_MAP, ELSEWHERE_MAP)):
         maps = np.repeat(cam_map[np.newaxis], len(images), axis=0)
@@ -293,7 +295,8 @@ def test_box_metrics_are_included_only_with_boxes(model):
     images = constant_images()
     without = evaluate(model, images, methods=fake_method(REGION_MAP), metric_options=FAST)
     assert without.metrics == (
-        *(n for n in metrics.METRICS if n not in metrics.BOX_METRICS), "randomisation"
+        *(n for n in metrics.METRICS if n not in (*metrics.BOX_METRICS, "road")),
+        "randomisation",
     )
     with pytest.raises(ValueError, match=r"\['pointing_game'\].*no `boxes` were given"):
         evaluate(model, images, methods=fake_method(REGION_MAP),
@@ -396,9 +399,9 @@ def test_on_a_raw_score_head_the_probability_metrics_are_left_out_with_a_warning
                                          rf"{left_out}, are left out.*head='logits'"):
         table = evaluate(raw_score_model(), raw_images(), methods=method, metric_options=FAST)
 
-    assert table.metrics == ("deletion", "insertion", "road", "sparseness", "randomisation")
+    assert table.metrics == ("deletion", "insertion", "sparseness", "randomisation")
     assert table.units == {
-        "deletion": "score", "insertion": "score", "road": "score", "sparseness": "fraction",
+        "deletion": "score", "insertion": "score", "sparseness": "fraction",
         "randomisation": "correlation",
     }
     # A constant image of brightness b scores RAW_BIAS + 3 b; removing (or inserting, from
@@ -409,9 +412,11 @@ def test_on_a_raw_score_head_the_probability_metrics_are_left_out_with_a_warning
         np.testing.assert_allclose(table.results["Fake"][name].per_image, expected, rtol=1e-5)
     # ROAD imputes a constant image by the same constant (plus noise of std 0.01): the raw
     # score barely moves in either order, so the combined score is near 0.
-    np.testing.assert_allclose(table.results["Fake"]["road"].per_image, 0.0, atol=0.01)
+    road = evaluate(raw_score_model(), raw_images(), methods=method, metrics="road")
+    np.testing.assert_allclose(road.results["Fake"]["road"].per_image, 0.0, atol=0.01)
+    assert road.units == {"road": "score"}
     assert table.to_markdown().splitlines()[0] == (
-        "| method | deletion (score) ↓ | insertion (score) ↑ | road (score) ↑ | "
+        "| method | deletion (score) ↓ | insertion (score) ↑ | "
         "sparseness (0-1) ↑ | randomisation (ρ) ↓ | s/image |"
     )
 
@@ -433,7 +438,8 @@ def test_a_raw_score_unit_stated_as_a_binary_logit_keeps_every_metric():
     table = evaluate(raw_score_model(), raw_images(), methods=method, metric_options=FAST,
                      head="logits")
     assert table.metrics == (
-        *(n for n in metrics.METRICS if n not in metrics.BOX_METRICS), "randomisation"
+        *(n for n in metrics.METRICS if n not in (*metrics.BOX_METRICS, "road")),
+        "randomisation",
     )
     # An all-ones mask leaves each image as it is: no drop.
     assert table.rows[0]["average_drop"] == 0.0
