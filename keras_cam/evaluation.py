@@ -87,8 +87,18 @@ METRIC_DESCRIPTIONS: dict[str, str] = {
     "box_iou": "intersection over union of the map's box (largest region of its top 25 % "
                "pixels) with the true box",
     "pointing_game": "share of maps whose maximum falls inside the true box (Zhang et al. 2018)",
+    "road": "MoRF/LeRF gap when the map's top / bottom pixels are removed and filled in from "
+            "their neighbours (ROAD, Rong et al. 2022)",
+    "box_iou_cam": "intersection over union of the box around the largest region above 20 % of "
+                   "the map's maximum (CAM paper's protocol) with the true box",
+    "energy_pointing_game": "share of the map's energy inside the true box (Score-CAM paper)",
+    "sparseness": "Gini index of the map: 1 = one pixel, 0 = uniform (not a quality by itself: "
+                  "shows when a score comes from a sharper or blurrier map)",
+    "randomisation": "rank correlation with the maps of a copy of the model whose weights are "
+                     "shuffled (Adebayo et al. 2018): a faithful map changes",
 }
-"""What each metric of `keras_cam.metrics.METRICS` measures, in one line (`to_report`)."""
+"""What each metric of `keras_cam.metrics.METRICS` (and the sanity check) measures, in one line
+(`to_report`)."""
 
 TIMING_NOTE = (
     "seconds per image to compute the maps, timed after every method was warmed up (one "

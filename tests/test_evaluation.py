@@ -505,3 +505,9 @@ def test_a_table_without_results_for_a_metric_says_so():
     table = EvaluationTable(("deletion",), [], {}, 0)
     with pytest.raises(ValueError, match="No method .* has a result for the metric 'deletion'"):
         table.to_markdown()
+
+
+def test_every_metric_the_report_can_show_says_what_it_measures():
+    from keras_cam import sanity
+
+    assert set(evaluation.METRIC_DESCRIPTIONS) == {*metrics.METRICS, *sanity.SANITY_METRICS}
