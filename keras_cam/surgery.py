@@ -1285,6 +1285,48 @@ def _moves_pixels(layer: Any, arguments: tuple[Any, Any], tensor: Any, axes: tup
     return not np.allclose(shuffled_output, shuffle(output), rtol=1e-4, atol=1e-5)
 
 
+def token_order(layer: keras.layers.Layer, arguments: tuple[Any, Any], patches: Any) -> str:
+    """Where `layer`, called on the patch tokens `patches` (`(batch, h * w, D)`), puts the
+    extra tokens it adds: `"leading"`, `"trailing"` or `"unknown"`.
+
+    The layer is called once on random values (batch 1) in place of its symbolic inputs: the
+    patch tokens come out unchanged at the end (the extra tokens lead, a ViT's class token)
+    or at the start (they trail).
+
+    Args:
+        layer: the layer whose output has more tokens than `patches`.
+        arguments: the `(args, kwargs)` of its call, with symbolic tensors.
+        patches: the symbolic patch tokens among them.
+
+    Returns:
+        `"leading"`, `"trailing"` or `"unknown"`.
+    """
+    rng = np.random.default_rng(0)
+    probe: dict[int, np.ndarray] = {}
+
+    def concrete(value: Any) -> Any:
+        if not isinstance(value, keras.KerasTensor):
+            return value
+        shape = tuple(1 if size is None else size for size in value.shape)
+        probe[id(value)] = rng.normal(size=shape).astype(value.dtype or "float32")
+        return probe[id(value)]
+
+    args, kwargs = keras.tree.map_structure(concrete, arguments)
+    try:
+        output = np.asarray(layer(*args, **kwargs))
+    except Exception:  # noqa: BLE001 - a layer that cannot be probed: say so, do not guess
+        return "unknown"
+    values, cells = probe[id(patches)], patches.shape[1]
+    if output.ndim != 3 or output.shape[-1] != values.shape[-1]:
+        return "unknown"
+    close = functools.partial(np.allclose, rtol=1e-2, atol=1e-2)  # float16 models too
+    if close(output[:, -cells:], values):
+        return "leading"
+    if close(output[:, :cells], values):
+        return "trailing"
+    return "unknown"
+
+
 class _Recorder:
     """Re-traces a model on new inputs, calling the same layers and recording what we need.
 
@@ -1307,6 +1349,11 @@ class _Recorder:
         self.rank = rank
         self.token_grid = token_grid
         self.patch_grid: Grid | None = None
+        self.extra_tokens: str | None = None
+        """Where a layer put the extra (class, register) tokens: `"leading"`, `"trailing"`,
+        `"unknown"` (a layer that adds tokens some other way), or `None` (none seen)."""
+        self._patch_tokens: Any = None
+        self._token_adder = ""
         self._input_shape: tuple = ()
         self.calls: list[_Call] = []
         self.head_input: Any = None
@@ -1344,6 +1391,7 @@ class _Recorder:
             output = layer(*args, **kwargs)
             if tensors:
                 self._follow_grid(layer, tensors, output, (args, kwargs))
+                self._follow_tokens(layer, tensors, output, (args, kwargs))
         if not isinstance(output, (list, tuple)):
             self._producers[id(output)] = repr(layer.name)
         # A call on another input's branch only (e.g. metadata) is not explained.
@@ -1409,14 +1457,44 @@ class _Recorder:
                 "plus leading extra (class, register) tokens. Pass `token_grid=(h, w)` with "
                 "h * w <= the token count, or explain a layer whose tokens follow the grid."
             )
-        leading, patches = output[:, :extra], output[:, extra:]
+        trailing = extra and self.extra_tokens == "trailing"
+        if extra and self.extra_tokens == "unknown":
+            warnings.warn(
+                f"keras_cam: layer {self._token_adder!r} adds {extra} token(s) to the patch "
+                "tokens, and keras_cam could not tell where; it assumes they lead (class and "
+                "register tokens first). If they do not, the map is shifted: explain a layer "
+                "before it, or add the tokens with a Concatenate layer.",
+                stacklevel=2,
+            )
+        cells = count - extra
+        patches = output[:, :cells] if trailing else output[:, extra:]
+        others = output[:, cells:] if trailing else output[:, :extra]
         features = ops.reshape(patches, (-1, grid[0], grid[1], depth))
         flat = ops.reshape(features, (-1, grid[0] * grid[1], depth))
-        output = ops.concatenate([leading, flat], axis=1) if extra else flat
+        if not extra:
+            output = flat
+        else:
+            output = ops.concatenate([flat, others] if trailing else [others, flat], axis=1)
         if patch is None and None not in self._input_shape[1:]:
             identity = Grid.identity(self._input_shape, self.layout)
             patch = identity.stretch(grid, identity.axes)
         return features, output, patch
+
+    def _follow_tokens(
+        self, layer: Any, tensors: list[Any], output: Any, arguments: tuple[Any, Any]
+    ) -> None:
+        """Follows the patch tokens `(batch, h * w, D)` to the layer that adds the extra
+        (class, register) tokens, and records where it puts them (`extra_tokens`)."""
+        patches = self._patch_tokens
+        if patches is None or self.extra_tokens is not None or isinstance(output, (list, tuple)):
+            return
+        if not any(tensor is patches for tensor in tensors) or len(output.shape) != 3:
+            return
+        if output.shape[1] == patches.shape[1]:
+            self._patch_tokens = output  # e.g. a normalization of the patch tokens
+        elif output.shape[1] is not None and output.shape[1] > patches.shape[1]:
+            self.extra_tokens = token_order(layer, arguments, patches)
+            self._token_adder = layer.name
 
     def _follow_grid(
         self, layer: Any, tensors: list[Any], output: Any, arguments: tuple[Any, Any]
@@ -1434,6 +1512,7 @@ class _Recorder:
         if len(output.shape) == 3 and self.rank == 4 and len(grids) == 1:
             if output.shape[1] == int(np.prod(grids[0].sizes)):
                 self.patch_grid = grids[0]
+                self._patch_tokens = output
             return
         if len(output.shape) != self.rank:
             return

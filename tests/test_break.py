@@ -1,0 +1,84 @@
+"""Faults found by trying the merged work of issues 12-16 as an adversary (one test per fault).
+
+Every expected value is computed here, independently of keras_cam: a Grad-CAM map written out
+from `tf.GradientTape` on the model's own tokens, or the message a refusal must carry.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras import layers, ops
+
+import keras_cam as kc
+
+HEIGHT, WIDTH, PATCH, DIM = 24, 40, 4, 8
+GRID = (HEIGHT // PATCH, WIDTH // PATCH)
+
+
+class TrailingToken(layers.Layer):
+    """Appends a learned extra token after the patch tokens (class token last)."""
+
+    def build(self, input_shape):
+        self.token = self.add_weight(shape=(1, 1, input_shape[-1]), initializer="random_normal")
+
+    def call(self, tokens):
+        batch = ops.shape(tokens)[0]
+        return ops.concatenate([tokens, ops.tile(self.token, [batch, 1, 1])], axis=1)
+
+
+def _trailing_token_vit() -> keras.Model:
+    """A tiny ViT on 24x40 images (6x10 patches) whose class token is the last token."""
+    inputs = keras.Input((HEIGHT, WIDTH, 3))
+    x = layers.Conv2D(DIM, PATCH, strides=PATCH, name="patches")(inputs)
+    x = layers.Reshape((GRID[0] * GRID[1], DIM))(x)
+    x = TrailingToken()(x)
+    y = layers.LayerNormalization(name="norm1")(x)
+    y = layers.MultiHeadAttention(2, DIM // 2, name="attention")(y, y)
+    x = layers.Add()([x, y])
+    x = layers.LayerNormalization(name="final_norm")(x)
+    outputs = layers.Dense(4, name="head")(x[:, -1])
+    return keras.Model(inputs, outputs)
+
+
+def test_trailing_extra_tokens_are_left_out_at_the_end():
+    """Extra tokens after the patch tokens: the map is that of the patch tokens (the first
+    h * w), not one shifted by the extra token count (it was, silently)."""
+    model = _trailing_token_vit()
+    images = np.random.default_rng(0).normal(size=(2, HEIGHT, WIDTH, 3)).astype("float32")
+    classes = [1, 2]
+    got = kc.GradCAM(model, layer="norm1")(images, classes, upsample=False, normalize=False)
+
+    probe = keras.Model(model.input, [model.get_layer("norm1").output, model.output])
+    with tf.GradientTape() as tape:
+        tokens, outputs = probe(tf.constant(images))
+        score = tf.reduce_sum(tf.gather(outputs, classes, batch_dims=1))
+    grads = tape.gradient(score, tokens).numpy()[:, : GRID[0] * GRID[1]]
+    patches = tokens.numpy()[:, : GRID[0] * GRID[1]]
+    weights = grads.mean(axis=1)
+    expected = np.maximum((patches * weights[:, None]).sum(-1), 0).reshape(2, *GRID)
+    assert expected.max() > 0
+    np.testing.assert_allclose(got, expected, atol=1e-5 * expected.max())
+
+
+def _signal_model() -> keras.Model:
+    inputs = keras.Input((30, 2))
+    x = layers.Conv1D(5, 3, padding="same", activation="relu")(inputs)
+    x = layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inputs, layers.Dense(3, activation="softmax")(x))
+
+
+def test_image_only_tools_refuse_a_batch_of_signals_by_name():
+    """`evaluate` and the sanity check take images only; a batch of signals was told to add a
+    batch axis (a wrong fix). The refusal now names signals as not supported."""
+    model = _signal_model()
+    signals = np.random.default_rng(0).normal(size=(4, 30, 2)).astype("float32")
+    with pytest.raises(ValueError, match=r"signals \(B, T, C\), they are not supported here"):
+        kc.sanity.model_parameter_randomisation(model, signals, "gradcam")
+    with pytest.raises(ValueError, match=r"signals \(B, T, C\), they are not supported here"):
+        kc.evaluate(model, signals, methods=("gradcam",), metrics=("deletion",), baselines=False)
+    volumes = np.zeros((2, 4, 6, 8, 2), "float32")
+    with pytest.raises(ValueError, match=r"volumes \(B, D, H, W, C\), they are not supported"):
+        kc.evaluate(model, volumes, methods=("gradcam",), metrics=("deletion",), baselines=False)
