@@ -1406,9 +1406,12 @@ def _largest_region_box(mask: np.ndarray) -> np.ndarray:
     return box
 
 
-def _nonnegative_maps(maps: ArrayLike, metric: str) -> np.ndarray:
-    """`maps` as float64 `(B, H, W)`, refused when a value is negative."""
-    checked = check_maps(maps, order_only=True)
+def _nonnegative_maps(
+    maps: ArrayLike, metric: str, ranks: tuple[int, ...] = (3,)
+) -> np.ndarray:
+    """`maps` as float64 `(B, H, W)` (or another of `ranks`), refused when a value is
+    negative."""
+    checked = check_maps(maps, order_only=True, ranks=ranks)
     if checked.min() < 0:
         raise ValueError(
             f"`{metric}` reads the maps as amounts of evidence, which cannot be negative; the "
@@ -1524,6 +1527,12 @@ def box_iou_cam(maps: ArrayLike, boxes: ArrayLike, *, threshold: float = 0.2) ->
     ```
     """
     threshold = check_fraction(threshold, "threshold")
+    if np.ndim(maps) in (2, 4):
+        raise ValueError(
+            f"`box_iou_cam` follows CAM's protocol on image maps (B, H, W) (the largest "
+            f"connected region of an image); received maps of shape {np.shape(maps)}. For "
+            "signals (B, T) and volumes (B, D, H, W) use `box_iou`."
+        )
     maps = _nonnegative_maps(maps, "box_iou_cam")
     truth = check_boxes(boxes, maps.shape)
     iou = _iou(boxes_above_threshold(maps, threshold), truth)
@@ -1574,8 +1583,11 @@ def energy_pointing_game(maps: ArrayLike, boxes: ArrayLike) -> MetricResult:
     area share. Higher is better; an all-zero map has no energy and scores 0.
 
     Args:
-        maps: `(B, H, W)` non-negative maps (any scale, `uint8`, bool).
-        boxes: int `(B, 4)` ground-truth boxes `(x0, y0, x1, y1)`, `x1`/`y1` exclusive.
+        maps: `(B, H, W)` non-negative maps (any scale, `uint8`, bool); `(B, T)` for
+            signals, `(B, D, H, W)` for volumes.
+        boxes: int `(B, 4)` ground-truth boxes `(x0, y0, x1, y1)`, `x1`/`y1` exclusive;
+            intervals `(B, 2)` `(x0, x1)` for signals, `(B, 6)` `(x0, y0, z0, x1, y1, z1)` for
+            volumes.
 
     Returns:
         A `MetricResult` with `unit="fraction"`: `per_image` in [0, 1].
@@ -1588,14 +1600,14 @@ def energy_pointing_game(maps: ArrayLike, boxes: ArrayLike) -> MetricResult:
     kc.metrics.energy_pointing_game(kc.ScoreCAM(model)(images), boxes).mean
     ```
     """
-    maps = _nonnegative_maps(maps, "energy_pointing_game")
+    maps = _nonnegative_maps(maps, "energy_pointing_game", ranks=_MAP_RANKS)
     truth = check_boxes(boxes, maps.shape)
-    rows = np.arange(maps.shape[1])[np.newaxis, :, np.newaxis]
-    columns = np.arange(maps.shape[2])[np.newaxis, np.newaxis, :]
-    x0, y0, x1, y1 = (truth[:, k, np.newaxis, np.newaxis] for k in range(4))
-    inside = (y0 <= rows) & (rows < y1) & (x0 <= columns) & (columns < x1)
-    total = maps.sum(axis=(1, 2))
-    share = _relative((maps * inside).sum(axis=(1, 2)), total)
+    axes = maps.ndim - 1
+    inside = np.zeros(maps.shape, bool)
+    for index, box in enumerate(truth):  # lows then highs, x first: reversed to the map's axes
+        inside[(index, *map(slice, box[:axes][::-1], box[axes:][::-1]))] = True
+    total = maps.reshape(len(maps), -1).sum(axis=1)
+    share = _relative((maps * inside).reshape(len(maps), -1).sum(axis=1), total)
     return MetricResult("energy_pointing_game", share, "fraction", higher_is_better=True)
 
 
@@ -1612,7 +1624,8 @@ def sparseness(maps: ArrayLike) -> MetricResult:
     a lower faithfulness score from a sharper one.
 
     Args:
-        maps: `(B, H, W)` maps of any finite values (absolute values are used).
+        maps: `(B, H, W)` maps of any finite values (absolute values are used); `(B, T)`
+            for signals, `(B, D, H, W)` for volumes.
 
     Returns:
         A `MetricResult` with `unit="fraction"`: `per_image` in [0, 1).
@@ -1622,7 +1635,7 @@ def sparseness(maps: ArrayLike) -> MetricResult:
     kc.metrics.sparseness(kc.GradCAM(model)(images)).mean
     ```
     """
-    checked = np.abs(check_maps(maps, order_only=True))
+    checked = np.abs(check_maps(maps, order_only=True, ranks=_MAP_RANKS))
     values = np.sort(checked.reshape(len(checked), -1), axis=1)
     count = values.shape[1]
     coefficients = 2.0 * np.arange(1, count + 1) - count - 1

@@ -82,3 +82,60 @@ def test_image_only_tools_refuse_a_batch_of_signals_by_name():
     volumes = np.zeros((2, 4, 6, 8, 2), "float32")
     with pytest.raises(ValueError, match=r"volumes \(B, D, H, W, C\), they are not supported"):
         kc.evaluate(model, volumes, methods=("gradcam",), metrics=("deletion",), baselines=False)
+
+
+def _gini(values: np.ndarray) -> float:
+    """Gini index of |values|, written out from its definition (sorted ascending)."""
+    a = np.sort(np.abs(values.ravel()))
+    n = len(a)
+    return sum((2 * (k + 1) - n - 1) * a[k] for k in range(n)) / (n * a.sum())
+
+
+def test_energy_pointing_game_and_sparseness_on_signals_and_volumes():
+    """They were refused on (B, T) and (B, D, H, W) maps although both are defined there: the
+    energy share inside the interval / 3-D box, and the Gini index of all the values."""
+    rng = np.random.default_rng(0)
+    signals = rng.uniform(0, 1, (2, 30))
+    intervals = np.array([[3, 10], [0, 30]])
+    got = kc.metrics.energy_pointing_game(signals, intervals).per_image
+    np.testing.assert_allclose(got, [signals[0, 3:10].sum() / signals[0].sum(), 1.0])
+    volumes = rng.uniform(0, 1, (2, 4, 6, 8))
+    boxes = np.array([[1, 2, 0, 5, 3, 2], [7, 5, 3, 8, 6, 4]])  # (x0, y0, z0, x1, y1, z1)
+    got = kc.metrics.energy_pointing_game(volumes, boxes).per_image
+    expected = [volumes[0, 0:2, 2:3, 1:5].sum() / volumes[0].sum(),
+                volumes[1, 3, 5, 7] / volumes[1].sum()]
+    np.testing.assert_allclose(got, expected)
+    for maps in (signals, volumes):
+        np.testing.assert_allclose(kc.metrics.sparseness(maps).per_image, [_gini(m) for m in maps])
+
+
+def test_box_iou_cam_refuses_signals_and_volumes_naming_box_iou():
+    with pytest.raises(ValueError, match=r"box_iou_cam.*shape \(2, 30\).*use `box_iou`"):
+        kc.metrics.box_iou_cam(np.ones((2, 30)), np.array([[0, 5], [1, 4]]))
+
+
+def _two_headed() -> keras.Model:
+    inputs = keras.Input((HEIGHT, WIDTH, 3))
+    x = layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    a = layers.Dense(3, name="a")(layers.GlobalAveragePooling2D()(x))
+    y = layers.Conv2D(5, 3, padding="same", activation="relu")(x)
+    b = layers.Dense(2, name="b")(layers.GlobalAveragePooling2D()(y))
+    return keras.Model(inputs, {"a": a, "b": b})
+
+
+def test_fullgrad_takes_output_and_input_like_every_method():
+    """FullGrad's signature lacked `output=`/`input=`: a model with several outputs was
+    refused with "choose output=" that FullGrad then rejected with a bare TypeError. The map
+    of output "b" is FullGrad's map of the model built from that head alone."""
+    model = _two_headed()
+    alone = keras.Model(model.input, model.get_layer("b").output)
+    images = np.random.default_rng(0).uniform(0, 1, (2, HEIGHT, WIDTH, 3)).astype("float32")
+    got = kc.FullGrad(model, output="b")(images, [0, 1])
+    np.testing.assert_allclose(got, kc.FullGrad(alone)(images, [0, 1]), atol=1e-6)
+
+    image = keras.Input((HEIGHT, WIDTH, 3), name="image")
+    meta = keras.Input((2,), name="meta")
+    pooled = layers.GlobalAveragePooling2D()(layers.Conv2D(4, 3, padding="same")(image))
+    two_inputs = keras.Model([image, meta], layers.Dense(3)(layers.Concatenate()([pooled, meta])))
+    with pytest.raises(ValueError, match="FullGrad explains single-input image models"):
+        kc.FullGrad(two_inputs, input="image")
