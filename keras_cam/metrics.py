@@ -1141,11 +1141,15 @@ def _road_curves(
     batch_size: int,
     activation: Activation,
     head: str | None,
+    output: int | str | None,
+    input: int | str | None,
 ) -> tuple[_Scored, np.ndarray, np.ndarray]:
     """Checked inputs, the percentiles and the `(B, 2, P)` scores: MoRF (0) and LeRF (1)."""
     noise = check_noise(noise)
+    model, images, fixed = _explained(model, images, output, input)
     scored = _score(
-        name, model, images, maps, targets, batch_size, activation, head, order_only=True
+        name, model, images, maps, targets, batch_size, activation, head, order_only=True,
+        fixed=fixed,
     )
     if scored.maps.ndim != 3:
         raise ValueError(
@@ -1199,6 +1203,8 @@ def road(
     batch_size: int = 32,
     activation: Activation = None,
     head: str | None = None,
+    output: int | str | None = None,
+    input: int | str | None = None,
 ) -> MetricResult:
     """ROAD (RemOve And Debias): the combined score of its two removal orders.
 
@@ -1238,6 +1244,10 @@ def road(
         head: how the model's output is read (`keras_cam.surgery.read_head`): `None` reads
             a Functional or Sequential model's head as the explainers do, or one of
             `keras_cam.surgery.HEADS` states it. Defaults to `None`.
+        output: the output to score of a model with several (see `deletion`). Defaults to
+            `None`.
+        input: the explained input of a model with several (see `deletion`): only it is
+            imputed, the others reach the model unchanged. Defaults to `None`.
 
     Returns:
         A `MetricResult`: `per_image` the combined score (`unit="fraction"`, in [-0.5, 0.5]
@@ -1256,7 +1266,7 @@ def road(
     """
     scored, values, scores = _road_curves(
         "road", model, images, maps, targets, percentiles, noise, seed, batch_size,
-        activation, head,
+        activation, head, output, input,
     )
     curve = (scores[:, 1] - scores[:, 0]) / 2.0
     unit = "score" if scored.raw_scores else "fraction"
@@ -1278,11 +1288,13 @@ def road_curves(
     batch_size: int = 32,
     activation: Activation = None,
     head: str | None = None,
+    output: int | str | None = None,
+    input: int | str | None = None,
 ) -> tuple[MetricResult, MetricResult]:
     """ROAD's two curves: most-relevant-first (MoRF) and least-relevant-first (LeRF).
 
-    The same removals, imputations and noise as `road` (same arguments, same `seed`), each
-    order's score at each percentile.
+    The same removals, imputations and noise as `road` (same arguments, `output=` and
+    `input=` included, same `seed`), each order's score at each percentile.
 
     Returns:
         `(morf, lerf)`: `MetricResult`s named `"road_morf"` (lower is better) and
@@ -1297,7 +1309,7 @@ def road_curves(
     """
     scored, values, scores = _road_curves(
         "road", model, images, maps, targets, percentiles, noise, seed, batch_size,
-        activation, head,
+        activation, head, output, input,
     )
     unit = "score" if scored.raw_scores else "fraction"
     return tuple(

@@ -139,3 +139,51 @@ def test_fullgrad_takes_output_and_input_like_every_method():
     two_inputs = keras.Model([image, meta], layers.Dense(3)(layers.Concatenate()([pooled, meta])))
     with pytest.raises(ValueError, match="FullGrad explains single-input image models"):
         kc.FullGrad(two_inputs, input="image")
+
+
+class _ConstantColumns(layers.Layer):
+    """Appends fixed columns (one metadata row held as a constant) to every row."""
+
+    def __init__(self, values, **kwargs):
+        super().__init__(**kwargs)
+        self.values = np.asarray(values, "float32")[np.newaxis]
+
+    def call(self, rows):
+        fixed = ops.tile(ops.convert_to_tensor(self.values), [ops.shape(rows)[0], 1])
+        return ops.concatenate([rows, fixed], axis=1)
+
+
+def test_road_takes_output_and_input_like_the_other_metrics():
+    """`road` lacked `output=`/`input=` (deletion and the others have them). Only the image is
+    imputed: each image scores what it scores on the image-only model with its metadata
+    built in as a constant; output "b" scores what the model of that head alone scores."""
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 1, (2, HEIGHT, WIDTH, 3)).astype("float32")
+    maps = rng.uniform(0, 1, (2, HEIGHT, WIDTH)).astype("float32")
+    options = {"percentiles": (20, 60)}
+
+    model = _two_headed()
+    alone = keras.Model(model.input, model.get_layer("b").output)
+    np.testing.assert_allclose(
+        kc.metrics.road(model, images, maps, [0, 1], output="b", **options).per_image,
+        kc.metrics.road(alone, images, maps, [0, 1], **options).per_image,
+    )
+
+    image = keras.Input((HEIGHT, WIDTH, 3), name="image")
+    meta = keras.Input((2,), name="meta")
+    conv = layers.Conv2D(4, 3, padding="same", activation="relu")
+    head = layers.Dense(3, activation="softmax")
+    pooled = layers.GlobalAveragePooling2D()(conv(image))
+    two_inputs = keras.Model([image, meta], head(layers.Concatenate()([pooled, meta])))
+    metadata = rng.normal(0, 3, (2, 2)).astype("float32")
+    got = kc.metrics.road(
+        two_inputs, {"image": images, "meta": metadata}, maps, [0, 2], input="image", **options
+    ).per_image
+    for index, target in enumerate([0, 2]):
+        alone_input = keras.Input((HEIGHT, WIDTH, 3))
+        pooled = layers.GlobalAveragePooling2D()(conv(alone_input))
+        built_in = keras.Model(alone_input, head(_ConstantColumns(metadata[index])(pooled)))
+        expected = kc.metrics.road(
+            built_in, images[index : index + 1], maps[index : index + 1], [target], **options
+        ).per_image
+        np.testing.assert_allclose(got[index], expected[0], atol=1e-6)
