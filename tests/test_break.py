@@ -187,3 +187,18 @@ def test_road_takes_output_and_input_like_the_other_metrics():
             built_in, images[index : index + 1], maps[index : index + 1], [target], **options
         ).per_image
         np.testing.assert_allclose(got[index], expected[0], atol=1e-6)
+
+
+def test_explain_dataset_refuses_a_model_with_several_inputs_by_name():
+    """It was told to pass `input=` (which explain_dataset does not take), or, with
+    `method_options`, failed reading the dataset's dict keys as images."""
+    image = keras.Input((HEIGHT, WIDTH, 3), name="image")
+    meta = keras.Input((2,), name="meta")
+    pooled = layers.GlobalAveragePooling2D()(layers.Conv2D(4, 3, padding="same")(image))
+    model = keras.Model([image, meta], layers.Dense(3)(layers.Concatenate()([pooled, meta])))
+    batch = {"image": np.zeros((2, HEIGHT, WIDTH, 3), "float32"), "meta": np.zeros((2, 2))}
+    for options in (None, {"gradcam": {"input": "image"}}):
+        with pytest.raises(ValueError, match=r"reads one image input.*'image'.*'meta'"):
+            list(kc.explain_dataset("gradcam", [batch], model, method_options=options))
+    with pytest.raises(ValueError, match=r"reads one image input"):
+        list(kc.explain_dataset([kc.GradCAM(model, input="image")], [batch]))
