@@ -1641,8 +1641,9 @@ def build_cam_model(
         token_grid: for a layer that outputs `(B, N, D)` tokens (a vision transformer's
             block), the `(h, w)` patch grid they follow. `None` reads it from the patch
             embedding (a spatial map flattened into tokens, e.g. a strided Conv2D then a
-            Reshape). The `N - h * w` extra tokens (class, register tokens) must lead, as in
-            ViT, DeiT and DINOv2; they are left out of the map. Defaults to `None`.
+            Reshape). The `N - h * w` extra tokens (class, register tokens) lead, as in ViT,
+            DeiT and DINOv2, or trail (`token_order` tells which); they are left out of the
+            map. Defaults to `None`.
 
     Returns:
         A `CamModel` holding the sub-model, the layer, the head reading, the class count, the
