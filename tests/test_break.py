@@ -202,3 +202,21 @@ def test_explain_dataset_refuses_a_model_with_several_inputs_by_name():
             list(kc.explain_dataset("gradcam", [batch], model, method_options=options))
     with pytest.raises(ValueError, match=r"reads one image input"):
         list(kc.explain_dataset([kc.GradCAM(model, input="image")], [batch]))
+
+
+def test_sanity_check_on_a_model_with_several_outputs():
+    """`model_parameter_randomisation` read the classes from `model.predict` of every output
+    and failed inside NumPy; it now explains the output of `method_options["output"]` (its
+    first step, the output's own Dense shuffled, matches the model of that head alone) and
+    refuses a missing one with the list of outputs."""
+    model = _two_headed()
+    alone = keras.Model(model.input, model.get_layer("b").output)
+    images = np.random.default_rng(0).uniform(0, 1, (3, HEIGHT, WIDTH, 3)).astype("float32")
+    got = kc.sanity.model_parameter_randomisation(
+        model, images, "gradcam", method_options={"output": "b"}
+    )
+    expected = kc.sanity.model_parameter_randomisation(alone, images, "gradcam")
+    assert got.layers[0] == expected.layers[0] == "b"
+    np.testing.assert_allclose(got.spearman[0], expected.spearman[0], atol=1e-6)
+    with pytest.raises(ValueError, match=r"2 outputs .*'a'.*'b'.*output="):
+        kc.sanity.model_parameter_randomisation(model, images, "gradcam")
