@@ -220,3 +220,19 @@ def test_sanity_check_on_a_model_with_several_outputs():
     np.testing.assert_allclose(got.spearman[0], expected.spearman[0], atol=1e-6)
     with pytest.raises(ValueError, match=r"2 outputs .*'a'.*'b'.*output="):
         kc.sanity.model_parameter_randomisation(model, images, "gradcam")
+
+
+def test_cli_explain_refuses_an_image_file_for_a_signal_model(tmp_path, capsys):
+    """An image file given to a Conv1D model stopped with "not enough values to unpack"; the
+    one stderr line now names the model's input and the .npy way in."""
+    import cv2
+
+    from keras_cam import cli
+
+    _signal_model().save(tmp_path / "signal.keras")
+    cv2.imwrite(str(tmp_path / "photo.png"), np.zeros((30, 40, 3), np.uint8))
+    status = cli.main(["explain", str(tmp_path / "signal.keras"), str(tmp_path / "photo.png")])
+    assert status == 1
+    error = capsys.readouterr().err
+    assert "is an image file, but the model takes signals of shape (30, 2)" in error
+    assert ".npy" in error and error.count("\n") == 1
