@@ -787,6 +787,19 @@ _KNOWN_OPERATIONS = {
 _AXIS_ACTIVATIONS = ("softmax", "log_softmax")
 
 
+def is_relu_operation(operation: Any) -> bool:
+    """Whether `operation` is `keras.ops.relu` or `keras.ops.relu6` applied in a Functional
+    graph (an Operation of the graph, not a layer).
+
+    Args:
+        operation: an operation of a Functional model (`model.operations`).
+
+    Returns:
+        `True` for those two operations.
+    """
+    return isinstance(operation, (keras_nn_ops.Relu, keras_nn_ops.Relu6))
+
+
 @dataclasses.dataclass(frozen=True)
 class _Activation:
     """What the model's final operation applies, as far as it can be recognised.

@@ -6,6 +6,8 @@ from `tf.GradientTape` on the model's own tokens, or the message a refusal must 
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -236,3 +238,51 @@ def test_cli_explain_refuses_an_image_file_for_a_signal_model(tmp_path, capsys):
     error = capsys.readouterr().err
     assert "is an image file, but the model takes signals of shape (30, 2)" in error
     assert ".npy" in error and error.count("\n") == 1
+
+
+def _relu_net(relu) -> keras.Model:
+    """conv -> ReLU (spelled by `relu`, or fused when None) -> conv -> ReLU -> GAP -> Dense."""
+    inputs = keras.Input((HEIGHT, WIDTH, 3))
+    x = inputs
+    for units, name in ((6, "c1"), (5, "c2")):
+        x = layers.Conv2D(units, 3, padding="same", name=name,
+                          activation="relu" if relu is None else None)(x)
+        x = x if relu is None else relu(x)
+    return keras.Model(inputs, layers.Dense(3, name="head")(layers.GlobalAveragePooling2D()(x)))
+
+
+def _guided_reference(model: keras.Model, images: np.ndarray, classes: list[int]) -> np.ndarray:
+    """Guided Backprop by hand: the network re-run with each ReLU's gradient replaced by
+    [z > 0] * ReLU(upstream); max over channels of |d score / d x|, min-max per map."""
+
+    @tf.custom_gradient
+    def guided_relu(z):
+        return tf.nn.relu(z), lambda upstream: tf.cast(z > 0, z.dtype) * tf.nn.relu(upstream)
+
+    x = tf.constant(images)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = x
+        for name in ("c1", "c2"):
+            conv = model.get_layer(name)
+            y = guided_relu(tf.nn.bias_add(tf.nn.conv2d(y, conv.kernel, 1, "SAME"), conv.bias))
+        logits = model.get_layer("head")(tf.reduce_mean(y, axis=(1, 2)))
+        score = tf.reduce_sum(tf.gather(logits, classes, batch_dims=1))
+    saliency = tf.reduce_max(tf.abs(tape.gradient(score, x)), axis=-1).numpy()
+    low = saliency.min(axis=(1, 2), keepdims=True)
+    return (saliency - low) / (saliency.max(axis=(1, 2), keepdims=True) - low)
+
+
+@pytest.mark.parametrize("spelling", ["ops", "lambda"])
+def test_guided_backprop_guides_relu_spelled_as_an_op_or_a_lambda(spelling):
+    """`keras.ops.relu(x)` in a Functional model and `Lambda(tf.nn.relu)` were not seen as
+    ReLUs: the map was the plain input gradient (with a warning only when no ReLU at all was
+    found, silently when the model mixed spellings)."""
+    relu = (lambda t: keras.ops.relu(t)) if spelling == "ops" else layers.Lambda(tf.nn.relu)
+    model = _relu_net(relu)
+    images = np.random.default_rng(0).normal(size=(2, HEIGHT, WIDTH, 3)).astype("float32")
+    expected = _guided_reference(model, images, [0, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = kc.GuidedBackprop(model)(images, [0, 1])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
