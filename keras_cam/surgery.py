@@ -1362,11 +1362,11 @@ class _Recorder:
         self.rank = rank
         self.token_grid = token_grid
         self.patch_grid: Grid | None = None
-        self.extra_tokens: str | None = None
-        """Where a layer put the extra (class, register) tokens: `"leading"`, `"trailing"`,
-        `"unknown"` (a layer that adds tokens some other way), or `None` (none seen)."""
+        self.token_offsets = (0, 0)
+        """How many extra (class, register) tokens the layers that add them put before and
+        after the patch tokens (`token_order`)."""
         self._patch_tokens: Any = None
-        self._token_adder = ""
+        self._token_adder = ""  # a layer that adds tokens in a way `token_order` cannot tell
         self._input_shape: tuple = ()
         self.calls: list[_Call] = []
         self.head_input: Any = None
@@ -1470,24 +1470,21 @@ class _Recorder:
                 "plus leading extra (class, register) tokens. Pass `token_grid=(h, w)` with "
                 "h * w <= the token count, or explain a layer whose tokens follow the grid."
             )
-        trailing = extra and self.extra_tokens == "trailing"
-        if extra and self.extra_tokens == "unknown":
+        if extra and self._token_adder:
             warnings.warn(
-                f"keras_cam: layer {self._token_adder!r} adds {extra} token(s) to the patch "
-                "tokens, and keras_cam could not tell where; it assumes they lead (class and "
-                "register tokens first). If they do not, the map is shifted: explain a layer "
-                "before it, or add the tokens with a Concatenate layer.",
+                f"keras_cam: layer {self._token_adder!r} adds token(s) to the patch tokens, "
+                "and keras_cam could not tell where; it assumes the extra tokens lead (class "
+                "and register tokens first). If they do not, the map is shifted: explain a "
+                "layer before it, or add the tokens with a Concatenate layer.",
                 stacklevel=2,
             )
+        leading = self.token_offsets[0] if sum(self.token_offsets) == extra else extra
         cells = count - extra
-        patches = output[:, :cells] if trailing else output[:, extra:]
-        others = output[:, cells:] if trailing else output[:, :extra]
+        patches = output[:, leading : leading + cells]
         features = ops.reshape(patches, (-1, grid[0], grid[1], depth))
-        flat = ops.reshape(features, (-1, grid[0] * grid[1], depth))
-        if not extra:
-            output = flat
-        else:
-            output = ops.concatenate([flat, others] if trailing else [others, flat], axis=1)
+        flat = ops.reshape(features, (-1, cells, depth))
+        pieces = [output[:, :leading], flat, output[:, leading + cells :]]
+        output = ops.concatenate([p for p in pieces if p.shape[1] != 0], axis=1)
         if patch is None and None not in self._input_shape[1:]:
             identity = Grid.identity(self._input_shape, self.layout)
             patch = identity.stretch(grid, identity.axes)
@@ -1496,18 +1493,26 @@ class _Recorder:
     def _follow_tokens(
         self, layer: Any, tensors: list[Any], output: Any, arguments: tuple[Any, Any]
     ) -> None:
-        """Follows the patch tokens `(batch, h * w, D)` to the layer that adds the extra
-        (class, register) tokens, and records where it puts them (`extra_tokens`)."""
-        patches = self._patch_tokens
-        if patches is None or self.extra_tokens is not None or isinstance(output, (list, tuple)):
+        """Follows the patch tokens `(batch, h * w, D)` through the layers that add extra
+        (class, register) tokens, counting those put before and after them
+        (`token_offsets`)."""
+        tokens = self._patch_tokens
+        if tokens is None or isinstance(output, (list, tuple)) or len(output.shape) != 3:
             return
-        if not any(tensor is patches for tensor in tensors) or len(output.shape) != 3:
+        if not any(tensor is tokens for tensor in tensors):
             return
-        if output.shape[1] == patches.shape[1]:
-            self._patch_tokens = output  # e.g. a normalization of the patch tokens
-        elif output.shape[1] is not None and output.shape[1] > patches.shape[1]:
-            self.extra_tokens = token_order(layer, arguments, patches)
-            self._token_adder = layer.name
+        added = None if output.shape[1] is None else output.shape[1] - tokens.shape[1]
+        order = token_order(layer, arguments, tokens) if added else None
+        if added and added > 0 and order != "unknown":
+            leading, trailing = self.token_offsets
+            self.token_offsets = (
+                (leading + added, trailing) if order == "leading" else (leading, trailing + added)
+            )
+        elif added:  # tokens dropped, or added in a way the probe cannot tell: stop here
+            self._token_adder = layer.name if added > 0 else ""
+            self._patch_tokens = None
+            return
+        self._patch_tokens = output
 
     def _follow_grid(
         self, layer: Any, tensors: list[Any], output: Any, arguments: tuple[Any, Any]

@@ -20,23 +20,33 @@ HEIGHT, WIDTH, PATCH, DIM = 24, 40, 4, 8
 GRID = (HEIGHT // PATCH, WIDTH // PATCH)
 
 
-class TrailingToken(layers.Layer):
-    """Appends a learned extra token after the patch tokens (class token last)."""
+class ExtraTokens(layers.Layer):
+    """Adds `count` learned tokens before (`at_end=False`) or after the tokens it is given."""
+
+    def __init__(self, count: int, at_end: bool, **kwargs):
+        super().__init__(**kwargs)
+        self.count, self.at_end = count, at_end
 
     def build(self, input_shape):
-        self.token = self.add_weight(shape=(1, 1, input_shape[-1]), initializer="random_normal")
+        self.tokens = self.add_weight(
+            shape=(1, self.count, input_shape[-1]), initializer="random_normal"
+        )
 
     def call(self, tokens):
-        batch = ops.shape(tokens)[0]
-        return ops.concatenate([tokens, ops.tile(self.token, [batch, 1, 1])], axis=1)
+        extra = ops.tile(self.tokens, [ops.shape(tokens)[0], 1, 1])
+        return ops.concatenate([tokens, extra] if self.at_end else [extra, tokens], axis=1)
 
 
-def _trailing_token_vit() -> keras.Model:
-    """A tiny ViT on 24x40 images (6x10 patches) whose class token is the last token."""
+def _token_vit(leading: int, trailing: int) -> keras.Model:
+    """A tiny ViT on 24x40 images (6x10 patches) with `leading` extra tokens before the patch
+    tokens and `trailing` after; the head reads the last token."""
     inputs = keras.Input((HEIGHT, WIDTH, 3))
     x = layers.Conv2D(DIM, PATCH, strides=PATCH, name="patches")(inputs)
     x = layers.Reshape((GRID[0] * GRID[1], DIM))(x)
-    x = TrailingToken()(x)
+    if trailing:
+        x = ExtraTokens(trailing, at_end=True)(x)
+    if leading:
+        x = ExtraTokens(leading, at_end=False)(x)
     y = layers.LayerNormalization(name="norm1")(x)
     y = layers.MultiHeadAttention(2, DIM // 2, name="attention")(y, y)
     x = layers.Add()([x, y])
@@ -45,10 +55,11 @@ def _trailing_token_vit() -> keras.Model:
     return keras.Model(inputs, outputs)
 
 
-def test_trailing_extra_tokens_are_left_out_at_the_end():
-    """Extra tokens after the patch tokens: the map is that of the patch tokens (the first
-    h * w), not one shifted by the extra token count (it was, silently)."""
-    model = _trailing_token_vit()
+@pytest.mark.parametrize("leading, trailing", [(0, 1), (1, 2), (2, 0)])
+def test_extra_tokens_before_and_after_the_patches_are_left_out(leading, trailing):
+    """Extra tokens after the patch tokens (alone, or with others before them): the map is
+    that of the patch tokens, not one shifted by the extra token count (it was, silently)."""
+    model = _token_vit(leading, trailing)
     images = np.random.default_rng(0).normal(size=(2, HEIGHT, WIDTH, 3)).astype("float32")
     classes = [1, 2]
     got = kc.GradCAM(model, layer="norm1")(images, classes, upsample=False, normalize=False)
@@ -57,10 +68,11 @@ def test_trailing_extra_tokens_are_left_out_at_the_end():
     with tf.GradientTape() as tape:
         tokens, outputs = probe(tf.constant(images))
         score = tf.reduce_sum(tf.gather(outputs, classes, batch_dims=1))
-    grads = tape.gradient(score, tokens).numpy()[:, : GRID[0] * GRID[1]]
-    patches = tokens.numpy()[:, : GRID[0] * GRID[1]]
+    patches = slice(leading, leading + GRID[0] * GRID[1])
+    grads = tape.gradient(score, tokens).numpy()[:, patches]
     weights = grads.mean(axis=1)
-    expected = np.maximum((patches * weights[:, None]).sum(-1), 0).reshape(2, *GRID)
+    cells = tokens.numpy()[:, patches]
+    expected = np.maximum((cells * weights[:, None]).sum(-1), 0).reshape(2, *GRID)
     assert expected.max() > 0
     np.testing.assert_allclose(got, expected, atol=1e-5 * expected.max())
 
