@@ -87,6 +87,8 @@ def as_numeric_array(name: str, value: ArrayLike, expected: str) -> np.ndarray:
 GRID_SHAPES = {3: "(B, T, C)", 4: "(B, H, W, C)", 5: "(B, D, H, W, C)"}
 """Batch shapes of signals, images and volumes, by rank."""
 
+_GRID_KINDS = {3: "signals", 4: "images", 5: "volumes"}
+
 
 def check_images(images: ArrayLike, ranks: tuple[int, ...] = (4,)) -> np.ndarray:
     """A non-empty float32 batch `(B, H, W, C)` of finite values (any layout of the last 3 axes).
@@ -104,9 +106,17 @@ def check_images(images: ArrayLike, ranks: tuple[int, ...] = (4,)) -> np.ndarray
     expected = " or ".join(GRID_SHAPES[rank] for rank in ranks)
     array = as_numeric_array("images", images, expected)
     if array.ndim not in ranks:
+        hints = []
+        if array.ndim + 1 in ranks:
+            hints.append("Add a batch axis to a single one (e.g. `images[None]`).")
+        if array.ndim in GRID_SHAPES:
+            hints.append(
+                f"If these are {_GRID_KINDS[array.ndim]} {GRID_SHAPES[array.ndim]}, they are not "
+                f"supported here: this function takes {expected} only."
+            )
         raise ValueError(
             f"`images` must be a batch of shape {expected}; received shape {array.shape}. "
-            "Add a batch axis to a single image (e.g. `images[None]`)."
+            + " ".join(hints)
         )
     if array.shape[0] == 0:
         raise ValueError("`images` is an empty batch (shape[0] == 0); pass at least one image.")

@@ -633,6 +633,12 @@ def _read_input(path: pathlib.Path, cam: BaseCAM, preprocessing: str) -> tuple[n
     model's input (`io.resize_image`) and preprocessed; a `.npy` file is one input in the
     model's own layout, used as is."""
     if path.suffix.lower() != ".npy":
+        if len(cam.image_shape) != 3:
+            kind = "signals" if len(cam.image_shape) == 2 else "volumes"
+            raise ValueError(
+                f"{path} is an image file, but the model takes {kind} of shape "
+                f"{cam.input_shape}: save each input as a .npy file in the model's own layout."
+            )
         height, width, channels = cam.image_shape
         original = io.read_image(path, (None, None, channels))[0]
         rgb = io.resize_image(original, (height, width))

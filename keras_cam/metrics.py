@@ -1141,11 +1141,15 @@ def _road_curves(
     batch_size: int,
     activation: Activation,
     head: str | None,
+    output: int | str | None,
+    input: int | str | None,
 ) -> tuple[_Scored, np.ndarray, np.ndarray]:
     """Checked inputs, the percentiles and the `(B, 2, P)` scores: MoRF (0) and LeRF (1)."""
     noise = check_noise(noise)
+    model, images, fixed = _explained(model, images, output, input)
     scored = _score(
-        name, model, images, maps, targets, batch_size, activation, head, order_only=True
+        name, model, images, maps, targets, batch_size, activation, head, order_only=True,
+        fixed=fixed,
     )
     if scored.maps.ndim != 3:
         raise ValueError(
@@ -1199,6 +1203,8 @@ def road(
     batch_size: int = 32,
     activation: Activation = None,
     head: str | None = None,
+    output: int | str | None = None,
+    input: int | str | None = None,
 ) -> MetricResult:
     """ROAD (RemOve And Debias): the combined score of its two removal orders.
 
@@ -1238,6 +1244,10 @@ def road(
         head: how the model's output is read (`keras_cam.surgery.read_head`): `None` reads
             a Functional or Sequential model's head as the explainers do, or one of
             `keras_cam.surgery.HEADS` states it. Defaults to `None`.
+        output: the output to score of a model with several (see `deletion`). Defaults to
+            `None`.
+        input: the explained input of a model with several (see `deletion`): only it is
+            imputed, the others reach the model unchanged. Defaults to `None`.
 
     Returns:
         A `MetricResult`: `per_image` the combined score (`unit="fraction"`, in [-0.5, 0.5]
@@ -1256,7 +1266,7 @@ def road(
     """
     scored, values, scores = _road_curves(
         "road", model, images, maps, targets, percentiles, noise, seed, batch_size,
-        activation, head,
+        activation, head, output, input,
     )
     curve = (scores[:, 1] - scores[:, 0]) / 2.0
     unit = "score" if scored.raw_scores else "fraction"
@@ -1278,11 +1288,13 @@ def road_curves(
     batch_size: int = 32,
     activation: Activation = None,
     head: str | None = None,
+    output: int | str | None = None,
+    input: int | str | None = None,
 ) -> tuple[MetricResult, MetricResult]:
     """ROAD's two curves: most-relevant-first (MoRF) and least-relevant-first (LeRF).
 
-    The same removals, imputations and noise as `road` (same arguments, same `seed`), each
-    order's score at each percentile.
+    The same removals, imputations and noise as `road` (same arguments, `output=` and
+    `input=` included, same `seed`), each order's score at each percentile.
 
     Returns:
         `(morf, lerf)`: `MetricResult`s named `"road_morf"` (lower is better) and
@@ -1297,7 +1309,7 @@ def road_curves(
     """
     scored, values, scores = _road_curves(
         "road", model, images, maps, targets, percentiles, noise, seed, batch_size,
-        activation, head,
+        activation, head, output, input,
     )
     unit = "score" if scored.raw_scores else "fraction"
     return tuple(
@@ -1406,9 +1418,12 @@ def _largest_region_box(mask: np.ndarray) -> np.ndarray:
     return box
 
 
-def _nonnegative_maps(maps: ArrayLike, metric: str) -> np.ndarray:
-    """`maps` as float64 `(B, H, W)`, refused when a value is negative."""
-    checked = check_maps(maps, order_only=True)
+def _nonnegative_maps(
+    maps: ArrayLike, metric: str, ranks: tuple[int, ...] = (3,)
+) -> np.ndarray:
+    """`maps` as float64 `(B, H, W)` (or another of `ranks`), refused when a value is
+    negative."""
+    checked = check_maps(maps, order_only=True, ranks=ranks)
     if checked.min() < 0:
         raise ValueError(
             f"`{metric}` reads the maps as amounts of evidence, which cannot be negative; the "
@@ -1524,6 +1539,12 @@ def box_iou_cam(maps: ArrayLike, boxes: ArrayLike, *, threshold: float = 0.2) ->
     ```
     """
     threshold = check_fraction(threshold, "threshold")
+    if np.ndim(maps) in (2, 4):
+        raise ValueError(
+            f"`box_iou_cam` follows CAM's protocol on image maps (B, H, W) (the largest "
+            f"connected region of an image); received maps of shape {np.shape(maps)}. For "
+            "signals (B, T) and volumes (B, D, H, W) use `box_iou`."
+        )
     maps = _nonnegative_maps(maps, "box_iou_cam")
     truth = check_boxes(boxes, maps.shape)
     iou = _iou(boxes_above_threshold(maps, threshold), truth)
@@ -1574,8 +1595,11 @@ def energy_pointing_game(maps: ArrayLike, boxes: ArrayLike) -> MetricResult:
     area share. Higher is better; an all-zero map has no energy and scores 0.
 
     Args:
-        maps: `(B, H, W)` non-negative maps (any scale, `uint8`, bool).
-        boxes: int `(B, 4)` ground-truth boxes `(x0, y0, x1, y1)`, `x1`/`y1` exclusive.
+        maps: `(B, H, W)` non-negative maps (any scale, `uint8`, bool); `(B, T)` for
+            signals, `(B, D, H, W)` for volumes.
+        boxes: int `(B, 4)` ground-truth boxes `(x0, y0, x1, y1)`, `x1`/`y1` exclusive;
+            intervals `(B, 2)` `(x0, x1)` for signals, `(B, 6)` `(x0, y0, z0, x1, y1, z1)` for
+            volumes.
 
     Returns:
         A `MetricResult` with `unit="fraction"`: `per_image` in [0, 1].
@@ -1588,14 +1612,14 @@ def energy_pointing_game(maps: ArrayLike, boxes: ArrayLike) -> MetricResult:
     kc.metrics.energy_pointing_game(kc.ScoreCAM(model)(images), boxes).mean
     ```
     """
-    maps = _nonnegative_maps(maps, "energy_pointing_game")
+    maps = _nonnegative_maps(maps, "energy_pointing_game", ranks=_MAP_RANKS)
     truth = check_boxes(boxes, maps.shape)
-    rows = np.arange(maps.shape[1])[np.newaxis, :, np.newaxis]
-    columns = np.arange(maps.shape[2])[np.newaxis, np.newaxis, :]
-    x0, y0, x1, y1 = (truth[:, k, np.newaxis, np.newaxis] for k in range(4))
-    inside = (y0 <= rows) & (rows < y1) & (x0 <= columns) & (columns < x1)
-    total = maps.sum(axis=(1, 2))
-    share = _relative((maps * inside).sum(axis=(1, 2)), total)
+    axes = maps.ndim - 1
+    inside = np.zeros(maps.shape, bool)
+    for index, box in enumerate(truth):  # lows then highs, x first: reversed to the map's axes
+        inside[(index, *map(slice, box[:axes][::-1], box[axes:][::-1]))] = True
+    total = maps.reshape(len(maps), -1).sum(axis=1)
+    share = _relative((maps * inside).reshape(len(maps), -1).sum(axis=1), total)
     return MetricResult("energy_pointing_game", share, "fraction", higher_is_better=True)
 
 
@@ -1612,7 +1636,8 @@ def sparseness(maps: ArrayLike) -> MetricResult:
     a lower faithfulness score from a sharper one.
 
     Args:
-        maps: `(B, H, W)` maps of any finite values (absolute values are used).
+        maps: `(B, H, W)` maps of any finite values (absolute values are used); `(B, T)`
+            for signals, `(B, D, H, W)` for volumes.
 
     Returns:
         A `MetricResult` with `unit="fraction"`: `per_image` in [0, 1).
@@ -1622,7 +1647,7 @@ def sparseness(maps: ArrayLike) -> MetricResult:
     kc.metrics.sparseness(kc.GradCAM(model)(images)).mean
     ```
     """
-    checked = np.abs(check_maps(maps, order_only=True))
+    checked = np.abs(check_maps(maps, order_only=True, ranks=_MAP_RANKS))
     values = np.sort(checked.reshape(len(checked), -1), axis=1)
     count = values.shape[1]
     coefficients = 2.0 * np.arange(1, count + 1) - count - 1

@@ -28,6 +28,7 @@ from numpy.typing import ArrayLike
 from keras_cam._checks import check_choice, check_images, check_maps, check_positive_int
 from keras_cam.methods import BaseCAM, get_method, method_name
 from keras_cam.metrics import MetricResult, map_shape
+from keras_cam.surgery import select_output
 from keras_cam.targets import Targets, explained_classes, resolve_targets
 
 Explain = Callable[[keras.Model, np.ndarray, np.ndarray], np.ndarray]
@@ -288,18 +289,25 @@ def _explainer(method: MethodLike, options: Mapping[str, Any], batch_size: int) 
     )
 
 
-def explained_for(model: keras.Model, images: np.ndarray, targets: Targets) -> np.ndarray:
+def explained_for(
+    model: keras.Model, images: np.ndarray, targets: Targets, output: int | str | None = None
+) -> np.ndarray:
     """The class each image is explained for: `targets`, the model's top-1 class for `None`.
 
     Args:
         model: a Keras classifier.
         images: `(B, H, W, C)` images.
         targets: `None`, an int or one int per image.
+        output: the explained output of a model with several (`select_output`). Defaults to
+            `None` (the only output).
 
     Returns:
         int32 `(B,)`.
+
+    Raises:
+        ValueError: a model with several outputs and no `output` (the message lists them).
     """
-    outputs = model.predict(images, verbose=0)
+    outputs = select_output(model, output).predict(images, verbose=0)
     num_classes = max(2, int(np.shape(outputs)[-1]))
     resolved = resolve_targets(targets, len(images), num_classes)
     if callable(resolved):
@@ -370,7 +378,7 @@ def model_parameter_randomisation(
     batch_size = check_positive_int("batch_size", batch_size)
     images = check_images(images)
     name, build = _explainer(method, method_options or {}, batch_size)
-    classes = explained_for(model, images, targets)
+    classes = explained_for(model, images, targets, (method_options or {}).get("output"))
     copy = model_copy(model)
     explain = build(copy)
     trained = explain(images, classes)
@@ -472,7 +480,7 @@ def randomisation(
     images = check_images(images)
     trained = check_maps(maps, map_shape(model, images.shape), order_only=True)
     _, build = _explainer(method, method_options or {}, batch_size)
-    classes = explained_for(model, images, targets)
+    classes = explained_for(model, images, targets, (method_options or {}).get("output"))
     copy = model_copy(model)
     explain = build(copy)
     rng = np.random.default_rng(seed)

@@ -193,7 +193,10 @@ def explain_dataset(
     kc.explain_dataset(["gradcam", "scorecam"], data, model, out_dir="maps")   # resumable
     ```
     """
+    check_one_input(model)
     explainers = build_explainers(methods, model, layer, method_options)
+    for explainer in explainers.values():
+        check_one_input(explainer.model)
     batch_size = check_positive_int("batch_size", batch_size)
     if isinstance(targets, bool) or not (
         targets is None or targets == LABELS or isinstance(targets, int)
@@ -221,6 +224,23 @@ def explain_dataset(
     arguments = {**run_arguments(stream, elements), "metadata": dict(metadata or {})}
     options = dict(overlays) if isinstance(overlays, Mapping) else ({} if overlays else None)
     return _write_run(stream, elements, pathlib.Path(out_dir), arguments, options)
+
+
+def check_one_input(model: Any) -> None:
+    """Raises a `ValueError` for a model with several inputs, which `explain_dataset` (a
+    dataset of images) cannot feed.
+
+    Args:
+        model: the model, or `None`.
+    """
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) > 1:
+        listing = ", ".join(f"{t.name!r} {tuple(t.shape)}" for t in inputs)
+        raise ValueError(
+            f"`explain_dataset` reads one image input from the dataset, but model "
+            f"{model.name!r} takes {len(inputs)} inputs ({listing}). Explain its batches with "
+            "an explainer instead, e.g. `kc.GradCAM(model, input=...)([images, metadata])`."
+        )
 
 
 def build_explainers(

@@ -787,6 +787,19 @@ _KNOWN_OPERATIONS = {
 _AXIS_ACTIVATIONS = ("softmax", "log_softmax")
 
 
+def is_relu_operation(operation: Any) -> bool:
+    """Whether `operation` is `keras.ops.relu` or `keras.ops.relu6` applied in a Functional
+    graph (an Operation of the graph, not a layer).
+
+    Args:
+        operation: an operation of a Functional model (`model.operations`).
+
+    Returns:
+        `True` for those two operations.
+    """
+    return isinstance(operation, (keras_nn_ops.Relu, keras_nn_ops.Relu6))
+
+
 @dataclasses.dataclass(frozen=True)
 class _Activation:
     """What the model's final operation applies, as far as it can be recognised.
@@ -1285,6 +1298,48 @@ def _moves_pixels(layer: Any, arguments: tuple[Any, Any], tensor: Any, axes: tup
     return not np.allclose(shuffled_output, shuffle(output), rtol=1e-4, atol=1e-5)
 
 
+def token_order(layer: keras.layers.Layer, arguments: tuple[Any, Any], patches: Any) -> str:
+    """Where `layer`, called on the patch tokens `patches` (`(batch, h * w, D)`), puts the
+    extra tokens it adds: `"leading"`, `"trailing"` or `"unknown"`.
+
+    The layer is called once on random values (batch 1) in place of its symbolic inputs: the
+    patch tokens come out unchanged at the end (the extra tokens lead, a ViT's class token)
+    or at the start (they trail).
+
+    Args:
+        layer: the layer whose output has more tokens than `patches`.
+        arguments: the `(args, kwargs)` of its call, with symbolic tensors.
+        patches: the symbolic patch tokens among them.
+
+    Returns:
+        `"leading"`, `"trailing"` or `"unknown"`.
+    """
+    rng = np.random.default_rng(0)
+    probe: dict[int, np.ndarray] = {}
+
+    def concrete(value: Any) -> Any:
+        if not isinstance(value, keras.KerasTensor):
+            return value
+        shape = tuple(1 if size is None else size for size in value.shape)
+        probe[id(value)] = rng.normal(size=shape).astype(value.dtype or "float32")
+        return probe[id(value)]
+
+    args, kwargs = keras.tree.map_structure(concrete, arguments)
+    try:
+        output = np.asarray(layer(*args, **kwargs))
+    except Exception:  # noqa: BLE001 - a layer that cannot be probed: say so, do not guess
+        return "unknown"
+    values, cells = probe[id(patches)], patches.shape[1]
+    if output.ndim != 3 or output.shape[-1] != values.shape[-1]:
+        return "unknown"
+    close = functools.partial(np.allclose, rtol=1e-2, atol=1e-2)  # float16 models too
+    if close(output[:, -cells:], values):
+        return "leading"
+    if close(output[:, :cells], values):
+        return "trailing"
+    return "unknown"
+
+
 class _Recorder:
     """Re-traces a model on new inputs, calling the same layers and recording what we need.
 
@@ -1307,6 +1362,11 @@ class _Recorder:
         self.rank = rank
         self.token_grid = token_grid
         self.patch_grid: Grid | None = None
+        self.token_offsets = (0, 0)
+        """How many extra (class, register) tokens the layers that add them put before and
+        after the patch tokens (`token_order`)."""
+        self._patch_tokens: Any = None
+        self._token_adder = ""  # a layer that adds tokens in a way `token_order` cannot tell
         self._input_shape: tuple = ()
         self.calls: list[_Call] = []
         self.head_input: Any = None
@@ -1344,6 +1404,7 @@ class _Recorder:
             output = layer(*args, **kwargs)
             if tensors:
                 self._follow_grid(layer, tensors, output, (args, kwargs))
+                self._follow_tokens(layer, tensors, output, (args, kwargs))
         if not isinstance(output, (list, tuple)):
             self._producers[id(output)] = repr(layer.name)
         # A call on another input's branch only (e.g. metadata) is not explained.
@@ -1409,14 +1470,49 @@ class _Recorder:
                 "plus leading extra (class, register) tokens. Pass `token_grid=(h, w)` with "
                 "h * w <= the token count, or explain a layer whose tokens follow the grid."
             )
-        leading, patches = output[:, :extra], output[:, extra:]
+        if extra and self._token_adder:
+            warnings.warn(
+                f"keras_cam: layer {self._token_adder!r} adds token(s) to the patch tokens, "
+                "and keras_cam could not tell where; it assumes the extra tokens lead (class "
+                "and register tokens first). If they do not, the map is shifted: explain a "
+                "layer before it, or add the tokens with a Concatenate layer.",
+                stacklevel=2,
+            )
+        leading = self.token_offsets[0] if sum(self.token_offsets) == extra else extra
+        cells = count - extra
+        patches = output[:, leading : leading + cells]
         features = ops.reshape(patches, (-1, grid[0], grid[1], depth))
-        flat = ops.reshape(features, (-1, grid[0] * grid[1], depth))
-        output = ops.concatenate([leading, flat], axis=1) if extra else flat
+        flat = ops.reshape(features, (-1, cells, depth))
+        pieces = [output[:, :leading], flat, output[:, leading + cells :]]
+        output = ops.concatenate([p for p in pieces if p.shape[1] != 0], axis=1)
         if patch is None and None not in self._input_shape[1:]:
             identity = Grid.identity(self._input_shape, self.layout)
             patch = identity.stretch(grid, identity.axes)
         return features, output, patch
+
+    def _follow_tokens(
+        self, layer: Any, tensors: list[Any], output: Any, arguments: tuple[Any, Any]
+    ) -> None:
+        """Follows the patch tokens `(batch, h * w, D)` through the layers that add extra
+        (class, register) tokens, counting those put before and after them
+        (`token_offsets`)."""
+        tokens = self._patch_tokens
+        if tokens is None or isinstance(output, (list, tuple)) or len(output.shape) != 3:
+            return
+        if not any(tensor is tokens for tensor in tensors):
+            return
+        added = None if output.shape[1] is None else output.shape[1] - tokens.shape[1]
+        order = token_order(layer, arguments, tokens) if added else None
+        if added and added > 0 and order != "unknown":
+            leading, trailing = self.token_offsets
+            self.token_offsets = (
+                (leading + added, trailing) if order == "leading" else (leading, trailing + added)
+            )
+        elif added:  # tokens dropped, or added in a way the probe cannot tell: stop here
+            self._token_adder = layer.name if added > 0 else ""
+            self._patch_tokens = None
+            return
+        self._patch_tokens = output
 
     def _follow_grid(
         self, layer: Any, tensors: list[Any], output: Any, arguments: tuple[Any, Any]
@@ -1434,6 +1530,7 @@ class _Recorder:
         if len(output.shape) == 3 and self.rank == 4 and len(grids) == 1:
             if output.shape[1] == int(np.prod(grids[0].sizes)):
                 self.patch_grid = grids[0]
+                self._patch_tokens = output
             return
         if len(output.shape) != self.rank:
             return
@@ -1562,8 +1659,9 @@ def build_cam_model(
         token_grid: for a layer that outputs `(B, N, D)` tokens (a vision transformer's
             block), the `(h, w)` patch grid they follow. `None` reads it from the patch
             embedding (a spatial map flattened into tokens, e.g. a strided Conv2D then a
-            Reshape). The `N - h * w` extra tokens (class, register tokens) must lead, as in
-            ViT, DeiT and DINOv2; they are left out of the map. Defaults to `None`.
+            Reshape). The `N - h * w` extra tokens (class, register tokens) lead, as in ViT,
+            DeiT and DINOv2, or trail (`token_order` tells which); they are left out of the
+            map. Defaults to `None`.
 
     Returns:
         A `CamModel` holding the sub-model, the layer, the head reading, the class count, the

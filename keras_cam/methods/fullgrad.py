@@ -98,6 +98,10 @@ class FullGrad(BaseCAM):
         score: `"logit"` or `"probability"` (see `keras_cam.BaseCAM`). Defaults to `"logit"`.
         head: how to read the model's output (see `keras_cam.BaseCAM`). Defaults to `None`.
         verbose: accepted for uniformity; FullGrad runs one pass. Defaults to `0`.
+        output: the explained output of a model with several (see `keras_cam.BaseCAM`).
+            Defaults to `None`.
+        input: the explained input (see `keras_cam.BaseCAM`); a model with several inputs is
+            refused. Defaults to `None`.
 
     Attributes:
         bias_layers: the layers whose bias terms are summed, input first.
@@ -126,6 +130,8 @@ class FullGrad(BaseCAM):
         layer_call: None = None,
         head: str | Head | None = None,
         verbose: int = 0,
+        output: int | str | None = None,
+        input: int | str | None = None,
     ) -> None:
         if layer is not None or layer_call is not None:
             raise ValueError(
@@ -134,7 +140,9 @@ class FullGrad(BaseCAM):
                 f"received layer={layer!r}, layer_call={layer_call!r}. "
                 "Use a CAM method (e.g. keras_cam.GradCAM) to explain one layer."
             )
-        super().__init__(model, None, score=score, head=head, verbose=verbose)
+        super().__init__(
+            model, None, score=score, head=head, verbose=verbose, output=output, input=input
+        )
         if len(self._cam.input_shape) != 3 or self._cam.other_inputs:
             raise ValueError(
                 f"FullGrad explains single-input image models (B, H, W, C); model "

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from keras_cam.methods.base import BaseCAM, place_maps
 from keras_cam.methods.gradient import GradCAM
-from keras_cam.surgery import call_with_hook
+from keras_cam.surgery import call_with_hook, is_relu_operation
 from keras_cam.targets import ScoreFn, explained_classes
 
 _RELUS = (
@@ -31,11 +31,17 @@ _RELUS = (
 
 
 def is_relu(operation: Any) -> bool:
-    """Whether an operation ends in a ReLU (a `ReLU` layer without a negative slope, or a
-    layer with `activation="relu"` / `"relu6"` in any spelling)."""
+    """Whether an operation ends in a ReLU (a `ReLU` layer without a negative slope, a
+    layer with `activation="relu"` / `"relu6"` in any spelling, `keras.ops.relu` in a
+    Functional graph or a `Lambda` of a ReLU function)."""
     if isinstance(operation, keras.layers.ReLU):
         return not operation.negative_slope
-    activation = getattr(operation, "activation", None)
+    if is_relu_operation(operation):
+        return True
+    if isinstance(operation, keras.layers.Lambda):
+        activation = operation.function
+    else:
+        activation = getattr(operation, "activation", None)
     return any(activation is relu for relu in _RELUS)
 
 
@@ -104,7 +110,7 @@ class GuidedBackprop(BaseCAM):
         self, model: keras.Model, layer: str | keras.layers.Layer | None = None, **kwargs: Any
     ) -> None:
         super().__init__(model, layer, **kwargs)
-        if not any(is_relu(layer) for layer in self._cam.model.layers):
+        if not any(is_relu(operation) for operation in self._cam.model.operations):
             warnings.warn(
                 f"keras_cam: model {model.name!r} has no ReLU layer or ReLU activation, so "
                 f"{self.display_name} guides nothing: the map is the plain input gradient.",
