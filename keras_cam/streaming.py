@@ -409,6 +409,9 @@ class _Stream:
         self.local_replicas = len(replica_ids)
         self.num_workers = strategy.num_replicas_in_sync // self.local_replicas
         self.worker = int(min(replica_ids)) // self.local_replicas
+        self.direct = strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy()
+        """Whether `strategy` is TensorFlow's default (one device, no scope): batches are then
+        explained as they are, without `strategy.run`."""
         self.passes = 0
         """Batches explained by this stream (a test counts recomputation with it)."""
 
@@ -459,13 +462,16 @@ class _Stream:
         maps, seconds, scores = {}, {}, None
         for name, cam in self.explainers.items():
             begin = time.perf_counter()
-            maps[name], scores = self._on_replicas(
-                lambda x, c, cam=cam: tuple(
-                    map(tf.constant, cam.explain(x, None if self.targets is None else c))
-                ),
-                images,
-                classes,
-            )
+            if self.direct:
+                maps[name], scores = cam.explain(images, None if self.targets is None else classes)
+            else:
+                maps[name], scores = self._on_replicas(
+                    lambda x, c, cam=cam: tuple(
+                        map(tf.constant, cam.explain(x, None if self.targets is None else c))
+                    ),
+                    images,
+                    classes,
+                )
             seconds[name] = time.perf_counter() - begin
         predicted = scores.argmax(axis=-1).astype(np.int64)
         if self.targets is None:

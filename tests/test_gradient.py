@@ -165,7 +165,8 @@ def test_compiled_pass_is_not_retraced():
     for n in (1, 3, 7, 3):
         cam(_images(n, seed=n))
     cam(_images(2), targets=1)
-    assert cam._pass_fn.experimental_get_tracing_count() == 1
+    # one compiled pass (a concrete function: it cannot retrace) serves every batch size
+    assert len(cam._passes) == 1
 
 
 def test_mixed_precision_model_gives_finite_close_maps():

@@ -120,12 +120,16 @@ def test_unknown_normalize_is_refused(bad):
 
 
 def test_modes_are_compiled_once():
-    cam = kc.GradCAM(analytic_model())
+    cam = kc.GradCAM(analytic_model())  # placement and normalization inside its own pass
+    scorecam = kc.ScoreCAM(analytic_model())  # its raw maps, then the shared postprocess
     images = np.stack([blob_image()] * 3)
     for mode in base.NORMALIZE_MODES:
         for count in (1, 2, 3):  # several batch sizes: one trace per mode
             cam(images[:count], normalize=mode)
+            scorecam(images[:count], normalize=mode)
         assert base._POSTPROCESS[2, True, mode].experimental_get_tracing_count() == 1
+    # one concrete (non-retracing) pass per mode
+    assert set(cam._passes) == {(True, mode, False) for mode in base.NORMALIZE_MODES}
 
 
 def test_plot_cams_labels_the_explained_class_with_its_probability():

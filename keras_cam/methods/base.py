@@ -299,6 +299,12 @@ def check_other_input(value: Any, source: Any, rows: int, single: bool) -> tf.Te
     return tensor
 
 
+@functools.partial(tf.function, input_signature=[tf.TensorSpec(None, tf.float32)])
+def finite_rows(batch: tf.Tensor) -> tf.Tensor:
+    """Whether each row of a batch holds only finite values: bool `(B,)`, one compiled call."""
+    return tf.reduce_all(tf.math.is_finite(tf.reshape(batch, (tf.shape(batch)[0], -1))), axis=1)
+
+
 class BaseCAM:
     """Base class of all class activation map methods.
 
@@ -438,18 +444,18 @@ class BaseCAM:
         self.layer: keras.layers.Layer = self._cam.layer
         self.layers: list[keras.layers.Layer] = [self.layer, *(s.layer for s in self._siblings)]
         self.num_classes: int = self._cam.num_classes
-        image_spec = tf.TensorSpec((None, *self._cam.input_shape), tf.float32)
+        self._image_spec = tf.TensorSpec((None, *self._cam.input_shape), tf.float32)
         self._others_spec = tuple(
             tf.TensorSpec((None, *other.shape[1:]), other.dtype)
             for other in self._cam.other_inputs
         )
-        self._pass_fn = compile_fn(
-            lambda images, others, class_idx: self._weighted_maps(images, others, class_idx),
-            [image_spec, self._others_spec, tf.TensorSpec((None,), tf.int32)],
-        )
+        self._passes: dict[tuple[bool, str, bool], Any] = {}
+        """The compiled passes by `(upsample, normalize mode, with scores)` (see `_pass`)."""
+        self._recorded: list[tf.Tensor] | None = None
+        self._geometry: dict[tuple[int, ...], tuple[tf.Tensor, tf.Tensor]] = {}
         self._predict_fn = compile_fn(
-            lambda images, others: self._forward(images, others)[2],
-            [image_spec, self._others_spec],
+            lambda images, others: tf.cast(self._forward(images, others)[2], tf.float32),
+            [self._image_spec, self._others_spec],
         )
 
     # ------------------------------------------------------------------ public API
@@ -514,6 +520,20 @@ class BaseCAM:
                 `aug_smooth`; `eigen_smooth` for a method without weighted activations
                 (`supports_eigen_smooth = False`).
         """
+        maps, _ = self._explain(images, targets, upsample, normalize, aug_smooth, eigen_smooth)
+        return maps
+
+    def _explain(
+        self,
+        images: Any,
+        targets: Targets,
+        upsample: bool,
+        normalize: bool | str,
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
+        scores: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """`__call__`'s maps and, with `scores`, `predict`'s scores of the same images."""
         mode = check_normalize(normalize)
         batch, others, single = self._check_inputs(images)
         resolved = resolve_targets(
@@ -538,25 +558,155 @@ class BaseCAM:
                 "combined on the input grid, so `upsample` must be True; received "
                 "upsample=False. Explain one layer without aug_smooth for conv-resolution maps."
             )
-        size = self.image_size(batch)
+        size, placement = self._placement_of(batch)
+        probabilities = None
         with self._smoothing(bool(eigen_smooth)):
             if combined:
                 maps = self._combined_maps(batch, resolved, bool(aug_smooth), others)
-                maps = _POSTPROCESS[len(size), False, mode](
-                    maps, tf.constant(size, tf.int32), self.placement(*size)
-                ).numpy()
-            else:
+                maps = _POSTPROCESS[len(size), False, mode](maps, size, placement).numpy()
+            elif type(self).explain_batch is not BaseCAM.explain_batch:
+                # A method with passes of its own (Score-CAM): its raw maps, then placement.
                 raw = self.explain_batch(batch, resolved, others)
-                postprocess = _POSTPROCESS[len(size), bool(upsample), mode]
-                maps = postprocess(raw, tf.constant(size, tf.int32), self.placement(*size))
+                maps = _POSTPROCESS[len(size), bool(upsample), mode](raw, size, placement)
                 maps = maps.numpy()
+            else:
+                maps, probabilities = self._fused_maps(
+                    batch, others, resolved, bool(upsample), mode, scores
+                )
+        if scores and probabilities is None:
+            probabilities = self._model_scores(batch, others)
         if not np.isfinite(maps).all():
             bad = int(np.flatnonzero(~np.isfinite(maps).reshape(len(maps), -1).all(axis=1))[0])
             raise ValueError(
                 f"The model produced non-finite values while explaining image {bad}; check its "
                 "weights and the preprocessing of the input (a heatmap is never returned as NaN)."
             )
-        return maps[0] if single else maps
+        if single:
+            return maps[0], None if probabilities is None else probabilities[0]
+        return maps, probabilities
+
+    def _fused_maps(
+        self,
+        batch: tf.Tensor,
+        others: tuple[tf.Tensor, ...],
+        targets: np.ndarray | ScoreFn,
+        upsample: bool,
+        mode: str,
+        scores: bool,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Placed, normalized maps (and the head's scores) by the compiled pass, in chunks of
+        `images_per_pass`; a batch that fits in one chunk takes one call and one transfer."""
+        count, step = int(batch.shape[0]), self.images_per_pass
+        size, placement = self._placement_of(batch)
+        chunked = count > step
+        # One scale over every chunk: the chunks' raw maps, then the batch's normalization.
+        chunk_mode = "none" if chunked and mode == "batch" else mode
+        score_fn = targets if callable(targets) else None
+        pass_fn = self._pass(upsample, chunk_mode, scores, score_fn)
+        rows = tf.range(count) if score_fn is not None else tf.constant(targets, tf.int32)
+        if not chunked:
+            outputs = [pass_fn(batch, others, rows, size, placement)]
+        else:
+            outputs = [
+                pass_fn(
+                    batch[start : start + step],
+                    tuple(other[start : start + step] for other in others),
+                    rows[start : start + step],
+                    size,
+                    placement,
+                )
+                for start in range(0, count, step)
+            ]
+        maps = outputs[0][0] if not chunked else tf.concat([o[0] for o in outputs], axis=0)
+        if chunk_mode != mode:
+            maps = _POSTPROCESS[len(self._cam.spatial_axes), False, mode](maps, size, placement)
+        if not scores:
+            return maps.numpy(), None
+        return maps.numpy(), np.concatenate([o[1].numpy() for o in outputs])
+
+    def _pass(
+        self, upsample: bool, mode: str, scores: bool, score_fn: ScoreFn | None = None
+    ) -> Any:
+        """The compiled pass `(images, others, rows, size, placement) -> (maps[, scores])`.
+
+        One function from the images to the placed, normalized maps: the forward and backward
+        pass, the method's weights, their combination, placement and normalization, and, with
+        `scores`, the head's scores (`predict`'s) read from the same forward pass. `rows` are
+        the classes to explain (`TOP_PREDICTION` for each top-1), or, for a callable target,
+        each image's index in the call. Compiled once per `(upsample, mode, scores)`.
+
+        A callable target is read when the pass is traced: its attributes (a `Target`'s
+        fields) and closure variables become constants of the compiled pass. Keeping that
+        pass for a later call would explain the callable as it was then, not as it is now,
+        so a pass for a callable is compiled afresh for each call.
+        """
+        key = (upsample, mode, scores)
+        if score_fn is None and key in self._passes:
+            return self._passes[key]
+
+        def explained_pass(
+            images: tf.Tensor,
+            others: tuple[tf.Tensor, ...],
+            rows: tf.Tensor,
+            size: tf.Tensor,
+            placement: tf.Tensor,
+        ) -> tuple[tf.Tensor, ...]:
+            if score_fn is None:
+                class_idx, image_index = rows, None
+            else:
+                class_idx, image_index = tf.fill(tf.shape(images)[:1], TOP_PREDICTION), rows
+            with self._recording() as recorded:
+                raw = self._weighted_maps(images, others, class_idx, score_fn, image_index)
+            maps = _postprocess(raw, size, placement, upsample, mode)
+            if not scores:
+                return (maps,)
+            # A method whose pass does not go through `_forward` (Guided Backprop) reads the
+            # scores with a forward pass of its own.
+            probabilities = recorded[0] if recorded else self._forward(images, others)[2]
+            return maps, tf.cast(probabilities, tf.float32)
+
+        rank = len(self._cam.spatial_axes)
+        compiled = compile_fn(
+            explained_pass,
+            [
+                self._image_spec,
+                self._others_spec,
+                tf.TensorSpec((None,), tf.int32),
+                tf.TensorSpec((rank,), tf.int32),
+                tf.TensorSpec((rank, 4), tf.float32),
+            ],
+        )
+        compiled = compiled.get_concrete_function()  # called directly: no dispatch per call
+        if score_fn is None:
+            self._passes[key] = compiled
+        return compiled
+
+    @contextlib.contextmanager
+    def _recording(self) -> Iterator[list[tf.Tensor]]:
+        """Collects the head's scores of the first `_forward` of a pass being traced."""
+        self._recorded = []
+        try:
+            yield self._recorded
+        finally:
+            self._recorded = None
+
+    def _placement_of(self, batch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """The int32 spatial sizes of a checked batch and the layer's placement on them."""
+        size = self.image_size(batch)
+        if size not in self._geometry:
+            self._geometry[size] = (tf.constant(size, tf.int32), self.placement(*size))
+        return self._geometry[size]
+
+    def _model_scores(self, batch: tf.Tensor, others: tuple[tf.Tensor, ...]) -> np.ndarray:
+        """The head's scores of a checked batch, `(B, num_classes)`, in compiled chunks."""
+        step = self.images_per_pass
+        chunks = [
+            self._predict_fn(
+                batch[start : start + step], tuple(o[start : start + step] for o in others)
+            ).numpy()
+            for start in range(0, int(batch.shape[0]), step)
+        ]
+        return np.concatenate(chunks)
 
     def explain(
         self,
@@ -569,7 +719,8 @@ class BaseCAM:
         """The maps of `__call__` and the model's scores of each class (those of `predict`).
 
         What `keras_cam.explain_dataset` records per image: the map, the predicted class and
-        its score. The scores take one forward pass of the sub-model the explainer already has.
+        its score. For the gradient methods the scores come from the forward pass the maps
+        are computed with (no second pass); the others run one compiled forward pass more.
 
         Args:
             images: a batch, as `__call__` takes it (the model's input structure for a model
@@ -590,8 +741,7 @@ class BaseCAM:
         predicted = scores.argmax(axis=-1)
         ```
         """
-        maps = self(images, targets, upsample=upsample, normalize=normalize)
-        return maps, self.predict(images)
+        return self._explain(images, targets, upsample, normalize, scores=True)
 
     def predict(self, images: Any) -> np.ndarray:
         """The model's scores of each class, as the explainer reads the head.
@@ -618,14 +768,7 @@ class BaseCAM:
         ```
         """
         batch, others, single = self._check_inputs(images)
-        step = self.images_per_pass
-        chunks = [
-            self._predict_fn(
-                batch[start : start + step], tuple(o[start : start + step] for o in others)
-            ).numpy()
-            for start in range(0, int(batch.shape[0]), step)
-        ]
-        scores = np.concatenate(chunks).astype(np.float32, copy=False)
+        scores = self._model_scores(batch, others)
         return scores[0] if single else scores
 
     @property
@@ -700,23 +843,13 @@ class BaseCAM:
         """Raw ReLU'd maps at the layer's resolution, `(B, h, w)` (`(B, t)`, `(B, d, h, w)`),
         for checked inputs.
 
-        Runs the compiled gradient pass in chunks of `images_per_pass` images. `others` are
-        the model's other inputs (`CamModel.other_inputs`), one row per image, held fixed.
+        Runs the compiled pass (without placement or normalization) in chunks of
+        `images_per_pass` images. `others` are the model's other inputs
+        (`CamModel.other_inputs`), one row per image, held fixed. A method with passes of its
+        own (Score-CAM) overrides it; `__call__` then places and normalizes what it returns.
         """
-        if callable(targets):
-            pass_fn, class_idx = self._callable_pass(targets), None
-        else:
-            pass_fn, class_idx = self._pass_fn, tf.constant(targets, tf.int32)
-        chunks = []
-        for start in range(0, int(images.shape[0]), self.images_per_pass):
-            stop = start + self.images_per_pass
-            chunk, chunk_others = images[start:stop], tuple(o[start:stop] for o in others)
-            if class_idx is None:
-                rows = tf.range(start, start + int(chunk.shape[0]))
-                chunks.append(pass_fn(chunk, chunk_others, rows))
-            else:
-                chunks.append(pass_fn(chunk, chunk_others, class_idx[start:stop]))
-        return tf.concat(chunks, axis=0)
+        maps, _ = self._fused_maps(images, others, targets, False, "none", False)
+        return tf.constant(maps)
 
     # ------------------------------------------------ combining and smoothing
     def _sibling(self, layer: str | keras.layers.Layer | None) -> BaseCAM:
@@ -729,9 +862,12 @@ class BaseCAM:
     @contextlib.contextmanager
     def _smoothing(self, eigen_smooth: bool) -> Iterator[None]:
         """Switches `eigen_smooth` on for one call, in every layer's explainer."""
+        if not eigen_smooth:  # the default: nothing to switch (no assignment per call)
+            yield
+            return
         explainers = [self, *self._siblings]
         for explainer in explainers:
-            explainer._eigen_smooth.assign(eigen_smooth)
+            explainer._eigen_smooth.assign(True)
         try:
             yield
         finally:
@@ -782,6 +918,8 @@ class BaseCAM:
     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         inputs = [images, *others] if others else images
         features, logits, probabilities = self._cam.model(inputs, training=False)
+        if self._recorded is not None and not self._recorded:  # see `_pass`
+            self._recorded.append(probabilities)
         return features, logits, probabilities
 
     def _weighted_maps(
@@ -865,22 +1003,6 @@ class BaseCAM:
             grads = tf.cast(tape.gradient(total_score, features), tf.float32)
         return tf.cast(features, tf.float32), grads, class_idx
 
-    def _callable_pass(self, score_fn: ScoreFn) -> Any:
-        """A compiled pass for a callable target, traced afresh for each call.
-
-        A callable is read when it is traced: its attributes (a `Target`'s fields) and closure
-        variables become constants of the compiled pass. Keeping that pass for a later call
-        would explain the callable as it was then, not as it is now, so it serves one call.
-        """
-        def pass_fn(
-            images: tf.Tensor, others: tuple[tf.Tensor, ...], image_index: tf.Tensor
-        ) -> tf.Tensor:
-            class_idx = tf.fill(tf.shape(images)[:1], TOP_PREDICTION)
-            return self._weighted_maps(images, others, class_idx, score_fn, image_index)
-
-        image_spec, others_spec, index_spec = self._pass_fn.input_signature
-        return compile_fn(pass_fn, [image_spec, others_spec, index_spec])
-
     def _check_inputs(self, inputs: Any) -> tuple[tf.Tensor, tuple[tf.Tensor, ...], bool]:
         """Splits the model's input structure into the checked explained images (float32),
         the other inputs (one row per image, in `CamModel.other_inputs` order, each of its
@@ -960,10 +1082,15 @@ class BaseCAM:
                     f"but the model expects {size}: resize them to {wanted} "
                     "(e.g. with tf.image.resize) first."
                 )
-        batch = tf.reshape(tf.cast(array, tf.float32), shape)
-        finite = tf.math.is_finite(tf.reshape(batch, (shape[0], -1)))
-        if not bool(tf.reduce_all(finite)):
-            bad = int(np.flatnonzero(~tf.reduce_all(finite, axis=1).numpy())[0])
+        if isinstance(array, np.ndarray):  # checked on the host: no device work
+            values = array.astype(np.float32, copy=False).reshape(shape)
+            finite = np.isfinite(values.reshape(shape[0], -1)).all(axis=1)
+            batch = tf.convert_to_tensor(values)
+        else:
+            batch = tf.reshape(tf.cast(array, tf.float32), shape)
+            finite = finite_rows(batch).numpy()
+        if not finite.all():
+            bad = int(np.flatnonzero(~finite)[0])
             raise ValueError(
                 f"`images` contain NaN or infinite values (first in image {bad}); a class "
                 "activation map of such an input is meaningless. Check the preprocessing."
