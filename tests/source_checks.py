@@ -17,7 +17,16 @@ def top_level_imports(module: ModuleType) -> set[str]:
 
 
 KERAS_PRIVATE_APIS = ("keras.src", "_keras_history", "_inbound_nodes", "_run_through_graph")
-"""Keras-private names that only keras_cam/surgery.py may touch."""
+"""Keras-private names that only the modules of keras_cam/surgery/ may touch."""
+
+KERAS_PRIVATE_HOME = "keras_cam.surgery"
+"""The one package whose modules may touch Keras-private APIs."""
+
+
+def may_touch_keras_private(module: str) -> bool:
+    """Whether the keras_cam module `module` (a dotted name) may touch Keras-private APIs: the
+    `keras_cam.surgery` package and its modules, nothing else."""
+    return module == KERAS_PRIVATE_HOME or module.startswith(KERAS_PRIVATE_HOME + ".")
 
 
 def keras_private_mentions(source: str) -> list[tuple[int, str]]:

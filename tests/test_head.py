@@ -1,4 +1,4 @@
-"""Tests of how the model's head is read (keras_cam/surgery.py `read_head`, and its users).
+"""Tests of how the model's head is read (keras_cam/surgery/head.py `read_head`, and its users).
 
 Every spelling of a softmax / sigmoid head must give the same maps and probabilities as the
 plain `activation="softmax"` / `"sigmoid"` twin with the same weights; a single linear unit is

@@ -160,7 +160,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         ("tests/test_geometry.py",),
     ),
     Mutation(
-        "raw-score-unit-read-as-binary", "head", "keras_cam/surgery.py",
+        "raw-score-unit-read-as-binary", "head", "keras_cam/surgery/head.py",
         'return self.units == 1 and self.kind != "linear"',
         "return self.units == 1",
         ("tests/test_head.py",),
