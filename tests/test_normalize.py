@@ -176,3 +176,26 @@ def test_cli_explain_normalize_batch_keeps_the_weak_class_faint(tmp_path, capsys
     assert hot["image"][0] > 0 and hot["batch"][0] > 0  # the top class: a hot blob
     assert hot["image"][1] > 0  # per image, the p ~ 0 class looks just as hot
     assert hot["batch"][1] == 0  # one scale for the image's classes: it stays cold
+
+
+@pytest.mark.parametrize("method", ["cam", "gradcam"])
+@pytest.mark.parametrize("per_pass", [1, 2, 32])
+def test_batch_mode_is_one_scale_across_compiled_chunks(method, per_pass):
+    """A call larger than one compiled pass (`images_per_pass`) still gets one scale for the
+    whole call: the independent raw maps over their common maximum, whatever the chunking."""
+    model, image = analytic_model(), blob_image()
+    classes = [1, 0, 2, 1, 0]  # the strongest map sits in the second chunk for per_pass=1
+    cam = kc.get_method(method)(model)
+    cam.images_per_pass = per_pass
+    repeated = np.repeat(image[None], len(classes), axis=0)
+
+    batch = cam(repeated, targets=classes, normalize="batch")
+    per_image = cam(repeated, targets=classes, normalize="image")
+
+    raw = raw_maps(image, classes)
+    np.testing.assert_allclose(batch, raw / raw.max(), atol=1e-5)
+    low = raw.min(axis=(1, 2), keepdims=True)
+    span = raw.max(axis=(1, 2), keepdims=True) - low
+    expected = np.divide(raw - low, span, out=np.zeros_like(raw), where=span > 0)
+    np.testing.assert_allclose(per_image, expected, atol=1e-5)
+    assert not per_image[2].any() and not batch[2].any()  # class 2: no evidence, zeros

@@ -346,3 +346,33 @@ def test_explain_returns_the_maps_of_a_call_and_the_models_scores(method):
     maps, scores = cam.explain(images, labels)
     np.testing.assert_array_equal(maps, cam(images, labels))
     np.testing.assert_allclose(scores, model.predict(images, verbose=0), rtol=1e-5, atol=1e-7)
+
+
+class CountingLayer(keras.layers.Layer):
+    """Identity that counts, in a variable, every time the graph runs it (a forward pass)."""
+
+    def build(self, input_shape):
+        self.runs = self.add_weight(shape=(), initializer="zeros", trainable=False, name="runs")
+
+    def call(self, inputs):
+        self.runs.assign_add(1.0)
+        return inputs
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "layercam", "cam", "eigencam"])
+def test_explain_of_a_one_pass_method_runs_the_model_once(method):
+    """The scores `explain` returns come from the pass that computes the maps: one forward
+    pass per call, not a second one for `predict` (issue 14, item 6)."""
+    counter = CountingLayer(name="counter")
+    inputs = keras.Input((24, 40, 3))
+    features = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(counter(inputs))
+    pooled = keras.layers.GlobalAveragePooling2D()(features)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(pooled))
+    images = np.random.default_rng(0).uniform(0, 1, (5, 24, 40, 3)).astype("float32")
+    cam = kc.get_method(method)(model)
+    cam.explain(images)  # compile first
+    before = float(counter.runs.numpy())
+    maps, scores = cam.explain(images)
+    assert float(counter.runs.numpy()) - before == 1.0
+    np.testing.assert_allclose(scores, model.predict(images, verbose=0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(maps, cam(images))
