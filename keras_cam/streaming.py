@@ -434,7 +434,7 @@ class _Stream:
         progress = None
         if self.verbose:
             progress = keras.utils.Progbar(None, unit_name="image", stateful_metrics=["images/s"])
-        begin, done = time.perf_counter(), 0
+        done, timed, begin = 0, 0, 0.0
         for shard, (index, parts) in shards:
             if len(index) < self.batch_size:
                 elements.reraise()
@@ -442,8 +442,14 @@ class _Stream:
             self.passes += 1
             done += len(batch.index)
             if progress is not None:
-                rate = done / max(time.perf_counter() - begin, 1e-9)
-                progress.add(len(batch.index), values=[("images/s", rate)])
+                # The rate counts from the end of the first batch, which also compiles.
+                values = []
+                if self.passes == 1:
+                    begin = time.perf_counter()
+                else:
+                    timed += len(batch.index)
+                    values = [("images/s", timed / max(time.perf_counter() - begin, 1e-9))]
+                progress.add(len(batch.index), values=values)
             yield batch
         elements.reraise()
         if progress is not None:

@@ -376,3 +376,16 @@ def test_explain_of_a_one_pass_method_runs_the_model_once(method):
     assert float(counter.runs.numpy()) - before == 1.0
     np.testing.assert_allclose(scores, model.predict(images, verbose=0), rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(maps, cam(images))
+
+
+def test_progress_bar_counts_every_image_and_rates_from_the_second_batch(capsys):
+    """`verbose=1`: a Keras progress bar over every image; its images/s leaves out the first
+    batch (which also compiles the pass), so it appears only from the second batch on."""
+    model = small_model()
+    images, _ = data(10)
+    list(kc.explain_dataset("gradcam", images[:4], model, batch_size=4, verbose=1))
+    single = capsys.readouterr().out
+    assert "4/Unknown" in single.replace(" ", "") and "images/s" not in single
+    list(kc.explain_dataset("gradcam", images, model, batch_size=4, verbose=1))
+    several = capsys.readouterr().out
+    assert "10/Unknown" in several.replace(" ", "") and "images/s" in several
