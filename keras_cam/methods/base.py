@@ -2,9 +2,13 @@
 
 The flow is one-way: images -> input checks -> sub-model `(features, logits, probabilities)` ->
 channel weights (the only thing a method defines) -> `ReLU(sum_k w_k A^k)` -> upsample to the
-input size -> normalization (`normalize_maps`: per image by default) -> NumPy. Everything runs
-in TensorFlow inside `tf.function`s with fixed input signatures (no retracing per call or per
-batch size); NumPy appears once, at the public boundary.
+input size -> normalization (`normalize_maps`: per image by default) -> NumPy. For the methods
+of one pass (the gradient family) all of it, and the head's class scores, is one compiled
+function per `(upsample, normalize)` (`BaseCAM._pass`, a concrete function: it cannot retrace),
+called once per batch of up to `images_per_pass` images: one dispatch and one transfer back to
+the host. Methods with passes of their own (Score-CAM) return their raw maps from
+`explain_batch`, then one shared compiled placement and normalization (`_POSTPROCESS`). NumPy
+appears once, at the public boundary.
 """
 
 from __future__ import annotations
@@ -573,6 +577,7 @@ class BaseCAM:
                 maps, probabilities = self._fused_maps(
                     batch, others, resolved, bool(upsample), mode, scores
                 )
+                maps = maps.numpy()
         if scores and probabilities is None:
             probabilities = self._model_scores(batch, others)
         if not np.isfinite(maps).all():
@@ -593,9 +598,9 @@ class BaseCAM:
         upsample: bool,
         mode: str,
         scores: bool,
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Placed, normalized maps (and the head's scores) by the compiled pass, in chunks of
-        `images_per_pass`; a batch that fits in one chunk takes one call and one transfer."""
+    ) -> tuple[tf.Tensor, np.ndarray | None]:
+        """Placed, normalized maps (and the head's scores, NumPy) by the compiled pass, in
+        chunks of `images_per_pass`; a batch that fits in one chunk takes one call."""
         count, step = int(batch.shape[0]), self.images_per_pass
         size, placement = self._placement_of(batch)
         chunked = count > step
@@ -621,8 +626,8 @@ class BaseCAM:
         if chunk_mode != mode:
             maps = _POSTPROCESS[len(self._cam.spatial_axes), False, mode](maps, size, placement)
         if not scores:
-            return maps.numpy(), None
-        return maps.numpy(), np.concatenate([o[1].numpy() for o in outputs])
+            return maps, None
+        return maps, np.concatenate([o[1].numpy() for o in outputs])
 
     def _pass(
         self, upsample: bool, mode: str, scores: bool, score_fn: ScoreFn | None = None
@@ -848,8 +853,7 @@ class BaseCAM:
         (`CamModel.other_inputs`), one row per image, held fixed. A method with passes of its
         own (Score-CAM) overrides it; `__call__` then places and normalizes what it returns.
         """
-        maps, _ = self._fused_maps(images, others, targets, False, "none", False)
-        return tf.constant(maps)
+        return self._fused_maps(images, others, targets, False, "none", False)[0]
 
     # ------------------------------------------------ combining and smoothing
     def _sibling(self, layer: str | keras.layers.Layer | None) -> BaseCAM:
