@@ -31,13 +31,13 @@ import pathlib
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
 import keras_cam
-from keras_cam import io
+from keras_cam import io, registry
 from keras_cam._files import atomic_writer, write_png
 from keras_cam.io import PREPROCESSING
 from keras_cam.visualize import colormap_names
@@ -56,21 +56,11 @@ EXIT_BAD_INPUT = 1
 LIBRARY_LOGS_LEVEL = 2
 """The `--verbose` level from which TensorFlow's and OpenCV's own log lines reach stderr."""
 
-# The built-in registries' names, for `--help` without importing TensorFlow (`_registered`
-# lists the live registry instead once it is imported); tests/test_cli_quiet.py checks them
-# against `keras_cam.METHODS`, `metrics.METRICS`, `surgery.HEADS` and
+# The built-in names of the registries that live with TensorFlow, for `--help` without
+# importing it (`_registered` lists the live registry instead once it is imported): methods
+# and metrics from `keras_cam.registry`, the others pinned here; tests/test_cli_quiet.py
+# checks the pinned ones against `surgery.HEADS`, `methods.NORMALIZE_MODES` and
 # `evaluation.DEFAULT_METHODS`.
-METHOD_NAMES: tuple[str, ...] = (
-    "cam", "gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "scorecam",
-    "fasterscorecam", "eigencam", "kpcacam", "fem", "randomcam", "eigengradcam",
-    "gradcamelementwise", "smoothgradcam++", "shapleycam", "finercam", "guidedbackprop",
-    "guidedgradcam", "ablationcam", "sscam", "iscam", "fullgrad",
-)
-METRIC_NAMES: tuple[str, ...] = (
-    "average_drop", "increase_in_confidence", "remove_top_fraction", "keep_top_fraction",
-    "deletion", "insertion", "road", "box_iou", "box_iou_cam", "pointing_game",
-    "energy_pointing_game", "sparseness",
-)
 NORMALIZE_NAMES: tuple[str, ...] = ("image", "batch", "none")
 HEAD_NAMES: tuple[str, ...] = ("softmax", "sigmoid", "logits", "sigmoid_logits", "linear")
 EVALUATE_DEFAULT_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "scorecam")
@@ -866,7 +856,7 @@ def _add_evaluate(verbs: Any) -> None:
     _add_methods(parser, "--methods", EVALUATE_DEFAULT_METHODS)
     parser.add_argument("--metrics", action="append", metavar="NAME[,NAME...]",
                         help="metrics to compute, repeatable or comma-separated, from: "
-                             + ", ".join(_registered("keras_cam.metrics", "METRICS", METRIC_NAMES))
+                             + ", ".join(_registered("keras_cam.metrics", "METRICS", registry.METRIC_FUNCTIONS))
                              + " (default: all that apply)")
     parser.add_argument("--layer", help="layer every method explains (default: automatic)")
     _add_layer_call(parser)
@@ -1044,17 +1034,17 @@ def _add_methods(parser: argparse.ArgumentParser, flag: str, default: Sequence[s
     parser.add_argument(
         flag, action="append", metavar="NAME[,NAME...]",
         help=f"method(s), repeatable or comma-separated, or '{ALL_METHODS}': "
-             f"{', '.join(_registered('keras_cam.methods', 'METHODS', METHOD_NAMES))} "
+             f"{', '.join(_registered('keras_cam.methods', 'METHODS', registry.METHOD_CLASSES))} "
              f"(default: {','.join(default)})",
     )
 
 
-def _registered(module: str, registry: str, built_in: tuple[str, ...]) -> tuple[str, ...]:
-    """A registry's names: the live registry when its module is already imported (so a method
-    or metric registered at run time is listed), else the built-in names, never importing it
-    (`--help` stays without TensorFlow)."""
+def _registered(module: str, name: str, built_in: Iterable[str]) -> tuple[str, ...]:
+    """The names of registry `name` of `module`: the live registry when the module is already
+    imported (so a method or metric registered at run time is listed), else the built-in
+    names (`keras_cam.registry`), never importing it (`--help` stays without TensorFlow)."""
     loaded = sys.modules.get(module)
-    return built_in if loaded is None else tuple(getattr(loaded, registry))
+    return tuple(built_in if loaded is None else getattr(loaded, name))
 
 
 def _add_training(parser: argparse.ArgumentParser, purpose: str) -> None:
