@@ -5,6 +5,11 @@ models and every `--preprocess` choice run; an interrupted run exits with status
 from __future__ import annotations
 
 import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
 
 import cv2
 import keras
@@ -14,6 +19,8 @@ from references import BLOB, HEIGHT, WIDTH, corner_images, corner_model, referen
 
 import keras_cam as kc
 from keras_cam import cli, io, visualize
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 # The model's class 0 sees the blob; classes 1 and 2 have zero weights (an all-zero map that
 # points nowhere). Image 1 is explained for class 2, so its hit depends on reading the label.
@@ -389,3 +396,42 @@ def test_streamed_evaluate_refuses_bad_input_in_one_line_before_any_batch(
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("keras-cam: error: ")
     assert message.format(root=root, labels=labels) in line
+
+
+RSS_CHILD = textwrap.dedent("""
+    import resource, sys
+    from keras_cam import cli
+    status = cli.main(["evaluate", sys.argv[1], sys.argv[2], "--methods", "gradcam",
+                       "--metrics", "sparseness", "--batch-size", "32", "--verbose", "0"])
+    print("PEAK", status, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+""")
+
+
+@pytest.mark.slow
+def test_evaluate_peak_memory_does_not_grow_with_the_folder(tmp_path):
+    """A folder 4x larger (400 -> 1600 PNGs of 96x96: 44 -> 177 MB of float32 images, 15 ->
+    59 MB of maps): the peak RSS of `keras-cam evaluate` grows by less than 48 MB, less than
+    holding the extra images alone would cost (133 MB)."""
+    model = corner_model(height=96, width=96, positive=False)
+    model.save(tmp_path / "model.keras")
+    rng = np.random.default_rng(0)
+    for count in (400, 1600):
+        folder = tmp_path / f"images_{count}"
+        folder.mkdir()
+        for index in range(count):
+            pixels = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)
+            assert cv2.imwrite(str(folder / f"{index}.png"), pixels)
+
+    def peak(count: int) -> int:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+        run = subprocess.run(
+            [sys.executable, "-c", RSS_CHILD, str(tmp_path / "model.keras"),
+             str(tmp_path / f"images_{count}")],
+            env=env, capture_output=True, text=True, timeout=600, check=True,
+        )
+        status, kib = run.stdout.split("PEAK")[-1].split()
+        assert status == "0", run.stdout + run.stderr
+        return int(kib) // 1024  # KiB -> MiB on Linux
+
+    small, large = peak(400), peak(1600)
+    assert large - small < 48, (small, large)
