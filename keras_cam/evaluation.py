@@ -47,19 +47,35 @@ DEFAULT_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "scorecam")
 
 def _random_baseline() -> sanity.Explain:
     """`RandomCAM` from the registry where it is registered and the model has a layer to
-    explain, else `sanity.random_explain`."""
+    explain, else `sanity.random_explain`.
+
+    The explainer of the first model it is called on (the evaluated one) is built once and
+    kept, so a streamed evaluation does not rebuild it for every batch; other models (the
+    randomised copies of the sanity check) get a new one each call, which is not kept.
+    """
     from keras_cam.methods import METHODS
 
     if "randomcam" not in METHODS:
         return sanity.random_explain
     random_cam = METHODS["randomcam"]
+    kept: list[tuple[keras.Model, BaseCAM | None]] = []
+
+    def explainer_for(model: keras.Model) -> BaseCAM | None:
+        if kept and kept[0][0] is model:
+            return kept[0][1]
+        try:  # RandomCAM needs a convolutional layer; an analytic model has none
+            explainer = random_cam(model)
+        except ValueError:
+            explainer = None
+        if not kept:
+            kept.append((model, explainer))
+        return explainer
 
     def random_cam_explain(
         model: keras.Model, images: np.ndarray, classes: np.ndarray
     ) -> np.ndarray:
-        try:  # RandomCAM needs a convolutional layer; an analytic model has none
-            explainer = random_cam(model)
-        except ValueError:
+        explainer = explainer_for(model)
+        if explainer is None:
             return sanity.random_explain(model, images, classes)
         return explainer(images, classes)
 

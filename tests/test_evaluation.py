@@ -610,3 +610,24 @@ def test_a_streamed_evaluation_times_every_batch_but_the_first():
                      metrics="sparseness", batch_size=3, baselines=False)
     assert SlowStart.calls == 3
     assert table.rows[0]["seconds_per_image"] < 2.0 / 9 / 2
+
+
+def test_a_streamed_evaluation_builds_the_random_baseline_once(monkeypatch):
+    from keras_cam.methods import RandomCAM
+
+    built = []
+
+    class CountedRandomCAM(RandomCAM):
+        def __init__(self, model, *args, **kwargs):
+            built.append(model)
+            super().__init__(model, *args, **kwargs)
+
+    monkeypatch.setitem(METHODS, "randomcam", CountedRandomCAM)
+    model = wide_model()
+    images, _, _ = wide_data(9)
+    table = evaluate(model, tf.data.Dataset.from_tensor_slices(images).batch(3),
+                     methods="gradcam", metrics="sparseness", batch_size=3)
+    assert built == [model] and table.num_images == 9
+    held = evaluate(model, images, methods="gradcam", metrics="sparseness", batch_size=3)
+    assert table.baseline_rows[0]["sparseness"] == pytest.approx(
+        held.baseline_rows[0]["sparseness"], rel=1e-5)
