@@ -435,3 +435,21 @@ def test_evaluate_peak_memory_does_not_grow_with_the_folder(tmp_path):
 
     small, large = peak(400), peak(1600)
     assert large - small < 48, (small, large)
+
+
+def test_an_unreadable_image_in_a_later_batch_is_one_line_naming_the_file(
+    stream_folder, tmp_path, capsys
+):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index in range(4):  # 0-3.png fine, 4.png corrupt: read in the third batch of 2
+        (folder / f"{index}.png").write_bytes((stream_folder["root"] / "images" / "0.png")
+                                              .read_bytes())
+    (folder / "4.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    status = cli.main([
+        "evaluate", str(stream_folder["root"] / "model.keras"), str(folder), "--methods",
+        "gradcam", "--metrics", "sparseness", "--batch-size", "2", "--verbose", "0",
+    ])
+    assert status == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line == f"keras-cam: error: cannot read image {folder / '4.png'}: OpenCV cannot decode it."
