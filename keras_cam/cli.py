@@ -15,7 +15,8 @@ keras-cam demo --out demo_output                  # train, explain, gallery, met
 keras-cam info model.keras                        # layers, automatic choice, head type
 keras-cam explain model.keras cat.jpg dog.jpg --method gradcam++,scorecam --top 2 \\
     --preprocess resnet50 --out heatmaps
-keras-cam evaluate model.keras images/ --labels labels.csv --methods gradcam,gradcam++
+keras-cam evaluate model.keras images/ --labels labels.csv --methods gradcam,gradcam++ \\
+    --batch-size 64                               # streamed, batch by batch
 keras-cam evaluate --builtin --n 64 --json evaluation.json
 ```
 """
