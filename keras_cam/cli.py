@@ -15,7 +15,8 @@ keras-cam demo --out demo_output                  # train, explain, gallery, met
 keras-cam info model.keras                        # layers, automatic choice, head type
 keras-cam explain model.keras cat.jpg dog.jpg --method gradcam++,scorecam --top 2 \\
     --preprocess resnet50 --out heatmaps
-keras-cam evaluate model.keras images/ --labels labels.csv --methods gradcam,gradcam++
+keras-cam evaluate model.keras images/ --labels labels.csv --methods gradcam,gradcam++ \\
+    --batch-size 64                               # streamed, batch by batch
 keras-cam evaluate --builtin --n 64 --json evaluation.json
 ```
 """
@@ -31,13 +32,13 @@ import pathlib
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
 import keras_cam
-from keras_cam import io
+from keras_cam import io, registry
 from keras_cam._files import atomic_writer, write_png
 from keras_cam.io import PREPROCESSING
 from keras_cam.visualize import colormap_names
@@ -56,21 +57,11 @@ EXIT_BAD_INPUT = 1
 LIBRARY_LOGS_LEVEL = 2
 """The `--verbose` level from which TensorFlow's and OpenCV's own log lines reach stderr."""
 
-# The built-in registries' names, for `--help` without importing TensorFlow (`_registered`
-# lists the live registry instead once it is imported); tests/test_cli_quiet.py checks them
-# against `keras_cam.METHODS`, `metrics.METRICS`, `surgery.HEADS` and
+# The built-in names of the registries that live with TensorFlow, for `--help` without
+# importing it (`_registered` lists the live registry instead once it is imported): methods
+# and metrics from `keras_cam.registry`, the others pinned here; tests/test_cli_quiet.py
+# checks the pinned ones against `surgery.HEADS`, `methods.NORMALIZE_MODES` and
 # `evaluation.DEFAULT_METHODS`.
-METHOD_NAMES: tuple[str, ...] = (
-    "cam", "gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "scorecam",
-    "fasterscorecam", "eigencam", "kpcacam", "fem", "randomcam", "eigengradcam",
-    "gradcamelementwise", "smoothgradcam++", "shapleycam", "finercam", "guidedbackprop",
-    "guidedgradcam", "ablationcam", "sscam", "iscam", "fullgrad",
-)
-METRIC_NAMES: tuple[str, ...] = (
-    "average_drop", "increase_in_confidence", "remove_top_fraction", "keep_top_fraction",
-    "deletion", "insertion", "road", "box_iou", "box_iou_cam", "pointing_game",
-    "energy_pointing_game", "sparseness",
-)
 NORMALIZE_NAMES: tuple[str, ...] = ("image", "batch", "none")
 HEAD_NAMES: tuple[str, ...] = ("softmax", "sigmoid", "logits", "sigmoid_logits", "linear")
 EVALUATE_DEFAULT_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "scorecam")
@@ -841,15 +832,20 @@ def _add_evaluate(verbs: Any) -> None:
         "The --labels file is CSV, one image per row: FILE,LABEL or FILE,LABEL,X0,Y0,X1,Y1\n"
         "(FILE relative to IMAGES_DIR; the box in the image's own pixels, X1/Y1 exclusive).\n"
         "With it, exactly the listed images are evaluated for their labels; without it,\n"
-        "every image in the folder for its top class.\n\n"
+        "every image in the folder (or matching a quoted glob) for its top class.\n\n"
+        "The folder is streamed: images are read, resized and scored --batch-size at a time\n"
+        "(every metric computed batch by batch, with a progress bar unless --verbose 0), so\n"
+        "memory holds one batch whatever the folder's size.\n\n"
         "examples:\n"
         "  keras-cam evaluate model.keras images/ --labels labels.csv --json table.json\n"
+        "  keras-cam evaluate model.keras 'val/*.png' --batch-size 64 --verbose 0\n"
         "  keras-cam evaluate --builtin --n 64 --methods all",
     )
     parser.add_argument("model", type=pathlib.Path, nargs="?", metavar="MODEL",
                         help="a .keras (or legacy .h5) model file (optional with --builtin)")
     parser.add_argument("images_dir", type=pathlib.Path, nargs="?", metavar="IMAGES_DIR",
-                        help="folder of images (not with --builtin)")
+                        help="folder of images, or a quoted glob pattern without --labels "
+                             "(not with --builtin)")
     parser.add_argument("--labels", type=pathlib.Path, metavar="FILE",
                         help="CSV of FILE,LABEL[,X0,Y0,X1,Y1] rows (see above)")
     parser.add_argument("--builtin", action="store_true",
@@ -861,7 +857,7 @@ def _add_evaluate(verbs: Any) -> None:
     _add_methods(parser, "--methods", EVALUATE_DEFAULT_METHODS)
     parser.add_argument("--metrics", action="append", metavar="NAME[,NAME...]",
                         help="metrics to compute, repeatable or comma-separated, from: "
-                             + ", ".join(_registered("keras_cam.metrics", "METRICS", METRIC_NAMES))
+                             + ", ".join(_registered("keras_cam.metrics", "METRICS", registry.METRIC_FUNCTIONS))
                              + " (default: all that apply)")
     parser.add_argument("--layer", help="layer every method explains (default: automatic)")
     _add_layer_call(parser)
@@ -870,7 +866,8 @@ def _add_evaluate(verbs: Any) -> None:
     parser.add_argument("--steps", type=_positive_int, default=METRIC_STEPS,
                         help="deletion/insertion steps (default: %(default)s)")
     parser.add_argument("--batch-size", type=_positive_int, default=32,
-                        help="images per model call (default: %(default)s)")
+                        help="images read from the folder at a time, per method call and per "
+                             "model call of a metric (default: %(default)s)")
     _add_preprocess(parser)
     parser.add_argument("--json", type=pathlib.Path, metavar="PATH",
                         help="also write the table as JSON to PATH")
@@ -881,28 +878,34 @@ def _add_evaluate(verbs: Any) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    """`keras-cam evaluate`: the metrics table of a model on a folder or built-in images."""
+    """`keras-cam evaluate`: the metrics table of a model on a folder or built-in images.
+
+    A folder (or glob) is streamed: its files are read, resized and preprocessed batch by
+    batch (`_folder_stream`, as `explain` reads a folder), with the labels and boxes of
+    `--labels` joined per file, into `keras_cam.evaluate`, which computes every metric batch
+    by batch; memory holds a batch, whatever the folder's size. `--builtin` evaluates its
+    arrays in memory. Both print the same report (`EvaluationTable.to_report`).
+    """
     from keras_cam.evaluation import evaluate
     from keras_cam.surgery import read_head
 
+    metrics = None if args.metrics is None else _split_names(args.metrics)
     if args.builtin:
         if args.images_dir is not None or args.labels is not None:
             raise ValueError("--builtin evaluates built-in images: give no IMAGES_DIR or --labels.")
         model, images, labels, boxes, source = _builtin_data(args)
+        _check_box_metrics(metrics, has_boxes=True)
     else:
         if args.model is None or args.images_dir is None:
             raise ValueError("give MODEL and IMAGES_DIR, or --builtin (see 'keras-cam evaluate "
                              "--help').")
         model, source = _load_model(args.model, args.unsafe, args.output), str(args.model)
-        image_shape, layout = io.input_layout(model)
-        images, labels, boxes = io.read_image_folder(
-            args.images_dir, image_shape, args.labels, _preprocessing(model, args.preprocess),
-            read_head(model, args.head).num_classes,
+        rows = _evaluated_files(args, read_head(model, args.head).num_classes)
+        _check_box_metrics(metrics, has_boxes=rows[0][2] is not None)
+        images = _folder_stream(
+            model, rows, _preprocessing(model, args.preprocess), args.batch_size, args.images_dir
         )
-        _check_pixels(model, images, args.images_dir)
-        images = io.to_data_format(images, layout)
-    metrics = None if args.metrics is None else _split_names(args.metrics)
-    _check_box_metrics(metrics, boxes)
+        labels = boxes = None  # joined per file into the stream's elements
     table = evaluate(
         model,
         images,
@@ -925,12 +928,48 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_box_metrics(metrics: Sequence[str] | None, boxes: np.ndarray | None) -> None:
+def _evaluated_files(args: argparse.Namespace, num_classes: int) -> list[io.LabelRow]:
+    """The `(path, label, box)` rows `evaluate` streams: those of `--labels` (files relative
+    to IMAGES_DIR, a folder), else every image of IMAGES_DIR (a folder or a quoted glob) with
+    no label or box.
+
+    Raises:
+        FileNotFoundError: no such folder or labels file, or a listed image missing (checked
+            for every row before any image is read).
+        ValueError: IMAGES_DIR is an image file, or a glob with `--labels`; unusable labels
+            (the file and line named, see `io.read_labels`).
+    """
+    source: pathlib.Path = args.images_dir
+    if source.is_file():
+        raise ValueError(
+            f"{source} is a file, not a folder: give the folder of images (IMAGES_DIR), or a "
+            "quoted glob pattern such as 'images/*.png'."
+        )
+    if args.labels is None:
+        return [(path, None, None) for path in io.image_paths(source)]
+    if _is_folder_or_glob(source) and not source.is_dir():
+        raise ValueError(
+            f"--labels lists files relative to IMAGES_DIR, a folder; {source} is a glob pattern: "
+            "give the folder the labels file's FILE column is relative to."
+        )
+    if not source.is_dir():
+        raise FileNotFoundError(f"image folder not found: {source}")
+    rows = io.read_labels(args.labels, source, num_classes)
+    missing = [path for path, _, _ in rows if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"image file not found: {missing[0]}, listed in {args.labels}"
+            + (f" ({len(missing) - 1} more listed files are missing)" if len(missing) > 1 else "")
+        )
+    return rows
+
+
+def _check_box_metrics(metrics: Sequence[str] | None, has_boxes: bool) -> None:
     """Refuses `--metrics` that need boxes when the labels file gives none, naming its columns."""
     from keras_cam.metrics import BOX_METRICS
 
     needing = [name for name in metrics or () if name in BOX_METRICS]
-    if needing and boxes is None:
+    if needing and not has_boxes:
         raise ValueError(
             f"--metrics {','.join(needing)} compare the maps with ground-truth boxes: give "
             "--labels FILE whose rows are FILE,LABEL,X0,Y0,X1,Y1 (the box in the image's own "
@@ -996,17 +1035,17 @@ def _add_methods(parser: argparse.ArgumentParser, flag: str, default: Sequence[s
     parser.add_argument(
         flag, action="append", metavar="NAME[,NAME...]",
         help=f"method(s), repeatable or comma-separated, or '{ALL_METHODS}': "
-             f"{', '.join(_registered('keras_cam.methods', 'METHODS', METHOD_NAMES))} "
+             f"{', '.join(_registered('keras_cam.methods', 'METHODS', registry.METHOD_CLASSES))} "
              f"(default: {','.join(default)})",
     )
 
 
-def _registered(module: str, registry: str, built_in: tuple[str, ...]) -> tuple[str, ...]:
-    """A registry's names: the live registry when its module is already imported (so a method
-    or metric registered at run time is listed), else the built-in names, never importing it
-    (`--help` stays without TensorFlow)."""
+def _registered(module: str, name: str, built_in: Iterable[str]) -> tuple[str, ...]:
+    """The names of registry `name` of `module`: the live registry when the module is already
+    imported (so a method or metric registered at run time is listed), else the built-in
+    names (`keras_cam.registry`), never importing it (`--help` stays without TensorFlow)."""
     loaded = sys.modules.get(module)
-    return built_in if loaded is None else tuple(getattr(loaded, registry))
+    return tuple(built_in if loaded is None else getattr(loaded, name))
 
 
 def _add_training(parser: argparse.ArgumentParser, purpose: str) -> None:

@@ -9,6 +9,7 @@ serialize to JSON, plus every `MetricResult` for the per-image values and curves
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 import warnings
@@ -46,19 +47,35 @@ DEFAULT_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "scorecam")
 
 def _random_baseline() -> sanity.Explain:
     """`RandomCAM` from the registry where it is registered and the model has a layer to
-    explain, else `sanity.random_explain`."""
+    explain, else `sanity.random_explain`.
+
+    The explainer of the first model it is called on (the evaluated one) is built once and
+    kept, so a streamed evaluation does not rebuild it for every batch; other models (the
+    randomised copies of the sanity check) get a new one each call, which is not kept.
+    """
     from keras_cam.methods import METHODS
 
     if "randomcam" not in METHODS:
         return sanity.random_explain
     random_cam = METHODS["randomcam"]
+    kept: list[tuple[keras.Model, BaseCAM | None]] = []
+
+    def explainer_for(model: keras.Model) -> BaseCAM | None:
+        if kept and kept[0][0] is model:
+            return kept[0][1]
+        try:  # RandomCAM needs a convolutional layer; an analytic model has none
+            explainer = random_cam(model)
+        except ValueError:
+            explainer = None
+        if not kept:
+            kept.append((model, explainer))
+        return explainer
 
     def random_cam_explain(
         model: keras.Model, images: np.ndarray, classes: np.ndarray
     ) -> np.ndarray:
-        try:  # RandomCAM needs a convolutional layer; an analytic model has none
-            explainer = random_cam(model)
-        except ValueError:
+        explainer = explainer_for(model)
+        if explainer is None:
             return sanity.random_explain(model, images, classes)
         return explainer(images, classes)
 
@@ -104,7 +121,13 @@ TIMING_NOTE = (
     "seconds per image to compute the maps, timed after every method was warmed up (one "
     "untimed call per batch size), so no method pays the tracing or first-call costs"
 )
-"""What the `s/image` column measures (`to_report`)."""
+"""What the `s/image` column measures (`to_report`) of an evaluation of in-memory images."""
+
+STREAM_TIMING_NOTE = (
+    "seconds per image to compute the maps, timed on every batch but the first, which pays "
+    "the tracing and first-call costs (with a single batch, on that batch, costs included)"
+)
+"""What the `s/image` column measures of an evaluation of a streamed dataset (`to_report`)."""
 
 # How each `MetricResult.unit` is written in a column title.
 _UNIT_LABELS = {
@@ -139,6 +162,8 @@ class EvaluationTable:
             (`BASELINES`: random maps and a centred Gaussian), which every method should beat;
             empty when `evaluate(..., baselines=False)`.
         baseline_results: `{baseline: {metric: MetricResult}}`.
+        timing: how `seconds_per_image` was measured, in words (`TIMING_NOTE` for in-memory
+            images, `STREAM_TIMING_NOTE` for a dataset). Defaults to `TIMING_NOTE`.
 
     Example:
     ```python
@@ -160,6 +185,7 @@ class EvaluationTable:
     baseline_results: dict[str, dict[str, MetricResult]] = dataclasses.field(
         default_factory=dict
     )
+    timing: str = TIMING_NOTE
 
     def summary(self) -> str:
         """The verdict in plain words: `keras_cam.verdict.verdict(self).text`.
@@ -280,7 +306,7 @@ class EvaluationTable:
             f"- images: {self.num_images}",
             f"- accuracy on them: {accuracy}",
             f"- explained class: {self.explained}",
-            f"- time: {TIMING_NOTE}",
+            f"- time: {self.timing}",
             "",
             self.to_markdown(),
             "",
@@ -291,7 +317,7 @@ class EvaluationTable:
             unit = _UNIT_LABELS.get(units[name], units[name])
             better = "higher is better" if higher[name] else "lower is better"
             lines.append(f"- {name} ({unit}): {METRIC_DESCRIPTIONS.get(name, name)}; {better}.")
-        lines.append(f"- s/image: {TIMING_NOTE}; lower is better.")
+        lines.append(f"- s/image: {self.timing}; lower is better.")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -400,8 +426,10 @@ def evaluate(
     every method at once, in batches of `batch_size` (with its progress bar at `verbose=1`),
     and each metric is computed batch by batch: images and maps are never held beyond a
     batch; each `MetricResult` keeps the per-image values (one float per image) but no
-    curves (`curve` is `None`). `seconds_per_image` includes the first batch's tracing. The
-    rows equal those of the in-memory call on the same images.
+    curves (`curve` is `None`). `seconds_per_image` is timed on every batch but the first
+    (`STREAM_TIMING_NOTE`). The table carries what the in-memory one does (model name,
+    accuracy against the dataset's labels, what was explained, the baselines' rows, scored
+    batch by batch), and its rows equal those of the in-memory call on the same images.
         baselines: also score the maps of `BASELINES` (random maps, a centred Gaussian),
             which ignore the model, into `baseline_rows`; `EvaluationTable.summary` ranks the
             methods against them. Defaults to `True`.
@@ -441,7 +469,7 @@ def evaluate(
             model, images, labels, boxes, resolve_methods(methods), metrics,
             {"layer": layer, "layer_call": layer_call},
             check_positive_int("batch_size", batch_size),
-            method_options, metric_options, activation, reading, verbose, strategy,
+            method_options, metric_options, activation, reading, verbose, strategy, baselines,
         )
     images = check_images(images)
     batch_size = check_positive_int("batch_size", batch_size)
@@ -473,7 +501,6 @@ def evaluate(
         except (ValueError, TypeError) as error:
             explainers[name] = error
     for name, method in classes.items():
-        row: dict[str, Any] = {"method": name, "display_name": method.display_name}
         try:
             cam = explainers[name]
             if isinstance(cam, Exception):
@@ -481,22 +508,15 @@ def evaluate(
             maps, seconds = _timed_maps(cam, images, targets, batch_size)
         except (ValueError, TypeError) as error:
             errors.append(error)
-            message = f"{type(error).__name__}: {error}"
-            rows.append(
-                {**row, **dict.fromkeys(metric_names), SECONDS_PER_IMAGE: None, "error": message}
-            )
+            rows.append(_error_row(name, method.display_name, metric_names, error))
             if verbose:
-                print(f"{name}: could not run: {message}")
+                print(f"{name}: could not run: {rows[-1]['error']}")
             continue
-        results[name] = {
-            metric: _compute_metric(
-                metric, model, images, maps, targets, boxes, metric_kwargs[metric], method,
-                constructor_kwargs[name],
-            )
-            for metric in metric_names
-        }
-        means = {metric: result.mean for metric, result in results[name].items()}
-        rows.append({**row, **means, SECONDS_PER_IMAGE: seconds, "error": None})
+        results[name] = _scored(
+            metric_names, model, images, targets, boxes, metric_kwargs, maps, method,
+            constructor_kwargs[name],
+        )
+        rows.append(_result_row(name, method.display_name, results[name], seconds))
         if verbose:
             print(f"{name}: {seconds:.3g} s/image for the maps")
     if not results:
@@ -515,11 +535,9 @@ def evaluate(
         accuracy=None if targets is None else _accuracy(
             model, reading, images, targets, batch_size
         ),
-        explained="each image's label (its true class)" if targets is not None
-        else "each image's top-1 predicted class",
+        explained=_explained(targets is not None),
         baseline_rows=baseline_rows, baseline_results=baseline_results,
     )
-
 
 
 def _evaluate_dataset(
@@ -537,8 +555,15 @@ def _evaluate_dataset(
     reading: Head,
     verbose: int,
     strategy: Any,
+    baselines: bool,
 ) -> EvaluationTable:
-    """`evaluate` on a streamed dataset: every method in one pass, metrics batch by batch."""
+    """`evaluate` on a streamed dataset: every method in one pass, metrics batch by batch.
+
+    The table carries what the in-memory one does: the model's name, the accuracy on the
+    images (from the predicted classes the stream records, against the dataset's labels), what
+    was explained, the baselines' rows (their maps computed batch by batch) and the timing
+    rule (`STREAM_TIMING_NOTE`).
+    """
     if labels is not None or boxes is not None:
         raise ValueError(
             "`labels` and `boxes` come from the dataset's elements when `images` is a dataset "
@@ -547,8 +572,8 @@ def _evaluate_dataset(
     if verbose not in (0, 1):
         raise ValueError(f"`verbose` must be 0 or 1; received {verbose!r}.")
     elements = dataset_elements(dataset, len(model.inputs[0].shape))
-    parts = elements.parts
-    metric_names = _resolve_metrics(metrics, has_boxes=parts > 2)
+    has_labels = elements.parts > 1
+    metric_names = _resolve_metrics(metrics, has_boxes=elements.parts > 2)
     constructor_kwargs = _constructor_kwargs(classes, layer_options, method_options, 0, reading)
     metric_kwargs = _metric_kwargs(
         metric_names, metric_options, batch_size, activation, None if activation else reading.kind
@@ -568,45 +593,139 @@ def _evaluate_dataset(
             "None of the methods could run on this model: "
             + "; ".join(f"{name}: {type(e).__name__}: {e}" for name, e in failed.items())
         )
-    per_image = {name: {metric: [] for metric in metric_names} for name in explainers}
-    last: dict[str, dict[str, MetricResult]] = {name: {} for name in explainers}
-    seconds = dict.fromkeys(explainers, 0.0)
-    count = 0
+    running = {name: _RunningRow() for name in explainers}
+    baseline_maps = {name: factory() for name, (_, factory) in BASELINES.items()} if baselines else {}
+    running_baselines = {name: _RunningRow() for name in baseline_maps}
+    count, correct = 0, 0
     batches = explain_dataset(
-        explainers, elements, targets="labels" if parts > 1 else None, batch_size=batch_size,
+        explainers, elements, targets="labels" if has_labels else None, batch_size=batch_size,
         strategy=strategy, verbose=verbose,
     )
     for batch in batches:
-        targets = batch.classes.astype(np.int32) if parts > 1 else None
+        targets = batch.classes.astype(np.int32) if has_labels else None
+        scored = functools.partial(
+            _scored, metric_names, model, batch.images, targets, batch.boxes, metric_kwargs
+        )
         for name in explainers:
-            seconds[name] += batch.seconds[name]
-            for metric in metric_names:
-                result = _compute_metric(
-                    metric, model, batch.images, batch.maps[name], targets, batch.boxes,
-                    metric_kwargs[metric], classes[name], constructor_kwargs[name],
-                )
-                per_image[name][metric].append(result.per_image)
-                last[name][metric] = result
+            running[name].add(
+                scored(batch.maps[name], classes[name], constructor_kwargs[name]),
+                batch.seconds[name], len(batch.index),
+            )
+        for name, explain in baseline_maps.items():
+            begin = time.perf_counter()
+            maps = check_maps(
+                explain(model, batch.images, batch.classes.astype(np.int32)),
+                map_shape(model, batch.images.shape),
+            )
+            running_baselines[name].add(
+                scored(maps, explain, {}), time.perf_counter() - begin, len(batch.index)
+            )
+        if has_labels:
+            correct += int(np.sum(batch.predicted == batch.labels.reshape(-1)))
         count += len(batch.index)
     rows, results = [], {}
     for name, method in classes.items():
-        row: dict[str, Any] = {"method": name, "display_name": method.display_name}
         if name in failed:
-            message = f"{type(failed[name]).__name__}: {failed[name]}"
-            rows.append(
-                {**row, **dict.fromkeys(metric_names), SECONDS_PER_IMAGE: None, "error": message}
-            )
+            rows.append(_error_row(name, method.display_name, metric_names, failed[name]))
             continue
-        results[name] = {
+        results[name] = running[name].results()
+        rows.append(_result_row(
+            name, method.display_name, results[name], running[name].seconds_per_image()
+        ))
+    baseline_results = {name: row.results() for name, row in running_baselines.items()}
+    baseline_rows = [
+        _result_row(name, BASELINES[name][0], baseline_results[name], row.seconds_per_image())
+        for name, row in running_baselines.items()
+    ]
+    return EvaluationTable(
+        tuple(metric_names), rows, results, count, model_name=model.name,
+        accuracy=correct / count if has_labels else None, explained=_explained(has_labels),
+        baseline_rows=baseline_rows, baseline_results=baseline_results,
+        timing=STREAM_TIMING_NOTE,
+    )
+
+
+def _scored(
+    metric_names: Sequence[str],
+    model: keras.Model,
+    images: np.ndarray,
+    targets: np.ndarray | None,
+    boxes: np.ndarray | None,
+    metric_kwargs: dict[str, dict[str, Any]],
+    maps: np.ndarray,
+    method: sanity.MethodLike,
+    method_options: Mapping[str, Any],
+) -> dict[str, MetricResult]:
+    """Every metric of `metric_names` on one method's (or baseline's) maps of a batch."""
+    return {
+        metric: _compute_metric(
+            metric, model, images, maps, targets, boxes, metric_kwargs[metric], method,
+            method_options,
+        )
+        for metric in metric_names
+    }
+
+
+class _RunningRow:
+    """One row of a streamed evaluation, batch by batch: each metric's per-image values and
+    the seconds of the maps."""
+
+    def __init__(self) -> None:
+        self.per_image: dict[str, list[np.ndarray]] = {}
+        self.last: dict[str, MetricResult] = {}
+        self.seconds: list[float] = []
+        self.images: list[int] = []
+
+    def add(self, results: dict[str, MetricResult], seconds: float, images: int) -> None:
+        """Records one batch: its `MetricResult`s, the seconds of its maps, its image count."""
+        for metric, result in results.items():
+            self.per_image.setdefault(metric, []).append(result.per_image)
+            self.last[metric] = result
+        self.seconds.append(seconds)
+        self.images.append(images)
+
+    def results(self) -> dict[str, MetricResult]:
+        """Every metric's result over all batches: the per-image values, no curves."""
+        return {
             metric: dataclasses.replace(
-                last[name][metric], per_image=np.concatenate(per_image[name][metric]),
-                curve=None, curve_x=None,
+                result, per_image=np.concatenate(self.per_image[metric]), curve=None,
+                curve_x=None,
             )
-            for metric in metric_names
+            for metric, result in self.last.items()
         }
-        means = {metric: result.mean for metric, result in results[name].items()}
-        rows.append({**row, **means, SECONDS_PER_IMAGE: seconds[name] / count, "error": None})
-    return EvaluationTable(tuple(metric_names), rows, results, count)
+
+    def seconds_per_image(self) -> float:
+        """Seconds per image over every batch but the first (see `STREAM_TIMING_NOTE`)."""
+        timed = slice(1, None) if len(self.seconds) > 1 else slice(None)
+        return sum(self.seconds[timed]) / sum(self.images[timed])
+
+
+def _explained(has_labels: bool) -> str:
+    """What each map explains, in words (`EvaluationTable.explained`)."""
+    return "each image's label (its true class)" if has_labels else (
+        "each image's top-1 predicted class"
+    )
+
+
+def _result_row(
+    method: str, display_name: str, results: dict[str, MetricResult], seconds: float
+) -> dict[str, Any]:
+    """A table row of a method or baseline that ran: each metric's mean and its time."""
+    means = {metric: result.mean for metric, result in results.items()}
+    return {
+        "method": method, "display_name": display_name, **means, SECONDS_PER_IMAGE: seconds,
+        "error": None,
+    }
+
+
+def _error_row(
+    method: str, display_name: str, metric_names: Sequence[str], error: Exception
+) -> dict[str, Any]:
+    """A table row of a method that could not run: no values, its error."""
+    return {
+        "method": method, "display_name": display_name, **dict.fromkeys(metric_names),
+        SECONDS_PER_IMAGE: None, "error": f"{type(error).__name__}: {error}",
+    }
 
 
 # ---------------------------------------------------------------------------- internals
@@ -845,15 +964,8 @@ def _baseline_rows(
         begin = time.perf_counter()
         maps = check_maps(explain(model, images, classes), map_shape(model, images.shape))
         seconds = (time.perf_counter() - begin) / len(images)
-        results[name] = {
-            metric: _compute_metric(
-                metric, model, images, maps, targets, boxes, metric_kwargs[metric], explain, {}
-            )
-            for metric in metric_names
-        }
-        means = {metric: result.mean for metric, result in results[name].items()}
-        rows.append({
-            "method": name, "display_name": display_name, **means,
-            SECONDS_PER_IMAGE: seconds, "error": None,
-        })
+        results[name] = _scored(
+            metric_names, model, images, targets, boxes, metric_kwargs, maps, explain, {}
+        )
+        rows.append(_result_row(name, display_name, results[name], seconds))
     return rows, results

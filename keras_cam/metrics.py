@@ -79,6 +79,7 @@ from keras_cam._checks import (
 )
 from keras_cam.geometry import spatial_axes
 from keras_cam.imputation import check_noise, linear_imputation
+from keras_cam import registry
 from keras_cam.methods.base import check_other_input, compile_fn
 from keras_cam.surgery import (
     Head,
@@ -1657,18 +1658,7 @@ def sparseness(maps: ArrayLike) -> MetricResult:
 
 # -------------------------------------------------------------------------------- registry
 METRICS: dict[str, Callable[..., MetricResult]] = {
-    "average_drop": average_drop,
-    "increase_in_confidence": increase_in_confidence,
-    "remove_top_fraction": remove_top_fraction,
-    "keep_top_fraction": keep_top_fraction,
-    "deletion": deletion,
-    "insertion": insertion,
-    "road": road,
-    "box_iou": box_iou,
-    "box_iou_cam": box_iou_cam,
-    "pointing_game": pointing_game,
-    "energy_pointing_game": energy_pointing_game,
-    "sparseness": sparseness,
+    name: registry.load(path) for name, path in registry.METRIC_FUNCTIONS.items()
 }
 """Every metric by name. Those in `BOX_METRICS` take `(maps, boxes)`, those in `MAP_METRICS`
 `(maps)`, the others `(model, images, maps, targets)`; all accept their options as keywords."""

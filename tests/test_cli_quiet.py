@@ -5,6 +5,7 @@ for every bad input, `--version`; and the lazy `keras_cam` package behind it."""
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import pytest
 from tiny_models import gap_model
 
 import keras_cam as kc
-from keras_cam import cli, evaluation, metrics, surgery
+from keras_cam import cli, evaluation, metrics, registry, surgery
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(cli.__file__)))
 # What a user's shell has: none of the log settings the test suite or keras_cam set.
@@ -119,8 +120,6 @@ def test_the_type_checking_imports_are_the_public_names():
 
 
 def test_the_help_names_are_the_registries():
-    assert cli.METHOD_NAMES == tuple(kc.METHODS)
-    assert cli.METRIC_NAMES == tuple(metrics.METRICS)
     assert cli.HEAD_NAMES == surgery.HEADS
     assert cli.NORMALIZE_NAMES == importlib.import_module("keras_cam.methods").NORMALIZE_MODES
     assert cli.EVALUATE_DEFAULT_METHODS == evaluation.DEFAULT_METHODS
@@ -202,3 +201,51 @@ def test_verbose_lets_the_libraries_own_lines_through(files):
     assert any("[ WARN" in line or "[ERROR" in line for line in lines)  # OpenCV's own
     assert lines[-1] == f"keras-cam: error: cannot read image {files / 'corrupt.png'}: OpenCV " \
                         "cannot decode it."
+
+
+# ------------------------------------------------------- one registry, without TensorFlow
+def test_the_registries_are_built_from_the_tensorflow_free_tables():
+    """`METHODS` and `METRICS` hold, name for name and in order, the very classes and
+    functions the tables point at, which are the public ones of those names."""
+    assert list(kc.METHODS) == list(registry.METHOD_CLASSES)
+    for name, path in registry.METHOD_CLASSES.items():
+        module, class_name = path.split(":")
+        assert kc.METHODS[name] is getattr(kc, class_name) is getattr(
+            importlib.import_module(module), class_name)
+        assert kc.get_method(name) is kc.METHODS[name]
+    assert list(metrics.METRICS) == list(registry.METRIC_FUNCTIONS)
+    for name, path in registry.METRIC_FUNCTIONS.items():
+        assert metrics.METRICS[name] is getattr(metrics, path.split(":")[1])
+        assert metrics.METRICS[name].__name__ == name
+
+
+@pytest.mark.parametrize("path", ["keras_cam.methods.gradient", "GradCAM", ":GradCAM", "a:"])
+def test_a_registry_path_must_name_a_module_and_an_object(path):
+    with pytest.raises(ValueError, match=r"`path` must be 'module:name'; received"):
+        registry.load(path)
+
+
+def test_the_help_lists_every_registered_name_without_tensorflow():
+    """In a fresh process: `registry` imports no TensorFlow, and each verb's `--help` lists
+    every method and metric name of the tables."""
+    script = textwrap.dedent("""
+        import contextlib, io, json, sys
+        from keras_cam import registry
+        from keras_cam.cli import main
+        helps = {}
+        for verb in ("explain", "evaluate"):
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                main([verb, "--help"])
+            helps[verb] = " ".join(out.getvalue().split())
+        print(json.dumps(helps))
+        print(sorted({name.split(".")[0] for name in sys.modules} & {"tensorflow", "keras"}))
+    """)
+    done = _python("-c", script)
+    assert done.returncode == 0, done.stderr
+    helps, modules = done.stdout.splitlines()
+    assert modules == "[]"
+    helps = json.loads(helps)
+    methods = ", ".join(registry.METHOD_CLASSES)
+    assert methods in helps["explain"] and methods in helps["evaluate"]
+    assert ", ".join(registry.METRIC_FUNCTIONS) in helps["evaluate"]

@@ -511,3 +511,123 @@ def test_every_metric_the_report_can_show_says_what_it_measures():
     from keras_cam import sanity
 
     assert set(evaluation.METRIC_DESCRIPTIONS) == {*metrics.METRICS, *sanity.SANITY_METRICS}
+
+
+# ------------------------------------------------------------------- streamed = in memory
+TALL, WIDE = 24, 40
+
+
+def wide_model() -> keras.Model:
+    """A 24x40 conv -> conv -> GAP -> Dense(3, softmax) model (random weights, seeded)."""
+    inputs = keras.Input((TALL, WIDE, 3))
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="last")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x), name="wide")
+
+
+def wide_data(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(4)
+    images = rng.uniform(0, 1, (n, TALL, WIDE, 3)).astype(np.float32)
+    corner = np.stack([rng.integers(0, WIDE - 12, n), rng.integers(0, TALL - 8, n)], axis=1)
+    return images, rng.integers(0, 3, n), np.concatenate([corner, corner + [12, 8]], axis=1)
+
+
+def _without_times(report: str) -> list[str]:
+    """The report's lines without the timing note and the `s/image` cells (last column)."""
+    return [
+        line.rsplit("|", 2)[0] if line.startswith("|") else line
+        for line in report.splitlines()
+        if not line.startswith(("- time:", "- s/image:"))
+    ]
+
+
+def test_a_streamed_report_says_what_the_in_memory_one_says():
+    """Same images in memory and as a dataset: every field of the table and every line of
+    `to_report()` and `summary()` agree, but the timings; the accuracy is the share of
+    top-1 predictions (computed here with `model.predict`) equal to the labels."""
+    model = wide_model()
+    images, labels, boxes = wide_data(10)
+    options = dict(
+        methods=("gradcam", "gradcam++"), batch_size=4,
+        metrics=("average_drop", "deletion", "pointing_game", "sparseness", "randomisation"),
+        metric_options={"deletion": {"steps": 5}},
+    )
+    held = evaluate(model, images, labels, boxes, **options)
+    streamed = evaluate(
+        model, tf.data.Dataset.from_tensor_slices((images, labels, boxes)).batch(3), **options
+    )
+    accuracy = np.mean(np.argmax(model.predict(images, verbose=0), axis=-1) == labels)
+    assert 0 < accuracy < 1
+    for table in (held, streamed):
+        assert (table.model_name, table.num_images) == ("wide", 10)
+        assert table.accuracy == pytest.approx(accuracy)
+        assert table.explained == "each image's label (its true class)"
+        assert [row["method"] for row in table.baseline_rows] == list(evaluation.BASELINES)
+    assert (held.timing, streamed.timing) == (evaluation.TIMING_NOTE,
+                                             evaluation.STREAM_TIMING_NOTE)
+    for held_row, streamed_row in zip(
+        held.rows + held.baseline_rows, streamed.rows + streamed.baseline_rows, strict=True
+    ):
+        assert held_row["method"] == streamed_row["method"]
+        for metric in held.metrics:
+            np.testing.assert_allclose(streamed_row[metric], held_row[metric], rtol=1e-5,
+                                       atol=1e-6, err_msg=f"{held_row['method']} {metric}")
+    assert _without_times(streamed.to_report("m.keras")) == _without_times(
+        held.to_report("m.keras"))
+    assert f"- time: {evaluation.STREAM_TIMING_NOTE}" in streamed.to_report()
+    assert streamed.summary() == held.summary()
+    streamed_dict, held_dict = streamed.to_dict(), held.to_dict()
+    assert {k: v for k, v in streamed_dict.items() if k != "rows"} == {
+        k: v for k, v in held_dict.items() if k != "rows"}
+
+
+def test_a_streamed_dataset_without_labels_explains_the_top_1_class_and_measures_no_accuracy():
+    model = wide_model()
+    images, _, _ = wide_data(5)
+    table = evaluate(model, tf.data.Dataset.from_tensor_slices(images).batch(2),
+                     methods="gradcam", metrics="sparseness", baselines=False)
+    assert (table.accuracy, table.explained) == (None, "each image's top-1 predicted class")
+    assert table.baseline_rows == [] and "not measured (no labels)" in table.to_report()
+
+
+def test_a_streamed_evaluation_times_every_batch_but_the_first():
+    """A Grad-CAM whose first call sleeps 2 s (like a slow trace): with the first of three
+    batches untimed, the time per image stays far below the 2 s / 9 images it would add."""
+
+    class SlowStart(GradCAM):
+        calls = 0
+
+        def explain(self, *args, **kwargs):  # what `explain_dataset` calls per batch
+            type(self).calls += 1
+            if type(self).calls == 1:
+                time.sleep(2.0)
+            return super().explain(*args, **kwargs)
+
+    model = wide_model()
+    images, _, _ = wide_data(9)
+    table = evaluate(model, tf.data.Dataset.from_tensor_slices(images).batch(3), methods=SlowStart,
+                     metrics="sparseness", batch_size=3, baselines=False)
+    assert SlowStart.calls == 3
+    assert table.rows[0]["seconds_per_image"] < 2.0 / 9 / 2
+
+
+def test_a_streamed_evaluation_builds_the_random_baseline_once(monkeypatch):
+    from keras_cam.methods import RandomCAM
+
+    built = []
+
+    class CountedRandomCAM(RandomCAM):
+        def __init__(self, model, *args, **kwargs):
+            built.append(model)
+            super().__init__(model, *args, **kwargs)
+
+    monkeypatch.setitem(METHODS, "randomcam", CountedRandomCAM)
+    model = wide_model()
+    images, _, _ = wide_data(9)
+    table = evaluate(model, tf.data.Dataset.from_tensor_slices(images).batch(3),
+                     methods="gradcam", metrics="sparseness", batch_size=3)
+    assert built == [model] and table.num_images == 9
+    held = evaluate(model, images, methods="gradcam", metrics="sparseness", batch_size=3)
+    assert table.baseline_rows[0]["sparseness"] == pytest.approx(
+        held.baseline_rows[0]["sparseness"], rel=1e-5)

@@ -19,33 +19,13 @@ from keras_cam.methods.gradient import (
     SmoothGradCAMPlusPlus,
 )
 from keras_cam.methods.score import ISCAM, SSCAM, FasterScoreCAM, ScoreCAM
+from keras_cam.registry import METHOD_CLASSES, load
 
 METHODS: dict[str, type[BaseCAM]] = {
-    "cam": CAM,
-    "gradcam": GradCAM,
-    "gradcam++": GradCAMPlusPlus,
-    "xgradcam": XGradCAM,
-    "hirescam": HiResCAM,
-    "layercam": LayerCAM,
-    "scorecam": ScoreCAM,
-    "fasterscorecam": FasterScoreCAM,
-    "eigencam": EigenCAM,
-    "kpcacam": KPCACAM,
-    "fem": FEM,
-    "randomcam": RandomCAM,
-    "eigengradcam": EigenGradCAM,
-    "gradcamelementwise": GradCAMElementWise,
-    "smoothgradcam++": SmoothGradCAMPlusPlus,
-    "shapleycam": ShapleyCAM,
-    "finercam": FinerCAM,
-    "guidedbackprop": GuidedBackprop,
-    "guidedgradcam": GuidedGradCAM,
-    "ablationcam": AblationCAM,
-    "sscam": SSCAM,
-    "iscam": ISCAM,
-    "fullgrad": FullGrad,
+    name: load(path) for name, path in METHOD_CLASSES.items()
 }
-"""Registry: method name -> class. Register a new method here once and it appears everywhere."""
+"""Registry: method name -> class, built from `keras_cam.registry.METHOD_CLASSES` (the names
+without TensorFlow): register a new method there once and it appears everywhere."""
 
 
 def _canonical(name: str) -> str:
