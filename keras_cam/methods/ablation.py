@@ -165,14 +165,13 @@ class AblationCAM(PerturbationCAM):
         score_fn: ScoreFn | None,
     ) -> tf.Tensor:
         """`y^c_k`: the head's score of each pair's features with its channel zeroed."""
-        kept = 1.0 - tf.one_hot(pairs[:, 1], self.num_channels)
-        ablated = tf.gather(maps, pairs[:, 0])
-        for _ in range(ablated.shape.rank - 2):
-            kept = kept[..., tf.newaxis]
-        ablated = ablated * kept
-        rank = ablated.shape.rank
-        features = tf.transpose(ablated, (0, *range(2, rank), 1))  # channel-major -> last
-        return self._head_scores(features, classes, score_fn, pairs[:, 0])
+        rank = maps.shape.rank
+        features = tf.transpose(maps, (0, *range(2, rank), 1))  # the B images' maps, channels last
+        kept = 1.0 - tf.one_hot(pairs[:, 1], self.num_channels)  # (n, K), over every cell
+        for _ in range(rank - 2):
+            kept = kept[:, tf.newaxis]
+        ablated = tf.gather(features, pairs[:, 0]) * kept
+        return self._head_scores(ablated, classes, score_fn, pairs[:, 0])
 
     def known_channels(self, flat: tf.Tensor) -> tf.Tensor:
         """Channels zero everywhere: zeroing them changes nothing."""
