@@ -81,7 +81,8 @@ class PerturbationStats:
             of Score-CAM's softmax weighting: 1), else 0.
         batch_size: (image, channel) pairs per forward pass (chunk size).
         chunks: compiled forward calls the stream took.
-        seconds: wall time of the masked-pass stream.
+        seconds: wall time of the passes: the first pass, the masked-pass stream and the
+            weighted sum (the whole `explain_batch`).
     """
 
     images: int
@@ -418,11 +419,11 @@ class PerturbationCAM(BaseCAM):
             features, classes, reference = self._first_pass_in_parts(
                 first_fn, images, others, classes
             )
+            zeros = np.zeros((rows, self.num_channels), np.float32)
             scores, maps, stats = step_fn(
-                images, others, features, classes, reference,
-                np.zeros((rows, self.num_channels), np.float32),
-                self._plan(0, batch_size), placement,
-            )  # fmt: skip
+                images, others, features, classes, reference, zeros, self._plan(0, batch_size),
+                placement,
+            )
         count, selected, skipped, baseline_passes = (int(n) for n in stats.numpy())
         progress = None
         for start in range(batch_size, count, batch_size):
@@ -430,7 +431,7 @@ class PerturbationCAM(BaseCAM):
             scores, maps, stats = step_fn(
                 images, others, features, classes, reference, scores,
                 self._plan(start, batch_size), placement,
-            )  # fmt: skip
+            )
         if progress is not None:
             progress.update(count)
         if count > batch_size:  # the last chunk ran the baseline passes
@@ -526,11 +527,11 @@ class PerturbationCAM(BaseCAM):
         result, baseline_passes = tf.cond(
             start + batch_size >= count,
             lambda: self._finish(
-                images, others, features, classes, reference, scores, (selected, constant, skipped),
-                score_fn,
+                images, others, features, classes, reference, scores,
+                (selected, constant, skipped), score_fn,
             ),
             lambda: (tf.zeros(tf.shape(features)[:-1], tf.float32), tf.constant(0, tf.int32)),
-        )  # fmt: skip
+        )
         counted = [tf.reduce_sum(tf.cast(flags, tf.int32)) for flags in (selected, skipped)]
         return scores, result, tf.stack([count, *counted, baseline_passes])
 
