@@ -95,6 +95,41 @@ def test_ablation_matches_slow_reference(score):
     assert fast.max() > 0
 
 
+class _PerImageClass(kc.targets.Target):
+    """Image `b`'s score is the output of `classes[b]`: a target reading per-image data."""
+
+    def __init__(self, classes):
+        self.classes = list(classes)
+
+    def __call__(self, outputs):
+        return self.scores(outputs, tf.range(tf.shape(outputs)[0]))
+
+    def scores(self, outputs, image_index):
+        classes = tf.gather(tf.constant(self.classes, tf.int32), image_index)
+        return tf.gather(outputs, classes, batch_dims=1)
+
+
+def test_ablation_first_pass_in_parts_reads_each_images_own_target():
+    """A batch larger than `images_per_pass` runs the first pass (and `y^c`) in parts: each
+    image keeps its own row of a per-image target, against the formula written out."""
+    model, features_model, head = _split_model()
+    images = _images(5, seed=4)
+    classes = [2, 0, 1, 1, 2]
+    cam = kc.AblationCAM(model, "feat", batch_size=4, verbose=0)
+    cam.images_per_pass = 2
+    fast = cam(images, _PerImageClass(classes), upsample=False, normalize=False)
+    assert cam.last_stats.chunks > 1
+    for image, target, raw in zip(images, classes, fast):
+        feature = features_model(image[np.newaxis]).numpy()[0]
+        read = lambda f: head(f[np.newaxis]).numpy()[0].astype(np.float64)[target]  # noqa: E731
+        total = np.zeros(feature.shape[:2])
+        for k in range(feature.shape[-1]):
+            ablated = feature.copy()
+            ablated[..., k] = 0.0
+            total += (read(feature) - read(ablated)) / read(feature) * feature[..., k]
+        np.testing.assert_allclose(raw, np.maximum(total, 0.0), atol=1e-5)
+
+
 def test_ablation_is_exact_whatever_the_chunks_and_skips_zero_channels():
     model = _gap_model()
     feat = model.get_layer("feat")

@@ -18,10 +18,13 @@ CONSTANT_CHANNEL = 3  # constant 0.5 everywhere
 
 
 def _small_model(
-    head: str = "softmax", num_classes: int = 4, constant: bool = True
+    head: str = "softmax",
+    num_classes: int = 4,
+    constant: bool = True,
+    size: tuple[int, int] = (SIZE, SIZE),
 ) -> keras.Model:
     """conv -> conv "feat" (12 channels, four of them engineered constant) -> GAP -> Dense."""
-    inputs = keras.Input((SIZE, SIZE, 3))
+    inputs = keras.Input((*size, 3))
     x = keras.layers.Conv2D(6, 3, padding="same", activation="relu")(inputs)
     x = keras.layers.Conv2D(CHANNELS, 3, padding="same", activation="relu", name="feat")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
@@ -38,8 +41,8 @@ def _small_model(
     return model
 
 
-def _images(n: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).uniform(0, 1, (n, SIZE, SIZE, 3)).astype("float32")
+def _images(n: int, seed: int = 0, size: tuple[int, int] = (SIZE, SIZE)) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 1, (n, *size, 3)).astype("float32")
 
 
 def _probabilities(model: keras.Model, image: np.ndarray) -> np.ndarray:
@@ -187,6 +190,65 @@ def test_batch_size_and_number_of_images_do_not_change_results():
         np.testing.assert_allclose(one, reference[i], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize(("max_channels", "weighting"), [(None, "softmax"), (5, "reference")])
+def test_first_pass_in_parts_and_many_chunks_match_slow_reference(max_channels, weighting):
+    """More images than `images_per_pass` (first pass in parts, top-1 read per part) and a
+    stream of several chunks crossing images, on a non-square input: the formula's maps."""
+    size = (12, 20)
+    model = _small_model(size=size)
+    images = _images(5, seed=5, size=size)
+    cam = ScoreCAM(
+        model, "feat", batch_size=4, max_channels=max_channels, weighting=weighting, verbose=0
+    )
+    cam.images_per_pass = 2
+    fast = cam(images, upsample=False, normalize=False)
+    assert cam.last_stats.chunks > 5
+    variance = _feature_maps(model, images).var(axis=(1, 2))
+    for image, raw, var in zip(images, fast, variance):
+        top = None if max_channels is None else list(np.argsort(-var, kind="stable")[:5])
+        slow = _slow_score_cam(model, image, None, weighting, channels=top)
+        assert np.abs(raw - slow).max() < 1e-5
+
+
+def test_a_one_chunk_call_is_one_compiled_call_and_each_further_chunk_one_more():
+    model = _small_model()
+    cam = ScoreCAM(model, "feat", batch_size=4, verbose=0)
+    calls = []
+
+    def counting(name, compiled):
+        def call(*args):
+            calls.append(name)
+            return compiled(*args)
+
+        return call
+
+    cam._class_stream_fns = tuple(
+        counting(name, compiled)
+        for name, compiled in zip(("first", "begin", "step"), cam._class_stream_fns)
+    )
+    cam(_images(1))  # 8 channels to run, 4 per chunk
+    assert calls == ["begin", "step"]
+    calls.clear()
+    cam.max_channels = 3  # settings are read at each call, not traced in
+    cam(_images(1))
+    assert calls == ["begin"] and cam.last_stats.masked_passes == 3
+
+
+def test_settings_changed_between_calls_apply():
+    model = _small_model()
+    images = _images(2, seed=6)
+    cam = ScoreCAM(model, "feat", weighting="softmax", verbose=0)
+    cam(images)
+    cam.max_channels, cam.skip_constant = 5, False
+    fast = cam(images, [1, 3], upsample=False, normalize=False)
+    assert cam.last_stats.selected == cam.last_stats.masked_passes == 10
+    for image, target, raw, var in zip(
+        images, [1, 3], fast, _feature_maps(model, images).var(axis=(1, 2))
+    ):
+        top = list(np.argsort(-var, kind="stable")[:5])
+        assert np.abs(raw - _slow_score_cam(model, image, target, "softmax", top)).max() < 1e-5
+
+
 def test_max_channels_equal_to_channel_count_is_the_full_run():
     model = _small_model()
     images = _images(2)
@@ -234,13 +296,11 @@ def test_callable_target_scores_the_probabilities():
 def test_compiled_functions_do_not_retrace():
     model = _small_model()
     cam = ScoreCAM(model, "feat", batch_size=5, weighting="softmax", verbose=0)
+    cam.images_per_pass = 2  # batches of 3 run the first pass in parts
     for n in (1, 3, 2, 3):  # different image counts and last-chunk sizes
         cam(_images(n, seed=n))
-    chunk_fn, baseline_fn = cam._stream(None)
-    assert chunk_fn.experimental_get_tracing_count() == 1
-    assert baseline_fn.experimental_get_tracing_count() == 1
-    assert cam._features_fn.experimental_get_tracing_count() == 1
-    assert cam._combine_fn.experimental_get_tracing_count() == 1
+    for compiled in cam._stream(None):  # first pass in parts, first chunk, further chunks
+        assert compiled.experimental_get_tracing_count() == 1
 
 
 # ------------------------------------------------------------ options and errors

@@ -11,10 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from keras_cam.methods.base import compile_fn
 from keras_cam.methods.perturbation import PerturbationCAM
 from keras_cam.surgery import Head, build_head_model
 from keras_cam.targets import ScoreFn, target_scores
@@ -155,7 +153,6 @@ class AblationCAM(PerturbationCAM):
                 "keras_cam.GradCAM for a model with several inputs."
             )
         self._head = build_head_model(self._cam)
-        self._reference_fn = self._compile_reference(None)
 
     def pair_scores(
         self,
@@ -168,37 +165,31 @@ class AblationCAM(PerturbationCAM):
         score_fn: ScoreFn | None,
     ) -> tf.Tensor:
         """`y^c_k`: the head's score of each pair's features with its channel zeroed."""
-        kept = 1.0 - tf.one_hot(pairs[:, 1], self.num_channels)
-        ablated = tf.gather(maps, pairs[:, 0])
-        for _ in range(ablated.shape.rank - 2):
-            kept = kept[..., tf.newaxis]
-        ablated = ablated * kept
-        rank = ablated.shape.rank
-        features = tf.transpose(ablated, (0, *range(2, rank), 1))  # channel-major -> last
-        return self._head_scores(features, classes, score_fn, pairs[:, 0])
+        rank = maps.shape.rank
+        features = tf.transpose(maps, (0, *range(2, rank), 1))  # the B images' maps, channels last
+        kept = 1.0 - tf.one_hot(pairs[:, 1], self.num_channels)  # (n, K), over every cell
+        for _ in range(rank - 2):
+            kept = kept[:, tf.newaxis]
+        ablated = tf.gather(features, pairs[:, 0]) * kept
+        return self._head_scores(ablated, classes, score_fn, pairs[:, 0])
 
     def known_channels(self, flat: tf.Tensor) -> tf.Tensor:
         """Channels zero everywhere: zeroing them changes nothing."""
         return tf.reduce_max(tf.abs(flat), axis=-1) == 0.0
 
-    def relative_scores(
-        self, scores: np.ndarray, features: tf.Tensor, classes: np.ndarray, score_fn: ScoreFn | None
-    ) -> np.ndarray:
+    def reference_scores(
+        self,
+        features: tf.Tensor,
+        classes: tf.Tensor,
+        score_fn: ScoreFn | None,
+        image_index: tf.Tensor,
+    ) -> tf.Tensor:
+        """`y^c`: the head's score of the unablated features (with the first pass)."""
+        return self._head_scores(features, classes, score_fn, image_index)
+
+    def relative_scores(self, scores: tf.Tensor, reference: tf.Tensor) -> tf.Tensor:
         """`ablation_weights` of the unablated score `y^c` and the ablated ones."""
-        reference_fn = self._reference_fn if score_fn is None else self._compile_reference(score_fn)
-        step = self.images_per_pass
-        reference = tf.concat(
-            [
-                reference_fn(
-                    features[start : start + step],
-                    classes[start : start + step],
-                    tf.range(start, min(start + step, int(features.shape[0]))),
-                )
-                for start in range(0, int(features.shape[0]), step)
-            ],
-            axis=0,
-        )
-        return ablation_weights(reference, scores).numpy()
+        return ablation_weights(reference, scores)
 
     def weights_from_scores(
         self, scores: tf.Tensor, selected: tf.Tensor, constant: tf.Tensor
@@ -222,14 +213,3 @@ class AblationCAM(PerturbationCAM):
         )
         outputs = logits if self.score == "logit" else probabilities
         return target_scores(tf.cast(outputs, tf.float32), classes, score_fn, image_index)
-
-    def _compile_reference(self, score_fn: ScoreFn | None) -> Any:
-        """The head's score of the unablated features, compiled for classes or one callable."""
-        return compile_fn(
-            lambda features, classes, index: self._head_scores(features, classes, score_fn, index),
-            [
-                tf.TensorSpec((None, *self._head.inputs[0].shape[1:]), tf.float32),
-                tf.TensorSpec((None,), tf.int32),
-                tf.TensorSpec((None,), tf.int32),
-            ],
-        )

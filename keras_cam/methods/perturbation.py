@@ -8,13 +8,20 @@ those passes at the model's own speed:
 1. One pass of the sub-model gives each image's feature maps `A` (and resolves top-1 targets).
 2. The (image, channel) pairs that need a pass are listed: the selected channels (all, or the
    `max_channels` of largest variance) minus the constant ones, whose mask is all zeros.
-3. The pairs of all images form one stream, cut into chunks of `batch_size`. One compiled
-   function per chunk gathers the chunk's small maps, places them on the input grid, min-max
-   normalizes each to a mask `H^k` in [0, 1], perturbs the images with them (the method's
-   `perturb`) and runs the model's scores head (probabilities for a classifier, the raw output
-   for a raw-score head). Only one chunk of perturbed copies exists at a time.
-4. The scores become channel weights (the method's `weights_from_scores`) and `BaseCAM` does
-   the rest.
+3. The pairs of all images form one stream, cut into chunks of `batch_size`. Each chunk
+   gathers its small maps, places them on the input grid, min-max normalizes each to a mask
+   `H^k` in [0, 1], perturbs the images with them (the method's `perturb`) and runs the
+   model's scores head (probabilities for a classifier, the raw output for a raw-score head).
+   Only one chunk of perturbed copies exists at a time.
+4. The scores become channel weights (the method's `weights_from_scores`) and the weighted sum
+   `ReLU(sum_k w_k A^k)`; `BaseCAM` does the rest.
+
+Steps 1-4 run in as few compiled calls as the stream allows, with no eager op and no
+device-to-host copy between them: one call does steps 1 and 2 and the first chunk (and, when
+the stream is that one chunk, step 4 too); each further chunk is one call, the last one
+ending with step 4. (A batch of more than `images_per_pass` images runs step 1 in parts of
+that many images first.) On a small model this fixed cost, not the passes, is what a call of
+a few passes costs beyond them.
 
 A method of the family is a small class that defines `perturb` and `weights_from_scores`:
 
@@ -42,7 +49,7 @@ import tensorflow as tf
 
 from keras_cam.methods.base import BaseCAM, compile_fn, place_maps, spatial_dims
 from keras_cam.surgery import Head
-from keras_cam.targets import TOP_PREDICTION, ScoreFn, target_scores
+from keras_cam.targets import TOP_PREDICTION, ScoreFn, explained_classes, target_scores
 
 MEMORY_BUDGET_BYTES = 256 * 2**20
 """Bound on one chunk's perturbed inputs and activations when `batch_size=None`."""
@@ -74,7 +81,8 @@ class PerturbationStats:
             of Score-CAM's softmax weighting: 1), else 0.
         batch_size: (image, channel) pairs per forward pass (chunk size).
         chunks: compiled forward calls the stream took.
-        seconds: wall time of the masked-pass stream.
+        seconds: wall time of the passes: the first pass, the masked-pass stream and the
+            weighted sum (the whole `explain_batch`).
     """
 
     images: int
@@ -238,15 +246,8 @@ class PerturbationCAM(BaseCAM):
             sub_model, [self._cam.input_shape[axis - 1] for axis in self._cam.spatial_axes]
         )
         self._image_spec = tf.TensorSpec((None, *self._cam.input_shape), tf.float32)
-        self._features_fn = compile_fn(self._features, [self._image_spec, self._others_spec])
-        self._maps_spec = tf.TensorSpec((None, self.num_channels, *feature_shape[:-1]), tf.float32)
-        channel_spec = tf.TensorSpec((None, self.num_channels), tf.float32)
-        flag_spec = tf.TensorSpec((None, self.num_channels), tf.bool)
-        self._combine_fn = compile_fn(
-            self._combine,
-            [tf.TensorSpec((None, *feature_shape), tf.float32), channel_spec, flag_spec, flag_spec],
-        )
-        self._class_stream_fns: tuple[Any, Any] = self._compile_stream(None)
+        self._feature_spec = tf.TensorSpec((None, *feature_shape), tf.float32)
+        self._class_stream_fns: tuple[Any, Any, Any] = self._compile_stream(None)
 
     # ------------------------------------------------------------------ method hooks
     def perturb(self, images: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
@@ -325,19 +326,40 @@ class PerturbationCAM(BaseCAM):
         """
         return tf.reduce_max(flat, axis=-1) == tf.reduce_min(flat, axis=-1)
 
-    def relative_scores(
-        self, scores: np.ndarray, features: tf.Tensor, classes: np.ndarray, score_fn: ScoreFn | None
-    ) -> np.ndarray:
-        """The scores `weights_from_scores` receives, from the streamed ones (`(B, K)`).
+    def reference_scores(
+        self,
+        features: tf.Tensor,
+        classes: tf.Tensor,
+        score_fn: ScoreFn | None,
+        image_index: tf.Tensor,
+    ) -> tf.Tensor:
+        """The score the channel scores are related to, one per image (traced inside a compiled
+        function, with the first pass).
+
+        Defaults to zeros (`relative_scores` does not read it); Ablation-CAM returns the
+        score of the unperturbed features.
+
+        Args:
+            features: float32 `(B, *cells, K)`, the feature maps.
+            classes: int32 `(B,)`, the explained class of each image.
+            score_fn: the callable target, or `None` to score `classes`.
+            image_index: int32 `(B,)`, each image's row in the call's batch.
+
+        Returns:
+            float32 `(B,)`.
+        """
+        return tf.zeros(tf.shape(classes), tf.float32)
+
+    def relative_scores(self, scores: tf.Tensor, reference: tf.Tensor) -> tf.Tensor:
+        """The scores `weights_from_scores` receives, from the streamed ones (traced inside a
+        compiled function).
 
         Defaults to the streamed scores as they are; Ablation-CAM relates them to the score
-        of the unperturbed input.
+        of the unperturbed input (`reference_scores`).
 
         Args:
             scores: float32 `(B, K)`, the streamed (and baseline) scores.
-            features: float32 `(B, h, w, K)`, the feature maps.
-            classes: int32 `(B,)`, the explained class of each image.
-            score_fn: the callable target, or `None` to score `classes`.
+            reference: float32 `(B,)`, the `reference_scores` of each image.
 
         Returns:
             float32 `(B, K)`.
@@ -378,90 +400,196 @@ class PerturbationCAM(BaseCAM):
 
         Only `images` are perturbed; `others` (the model's other inputs, one row per image)
         reach the model unchanged with each perturbed copy of their image."""
-        features, maps, classes, constant, variance = self._first_pass(images, targets, others)
         score_fn = targets if callable(targets) else None
-        chunk_fn, baseline_fn = self._stream(score_fn)
-        selected = self._select(variance)
-        run = selected & ~constant if self.skip_constant else selected
-        pairs = np.argwhere(run).astype(np.int32)  # image-major: one stream across images
-
-        batch_size = self.batch_size or self._auto_batch_size(images)
-        start_time = time.perf_counter()
-        scores = self._run_stream(
-            chunk_fn, images, others, maps, pairs, classes[pairs[:, 0]], batch_size
+        first_fn, begin_fn, step_fn = self._stream(score_fn)
+        rows = int(images.shape[0])
+        # A callable scores the outputs itself: the classes are then unused.
+        classes = np.asarray(
+            np.full(rows, TOP_PREDICTION) if score_fn is not None else targets, np.int32
         )
-        seconds = time.perf_counter() - start_time
-        skipped = selected & ~run
-        baseline_passes = 0
-        if self.needs_constant_scores() and skipped.any():
-            baseline, baseline_passes = (
-                t.numpy() for t in baseline_fn(images, others, classes)
+        batch_size = self.batch_size or self._auto_batch_size(images)
+        placement = np.asarray(self._cam.placement(*self.image_size(images)), np.float32)
+
+        start_time = time.perf_counter()
+        if rows <= self.images_per_pass:  # steps 1-2 and the first chunk in one call
+            features, classes, reference, scores, maps, stats = begin_fn(
+                images, others, classes, self._plan(0, batch_size), placement
             )
-            scores = np.where(skipped, baseline[:, np.newaxis], scores)
-        scores = self.relative_scores(scores, features, classes, score_fn)
+        else:
+            features, classes, reference = self._first_pass_in_parts(
+                first_fn, images, others, classes
+            )
+            zeros = np.zeros((rows, self.num_channels), np.float32)
+            scores, maps, stats = step_fn(
+                images, others, features, classes, reference, zeros, self._plan(0, batch_size),
+                placement,
+            )
+        count, selected, skipped, baseline_passes = (int(n) for n in stats.numpy())
+        progress = None
+        for start in range(batch_size, count, batch_size):
+            progress = self._progress(progress, start, count, start_time)
+            scores, maps, stats = step_fn(
+                images, others, features, classes, reference, scores,
+                self._plan(start, batch_size), placement,
+            )
+        if progress is not None:
+            progress.update(count)
+        if count > batch_size:  # the last chunk ran the baseline passes
+            baseline_passes = int(stats.numpy()[3])
 
         self.last_stats = PerturbationStats(
-            images=int(images.shape[0]),
+            images=rows,
             channels=self.num_channels,
-            selected=int(selected.sum()),
-            skipped=int(skipped.sum()),
-            masked_passes=len(pairs),
-            baseline_passes=int(baseline_passes),
+            selected=selected,
+            skipped=skipped,
+            masked_passes=count,
+            baseline_passes=baseline_passes,
             batch_size=batch_size,
-            chunks=math.ceil(len(pairs) / batch_size),
-            seconds=seconds,
+            chunks=math.ceil(count / batch_size),
+            seconds=time.perf_counter() - start_time,
         )
-        return self._combine_fn(features, scores, selected, constant)
+        return maps
 
     # -------------------------------------------------------------- internals
-    def _features(
-        self, images: tf.Tensor, others: tuple[tf.Tensor, ...]
-    ) -> tuple[tf.Tensor, ...]:
-        """Feature maps `(B, *cells, K)`, as `(B, K, *cells)`, top-1 class and channel
-        statistics."""
-        features, _, scores = self._forward(images, others)
-        features = tf.cast(features, tf.float32)
-        cells = spatial_dims(features)
-        # Channels first: one gather per chunk picks a channel.
-        maps = tf.transpose(features, (0, len(cells) + 1, *cells))
-        flat = tf.reshape(maps, tf.concat([tf.shape(maps)[:2], [-1]], axis=0))
-        constant = self.known_channels(flat)
-        top = tf.argmax(scores, axis=-1, output_type=tf.int32)
-        return features, maps, top, constant, tf.math.reduce_variance(flat, axis=-1)
+    def _plan(self, start: int, batch_size: int) -> np.ndarray:
+        """int32 `(4,)`: the chunk's first pair, the chunk size, the channels kept per image and
+        whether constant channels are skipped (read at each call, never traced in)."""
+        kept = self.max_channels or self.num_channels
+        return np.array([start, batch_size, kept, self.skip_constant], np.int32)
 
-    def _first_pass(
-        self, images: tf.Tensor, targets: np.ndarray | ScoreFn, others: tuple[tf.Tensor, ...]
-    ) -> tuple[tf.Tensor, tf.Tensor, np.ndarray, np.ndarray, np.ndarray]:
-        """Features, maps, each image's class (top-1 resolved), constant flags, variances."""
+    def _first_pass_in_parts(
+        self, first_fn: Any, images: tf.Tensor, others: tuple[tf.Tensor, ...], classes: np.ndarray
+    ) -> tuple[tf.Tensor, ...]:
+        """Step 1 for a batch of more than `images_per_pass` images, in parts of that many."""
         step = self.images_per_pass
         parts = [
-            self._features_fn(
-                images[start : start + step], tuple(o[start : start + step] for o in others)
+            first_fn(
+                images[start : start + step],
+                tuple(o[start : start + step] for o in others),
+                classes[start : start + step],
+                start,
             )
             for start in range(0, int(images.shape[0]), step)
         ]
-        features, maps, top, constant, variance = (tf.concat(p, axis=0) for p in zip(*parts))
-        if callable(targets):
-            # Unused (the callable scores); `top` is per position for a segmentation output.
-            classes = np.full(top.shape[:1], TOP_PREDICTION, np.int32)
-        else:
-            classes = np.where(targets == TOP_PREDICTION, top.numpy(), targets)
-        return features, maps, classes, constant.numpy(), variance.numpy()
+        return tuple(tf.concat(part, axis=0) for part in zip(*parts))
 
-    def _combine(
-        self, features: tf.Tensor, scores: tf.Tensor, selected: tf.Tensor, constant: tf.Tensor
-    ) -> tf.Tensor:
-        """Channel weights from the scores, then `compute_cam`: `(B, h, w)`."""
-        return self.compute_cam(features, self.weights_from_scores(scores, selected, constant))
+    def _first_pass(
+        self,
+        images: tf.Tensor,
+        others: tuple[tf.Tensor, ...],
+        targets: tf.Tensor,
+        offset: tf.Tensor,
+        score_fn: ScoreFn | None,
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Step 1 (traced): features `(n, *cells, K)`, each image's class (top-1 resolved) and
+        `reference_scores`, for the images from row `offset` of the call's batch."""
+        features, _, outputs = self._forward(images, others)
+        features = tf.cast(features, tf.float32)
+        # A callable's classes are unused (and `outputs` per position for a segmentation head).
+        classes = targets if score_fn is not None else explained_classes(targets, outputs)
+        index = offset + tf.range(tf.shape(classes)[0])
+        return features, classes, self.reference_scores(features, classes, score_fn, index)
 
-    def _select(self, variance: np.ndarray) -> np.ndarray:
-        """The channels taking part: all, or the `max_channels` of largest variance."""
-        if self.max_channels is None or self.max_channels == self.num_channels:
-            return np.ones(variance.shape, dtype=bool)
-        top = np.argsort(-variance, axis=-1, kind="stable")[:, : self.max_channels]
-        selected = np.zeros(variance.shape, dtype=bool)
-        np.put_along_axis(selected, top, True, axis=-1)
-        return selected
+    def _step(
+        self,
+        images: tf.Tensor,
+        others: tuple[tf.Tensor, ...],
+        features: tf.Tensor,
+        classes: tf.Tensor,
+        reference: tf.Tensor,
+        scores: tf.Tensor,
+        plan: tf.Tensor,
+        placement: tf.Tensor,
+        score_fn: ScoreFn | None,
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Steps 2-4 for the chunk of pairs `plan` names (traced).
+
+        Returns:
+            The scores `(B, K)` with the chunk's written in; the maps `(B, *cells)` when the
+            chunk is the stream's last (else zeros); int32 `(4,)`: the pairs streamed, the
+            pairs selected, the selected pairs skipped, the baseline passes run.
+        """
+        start, batch_size, kept, skip_constant = tf.unstack(plan)
+        maps, selected, constant = self._channels(features, kept)
+        run = selected & ~(constant & tf.cast(skip_constant, tf.bool))
+        pairs = tf.cast(tf.where(run), tf.int32)  # image-major: one stream across images
+        count = tf.shape(pairs)[0]
+        chunk = pairs[start : start + batch_size]
+        chunk_scores = tf.cond(
+            tf.size(chunk) > 0,
+            lambda: self.pair_scores(
+                images, others, maps, chunk, tf.gather(classes, chunk[:, 0]), placement, score_fn
+            ),
+            lambda: tf.zeros([0], tf.float32),
+        )
+        scores = tf.tensor_scatter_nd_update(scores, chunk, chunk_scores)
+        skipped = selected & ~run
+        result, baseline_passes = tf.cond(
+            start + batch_size >= count,
+            lambda: self._finish(
+                images, others, features, classes, reference, scores,
+                (selected, constant, skipped), score_fn,
+            ),
+            lambda: (tf.zeros(tf.shape(features)[:-1], tf.float32), tf.constant(0, tf.int32)),
+        )
+        counted = [tf.reduce_sum(tf.cast(flags, tf.int32)) for flags in (selected, skipped)]
+        return scores, result, tf.stack([count, *counted, baseline_passes])
+
+    def _channels(
+        self, features: tf.Tensor, kept: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Channel-major maps `(B, K, *cells)` (one gather per chunk picks a channel), the
+        selected channels (the `kept` of largest variance per image, the lower index first
+        among equals) and the known ones (`known_channels`), bool `(B, K)`."""
+        cells = spatial_dims(features)
+        maps = tf.transpose(features, (0, len(cells) + 1, *cells))
+        flat = tf.reshape(maps, tf.concat([tf.shape(maps)[:2], [-1]], axis=0))
+        top = tf.math.top_k(tf.math.reduce_variance(flat, axis=-1), kept).indices
+        selected = tf.reduce_max(tf.one_hot(top, self.num_channels), axis=1) > 0.0
+        return maps, selected, self.known_channels(flat)
+
+    def _finish(
+        self,
+        images: tf.Tensor,
+        others: tuple[tf.Tensor, ...],
+        features: tf.Tensor,
+        classes: tf.Tensor,
+        reference: tf.Tensor,
+        scores: tf.Tensor,
+        flags: tuple[tf.Tensor, tf.Tensor, tf.Tensor],
+        score_fn: ScoreFn | None,
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Step 4 (traced): the maps `(B, *cells)` from all scores, and the baseline passes run
+        for the skipped constant channels (`flags`: selected, constant, skipped)."""
+        selected, constant, skipped = flags
+        runs = tf.constant(0, tf.int32)
+        if self.needs_constant_scores():
+            baseline, runs = tf.cond(
+                tf.reduce_any(skipped),
+                lambda: self._baseline_scores(images, others, classes, score_fn),
+                lambda: (tf.zeros(tf.shape(classes), tf.float32), tf.constant(0, tf.int32)),
+            )
+            scores = tf.where(skipped, baseline[:, tf.newaxis], scores)
+        weights = self.weights_from_scores(
+            self.relative_scores(scores, reference), selected, constant
+        )
+        return self.compute_cam(features, weights), runs
+
+    def _baseline_scores(
+        self,
+        images: tf.Tensor,
+        others: tuple[tf.Tensor, ...],
+        classes: tf.Tensor,
+        score_fn: ScoreFn | None,
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """The constant channels' score (`blank_inputs`) of each image `(B,)`, and the passes
+        run (traced)."""
+        inputs = self.blank_inputs(images)
+        image_index = tf.range(tf.shape(classes)[0])
+        scores = self._mean_scores(inputs, others, image_index, classes, score_fn)
+        # A blank shared by every image is run once per image with its other inputs.
+        runs = tf.shape(image_index)[0] * self.perturbations if others else tf.shape(inputs)[0]
+        return scores, runs
 
     def _auto_batch_size(self, images: tf.Tensor) -> int:
         """Chunk size from `MEMORY_BUDGET_BYTES` (see the class docstring for the rule)."""
@@ -471,38 +599,18 @@ class PerturbationCAM(BaseCAM):
         pairs = MEMORY_BUDGET_BYTES // (per_input * self.perturbations)
         return int(np.clip(pairs, 1, MAX_AUTO_BATCH_SIZE))
 
-    def _run_stream(
-        self,
-        chunk_fn: Any,
-        images: tf.Tensor,
-        others: tuple[tf.Tensor, ...],
-        maps: tf.Tensor,
-        pairs: np.ndarray,
-        classes: np.ndarray,
-        batch_size: int,
-    ) -> np.ndarray:
-        """Scores of all `pairs`, chunk by chunk, scattered into a `(B, K)` array."""
-        chunks, progress = [], None
-        placement = self.placement(*self.image_size(images))
-        start_time = time.perf_counter()
-        for start in range(0, len(pairs), batch_size):
-            stop = start + batch_size
-            chunks.append(
-                chunk_fn(images, others, maps, pairs[start:stop], classes[start:stop], placement)
-            )
-            done = min(stop, len(pairs))
-            if progress is None and self.verbose and done < len(pairs):
-                expected = (time.perf_counter() - start_time) * len(pairs) / done
-                if expected > _PROGRESS_AFTER_SECONDS:
-                    progress = keras.utils.Progbar(
-                        len(pairs), verbose=self.verbose, unit_name="pass"
-                    )
-            if progress is not None:
-                progress.update(done)
-        scores = np.zeros(maps.shape[:2], np.float32)
-        if chunks:
-            scores[pairs[:, 0], pairs[:, 1]] = np.concatenate([c.numpy() for c in chunks])
-        return scores
+    def _progress(
+        self, progress: Any, done: int, count: int, start_time: float
+    ) -> keras.utils.Progbar | None:
+        """The progress bar after `done` of `count` pairs: started once the stream is expected
+        to take more than `_PROGRESS_AFTER_SECONDS` (with `verbose`), then updated."""
+        if progress is None and self.verbose:
+            expected = (time.perf_counter() - start_time) * count / done
+            if expected > _PROGRESS_AFTER_SECONDS:
+                progress = keras.utils.Progbar(count, verbose=self.verbose, unit_name="pass")
+        if progress is not None:
+            progress.update(done)
+        return progress
 
     def _masks(self, maps: tf.Tensor, size: tf.Tensor, placement: tf.Tensor) -> tf.Tensor:
         """`(n, *cells)` channel maps -> masks in [0, 1] on the input grid, shaped like
@@ -550,8 +658,8 @@ class PerturbationCAM(BaseCAM):
         )
         return tf.reduce_mean(tf.reshape(scores, [self.perturbations, rows]), axis=0)
 
-    def _stream(self, score_fn: ScoreFn | None) -> tuple[Any, Any]:
-        """The compiled chunk and baseline functions for class targets, or for one callable.
+    def _stream(self, score_fn: ScoreFn | None) -> tuple[Any, Any, Any]:
+        """The compiled functions (`_compile_stream`) for class targets, or for one callable.
 
         Those of class targets are compiled once per explainer. A callable is read when it is
         traced (its attributes and closure variables become constants), so its functions are
@@ -562,41 +670,61 @@ class PerturbationCAM(BaseCAM):
             return self._class_stream_fns
         return self._compile_stream(score_fn)
 
-    def _compile_stream(self, score_fn: ScoreFn | None) -> tuple[Any, Any]:
-        """Compiles the chunk and baseline functions scoring with `score_fn` (`None`: classes)."""
+    def _compile_stream(self, score_fn: ScoreFn | None) -> tuple[Any, Any, Any]:
+        """Compiles the functions scoring with `score_fn` (`None`: classes): step 1 on a part of
+        the batch, steps 1-4 up to the first chunk, and steps 2-4 of a further chunk."""
 
-        def chunk_scores(
+        def first(
+            images: tf.Tensor, others: tuple[tf.Tensor, ...], targets: tf.Tensor, offset: tf.Tensor
+        ) -> tuple[tf.Tensor, ...]:
+            return self._first_pass(images, others, targets, offset, score_fn)
+
+        def begin(
             images: tf.Tensor,
             others: tuple[tf.Tensor, ...],
-            maps: tf.Tensor,
-            pairs: tf.Tensor,
-            classes: tf.Tensor,
+            targets: tf.Tensor,
+            plan: tf.Tensor,
             placement: tf.Tensor,
-        ) -> tf.Tensor:
-            return self.pair_scores(images, others, maps, pairs, classes, placement, score_fn)
-
-        def baseline_scores(
-            images: tf.Tensor, others: tuple[tf.Tensor, ...], classes: tf.Tensor
         ) -> tuple[tf.Tensor, ...]:
-            inputs = self.blank_inputs(images)
-            image_index = tf.range(tf.shape(classes)[0])
-            scores = self._mean_scores(inputs, others, image_index, classes, score_fn)
-            # A blank shared by every image is run once per image with its other inputs.
-            runs = tf.shape(image_index)[0] * self.perturbations if others else tf.shape(inputs)[0]
-            return scores, runs
+            features, classes, reference = self._first_pass(images, others, targets, 0, score_fn)
+            scores = tf.zeros([tf.shape(images)[0], self.num_channels], tf.float32)
+            return (features, classes, reference) + self._step(
+                images, others, features, classes, reference, scores, plan, placement, score_fn
+            )
 
-        index_spec = tf.TensorSpec((None,), tf.int32)
-        chunk_spec = [
-            self._image_spec,
-            self._others_spec,
-            self._maps_spec,
-            tf.TensorSpec((None, 2), tf.int32),
-            index_spec,
-            tf.TensorSpec((len(self._cam.spatial_axes), 4), tf.float32),
-        ]
+        def step(
+            images: tf.Tensor,
+            others: tuple[tf.Tensor, ...],
+            features: tf.Tensor,
+            classes: tf.Tensor,
+            reference: tf.Tensor,
+            scores: tf.Tensor,
+            plan: tf.Tensor,
+            placement: tf.Tensor,
+        ) -> tuple[tf.Tensor, ...]:
+            return self._step(
+                images, others, features, classes, reference, scores, plan, placement, score_fn
+            )
+
+        rows = tf.TensorSpec((None,), tf.int32)
+        plan = tf.TensorSpec((4,), tf.int32)
+        placement = tf.TensorSpec((len(self._cam.spatial_axes), 4), tf.float32)
+        inputs = [self._image_spec, self._others_spec]
         return (
-            compile_fn(chunk_scores, chunk_spec),
-            compile_fn(baseline_scores, [self._image_spec, self._others_spec, index_spec]),
+            compile_fn(first, [*inputs, rows, tf.TensorSpec((), tf.int32)]),
+            compile_fn(begin, [*inputs, rows, plan, placement]),
+            compile_fn(
+                step,
+                [
+                    *inputs,
+                    self._feature_spec,
+                    rows,
+                    tf.TensorSpec((None,), tf.float32),
+                    tf.TensorSpec((None, self.num_channels), tf.float32),
+                    plan,
+                    placement,
+                ],
+            ),
         )
 
 
