@@ -263,3 +263,241 @@ def test_aug_smooth_and_two_layers_against_references(model, images):
             total = total + (maps[:, :, ::-1] if flip else maps)
     got = kc.GradCAM(model, "c2")(batch, aug_smooth=True)
     np.testing.assert_allclose(got, _normalize(total / 6, "image"), atol=1e-4)
+
+
+def _gradcam_raw(features_model, head, inputs, classes) -> np.ndarray:
+    """Grad-CAM `(B, *cells)` of channels-last features; `head(A) -> logits`."""
+    with tf.GradientTape() as tape:
+        features = features_model(inputs)
+        tape.watch(features)
+        total = tf.reduce_sum(tf.gather(head(features), classes, batch_dims=1))
+    grads = tf.cast(tape.gradient(total, features), tf.float32).numpy()
+    features = tf.cast(features, tf.float32).numpy()
+    axes = tuple(range(1, features.ndim - 1))
+    return np.maximum((features * grads.mean(axis=axes, keepdims=True)).sum(-1), 0)
+
+
+def _dense_head(dense, axes):
+    return lambda features: tf.matmul(
+        tf.cast(tf.reduce_mean(features, axis=axes), tf.float32), dense.kernel
+    ) + dense.bias
+
+
+@pytest.mark.parametrize("layout", ["conv1d", "conv3d", "channels_first"])
+def test_fused_pass_on_signals_volumes_and_channels_first(layout):
+    rng = np.random.default_rng(1)
+    if layout == "conv1d":
+        shape, conv, gap, axes = (40, 2), keras.layers.Conv1D, keras.layers.GlobalAveragePooling1D, 1
+    elif layout == "conv3d":
+        shape, conv, gap, axes = (6, 8, 10, 1), keras.layers.Conv3D, keras.layers.GlobalAveragePooling3D, (1, 2, 3)
+    else:
+        shape, conv, gap, axes = (3, HEIGHT, WIDTH), keras.layers.Conv2D, keras.layers.GlobalAveragePooling2D, (1, 2)
+    options = {"data_format": "channels_first"} if layout == "channels_first" else {}
+    inputs = keras.Input(shape)
+    features = conv(4, 3, padding="same", activation="relu", name="conv", **options)(inputs)
+    outputs = keras.layers.Dense(3, name="dense")(gap(**options)(features))
+    model = keras.Model(inputs, outputs)
+    batch = rng.random((7, *shape)).astype(np.float32)
+    top = model.predict(batch, verbose=0).argmax(-1)
+    features_model = keras.Model(model.input, model.get_layer("conv").output)
+    if layout == "channels_first":  # the reference works channels-last
+        features_model = keras.Sequential([features_model, keras.layers.Permute((2, 3, 1))])
+    want = _gradcam_raw(features_model, _dense_head(model.get_layer("dense"), axes), batch, top)
+    cam = kc.GradCAM(model, "conv")
+    cam.images_per_pass = 3
+    got = cam(batch, upsample=False, normalize=False)
+    np.testing.assert_allclose(got, want, atol=1e-5 * max(want.max(), 1.0))
+    maps, scores = cam.explain(batch)
+    assert maps.shape == (7, *[s for i, s in enumerate(shape) if i != (0 if options else len(shape) - 1)])
+    np.testing.assert_array_equal(scores.argmax(-1), top)
+
+
+def test_fused_pass_two_inputs_two_outputs_nested_uint8(images):
+    rng = np.random.default_rng(2)
+    # two inputs: the metadata row of each image travels with it through the chunks
+    picture = keras.Input((HEIGHT, WIDTH, 3), name="picture")
+    meta = keras.Input((2,), name="meta")
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(picture)
+    x = keras.layers.Concatenate()([keras.layers.GlobalAveragePooling2D()(x), meta])
+    model = keras.Model([picture, meta], keras.layers.Dense(3, activation="softmax", name="d")(x))
+    batch, rows = images[:9], rng.random((9, 2)).astype(np.float32)
+    cam = kc.GradCAM(model, "conv", input="picture")
+    cam.images_per_pass = 4
+    probabilities = model.predict([batch, rows], verbose=0)
+    conv = keras.Model(picture, model.get_layer("conv").output)
+    dense = model.get_layer("d")
+    head = lambda a: tf.matmul(tf.concat([tf.reduce_mean(a, (1, 2)), rows], 1),  # noqa: E731
+                               dense.kernel) + dense.bias
+    want = _gradcam_raw(conv, head, batch, probabilities.argmax(-1))
+    maps, scores = cam.explain([batch, rows], normalize=False)
+    np.testing.assert_allclose(maps, want, atol=1e-5 * want.max())
+    np.testing.assert_allclose(scores, probabilities, atol=1e-6)
+    # two outputs: the scores are the chosen output's
+    inputs = keras.Input((HEIGHT, WIDTH, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(
+        keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(inputs))
+    first = keras.layers.Dense(3, activation="softmax", name="first")(pooled)
+    second = keras.layers.Dense(5, activation="softmax", name="second")(pooled)
+    model = keras.Model(inputs, [first, second])
+    _, scores = kc.GradCAM(model, "conv", output="second").explain(images[:5])
+    np.testing.assert_allclose(scores, model.predict(images[:5], verbose=0)[1], atol=1e-6)
+    # nested: the layer found inside the inner model, the outer model's scores
+    inner = keras.Sequential([keras.Input((HEIGHT, WIDTH, 3)), keras.layers.Conv2D(
+        4, 3, padding="same", activation="relu", name="inner_conv")], name="inner")
+    outer_in = keras.Input((HEIGHT, WIDTH, 3))
+    outer = keras.Model(outer_in, keras.layers.Dense(3, activation="softmax", name="d")(
+        keras.layers.GlobalAveragePooling2D()(inner(outer_in))))
+    cam = kc.GradCAM(outer)
+    assert cam.layer.name == "inner_conv"
+    probabilities = outer.predict(images[:5], verbose=0)
+    want = _gradcam_raw(inner, _dense_head(outer.get_layer("d"), (1, 2)), images[:5],
+                        probabilities.argmax(-1))
+    maps, scores = cam.explain(images[:5], normalize=False)
+    np.testing.assert_allclose(maps, want, atol=1e-5 * want.max())
+    np.testing.assert_allclose(scores, probabilities, atol=1e-6)
+    # uint8 input: explained as given, NumPy and tensor alike
+    raw_in = keras.Input((HEIGHT, WIDTH, 3), dtype="uint8")
+    scaled = keras.layers.Rescaling(1 / 255)(raw_in)
+    conv = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(scaled)
+    model = keras.Model(raw_in, keras.layers.Dense(3, activation="softmax", name="d")(
+        keras.layers.GlobalAveragePooling2D()(conv)))
+    pixels = rng.integers(0, 256, (6, HEIGHT, WIDTH, 3)).astype(np.uint8)
+    features_model = keras.Model(raw_in, model.get_layer("conv").output)
+    probabilities = model.predict(pixels, verbose=0)
+    want = _gradcam_raw(features_model, _dense_head(model.get_layer("d"), (1, 2)),
+                        pixels, probabilities.argmax(-1))
+    cam = kc.GradCAM(model, "conv")
+    for given in (pixels, tf.constant(pixels)):
+        maps, scores = cam.explain(given, normalize=False)
+        np.testing.assert_allclose(maps, want, atol=1e-5 * want.max())
+        np.testing.assert_allclose(scores, probabilities, atol=1e-6)
+
+
+def test_fused_pass_mixed_precision(images):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = _model()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    batch = images[:6]
+    probabilities = model.predict(batch, verbose=0)
+    features_model = keras.Model(model.input, model.get_layer("c2").output)
+    dense = model.get_layer("dense")
+    head = lambda a: tf.matmul(tf.cast(tf.reduce_mean(a, (1, 2)), tf.float16),  # noqa: E731
+                               tf.cast(dense.kernel, tf.float16)) + tf.cast(dense.bias, tf.float16)
+    want = _gradcam_raw(features_model, head, batch, probabilities.argmax(-1))
+    cam = kc.GradCAM(model, "c2")
+    cam.images_per_pass = 4
+    maps, scores = cam.explain(batch, upsample=False, normalize=False)
+    assert maps.dtype == np.float32 and scores.dtype == np.float32
+    # float16 activations and gradients: each map to 5% of its own peak
+    peaks = want.max(axis=(1, 2), keepdims=True)
+    assert np.abs(maps - want).max() <= 0.05 * peaks.min() or np.all(
+        np.abs(maps - want) <= 0.05 * peaks)
+    np.testing.assert_allclose(scores, probabilities, atol=2e-3)
+
+
+def _options(method: type) -> dict:
+    import inspect
+
+    parameters = inspect.signature(method.__init__).parameters
+    cheap = {"n_samples": 2, "max_channels": 2, "batch_size": 8}
+    return {name: value for name, value in cheap.items() if name in parameters}
+
+
+def test_explain_scores_are_predict_for_every_method(model, images):
+    """`explain` returns `__call__`'s maps and the model's own scores of the clean images,
+    for every registered method (ShapleyCAM and Smooth Grad-CAM++ included: their extra
+    passes must not leak a noisy copy's scores)."""
+    batch = images[:3]
+    probabilities = model.predict(batch, verbose=0)
+    for name, method in kc.METHODS.items():
+        options = _options(method)
+        if name not in ("cam", "fullgrad"):
+            options["layer"] = "c2"
+        cam = method(model, **options)
+        maps, scores = cam.explain(batch)
+        np.testing.assert_allclose(scores, probabilities, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(maps, cam(batch), atol=1e-6, err_msg=name)
+        single_map, single_scores = cam.explain(batch[0])
+        assert single_map.shape == (HEIGHT, WIDTH) and single_scores.shape == (CLASSES,), name
+        np.testing.assert_allclose(single_scores, probabilities[0], atol=1e-6, err_msg=name)
+
+
+def test_top1_map_explains_the_class_explain_reports():
+    """Two classes saturate a sigmoid head (both probabilities are 1.0 in float32): the
+    top-1 map must explain the class `explain` (and `explain_dataset`) reports as the top-1,
+    `argmax(scores)`, not another class picked from the logits."""
+    inputs = keras.Input((HEIGHT, WIDTH, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(
+        keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="conv")(inputs))
+    dense = keras.layers.Dense(2, activation="sigmoid", name="d")
+    model = keras.Model(inputs, dense(pooled))
+    kernel = np.array([[1.0, -1.0], [-1.0, 1.0], [0.5, 0.5]], np.float32)
+    dense.set_weights([kernel, np.array([30.0, 40.0], np.float32)])
+    batch = np.random.default_rng(4).random((3, HEIGHT, WIDTH, 3)).astype(np.float32)
+    probabilities = model.predict(batch, verbose=0)
+    assert (probabilities == 1.0).all()  # a tie: argmax is class 0
+    cam = kc.GradCAM(model, "conv")
+    maps, scores = cam.explain(batch)
+    reported = scores.argmax(-1)
+    np.testing.assert_array_equal(reported, probabilities.argmax(-1))
+    features_model = keras.Model(model.input, model.get_layer("conv").output)
+    logits = lambda a: tf.matmul(tf.reduce_mean(a, (1, 2)), dense.kernel) + dense.bias  # noqa
+    want = _normalize(_place_same(_gradcam_raw(features_model, logits, batch, reported)), "image")
+    np.testing.assert_allclose(maps, want, atol=1e-4)
+    np.testing.assert_allclose(cam(batch), want, atol=1e-4)
+    batches = list(kc.explain_dataset("gradcam", batch, model, layer="conv", batch_size=2,
+                                      verbose=0))
+    np.testing.assert_array_equal(np.concatenate([b.classes for b in batches]), reported)
+    np.testing.assert_allclose(np.concatenate([b.maps["gradcam"] for b in batches]), want,
+                               atol=1e-4)
+
+
+def _place_same(raw: np.ndarray) -> np.ndarray:
+    """A "same"-padded stride-1 layer is already on the input grid."""
+    return raw
+
+
+@pytest.mark.parametrize("kind", ["numpy", "tensor"])
+def test_complex_images_refused(model, images, kind):
+    """A complex input's imaginary part would be dropped silently by the cast to float32."""
+    values = images[:2].astype(np.complex64) + 1j
+    given = values if kind == "numpy" else tf.constant(values)
+    with pytest.raises(TypeError, match=r"`images`.*complex64.*real"):
+        kc.GradCAM(model, "c2")(given)
+
+
+def _broken_model(model: keras.Model, layer: str, index: int, value: float) -> keras.Model:
+    broken = _model()
+    broken.set_weights(model.get_weights())
+    weights = broken.get_layer(layer).get_weights()
+    weights[index][...] = value
+    broken.get_layer(layer).set_weights(weights)
+    return broken
+
+
+@pytest.mark.parametrize("name", ["gradcam", "eigencam", "fem", "randomcam", "hirescam"])
+def test_non_finite_model_output_refused(model, images, name):
+    """A model whose output is not finite (a dense kernel of inf: the features are fine, the
+    scores are not) is refused with the image named, for `__call__` and `explain` alike; never
+    NaN scores next to a plausible map."""
+    broken = _broken_model(model, "dense", 0, np.inf)
+    assert not np.isfinite(broken.predict(images[:3], verbose=0)).all()
+    cam = kc.get_method(name)(broken, "c2")
+    with pytest.raises(ValueError, match=r"non-finite values while explaining image 0"):
+        cam.explain(images[:3])
+    with pytest.raises(ValueError, match=r"non-finite values while explaining image 0"):
+        cam(images[:3])
+
+
+def test_nan_in_one_class_refused_for_top1(model, images):
+    """A NaN bias in one class: the top-1 class is undefined, so no top-1 map is returned."""
+    broken = _broken_model(model, "dense", 1, 0.0)
+    weights = broken.get_layer("dense").get_weights()
+    weights[1][3] = np.nan
+    broken.get_layer("dense").set_weights(weights)
+    cam = kc.GradCAM(broken, "c2")
+    for call in (lambda: cam(images[:3]), lambda: cam.explain(images[:3])):
+        with pytest.raises(ValueError, match=r"non-finite values while explaining image 0"):
+            call()

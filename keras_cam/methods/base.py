@@ -257,6 +257,37 @@ _POSTPROCESS = {
 normalize) -> fn`, each compiled once for its signature."""
 
 
+def check_real_dtype(name: str, dtype: Any) -> None:
+    """Refuses values that are not real numbers (complex, strings), which a cast to the
+    model's dtype would silently change (a complex number loses its imaginary part).
+
+    Args:
+        name: the argument's name, for the message (e.g. `"images"`).
+        dtype: a NumPy or TensorFlow dtype.
+
+    Raises:
+        TypeError: a complex or non-numeric dtype.
+
+    Example:
+    ```python
+    check_real_dtype("images", np.float32)   # passes
+    ```
+    """
+    if isinstance(dtype, tf.DType):
+        real = dtype.is_floating or dtype.is_integer or dtype.is_bool
+    else:
+        dtype = np.dtype(dtype)
+        real = dtype == bool or np.issubdtype(dtype, np.floating) or np.issubdtype(
+            dtype, np.integer
+        )
+    if not real:
+        raise TypeError(
+            f"`{name}` must hold real numbers (float, int or bool); received dtype "
+            f"{dtype.name}. Pass the real values the model takes (e.g. np.real or np.abs of "
+            "complex data, chosen explicitly)."
+        )
+
+
 def check_other_input(value: Any, source: Any, rows: int, single: bool) -> tf.Tensor:
     """Checks one of the inputs held fixed (e.g. metadata) against the model's input.
 
@@ -283,6 +314,7 @@ def check_other_input(value: Any, source: Any, rows: int, single: bool) -> tf.Te
             f"Input {source.name!r} must be a NumPy array or tensor of shape "
             f"{tuple(source.shape)}; received {type(value).__name__}."
         ) from error
+    check_real_dtype(f"input {source.name!r}", array.dtype)
     batch_shape = (1, *shape) if single else shape
     expected = tuple(source.shape[1:])
     fits = len(batch_shape) == len(expected) + 1 and all(
@@ -575,8 +607,11 @@ class BaseCAM:
                 )
         if scores and probabilities is None:
             probabilities = self._model_scores(batch, others)
-        if not np.isfinite(maps).all():
-            bad = int(np.flatnonzero(~np.isfinite(maps).reshape(len(maps), -1).all(axis=1))[0])
+        finite = np.isfinite(maps).reshape(len(maps), -1).all(axis=1)
+        if probabilities is not None:  # never a class or score read from NaN
+            finite &= np.isfinite(probabilities).all(axis=1)
+        if not finite.all():
+            bad = int(np.flatnonzero(~finite)[0])
             raise ValueError(
                 f"The model produced non-finite values while explaining image {bad}; check its "
                 "weights and the preprocessing of the input (a heatmap is never returned as NaN)."
@@ -658,6 +693,10 @@ class BaseCAM:
             with self._recording() as recorded:
                 raw = self._weighted_maps(images, others, class_idx, score_fn, image_index)
             maps = _postprocess(raw, size, placement, upsample, mode)
+            if recorded:  # an image whose scores are not finite gets a NaN map: refused
+                finite = finite_rows(tf.cast(recorded[0], tf.float32))
+                finite = tf.reshape(finite, [-1] + [1] * (maps.shape.rank - 1))
+                maps = tf.where(finite, maps, float("nan"))
             if not scores:
                 return (maps,)
             # A method whose pass does not go through `_forward` (Guided Backprop) reads the
@@ -990,8 +1029,8 @@ class BaseCAM:
             # frozen; the backward pass still stops at the explained layer.
             tape.watch(images)
             features, logits, probabilities = self._forward(images, others)
-            if score_fn is None:
-                class_idx = explained_classes(class_idx, logits)
+            if score_fn is None:  # top-1 as `predict` reports it (ties of saturated scores)
+                class_idx = explained_classes(class_idx, probabilities)
             scores = self.explained_scores(
                 logits, probabilities, class_idx, score_fn, image_index
             )
@@ -1047,6 +1086,7 @@ class BaseCAM:
                 np.issubdtype(array.dtype, np.number) or array.dtype == bool
             ):
                 raise TypeError(f"`images` must be numeric; received dtype {array.dtype}.")
+        check_real_dtype("images", array.dtype)
         expected = self._cam.input_shape
         rank = len(expected) + 1
         channels_first = self._cam.data_format == "channels_first"

@@ -192,7 +192,7 @@ class FullGrad(BaseCAM):
             tape.watch(images)
             logits, probabilities, *outputs = self._probe(images, training=False)
             if score_fn is None:
-                class_idx = explained_classes(class_idx, logits)
+                class_idx = explained_classes(class_idx, probabilities)
             chosen = logits if self.score == "logit" else probabilities
             total = tf.reduce_sum(target_scores(chosen, class_idx, score_fn, image_index))
         grads = tape.gradient(total, [images, *outputs])

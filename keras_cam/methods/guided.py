@@ -131,7 +131,7 @@ class GuidedBackprop(BaseCAM):
             inputs = [images, *others] if others else images
             _, logits, probabilities = call_with_hook(self._cam.model, inputs, _guide)
             if score_fn is None:
-                class_idx = explained_classes(class_idx, logits)
+                class_idx = explained_classes(class_idx, probabilities)
             total_score = tf.reduce_sum(
                 self.explained_scores(logits, probabilities, class_idx, score_fn, image_index)
             )
