@@ -501,3 +501,81 @@ def test_nan_in_one_class_refused_for_top1(model, images):
     for call in (lambda: cam(images[:3]), lambda: cam.explain(images[:3])):
         with pytest.raises(ValueError, match=r"non-finite values while explaining image 0"):
             call()
+
+
+@pytest.mark.parametrize("kind", ["numpy", "constant", "variable"])
+def test_nan_or_inf_in_one_image_named(model, images, kind):
+    bad = images[:6].copy()
+    bad[4, 3, 7, 1] = np.nan if kind != "constant" else np.inf
+    given = {"numpy": bad, "constant": tf.constant(bad), "variable": tf.Variable(bad)}[kind]
+    cam = kc.GradCAM(model, "c2")
+    cam.images_per_pass = PER_PASS
+    with pytest.raises(ValueError, match=r"NaN or infinite values \(first in image 4\)"):
+        cam.explain(given)
+    with pytest.raises(ValueError, match=r"NaN or infinite values \(first in image 4\)"):
+        cam(given)
+
+
+def test_wrong_shapes_and_dtypes_refused(model, images):
+    cam = kc.GradCAM(model, "c2")
+    with pytest.raises(ValueError, match=r"`images` have width 20.*expects 40"):
+        cam(images[:2, :, :20])
+    with pytest.raises(ValueError, match=r"`images` have 1 channel.*expects 3"):
+        cam(images[:2, ..., :1])
+    with pytest.raises(ValueError, match=r"received shape \(24, 40\), of rank 2"):
+        cam(images[0, ..., 0])
+    with pytest.raises(TypeError, match=r"`images` must hold real numbers.*string"):
+        cam(tf.constant("x", shape=(1, HEIGHT, WIDTH, 3)))
+    with pytest.raises(TypeError, match=r"`images` must be numeric"):
+        cam(np.full((1, HEIGHT, WIDTH, 3), "x"))
+
+
+def test_no_new_passes_or_retracing_over_batch_sizes_and_modes(model, tf_messages):
+    cam = kc.GradCAM(model, "c2")
+    cam.images_per_pass = PER_PASS
+    rng = np.random.default_rng(5)
+    for count in (1, 2, 3, 4, 5, 7, 9, 13):
+        batch = rng.random((count, HEIGHT, WIDTH, 3)).astype(np.float32)
+        for mode in ("image", "batch", "none"):
+            for upsample in (True, False):
+                cam(batch, normalize=mode, upsample=upsample)
+                cam(tf.constant(batch), targets=[1] * count, normalize=mode, upsample=upsample)
+                cam.explain(batch, normalize=mode, upsample=upsample)
+    assert sorted(cam._passes) == sorted(
+        (upsample, mode, scores)
+        for upsample in (False, True) for mode in ("image", "batch", "none")
+        for scores in (False, True)
+    )
+    assert [m for m in tf_messages if "retracing" in m and "TensorFlowTrainer" not in m] == []
+
+
+@pytest.fixture
+def tf_messages():
+    messages: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("tensorflow")
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_explain_dataset_default_strategy_gives_in_memory_maps_and_predict(model, images):
+    batch = images[:11]
+    probabilities = model.predict(batch, verbose=0)
+    dataset = tf.data.Dataset.from_tensor_slices((batch, np.arange(11) % CLASSES))
+    for targets, classes in ((None, probabilities.argmax(-1)), ("labels", np.arange(11) % 4)):
+        shards = list(kc.explain_dataset(["gradcam", "gradcam++"], dataset, model, layer="c2",
+                                         targets=targets, batch_size=4, verbose=0))
+        assert [len(s.index) for s in shards] == [4, 4, 3]
+        np.testing.assert_array_equal(np.concatenate([s.classes for s in shards]), classes)
+        np.testing.assert_array_equal(np.concatenate([s.predicted for s in shards]),
+                                      probabilities.argmax(-1))
+        np.testing.assert_allclose(np.concatenate([s.scores for s in shards]),
+                                   probabilities.max(-1), atol=1e-6)
+        for name in ("gradcam", "gradcam++"):
+            want = _normalize(_place(_reference_raw(name, model, batch, classes)), "image")
+            np.testing.assert_allclose(np.concatenate([s.maps[name] for s in shards]), want,
+                                       atol=1e-4)
