@@ -579,3 +579,65 @@ def test_explain_dataset_default_strategy_gives_in_memory_maps_and_predict(model
             want = _normalize(_place(_reference_raw(name, model, batch, classes)), "image")
             np.testing.assert_allclose(np.concatenate([s.maps[name] for s in shards]), want,
                                        atol=1e-4)
+
+
+MIRRORED_CHILD = """
+import sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras, numpy as np
+import keras_cam as kc
+
+model = keras.models.load_model(sys.argv[1])
+data = np.load(sys.argv[2])
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+out = {}
+for rule in ("top", "labels"):
+    cams = {"gradcam": kc.GradCAM(model, "c2"), "layercam": kc.LayerCAM(model, "c2")}
+    for cam in cams.values():
+        cam.images_per_pass = 3  # chunks inside each replica's slice
+    batches = list(kc.explain_dataset(
+        cams, (data["images"], data["labels"]), targets=None if rule == "top" else "labels",
+        batch_size=7, strategy=strategy, verbose=0))
+    for name in cams:
+        out[f"{rule}_{name}"] = np.concatenate([b.maps[name] for b in batches])
+    out[f"{rule}_classes"] = np.concatenate([b.classes for b in batches])
+    out[f"{rule}_predicted"] = np.concatenate([b.predicted for b in batches])
+    out[f"{rule}_scores"] = np.concatenate([b.scores for b in batches])
+np.savez(sys.argv[3], **out)
+print("REPLICAS", strategy.num_replicas_in_sync)
+"""
+
+
+@pytest.mark.slow
+def test_fused_pass_under_mirrored_strategy(model, images, tmp_path):
+    """The fused pass itself (no `explain_batch` override) on two logical CPUs, top-1 and label
+    targets: the reference maps and `model.predict`'s classes and scores."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    model.save(tmp_path / "model.keras")
+    batch, labels = images[:17], np.arange(17) % CLASSES
+    np.savez(tmp_path / "data.npz", images=batch, labels=labels)
+    root = pathlib.Path(__file__).resolve().parents[1]
+    run = subprocess.run(
+        [sys.executable, "-c", MIRRORED_CHILD, str(tmp_path / "model.keras"),
+         str(tmp_path / "data.npz"), str(tmp_path / "maps.npz")],
+        env={**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3",
+             "KERAS_BACKEND": "tensorflow"},
+        capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "REPLICAS 2" in run.stdout
+    got = np.load(tmp_path / "maps.npz")
+    probabilities = model.predict(batch, verbose=0)
+    for rule, classes in (("top", probabilities.argmax(-1)), ("labels", labels)):
+        np.testing.assert_array_equal(got[f"{rule}_classes"], classes)
+        np.testing.assert_array_equal(got[f"{rule}_predicted"], probabilities.argmax(-1))
+        np.testing.assert_allclose(got[f"{rule}_scores"], probabilities.max(-1), atol=1e-6)
+        for name in ("gradcam", "layercam"):
+            want = _normalize(_place(_reference_raw(name, model, batch, classes)), "image")
+            np.testing.assert_allclose(got[f"{rule}_{name}"], want, atol=1e-4, err_msg=name)
