@@ -9,7 +9,12 @@ placement (the explained layer sits after a 2x2 average pooling, so each feature
 
 from __future__ import annotations
 
+import inspect
 import logging
+import os
+import pathlib
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -283,15 +288,19 @@ def _dense_head(dense, axes):
     ) + dense.bias
 
 
-@pytest.mark.parametrize("layout", ["conv1d", "conv3d", "channels_first"])
+LAYOUTS = {  # input shape, conv, global pooling, spatial axes of the channels-last features
+    "conv1d": ((40, 2), keras.layers.Conv1D, keras.layers.GlobalAveragePooling1D, 1),
+    "conv3d": ((6, 8, 10, 1), keras.layers.Conv3D, keras.layers.GlobalAveragePooling3D,
+               (1, 2, 3)),
+    "channels_first": ((3, HEIGHT, WIDTH), keras.layers.Conv2D,
+                       keras.layers.GlobalAveragePooling2D, (1, 2)),
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_fused_pass_on_signals_volumes_and_channels_first(layout):
     rng = np.random.default_rng(1)
-    if layout == "conv1d":
-        shape, conv, gap, axes = (40, 2), keras.layers.Conv1D, keras.layers.GlobalAveragePooling1D, 1
-    elif layout == "conv3d":
-        shape, conv, gap, axes = (6, 8, 10, 1), keras.layers.Conv3D, keras.layers.GlobalAveragePooling3D, (1, 2, 3)
-    else:
-        shape, conv, gap, axes = (3, HEIGHT, WIDTH), keras.layers.Conv2D, keras.layers.GlobalAveragePooling2D, (1, 2)
+    shape, conv, gap, axes = LAYOUTS[layout]
     options = {"data_format": "channels_first"} if layout == "channels_first" else {}
     inputs = keras.Input(shape)
     features = conv(4, 3, padding="same", activation="relu", name="conv", **options)(inputs)
@@ -308,7 +317,8 @@ def test_fused_pass_on_signals_volumes_and_channels_first(layout):
     got = cam(batch, upsample=False, normalize=False)
     np.testing.assert_allclose(got, want, atol=1e-5 * max(want.max(), 1.0))
     maps, scores = cam.explain(batch)
-    assert maps.shape == (7, *[s for i, s in enumerate(shape) if i != (0 if options else len(shape) - 1)])
+    spatial = shape[1:] if options else shape[:-1]
+    assert maps.shape == (7, *spatial)
     np.testing.assert_array_equal(scores.argmax(-1), top)
 
 
@@ -398,13 +408,12 @@ def test_fused_pass_mixed_precision(images):
 
 
 def _options(method: type) -> dict:
-    import inspect
-
     parameters = inspect.signature(method.__init__).parameters
     cheap = {"n_samples": 2, "max_channels": 2, "batch_size": 8}
     return {name: value for name, value in cheap.items() if name in parameters}
 
 
+@pytest.mark.slow
 def test_explain_scores_are_predict_for_every_method(model, images):
     """`explain` returns `__call__`'s maps and the model's own scores of the clean images,
     for every registered method (ShapleyCAM and Smooth Grad-CAM++ included: their extra
@@ -444,7 +453,8 @@ def test_top1_map_explains_the_class_explain_reports():
     np.testing.assert_array_equal(reported, probabilities.argmax(-1))
     features_model = keras.Model(model.input, model.get_layer("conv").output)
     logits = lambda a: tf.matmul(tf.reduce_mean(a, (1, 2)), dense.kernel) + dense.bias  # noqa
-    want = _normalize(_place_same(_gradcam_raw(features_model, logits, batch, reported)), "image")
+    # a "same"-padded stride-1 layer: its maps already are on the input grid
+    want = _normalize(_gradcam_raw(features_model, logits, batch, reported), "image")
     np.testing.assert_allclose(maps, want, atol=1e-4)
     np.testing.assert_allclose(cam(batch), want, atol=1e-4)
     batches = list(kc.explain_dataset("gradcam", batch, model, layer="conv", batch_size=2,
@@ -452,11 +462,6 @@ def test_top1_map_explains_the_class_explain_reports():
     np.testing.assert_array_equal(np.concatenate([b.classes for b in batches]), reported)
     np.testing.assert_allclose(np.concatenate([b.maps["gradcam"] for b in batches]), want,
                                atol=1e-4)
-
-
-def _place_same(raw: np.ndarray) -> np.ndarray:
-    """A "same"-padded stride-1 layer is already on the input grid."""
-    return raw
 
 
 @pytest.mark.parametrize("kind", ["numpy", "tensor"])
@@ -614,11 +619,6 @@ print("REPLICAS", strategy.num_replicas_in_sync)
 def test_fused_pass_under_mirrored_strategy(model, images, tmp_path):
     """The fused pass itself (no `explain_batch` override) on two logical CPUs, top-1 and label
     targets: the reference maps and `model.predict`'s classes and scores."""
-    import os
-    import pathlib
-    import subprocess
-    import sys
-
     model.save(tmp_path / "model.keras")
     batch, labels = images[:17], np.arange(17) % CLASSES
     np.savez(tmp_path / "data.npz", images=batch, labels=labels)
