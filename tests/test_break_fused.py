@@ -641,3 +641,23 @@ def test_fused_pass_under_mirrored_strategy(model, images, tmp_path):
         for name in ("gradcam", "layercam"):
             want = _normalize(_place(_reference_raw(name, model, batch, classes)), "image")
             np.testing.assert_allclose(got[f"{rule}_{name}"], want, atol=1e-4, err_msg=name)
+
+
+def test_fullgrad_reads_the_weights_of_each_call(images):
+    """An explainer is built once and reused while the model trains (`HeatmapCallback`):
+    the compiled pass must read the biases as they are at each call, not as they were when
+    it was traced."""
+    from references import corner_model, reference_fullgrad_maps
+
+    model = corner_model(HEIGHT, WIDTH, positive=False)
+    cam = kc.FullGrad(model)
+    batch = images[:3]
+    classes = np.array([0, 1, 2])
+    np.testing.assert_allclose(cam(batch, classes), reference_fullgrad_maps(model, batch, classes),
+                               atol=1e-4)
+    rng = np.random.default_rng(6)
+    for name in ("conv1", "last_conv"):  # "training": new biases
+        kernel, bias = model.get_layer(name).get_weights()
+        model.get_layer(name).set_weights([kernel, rng.normal(size=bias.shape).astype(np.float32)])
+    np.testing.assert_allclose(cam(batch, classes), reference_fullgrad_maps(model, batch, classes),
+                               atol=1e-4)
