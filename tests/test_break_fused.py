@@ -661,3 +661,16 @@ def test_fullgrad_reads_the_weights_of_each_call(images):
         model.get_layer(name).set_weights([kernel, rng.normal(size=bias.shape).astype(np.float32)])
     np.testing.assert_allclose(cam(batch, classes), reference_fullgrad_maps(model, batch, classes),
                                atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["guidedbackprop", "fullgrad", "gradcam"])
+def test_nan_score_of_another_class_refused_by_every_fused_method(model, images, name):
+    """The explained class's gradient is finite, but the model's output is not (a NaN bias
+    of class 3): refused by the methods whose pass does not go through `_forward` too."""
+    broken = _broken_model(model, "dense", 1, 0.0)
+    weights = broken.get_layer("dense").get_weights()
+    weights[1][3] = np.nan
+    broken.get_layer("dense").set_weights(weights)
+    cam = kc.get_method(name)(broken) if name == "fullgrad" else kc.get_method(name)(broken, "c2")
+    with pytest.raises(ValueError, match=r"non-finite values while explaining image 0"):
+        cam(images[:3], targets=0)

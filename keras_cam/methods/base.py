@@ -699,8 +699,7 @@ class BaseCAM:
                 maps = tf.where(finite, maps, float("nan"))
             if not scores:
                 return (maps,)
-            # A method whose pass does not go through `_forward` (Guided Backprop) reads the
-            # scores with a forward pass of its own.
+            # A method that records no scores (see `_record`) reads them with a forward pass.
             probabilities = recorded[0] if recorded else self._forward(images, others)[2]
             return maps, tf.cast(probabilities, tf.float32)
 
@@ -957,9 +956,14 @@ class BaseCAM:
     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         inputs = [images, *others] if others else images
         features, logits, probabilities = self._cam.model(inputs, training=False)
-        if self._recorded is not None and not self._recorded:  # see `_pass`
-            self._recorded.append(probabilities)
+        self._record(probabilities)
         return features, logits, probabilities
+
+    def _record(self, probabilities: tf.Tensor) -> None:
+        """Keeps the head's scores of the first forward pass of a pass being traced (see
+        `_pass`); a method that runs the model without `_forward` calls it itself."""
+        if self._recorded is not None and not self._recorded:
+            self._recorded.append(probabilities)
 
     def _weighted_maps(
         self,

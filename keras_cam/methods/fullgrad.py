@@ -192,6 +192,7 @@ class FullGrad(BaseCAM):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(images)
             logits, probabilities, *outputs = self._probe(images, training=False)
+            self._record(probabilities)
             if score_fn is None:
                 class_idx = explained_classes(class_idx, probabilities)
             chosen = logits if self.score == "logit" else probabilities
