@@ -15,6 +15,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import threading
 
 import keras
 import numpy as np
@@ -674,3 +675,30 @@ def test_nan_score_of_another_class_refused_by_every_fused_method(model, images,
     cam = kc.get_method(name)(broken) if name == "fullgrad" else kc.get_method(name)(broken, "c2")
     with pytest.raises(ValueError, match=r"non-finite values while explaining image 0"):
         cam(images[:3], targets=0)
+
+
+def test_first_calls_from_several_threads(model, images):
+    """Several threads calling a fresh explainer at once (a server) each trace a pass: the
+    head's scores recorded while tracing must stay in their own thread's pass."""
+    probabilities = model.predict(images[:6], verbose=0)
+    for _ in range(3):  # a fresh explainer each time: the threads trace at once
+        cam = kc.GradCAM(model, "c2")
+        results, errors = {}, []
+
+        def work(start: int) -> None:
+            try:
+                results[start] = cam.explain(images[start : start + 3])
+            except Exception as error:  # noqa: BLE001 -- reported below
+                errors.append(error)
+
+        threads = [threading.Thread(target=work, args=(start,)) for start in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        for start, (maps, scores) in results.items():
+            rows = slice(start, start + 3)
+            np.testing.assert_allclose(scores, probabilities[rows], atol=1e-6)
+            want = _reference_raw("gradcam", model, images[rows], probabilities[rows].argmax(-1))
+            np.testing.assert_allclose(maps, _normalize(_place(want), "image"), atol=1e-4)

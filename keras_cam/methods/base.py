@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -483,7 +484,8 @@ class BaseCAM:
         )
         self._passes: dict[tuple[bool, str, bool], Any] = {}
         """The compiled passes by `(upsample, normalize mode, with scores)` (see `_pass`)."""
-        self._recorded: list[tf.Tensor] | None = None
+        self._tracing = threading.local()
+        """Per thread, `recorded`: the scores of the pass being traced (see `_recording`)."""
         self._geometry: dict[tuple[int, ...], tuple[tf.Tensor, tf.Tensor]] = {}
         self._predict_fn = compile_fn(
             lambda images, others: tf.cast(self._forward(images, others)[2], tf.float32),
@@ -722,11 +724,12 @@ class BaseCAM:
     @contextlib.contextmanager
     def _recording(self) -> Iterator[list[tf.Tensor]]:
         """Collects the head's scores of the first `_forward` of a pass being traced."""
-        self._recorded = []
+        recorded: list[tf.Tensor] = []
+        self._tracing.recorded = recorded  # per thread: passes may be traced at once
         try:
-            yield self._recorded
+            yield recorded
         finally:
-            self._recorded = None
+            self._tracing.recorded = None
 
     def _placement_of(self, batch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """The int32 spatial sizes of a checked batch and the layer's placement on them."""
@@ -962,8 +965,9 @@ class BaseCAM:
     def _record(self, probabilities: tf.Tensor) -> None:
         """Keeps the head's scores of the first forward pass of a pass being traced (see
         `_pass`); a method that runs the model without `_forward` calls it itself."""
-        if self._recorded is not None and not self._recorded:
-            self._recorded.append(probabilities)
+        recorded = getattr(self._tracing, "recorded", None)
+        if recorded is not None and not recorded:
+            recorded.append(probabilities)
 
     def _weighted_maps(
         self,
