@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -264,6 +265,37 @@ _POSTPROCESS = {
 normalize) -> fn`, each compiled once for its signature."""
 
 
+def check_real_dtype(name: str, dtype: Any) -> None:
+    """Refuses values that are not real numbers (complex, strings), which a cast to the
+    model's dtype would silently change (a complex number loses its imaginary part).
+
+    Args:
+        name: the argument's name, for the message (e.g. `"images"`).
+        dtype: a NumPy or TensorFlow dtype.
+
+    Raises:
+        TypeError: a complex or non-numeric dtype.
+
+    Example:
+    ```python
+    check_real_dtype("images", np.float32)   # passes
+    ```
+    """
+    if isinstance(dtype, tf.DType):
+        real = dtype.is_floating or dtype.is_integer or dtype.is_bool
+    else:
+        dtype = np.dtype(dtype)
+        real = dtype == bool or np.issubdtype(dtype, np.floating) or np.issubdtype(
+            dtype, np.integer
+        )
+    if not real:
+        raise TypeError(
+            f"`{name}` must hold real numbers (float, int or bool); received dtype "
+            f"{dtype.name}. Pass the real values the model takes (e.g. np.real or np.abs of "
+            "complex data, chosen explicitly)."
+        )
+
+
 def check_other_input(value: Any, source: Any, rows: int, single: bool) -> tf.Tensor:
     """Checks one of the inputs held fixed (e.g. metadata) against the model's input.
 
@@ -290,6 +322,7 @@ def check_other_input(value: Any, source: Any, rows: int, single: bool) -> tf.Te
             f"Input {source.name!r} must be a NumPy array or tensor of shape "
             f"{tuple(source.shape)}; received {type(value).__name__}."
         ) from error
+    check_real_dtype(f"input {source.name!r}", array.dtype)
     batch_shape = (1, *shape) if single else shape
     expected = tuple(source.shape[1:])
     fits = len(batch_shape) == len(expected) + 1 and all(
@@ -458,7 +491,8 @@ class BaseCAM:
         )
         self._passes: dict[tuple[bool, str, bool], Any] = {}
         """The compiled passes by `(upsample, normalize mode, with scores)` (see `_pass`)."""
-        self._recorded: list[tf.Tensor] | None = None
+        self._tracing = threading.local()
+        """Per thread, `recorded`: the scores of the pass being traced (see `_recording`)."""
         self._geometry: dict[tuple[int, ...], tuple[tf.Tensor, tf.Tensor]] = {}
         self._predict_fn = compile_fn(
             lambda images, others: tf.cast(self._forward(images, others)[2], tf.float32),
@@ -583,8 +617,11 @@ class BaseCAM:
                 maps = maps.numpy()
         if scores and probabilities is None:
             probabilities = self._model_scores(batch, others)
-        if not np.isfinite(maps).all():
-            bad = int(np.flatnonzero(~np.isfinite(maps).reshape(len(maps), -1).all(axis=1))[0])
+        finite = np.isfinite(maps).reshape(len(maps), -1).all(axis=1)
+        if probabilities is not None:  # never a class or score read from NaN
+            finite &= np.isfinite(probabilities).all(axis=1)
+        if not finite.all():
+            bad = int(np.flatnonzero(~finite)[0])
             raise ValueError(
                 f"The model produced non-finite values while explaining image {bad}; check its "
                 "weights and the preprocessing of the input (a heatmap is never returned as NaN)."
@@ -666,10 +703,13 @@ class BaseCAM:
             with self._recording() as recorded:
                 raw = self._weighted_maps(images, others, class_idx, score_fn, image_index)
             maps = _postprocess(raw, size, placement, upsample, mode)
+            if recorded:  # an image whose scores are not finite gets a NaN map: refused
+                finite = finite_rows(tf.cast(recorded[0], tf.float32))
+                finite = tf.reshape(finite, [-1] + [1] * (maps.shape.rank - 1))
+                maps = tf.where(finite, maps, float("nan"))
             if not scores:
                 return (maps,)
-            # A method whose pass does not go through `_forward` (Guided Backprop) reads the
-            # scores with a forward pass of its own.
+            # A method that records no scores (see `_record`) reads them with a forward pass.
             probabilities = recorded[0] if recorded else self._forward(images, others)[2]
             return maps, tf.cast(probabilities, tf.float32)
 
@@ -692,11 +732,12 @@ class BaseCAM:
     @contextlib.contextmanager
     def _recording(self) -> Iterator[list[tf.Tensor]]:
         """Collects the head's scores of the first `_forward` of a pass being traced."""
-        self._recorded = []
+        recorded: list[tf.Tensor] = []
+        self._tracing.recorded = recorded  # per thread: passes may be traced at once
         try:
-            yield self._recorded
+            yield recorded
         finally:
-            self._recorded = None
+            self._tracing.recorded = None
 
     def _placement_of(self, batch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """The int32 spatial sizes of a checked batch and the layer's placement on them."""
@@ -925,9 +966,15 @@ class BaseCAM:
     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         inputs = [images, *others] if others else images
         features, logits, probabilities = self._cam.model(inputs, training=False)
-        if self._recorded is not None and not self._recorded:  # see `_pass`
-            self._recorded.append(probabilities)
+        self._record(probabilities)
         return features, logits, probabilities
+
+    def _record(self, probabilities: tf.Tensor) -> None:
+        """Keeps the head's scores of the first forward pass of a pass being traced (see
+        `_pass`); a method that runs the model without `_forward` calls it itself."""
+        recorded = getattr(self._tracing, "recorded", None)
+        if recorded is not None and not recorded:
+            recorded.append(probabilities)
 
     def _weighted_maps(
         self,
@@ -997,8 +1044,8 @@ class BaseCAM:
             # frozen; the backward pass still stops at the explained layer.
             tape.watch(images)
             features, logits, probabilities = self._forward(images, others)
-            if score_fn is None:
-                class_idx = explained_classes(class_idx, logits)
+            if score_fn is None:  # top-1 as `predict` reports it (ties of saturated scores)
+                class_idx = explained_classes(class_idx, probabilities)
             scores = self.explained_scores(
                 logits, probabilities, class_idx, score_fn, image_index
             )
@@ -1054,6 +1101,7 @@ class BaseCAM:
                 np.issubdtype(array.dtype, np.number) or array.dtype == bool
             ):
                 raise TypeError(f"`images` must be numeric; received dtype {array.dtype}.")
+        check_real_dtype("images", array.dtype)
         expected = self._cam.input_shape
         rank = len(expected) + 1
         channels_first = self._cam.data_format == "channels_first"

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from keras_cam.methods.base import BaseCAM
@@ -21,27 +20,30 @@ BIAS_LAYERS = (
 """Layers whose bias FullGrad reads (those of pytorch-grad-cam: convolutions and BN)."""
 
 
-def layer_bias(layer: keras.layers.Layer) -> np.ndarray | None:
+def layer_bias(layer: keras.layers.Layer) -> tf.Tensor | None:
     """The bias a layer adds per output channel, or `None` if it adds none.
 
     A convolution's `bias` (when `use_bias`); for `BatchNormalization` at inference, the bias of
     its affine map `gamma (x - mean) / sqrt(var + eps) + beta`, i.e.
-    `beta - gamma * mean / sqrt(var + eps)` (as pytorch-grad-cam's FullGrad reads it).
+    `beta - gamma * mean / sqrt(var + eps)` (as pytorch-grad-cam's FullGrad reads it). Read
+    from the layer's variables: inside a compiled pass, at each run, so an explainer reused
+    while the model trains (`keras_cam.HeatmapCallback`) sees the current weights.
 
     Args:
         layer: a layer of `BIAS_LAYERS`.
 
     Returns:
-        float32 `(C,)`, or `None` for a convolution without bias.
+        float32 `(C,)` tensor, or `None` for a convolution without bias.
     """
     if isinstance(layer, keras.layers.BatchNormalization):
-        gamma = layer.gamma.numpy() if layer.scale else 1.0
-        beta = layer.beta.numpy() if layer.center else 0.0
-        scale = gamma / np.sqrt(layer.moving_variance.numpy() + layer.epsilon)
-        return np.asarray(beta - scale * layer.moving_mean.numpy(), np.float32)
+        gamma = tf.convert_to_tensor(layer.gamma) if layer.scale else 1.0
+        beta = tf.convert_to_tensor(layer.beta) if layer.center else 0.0
+        variance = tf.convert_to_tensor(layer.moving_variance)
+        scale = gamma / tf.sqrt(variance + layer.epsilon)
+        return tf.cast(beta - scale * tf.convert_to_tensor(layer.moving_mean), tf.float32)
     if not layer.use_bias:
         return None
-    return np.asarray(layer.bias.numpy(), np.float32)
+    return tf.cast(tf.convert_to_tensor(layer.bias), tf.float32)
 
 
 def normalized_sum(maps: Any) -> tf.Tensor:
@@ -152,8 +154,7 @@ class FullGrad(BaseCAM):
             )
         calls = []
         for called, output in layer_calls(self._cam, BIAS_LAYERS):
-            bias = layer_bias(called)
-            if bias is None:
+            if layer_bias(called) is None:
                 continue
             activation = _activation(called)
             if activation not in ("linear", "relu"):
@@ -163,7 +164,7 @@ class FullGrad(BaseCAM):
                     "activation as a layer of its own (keras.layers.Activation), or use another "
                     "method."
                 )
-            calls.append((called, output, bias, activation == "relu"))
+            calls.append((called, output, activation == "relu"))
         self.bias_layers: list[keras.layers.Layer] = [call[0] for call in calls]
         self._calls = calls
         self._probe = keras.Model(
@@ -191,8 +192,9 @@ class FullGrad(BaseCAM):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(images)
             logits, probabilities, *outputs = self._probe(images, training=False)
+            self._record(probabilities)
             if score_fn is None:
-                class_idx = explained_classes(class_idx, logits)
+                class_idx = explained_classes(class_idx, probabilities)
             chosen = logits if self.score == "logit" else probabilities
             total = tf.reduce_sum(target_scores(chosen, class_idx, score_fn, image_index))
         grads = tape.gradient(total, [images, *outputs])
@@ -202,7 +204,8 @@ class FullGrad(BaseCAM):
             input_term = tf.transpose(input_term, (0, 2, 3, 1))
         size = tf.shape(input_term)[1:3]
         saliency = normalized_sum(input_term)
-        for (called, _, bias, relu), output, grad in zip(self._calls, outputs, grads[1:]):
+        for (called, _, relu), output, grad in zip(self._calls, outputs, grads[1:]):
+            bias = layer_bias(called)  # the current weights, read in the pass
             grad = tf.cast(grad, tf.float32)
             if relu:
                 grad = grad * tf.cast(output > 0, tf.float32)

@@ -313,7 +313,7 @@ class ShapleyCAM(BaseCAM):
                 inner.watch(images)
                 features, logits, probabilities = self._forward(images, others)
                 if score_fn is None:
-                    class_idx = explained_classes(class_idx, logits)
+                    class_idx = explained_classes(class_idx, probabilities)
                 scores = self.explained_scores(
                     logits, probabilities, class_idx, score_fn, image_index
                 )

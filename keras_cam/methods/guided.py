@@ -130,8 +130,9 @@ class GuidedBackprop(BaseCAM):
             tape.watch(images)
             inputs = [images, *others] if others else images
             _, logits, probabilities = call_with_hook(self._cam.model, inputs, _guide)
+            self._record(probabilities)  # the forward values are the model's own
             if score_fn is None:
-                class_idx = explained_classes(class_idx, logits)
+                class_idx = explained_classes(class_idx, probabilities)
             total_score = tf.reduce_sum(
                 self.explained_scores(logits, probabilities, class_idx, score_fn, image_index)
             )
