@@ -68,10 +68,24 @@ def _peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes vs KiB
 
 
+WARM_SECONDS = 1.0
+"""After its `warmup` calls, a measured function is called again until this long has passed
+(at most `WARM_CALLS` calls): a fresh process needs 10-20 calls of a small model before
+oneDNN's kernels and the allocator settle, and the forward floor (measured after the smaller
+batches in its process) must not be warmer than the method it is compared with."""
+WARM_CALLS = 20
+
+
 def _timed(fn: Callable[[], Any], warmup: int, repeats: int) -> dict[str, list[float]]:
-    """Wall times and process CPU times (all threads) of `repeats` calls after `warmup`."""
+    """Wall times and process CPU times (all threads) of `repeats` calls after `warmup` calls
+    and, if those took less than `WARM_SECONDS`, more warm-up calls (up to `WARM_CALLS`)."""
+    start = time.perf_counter()
     for _ in range(warmup):
         fn()
+    extra = 0
+    while warmup and extra < WARM_CALLS and time.perf_counter() - start < WARM_SECONDS:
+        fn()
+        extra += 1
     times, cpu_times = [], []
     for _ in range(repeats):
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -79,6 +93,31 @@ def _timed(fn: Callable[[], Any], warmup: int, repeats: int) -> dict[str, list[f
         times.append(time.perf_counter() - start)
         cpu_times.append(time.process_time() - cpu_start)
     return {"times": times, "cpu_times": cpu_times}
+
+
+def _timed_beside_forward(
+    fn: Callable[[], Any], model: Any, images: Any, repeats: int
+) -> dict[str, list[float]]:
+    """`_timed(fn)`, and the model's compiled forward pass of the same batch timed in the same
+    process, one call of each in turn (`forward_times`, `forward_cpu_times`): the ratio of the
+    two is then free of what differs between processes (thread placement, warm-up, other
+    jobs), which on a shared 2-core machine moves single-process timings by 30 %."""
+    import tensorflow as tf
+
+    forward = tf.function(
+        lambda x: model(x, training=False),
+        input_signature=[tf.TensorSpec((None, *images.shape[1:]), tf.float32)],
+    )
+    inputs = tf.constant(images)
+    pair = {"": fn, "forward_": lambda: forward(inputs).numpy()}
+    for call in pair.values():
+        _timed(call, 2, 0)  # warm-up only
+    result: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        for key, call in pair.items():
+            for name, values in _timed(call, 0, 1).items():
+                result.setdefault(key + name, []).extend(values)
+    return result
 
 
 def _build_model(spec: dict[str, Any]) -> tuple[Any, Any, str]:
@@ -162,7 +201,7 @@ def _measure_ours(spec: dict[str, Any]) -> dict[str, Any]:
     if method == "ablationcam":
         return _measure_ablation(model, images, targets, layer, spec["repeats"])
     cam = get_method(method)(model, layer)
-    return _timed(lambda: cam(images, targets), 2, spec["repeats"])
+    return _timed_beside_forward(lambda: cam(images, targets), model, images, spec["repeats"])
 
 
 def _measure_ablation(
@@ -214,7 +253,7 @@ def _measure_theirs(spec: dict[str, Any]) -> dict[str, Any]:
     cls = {"gradcam": Gradcam, "gradcam++": GradcamPlusPlus}[method]
     explainer = cls(model, model_modifier=ReplaceToLinear(), clone=True)
     run = lambda: explainer(score, images, penultimate_layer=layer)  # noqa: E731
-    return _timed(run, 2, spec["repeats"])
+    return _timed_beside_forward(run, model, images, spec["repeats"])
 
 
 def _child(spec: dict[str, Any]) -> None:
@@ -333,6 +372,11 @@ def _benchmark_model(
                 row["passes"] = passes
                 row["ratio"] = row["median"] / (passes * floor) if passes else None
                 row["cpu_ratio"] = row["cpu_median"] / (passes * cpu_floor) if passes else None
+            elif "forward_times" in result:  # against the forward timed beside it
+                row["ratio"] = row["median"] / statistics.median(result["forward_times"])
+                row["cpu_ratio"] = row["cpu_median"] / statistics.median(
+                    result["forward_cpu_times"]
+                )
             else:
                 row["ratio"] = row["median"] / per_batch[batch]
                 row["cpu_ratio"] = row["cpu_median"] / cpu_per_batch[batch]
@@ -390,7 +434,7 @@ def _markdown(reports: list[dict[str, Any]], machine: dict[str, Any]) -> str:
             )
     lines += [
         "",
-        "Ratios: Grad-CAM time / forward time of the same batch; Score-CAM time / (forward "
+        "Ratios: Grad-CAM time / forward time of the same batch (the two timed in turn in one process); Score-CAM time / (forward "
         "passes x per-image forward time at the best batch); Ablation-CAM time / (head passes x "
         "per-pass time of the head sub-model after the explained layer). The CPU ratio is the "
         "same with "
