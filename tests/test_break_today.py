@@ -120,3 +120,49 @@ def test_settings_changed_to_invalid_values_are_refused(argument, value):
     setattr(cam, argument, value)
     with pytest.raises(ValueError, match=f"`{argument}` must be an int"):
         cam(images)
+
+
+class _Picky(kc.GradCAM):
+    """Grad-CAM that refuses any batch holding an image whose top-left value is 7."""
+
+    display_name = "Picky"
+
+    def explain_batch(self, images, targets, others=()):
+        if np.any(np.asarray(images)[:, 0, 0, 0] == 7.0):
+            raise ValueError("Picky refuses the marked image.")
+        return super().explain_batch(images, targets, others)
+
+
+def _rows(table):
+    return {row["method"]: row for row in table.rows}
+
+
+@pytest.mark.parametrize("marked", [[3], [0, 1, 2, 3, 4]])
+def test_streamed_evaluate_keeps_a_method_failing_on_some_images_as_an_error_row(marked):
+    # The in-memory evaluate is the reference: the failing method gets an error row, the
+    # others are evaluated. The stream used to raise the method's error out of evaluate.
+    model, images = _model(), _images(5)
+    images[marked, 0, 0, 0] = 7.0
+    labels = np.array([0, 1, 2, 0, 1])
+    options = {"metrics": ["average_drop", "sparseness"], "verbose": 0, "batch_size": 2}
+    memory = kc.evaluate(model, images, labels, methods=[kc.GradCAM, _Picky], **options)
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(2)
+    streamed = kc.evaluate(model, dataset, methods=[kc.GradCAM, _Picky], **options)
+    expected, got = _rows(memory), _rows(streamed)
+    assert list(got) == list(expected) == ["gradcam", "_Picky"]
+    assert got["_Picky"]["error"] == expected["_Picky"]["error"]
+    assert "refuses the marked image" in got["_Picky"]["error"]
+    assert got["_Picky"]["average_drop"] is None and got["_Picky"]["sparseness"] is None
+    assert got["gradcam"]["error"] is None
+    for metric in ("average_drop", "sparseness"):
+        assert abs(got["gradcam"][metric] - expected["gradcam"][metric]) < 1e-5
+    assert streamed.accuracy == memory.accuracy
+
+
+def test_streamed_evaluate_raises_when_its_only_method_fails_like_in_memory():
+    model, images = _model(), _images(4)
+    images[2, 0, 0, 0] = 7.0
+    dataset = tf.data.Dataset.from_tensor_slices(images).batch(2)
+    for source in (images, dataset):
+        with pytest.raises(ValueError, match="refuses the marked image"):
+            kc.evaluate(model, source, methods=[_Picky], metrics=["sparseness"], verbose=0)
