@@ -166,3 +166,16 @@ def test_streamed_evaluate_raises_when_its_only_method_fails_like_in_memory():
     for source in (images, dataset):
         with pytest.raises(ValueError, match="refuses the marked image"):
             kc.evaluate(model, source, methods=[_Picky], metrics=["sparseness"], verbose=0)
+
+
+def test_labels_csv_with_a_header_row_says_how_to_keep_it(tmp_path):
+    # A header is the usual first row of a CSV: the refusal names it and the fix ('#').
+    from keras_cam import io
+
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes(b"file,label\r\na.png,1\r\n")
+    with pytest.raises(ValueError, match=r"line 1: .*header row.*'#'"):
+        io.read_labels(labels, tmp_path)
+    labels.write_bytes(b"# file,label\r\na.png,1\r\na.png,1\r\n")
+    rows = io.read_labels(labels, tmp_path)
+    assert [(path.name, label, box) for path, label, box in rows] == [("a.png", 1, None)] * 2
