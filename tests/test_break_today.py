@@ -179,3 +179,21 @@ def test_labels_csv_with_a_header_row_says_how_to_keep_it(tmp_path):
     labels.write_bytes(b"# file,label\r\na.png,1\r\na.png,1\r\n")
     rows = io.read_labels(labels, tmp_path)
     assert [(path.name, label, box) for path, label, box in rows] == [("a.png", 1, None)] * 2
+
+
+def test_a_method_registered_at_run_time_under_any_spelling_is_found(monkeypatch):
+    # `kc.METHODS` is the registry every tool reads; a key as the user spells it ("MyCAM")
+    # used to be listed as known by get_method's error while being refused.
+    class MyCAM(kc.GradCAM):
+        display_name = "My CAM"
+
+    monkeypatch.setitem(kc.METHODS, "MyCAM", MyCAM)
+    for spelling in ("MyCAM", "mycam", "my-cam", "My CAM"):
+        assert kc.get_method(spelling) is MyCAM
+    model, images = _model(), _images(3)
+    expected = kc.GradCAM(model, "last")(images)
+    batches = list(kc.explain_dataset(["MyCAM"], images, model, batch_size=2, verbose=0))
+    got = np.concatenate([batch.maps["MyCAM"] for batch in batches])
+    assert np.abs(got - expected).max() < 1e-5
+    table = kc.evaluate(model, images, methods=["mycam"], metrics=["sparseness"], verbose=0)
+    assert [row["method"] for row in table.rows] == ["MyCAM"]
