@@ -197,3 +197,113 @@ def test_a_method_registered_at_run_time_under_any_spelling_is_found(monkeypatch
     assert np.abs(got - expected).max() < 1e-5
     table = kc.evaluate(model, images, methods=["mycam"], metrics=["sparseness"], verbose=0)
     assert [row["method"] for row in table.rows] == ["MyCAM"]
+
+
+# ------------------------------------------------------------ Score-CAM vs a slow reference
+def _slow_score_cam(model, features_of, image, score_of, others=None, channels_axis=-1,
+                    kept=None, coefficients=(1.0,), weighting="reference"):
+    """Wang et al. 2020 as keras_cam documents it, one eager masked pass per channel: each
+    channel min-max normalized to a mask (the layer is at the input's resolution here, so
+    no resize), `s_k` the mean score over the path `coefficients` (IS-CAM; 1 for Score-CAM),
+    `w_k = s_k` over the non-constant kept channels ("reference") or the softmax of `s_k`
+    over the kept ones with constant channels at the blank input's score ("softmax");
+    map = ReLU(sum_k w_k A^k), min-max normalized."""
+
+    def run(x):
+        batch = x[np.newaxis].astype("float32")
+        return model(batch if others is None else [batch, others[np.newaxis]], training=False)
+
+    features = np.asarray(features_of(image[np.newaxis] if others is None
+                                      else [image[np.newaxis], others[np.newaxis]]))[0]
+    features = np.moveaxis(features, channels_axis, -1)
+    count = features.shape[-1]
+    kept = range(count) if kept is None else kept
+    scores = np.full(count, -np.inf if weighting == "softmax" else 0.0)
+    blank = float(score_of(run(np.zeros_like(image))))
+    for k in kept:
+        channel = features[..., k]
+        if channel.max() == channel.min():
+            scores[k] = blank if weighting == "softmax" else 0.0
+            continue
+        mask = (channel - channel.min()) / (channel.max() - channel.min())
+        mask = np.expand_dims(mask, channels_axis)
+        scores[k] = np.mean([float(score_of(run(image * c * mask))) for c in coefficients])
+    if weighting == "softmax":
+        weights = np.exp(scores - scores.max())
+        weights /= weights.sum()
+    else:
+        weights = scores
+    raw = np.maximum((features * weights).sum(-1), 0.0)
+    return (raw - raw.min()) / (raw.max() - raw.min()) if raw.max() > raw.min() else raw * 0
+
+
+def _with_features(model):
+    return keras.Model(model.inputs, model.get_layer("last").output)
+
+
+def test_score_cam_family_matches_the_slow_reference_on_non_square_batches_over_chunks():
+    model = _model()
+    images = _images(3, seed=4)
+    features_of = _with_features(model)
+    classes = [2, 0, 1]
+    variance = np.asarray(features_of(images)).var(axis=(1, 2))
+    cases = [
+        (kc.ScoreCAM(model, "last", batch_size=2, verbose=0), {}),
+        (kc.ScoreCAM(model, "last", batch_size=4, weighting="softmax", verbose=0),
+         {"weighting": "softmax"}),
+        (kc.ISCAM(model, "last", n_steps=3, batch_size=5, verbose=0),
+         {"coefficients": np.cumsum(np.arange(1, 4) / 3)}),
+        (kc.ScoreCAM(model, "last", max_channels=2, batch_size=3, verbose=0), {"top": 2}),
+    ]
+    for cam, options in cases:
+        top = options.pop("top", None)
+        got = cam(images, targets=classes)
+        for i, (image, cls) in enumerate(zip(images, classes)):
+            kept = None if top is None else list(np.argsort(-variance[i], kind="stable")[:top])
+            want = _slow_score_cam(model, features_of, image, lambda p, c=cls: p[0, c],
+                                   kept=kept, **options)
+            assert np.abs(got[i] - want).max() < 1e-5, type(cam).__name__
+
+
+def test_score_cam_matches_the_slow_reference_with_two_inputs_and_channels_first():
+    images, vectors = _images(3, seed=5), np.random.default_rng(5).normal(size=(3, 4))
+    pixels = keras.Input((HEIGHT, WIDTH, 3))
+    vector = keras.Input((4,))
+    x = layers.Conv2D(CHANNELS, 3, padding="same", activation="relu", name="last")(pixels)
+    x = layers.Concatenate()([layers.GlobalAveragePooling2D()(x), vector])
+    two = keras.Model([pixels, vector], layers.Dense(3, activation="softmax")(x))
+    got = kc.ScoreCAM(two, "last", input=0, batch_size=2, verbose=0)(
+        [images, vectors.astype("float32")], targets=[0, 1, 2]
+    )
+    for i in range(3):
+        want = _slow_score_cam(two, _with_features(two), images[i], lambda p, c=i: p[0, c],
+                               others=vectors[i].astype("float32"))
+        assert np.abs(got[i] - want).max() < 1e-5
+
+    first = keras.Input((3, HEIGHT, WIDTH))
+    y = layers.Conv2D(CHANNELS, 3, padding="same", activation="relu", name="last",
+                      data_format="channels_first")(first)
+    y = layers.GlobalAveragePooling2D(data_format="channels_first")(y)
+    channels_first = keras.Model(first, layers.Dense(3, activation="softmax")(y))
+    transposed = np.ascontiguousarray(np.moveaxis(images, -1, 1))
+    got = kc.ScoreCAM(channels_first, "last", batch_size=4, verbose=0)(transposed, [2, 2, 0])
+    for i, cls in enumerate([2, 2, 0]):
+        want = _slow_score_cam(channels_first, _with_features(channels_first), transposed[i],
+                               lambda p, c=cls: p[0, c], channels_axis=0)
+        assert np.abs(got[i] - want).max() < 1e-5
+
+
+def test_score_cam_segmentation_masks_per_image_across_chunks_match_the_slow_reference():
+    inputs = keras.Input((HEIGHT, WIDTH, 3))
+    x = layers.Conv2D(CHANNELS, 3, padding="same", activation="relu", name="last")(inputs)
+    segmenter = keras.Model(inputs, layers.Conv2D(3, 1, activation="softmax")(x))
+    images = _images(3, seed=6)
+    regions = np.random.default_rng(6).uniform(size=(3, HEIGHT, WIDTH)) > 0.7
+    got = kc.ScoreCAM(segmenter, "last", batch_size=2, verbose=0)(
+        images, targets=kc.targets.SegmentationTarget(1, regions)
+    )
+    for i in range(3):
+        want = _slow_score_cam(segmenter, _with_features(segmenter), images[i],
+                               lambda p, r=regions[i]: np.sum(np.asarray(p)[0, ..., 1] * r))
+        assert np.abs(got[i] - want).max() < 1e-5
+
