@@ -307,3 +307,27 @@ def test_score_cam_segmentation_masks_per_image_across_chunks_match_the_slow_ref
                                lambda p, r=regions[i]: np.sum(np.asarray(p)[0, ..., 1] * r))
         assert np.abs(got[i] - want).max() < 1e-5
 
+
+
+def test_a_verdict_without_a_ranked_metric_ranks_nothing():
+    # Sparseness alone ranks nothing: the summary used to list "rank 1 ... nan" for every row.
+    from keras_cam.evaluation import EvaluationTable
+    from keras_cam.metrics import MetricResult
+    from keras_cam.verdict import verdict
+
+    def row(name, value):
+        return {"method": name, "display_name": name.title(), "sparseness": value,
+                "seconds_per_image": 0.0, "error": None}
+
+    def result(value):
+        return {"sparseness": MetricResult("sparseness", np.array([value]), "fraction", True)}
+
+    table = EvaluationTable(
+        ("sparseness",), [row("gradcam", 0.8), row("scorecam", 0.3)],
+        {"gradcam": result(0.8), "scorecam": result(0.3)}, 1,
+        baseline_rows=[row("random", 0.1)], baseline_results={"random": result(0.1)},
+    )
+    found = verdict(table)
+    assert found.ranking == [] and found.recommended is None
+    assert "nan" not in found.text and "| rank |" not in found.text
+    assert "No ranking" in found.text and "deletion" in found.text
