@@ -331,3 +331,18 @@ def test_a_verdict_without_a_ranked_metric_ranks_nothing():
     assert found.ranking == [] and found.recommended is None
     assert "nan" not in found.text and "| rank |" not in found.text
     assert "No ranking" in found.text and "deletion" in found.text
+
+
+@pytest.mark.parametrize("value", [0, -1, CHANNELS + 1, True, 2.5])
+@pytest.mark.parametrize("method", [kc.ScoreCAM, kc.AblationCAM, kc.ISCAM])
+def test_bad_max_channels_refused_at_construction(method, value):
+    with pytest.raises(ValueError, match=rf"`max_channels` must be an int from 1 to {CHANNELS}"):
+        method(_model(), "last", max_channels=value, verbose=0)
+
+
+@pytest.mark.parametrize("method", [kc.ScoreCAM, kc.AblationCAM, kc.SSCAM])
+def test_an_infinite_pixel_is_refused_naming_the_image(method):
+    images = _images(3)
+    images[2, 5, 7, 1] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinite values.*image 2"):
+        method(_model(), "last", verbose=0)(images)
