@@ -582,17 +582,13 @@ def _evaluate_dataset(
     explainers, failed = {}, {}
     for name, method in classes.items():
         try:
-            explainers[name] = method(model, **constructor_kwargs[name])
+            explainers[name] = _failing_quietly(
+                method(model, **constructor_kwargs[name]), name, failed
+            )
         except (ValueError, TypeError) as error:
             failed[name] = error
     if not explainers:
-        errors = list(failed.values())
-        if len(errors) == 1:
-            raise errors[0]
-        raise ValueError(
-            "None of the methods could run on this model: "
-            + "; ".join(f"{name}: {type(e).__name__}: {e}" for name, e in failed.items())
-        )
+        _raise_none_ran(failed)
     running = {name: _RunningRow() for name in explainers}
     baseline_maps = {name: factory() for name, (_, factory) in BASELINES.items()} if baselines else {}
     running_baselines = {name: _RunningRow() for name in baseline_maps}
@@ -607,6 +603,8 @@ def _evaluate_dataset(
             _scored, metric_names, model, batch.images, targets, batch.boxes, metric_kwargs
         )
         for name in explainers:
+            if name in failed:  # its error row replaces every value, as in memory
+                continue
             running[name].add(
                 scored(batch.maps[name], classes[name], constructor_kwargs[name]),
                 batch.seconds[name], len(batch.index),
@@ -623,6 +621,8 @@ def _evaluate_dataset(
         if has_labels:
             correct += int(np.sum(batch.predicted == batch.labels.reshape(-1)))
         count += len(batch.index)
+    if len(failed) == len(classes):
+        _raise_none_ran(failed)
     rows, results = [], {}
     for name, method in classes.items():
         if name in failed:
@@ -642,6 +642,39 @@ def _evaluate_dataset(
         accuracy=correct / count if has_labels else None, explained=_explained(has_labels),
         baseline_rows=baseline_rows, baseline_results=baseline_results,
         timing=STREAM_TIMING_NOTE,
+    )
+
+
+def _failing_quietly(cam: BaseCAM, name: str, failed: dict[str, Exception]) -> BaseCAM:
+    """`cam` (built by the streamed evaluate, never the user's) whose `explain` records a
+    `ValueError` or `TypeError` in `failed[name]` instead of raising it, as the in-memory
+    evaluate turns a method that fails on some images into an error row while the others are
+    evaluated. From its failure on, it returns zero maps and the model's scores (`predict`),
+    which the stream needs for the predicted classes; its maps are never scored."""
+    explain = cam.explain
+
+    def recorded(images: Any, targets: Any = None, **kwargs: Any) -> tuple[np.ndarray, ...]:
+        if name not in failed:
+            try:
+                return explain(images, targets, **kwargs)
+            except (ValueError, TypeError) as error:
+                failed[name] = error
+        scores = cam.predict(images)
+        return np.zeros((len(scores), *cam.image_size(images)), np.float32), scores
+
+    cam.explain = recorded
+    return cam
+
+
+def _raise_none_ran(failed: Mapping[str, Exception]) -> None:
+    """Raises as the in-memory evaluate does when no method ran: the one error as it is, or a
+    `ValueError` listing every method's."""
+    errors = list(failed.values())
+    if len(errors) == 1:
+        raise errors[0]
+    raise ValueError(
+        "None of the methods could run on this model: "
+        + "; ".join(f"{name}: {type(e).__name__}: {e}" for name, e in failed.items())
     )
 
 

@@ -545,7 +545,7 @@ def read_labels(
             except ValueError:
                 raise ValueError(
                     f"{path}, line {line_number}: LABEL and the box must be integers; got "
-                    f"{','.join(fields[1:])!r}."
+                    f"{','.join(fields[1:])!r} (a header row: start it with '#' to keep it)."
                 ) from None
             if num_classes is not None and not 0 <= numbers[0] < num_classes:
                 raise ValueError(

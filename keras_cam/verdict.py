@@ -108,6 +108,13 @@ def verdict(table: EvaluationTable) -> Verdict:
         metric: _ranks([row[metric] for row in rows], higher[metric])
         for metric in table.metrics if any(metric in family for family in FAMILIES.values())
     }
+    if not metric_ranks:  # e.g. sparseness alone: no rank to give, none made up
+        text = (
+            f"**No ranking**: none of the metrics evaluated ({', '.join(table.metrics)}) ranks "
+            "the methods; add a faithfulness or localization metric (e.g. deletion, insertion, "
+            "pointing_game) to get one."
+        )
+        return Verdict([], {name: {} for name in names}, None, [], [], text)
     family_ranks: dict[str, dict[str, float]] = {name: {} for name in names}
     for family, members in FAMILIES.items():
         present = [metric for metric in members if metric in metric_ranks]

@@ -54,10 +54,11 @@ def get_method(name: str | type[BaseCAM]) -> type[BaseCAM]:
         return name
     if not isinstance(name, str):
         raise TypeError(f"`name` must be a method name; received {type(name).__name__}.")
-    key = _canonical(name)
-    if key not in METHODS:
+    # Keys compared in one spelling, so a method registered at run time as "MyCAM" is found.
+    known = {_canonical(key): method for key, method in METHODS.items()}
+    if _canonical(name) not in known:
         raise ValueError(f"Unknown CAM method {name!r}. Known methods: {sorted(METHODS)}.")
-    return METHODS[key]
+    return known[_canonical(name)]
 
 
 ALL = "all"

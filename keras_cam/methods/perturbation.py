@@ -47,7 +47,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_cam.methods.base import BaseCAM, compile_fn, place_maps, spatial_dims
+from keras_cam.methods.base import BaseCAM, compile_fn, finite_rows, place_maps, spatial_dims
 from keras_cam.surgery import Head
 from keras_cam.targets import TOP_PREDICTION, ScoreFn, explained_classes, target_scores
 
@@ -218,23 +218,11 @@ class PerturbationCAM(BaseCAM):
         sub_model = self._cam.model
         feature_shape = tuple(sub_model.outputs[0].shape[1:])
         self.num_channels: int = int(feature_shape[-1])
-        if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
-            raise ValueError(
-                f"`batch_size` must be an int >= 1 (masked inputs per forward pass) or None to "
-                f"choose it from a memory budget; received {batch_size!r}."
-            )
         if max_channels is None and self.default_max_channels is not None:
             max_channels = min(self.default_max_channels, self.num_channels)
-        if max_channels is not None and (
-            not _is_int(max_channels) or not 1 <= max_channels <= self.num_channels
-        ):
-            raise ValueError(
-                f"`max_channels` must be an int from 1 to {self.num_channels} (the channel count "
-                f"of layer {self.layer.name!r}), or None for all channels; received "
-                f"{max_channels!r}."
-            )
         self.batch_size = batch_size
         self.max_channels = max_channels
+        self._check_settings()
         self.skip_constant = bool(skip_constant)
         self.last_stats: PerturbationStats | None = None
         # The perturbed passes need only the scores: a second Functional model over the same
@@ -400,6 +388,7 @@ class PerturbationCAM(BaseCAM):
 
         Only `images` are perturbed; `others` (the model's other inputs, one row per image)
         reach the model unchanged with each perturbed copy of their image."""
+        self._check_settings()
         score_fn = targets if callable(targets) else None
         first_fn, begin_fn, step_fn = self._stream(score_fn)
         rows = int(images.shape[0])
@@ -451,6 +440,24 @@ class PerturbationCAM(BaseCAM):
         return maps
 
     # -------------------------------------------------------------- internals
+    def _check_settings(self) -> None:
+        """Refuses a `batch_size` or `max_channels` the stream cannot run (checked at
+        construction and at each call: both are read per call, so they may be changed)."""
+        batch_size, max_channels = self.batch_size, self.max_channels
+        if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
+            raise ValueError(
+                f"`batch_size` must be an int >= 1 (masked inputs per forward pass) or None to "
+                f"choose it from a memory budget; received {batch_size!r}."
+            )
+        if max_channels is not None and (
+            not _is_int(max_channels) or not 1 <= max_channels <= self.num_channels
+        ):
+            raise ValueError(
+                f"`max_channels` must be an int from 1 to {self.num_channels} (the channel count "
+                f"of layer {self.layer.name!r}), or None for all channels; received "
+                f"{max_channels!r}."
+            )
+
     def _plan(self, start: int, batch_size: int) -> np.ndarray:
         """int32 `(4,)`: the chunk's first pair, the chunk size, the channels kept per image and
         whether constant channels are skipped (read at each call, never traced in)."""
@@ -485,6 +492,10 @@ class PerturbationCAM(BaseCAM):
         `reference_scores`, for the images from row `offset` of the call's batch."""
         features, _, outputs = self._forward(images, others)
         features = tf.cast(features, tf.float32)
+        # An image whose model output is not finite gets NaN features, so its map is NaN
+        # (`_finish`) and refused: never a map of a class read from NaN.
+        finite = finite_rows(tf.cast(outputs, tf.float32))
+        features = tf.where(_rows_like(finite, features), features, float("nan"))
         # A callable's classes are unused (and `outputs` per position for a segmentation head).
         classes = targets if score_fn is not None else explained_classes(targets, outputs)
         index = offset + tf.range(tf.shape(classes)[0])
@@ -573,7 +584,12 @@ class PerturbationCAM(BaseCAM):
         weights = self.weights_from_scores(
             self.relative_scores(scores, reference), selected, constant
         )
-        return self.compute_cam(features, weights), runs
+        maps = self.compute_cam(features, weights)
+        # Non-finite features, reference or weights (a model output NaN for an image or for
+        # some of its perturbed inputs) make the image's map NaN, which `__call__` refuses;
+        # the ReLU and the weighting may otherwise hide them in a plausible map.
+        finite = finite_rows(features) & finite_rows(weights) & tf.math.is_finite(reference)
+        return tf.where(_rows_like(finite, maps), maps, float("nan")), runs
 
     def _baseline_scores(
         self,
@@ -726,6 +742,11 @@ class PerturbationCAM(BaseCAM):
                 ],
             ),
         )
+
+
+def _rows_like(flags: tf.Tensor, tensor: tf.Tensor) -> tf.Tensor:
+    """Per-row `flags` `(B,)` reshaped to broadcast against `tensor` `(B, ...)`."""
+    return tf.reshape(flags, [-1] + [1] * (tensor.shape.rank - 1))
 
 
 def _tile(rows: tf.Tensor, times: int) -> tf.Tensor:
