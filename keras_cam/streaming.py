@@ -468,16 +468,11 @@ class _Stream:
         maps, seconds, scores = {}, {}, None
         for name, cam in self.explainers.items():
             begin = time.perf_counter()
-            if self.direct:
-                maps[name], scores = cam.explain(images, None if self.targets is None else classes)
-            else:
-                maps[name], scores = self._on_replicas(
-                    lambda x, c, cam=cam: tuple(
-                        map(tf.constant, cam.explain(x, None if self.targets is None else c))
-                    ),
-                    images,
-                    classes,
-                )
+            maps[name], scores = self._on_replicas(
+                lambda x, c, cam=cam: cam.explain(x, None if self.targets is None else c),
+                images,
+                classes,
+            )
             seconds[name] = time.perf_counter() - begin
         predicted = scores.argmax(axis=-1).astype(np.int64)
         if self.targets is None:
@@ -488,12 +483,15 @@ class _Stream:
         )
 
     def _on_replicas(self, fn: Callable[..., Any], *arrays: np.ndarray) -> list[np.ndarray]:
-        """`fn` (tensors in, a tuple of tensors out) on this worker's replicas, each on a
+        """`fn` (arrays in, a tuple of arrays out) on this worker's replicas, each on a
         consecutive slice of `arrays`; each output concatenated over the replicas.
 
         The batch is padded (repeating its last image) to a multiple of the replica count so
-        that every replica gets a non-empty slice; the padding's results are dropped.
+        that every replica gets a non-empty slice; the padding's results are dropped. On
+        TensorFlow's default strategy (`direct`) `fn` runs on the batch as it is.
         """
+        if self.direct:
+            return list(fn(*arrays))
         count, replicas = len(arrays[0]), self.local_replicas
         per = math.ceil(count / replicas)
         padded = [np.concatenate([a, np.repeat(a[-1:], per * replicas - count, 0)]) for a in arrays]
@@ -503,7 +501,9 @@ class _Stream:
                 for part in padded
             )
         )
-        results = self.strategy.run(lambda args: fn(*args), args=(values,))
+        results = self.strategy.run(
+            lambda args: tuple(map(tf.constant, fn(*args))), args=(values,)
+        )
         return [
             np.concatenate([np.asarray(local) for local in
                             self.strategy.experimental_local_results(output)])[:count]

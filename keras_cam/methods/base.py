@@ -710,7 +710,7 @@ class BaseCAM:
                 maps = tf.where(finite, maps, float("nan"))
             if not scores:
                 return (maps,)
-            # A method that records no scores (see `_record`) reads them with a forward pass.
+            # A method that differentiates without `total_score` reads them with a forward pass.
             probabilities = recorded[0] if recorded else self._forward(images, others)[2]
             return maps, tf.cast(probabilities, tf.float32)
 
@@ -732,7 +732,7 @@ class BaseCAM:
 
     @contextlib.contextmanager
     def _recording(self) -> Iterator[list[tf.Tensor]]:
-        """Collects the head's scores of the first `_forward` of a pass being traced."""
+        """Collects the head's scores of the first `total_score` of a pass being traced."""
         recorded: list[tf.Tensor] = []
         self._tracing.recorded = recorded  # per thread: passes may be traced at once
         try:
@@ -967,15 +967,44 @@ class BaseCAM:
     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         inputs = [images, *others] if others else images
         features, logits, probabilities = self._cam.model(inputs, training=False)
-        self._record(probabilities)
         return features, logits, probabilities
 
-    def _record(self, probabilities: tf.Tensor) -> None:
-        """Keeps the head's scores of the first forward pass of a pass being traced (see
-        `_pass`); a method that runs the model without `_forward` calls it itself."""
+    def total_score(
+        self,
+        logits: tf.Tensor,
+        probabilities: tf.Tensor,
+        class_idx: tf.Tensor,
+        score_fn: ScoreFn | None = None,
+        image_index: tf.Tensor | None = None,
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """The sum over the batch of the explained scores of one forward pass, to differentiate.
+
+        Every pass that differentiates a score goes through here, whatever runs the model
+        (`_forward`, a guided re-run, FullGrad's probe): top-1 classes are read from the head's
+        scores, as `predict` reports them (so the map explains the class `explain` records,
+        ties of saturated scores included), and the scores of the first pass of a pass being
+        traced are kept for `explain` (see `_pass`).
+
+        Args:
+            logits: `(B, num_classes)` logits of the pass.
+            probabilities: `(B, num_classes)` the head's scores of the pass.
+            class_idx: int32 `(B,)` classes, `TOP_PREDICTION` (-1) for each top-1 class.
+            score_fn: the callable target, or `None` for class indices. Defaults to `None`.
+            image_index: int32 `(B,)` each image's index in the call (see
+                `explained_scores`). Defaults to `None`.
+
+        Returns:
+            `(total, class_idx)`: the scalar sum of `explained_scores` (each image's score
+            depends only on its own input, so its gradient gives every image its own) and the
+            int32 `(B,)` explained classes.
+        """
         recorded = getattr(self._tracing, "recorded", None)
         if recorded is not None and not recorded:
             recorded.append(probabilities)
+        if score_fn is None:
+            class_idx = explained_classes(class_idx, probabilities)
+        scores = self.explained_scores(logits, probabilities, class_idx, score_fn, image_index)
+        return tf.reduce_sum(scores), class_idx
 
     def _weighted_maps(
         self,
@@ -1045,14 +1074,9 @@ class BaseCAM:
             # frozen; the backward pass still stops at the explained layer.
             tape.watch(images)
             features, logits, probabilities = self._forward(images, others)
-            if score_fn is None:  # top-1 as `predict` reports it (ties of saturated scores)
-                class_idx = explained_classes(class_idx, probabilities)
-            scores = self.explained_scores(
+            total_score, class_idx = self.total_score(
                 logits, probabilities, class_idx, score_fn, image_index
             )
-            # Each image's score depends only on its own features, so one gradient of the
-            # sum gives every image its own gradient.
-            total_score = tf.reduce_sum(scores)
         grads = None
         if self.requires_gradients:
             grads = tf.cast(tape.gradient(total_score, features), tf.float32)

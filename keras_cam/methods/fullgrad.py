@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from keras_cam.methods.base import BaseCAM
 from keras_cam.surgery import Head, layer_calls
-from keras_cam.targets import ScoreFn, explained_classes, target_scores
+from keras_cam.targets import ScoreFn
 
 BIAS_LAYERS = (
     keras.layers.Conv2D,
@@ -192,11 +192,9 @@ class FullGrad(BaseCAM):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(images)
             logits, probabilities, *outputs = self._probe(images, training=False)
-            self._record(probabilities)
-            if score_fn is None:
-                class_idx = explained_classes(class_idx, probabilities)
-            chosen = logits if self.score == "logit" else probabilities
-            total = tf.reduce_sum(target_scores(chosen, class_idx, score_fn, image_index))
+            total, class_idx = self.total_score(
+                logits, probabilities, class_idx, score_fn, image_index
+            )
         grads = tape.gradient(total, [images, *outputs])
         channels_first = self._cam.data_format == "channels_first"
         input_term = tf.abs(images * grads[0])

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from keras_cam._checks import check_number, check_positive_int, check_seed
 from keras_cam.methods.base import BaseCAM, spatial_dims
-from keras_cam.targets import class_scores, explained_classes
+from keras_cam.targets import class_scores
 
 
 def plus_plus_weights(
@@ -312,12 +312,9 @@ class ShapleyCAM(BaseCAM):
             with tf.GradientTape(watch_accessed_variables=False) as inner:
                 inner.watch(images)
                 features, logits, probabilities = self._forward(images, others)
-                if score_fn is None:
-                    class_idx = explained_classes(class_idx, probabilities)
-                scores = self.explained_scores(
+                total_score, class_idx = self.total_score(
                     logits, probabilities, class_idx, score_fn, image_index
                 )
-                total_score = tf.reduce_sum(scores)
             grads = inner.gradient(total_score, features)
         hessian_activations = outer.gradient(
             grads,

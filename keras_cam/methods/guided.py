@@ -18,7 +18,7 @@ import tensorflow as tf
 from keras_cam.methods.base import BaseCAM, place_maps
 from keras_cam.methods.gradient import GradCAM
 from keras_cam.surgery import call_with_hook, is_relu_operation
-from keras_cam.targets import ScoreFn, explained_classes
+from keras_cam.targets import ScoreFn
 
 _RELUS = (
     keras.activations.relu,
@@ -129,12 +129,10 @@ class GuidedBackprop(BaseCAM):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(images)
             inputs = [images, *others] if others else images
+            # The forward values are the model's own; only the backward pass is guided.
             _, logits, probabilities = call_with_hook(self._cam.model, inputs, _guide)
-            self._record(probabilities)  # the forward values are the model's own
-            if score_fn is None:
-                class_idx = explained_classes(class_idx, probabilities)
-            total_score = tf.reduce_sum(
-                self.explained_scores(logits, probabilities, class_idx, score_fn, image_index)
+            total_score, class_idx = self.total_score(
+                logits, probabilities, class_idx, score_fn, image_index
             )
         grads = tf.cast(tape.gradient(total_score, images), tf.float32)
         if self.data_format == "channels_first":
