@@ -5,11 +5,11 @@ batches, explains them batch by batch with explainers built once, and either yie
 (`ExplainedBatch`) or writes them to `out_dir` as shards. Memory holds one batch (plus what
 `tf.data` prefetches), whatever the dataset's size.
 
-The pipeline is `tf.data`: elements are numbered (`enumerate`), batched into shards of
-`batch_size` images (shard `s` holds images `s * batch_size ...`), finished shards and those of
-other workers are filtered out, and the next batches are prefetched while one is explained.
-Each batch is split over the strategy's local replicas and explained under `strategy.run`;
-the replicas' maps are gathered back in order.
+The pipeline is `tf.data`: the dataset is rebatched into shards of `batch_size` images (shard
+`s` holds images `s * batch_size ...`), the shards are numbered (`enumerate`), finished shards
+and those of other workers are filtered out, and the next batches are prefetched while one is
+explained. Each batch is split over the strategy's local replicas and explained under
+`strategy.run`; the replicas' maps are gathered back in order.
 """
 
 from __future__ import annotations
@@ -87,24 +87,46 @@ class Elements:
     """A dataset as `dataset_elements` reads it.
 
     Attributes:
-        dataset: `tf.data.Dataset` of unbatched tuples `(image,)`, `(image, label)` or
-            `(image, label, box)`, image float32, the others int64.
+        dataset: `tf.data.Dataset` of images, or of tuples `(images,)`, `(images, labels)` or
+            `(images, labels, boxes)`, images float32, the others int64; batched (of any sizes)
+            or, with `batched=False`, one image per element.
+        batched: whether `dataset`'s elements are batches. Defaults to `True`.
         errors: exceptions a Python iterable raised; the stream re-raises them as they are
             (tf.data would wrap them) and never writes the short batch they cut off.
     """
 
     dataset: tf.data.Dataset
+    batched: bool = True
     errors: list[Exception] = dataclasses.field(default_factory=list)
 
     @property
     def parts(self) -> int:
         """Components of an element: 1 (images), 2 (with labels) or 3 (with boxes)."""
-        return len(self.dataset.element_spec)
+        return len(as_tuple(self.dataset.element_spec))
+
+    @property
+    def image_shape(self) -> tuple[int | None, ...]:
+        """The shape of one image (`None` for a size that varies)."""
+        shape = tuple(as_tuple(self.dataset.element_spec)[0].shape)
+        return shape[1:] if self.batched else shape
+
+    def batches(self, batch_size: int) -> tf.data.Dataset:
+        """The elements in batches of `batch_size` (the last one may be shorter), whatever
+        the batches they came in: `tf.data`'s `rebatch`, which moves whole slices of batches
+        (`unbatch().batch()` would copy image by image)."""
+        if self.batched:
+            return self.dataset.rebatch(batch_size)
+        return self.dataset.batch(batch_size)
 
     def reraise(self) -> None:
         """Raises the first exception of the Python iterable, if it raised one."""
         if self.errors:
             raise self.errors[0]
+
+
+def as_tuple(element: Any) -> tuple[Any, ...]:
+    """A dataset element (or its spec) as a tuple of its components: a lone image `(image,)`."""
+    return element if isinstance(element, tuple) else (element,)
 
 
 def explain_dataset(
@@ -315,8 +337,9 @@ def dataset_elements(dataset: Any, batch_rank: int) -> Elements:
         batch_rank: the rank of a batch of images (4 for `(B, H, W, C)`).
 
     Returns:
-        The `Elements`: a `tf.data.Dataset` of tuples of one image (float32) and its label
-        and box (int64), if any, and the exceptions a Python iterable raises.
+        The `Elements`: a `tf.data.Dataset` of tuples of images (float32) and their labels
+        and boxes (int64), if any, in the batches they came in (or one image per element),
+        and the exceptions a Python iterable raises.
 
     Raises:
         TypeError: a dataset of an unsupported type.
@@ -335,7 +358,7 @@ def dataset_elements(dataset: Any, batch_rank: int) -> Elements:
             )
         dataset = _from_iterable(dataset, errors)
     spec = dataset.element_spec
-    parts = spec if isinstance(spec, tuple) else (spec,)
+    parts = as_tuple(spec)
     if not 1 <= len(parts) <= 3 or not all(isinstance(part, tf.TensorSpec) for part in parts):
         raise ValueError(
             "`dataset` elements must be images, (images, labels) or (images, labels, boxes); "
@@ -347,15 +370,16 @@ def dataset_elements(dataset: Any, batch_rank: int) -> Elements:
             f"`dataset` images must have rank {batch_rank - 1} (one image) or {batch_rank} (a "
             f"batch); received spec {parts[0]}."
         )
-    if rank == batch_rank:
-        dataset = dataset.unbatch()
-    # One traced function (each costs a trace per call): a lone tensor becomes a 1-tuple.
-    dataset = dataset.map(
-        lambda image, *rest: (tf.cast(image, tf.float32), *(tf.cast(p, tf.int64) for p in rest)),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
-    return Elements(dataset, errors)
+    if tuple(part.dtype for part in parts) != (tf.float32, *[tf.int64] * (len(parts) - 1)):
+        # One traced function (each costs a trace per call), only where a dtype differs.
+        dataset = dataset.map(
+            lambda image, *rest: (
+                tf.cast(image, tf.float32), *(tf.cast(part, tf.int64) for part in rest)
+            ),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+    return Elements(dataset, rank == batch_rank, errors)
 
 
 def _from_iterable(batches: Iterable[Any], errors: list[Exception]) -> tf.data.Dataset:
@@ -423,22 +447,31 @@ class _Stream:
         """
         workers, worker = self.num_workers, self.worker
         skipped = tf.constant(sorted(skip) or [-1], tf.int64)
-        shards = elements.dataset.enumerate().batch(self.batch_size).enumerate()
-        if skip or workers > 1:
-            shards = shards.filter(
-                lambda shard, batch: tf.logical_and(
-                    shard % workers == worker, tf.reduce_all(shard != skipped)
+        shards: Iterable[tuple[Any, Any]]
+        if skip or workers > 1:  # numbered in the pipeline, which drops the others' shards
+            shards = (
+                elements.batches(self.batch_size)
+                .enumerate()
+                .filter(
+                    lambda shard, parts: tf.logical_and(
+                        shard % workers == worker, tf.reduce_all(shard != skipped)
+                    )
                 )
+                .prefetch(tf.data.AUTOTUNE)
             )
-        shards = shards.prefetch(tf.data.AUTOTUNE)
+        else:  # every shard, in order: numbered here
+            shards = enumerate(elements.batches(self.batch_size).prefetch(tf.data.AUTOTUNE))
         progress = None
         if self.verbose:
             progress = keras.utils.Progbar(None, unit_name="image", stateful_metrics=["images/s"])
         done, timed, begin = 0, 0, 0.0
-        for shard, (index, parts) in shards:
-            if len(index) < self.batch_size:
+        for shard, parts in shards:
+            shard, parts = int(shard), as_tuple(parts)
+            count = int(parts[0].shape[0])
+            if count < self.batch_size:
                 elements.reraise()
-            batch = self._explain(int(shard), index.numpy(), [part.numpy() for part in parts])
+            index = shard * self.batch_size + np.arange(count, dtype=np.int64)
+            batch = self._explain(shard, index, parts)
             self.passes += 1
             done += len(batch.index)
             if progress is not None:
@@ -455,10 +488,12 @@ class _Stream:
         if progress is not None:
             progress.update(done, finalize=True)
 
-    def _explain(self, shard: int, index: np.ndarray, parts: list[np.ndarray]) -> ExplainedBatch:
+    def _explain(
+        self, shard: int, index: np.ndarray, parts: tuple[tf.Tensor, ...]
+    ) -> ExplainedBatch:
         images = parts[0]
-        labels = parts[1] if len(parts) > 1 else None
-        boxes = parts[2] if len(parts) > 2 else None
+        labels = parts[1].numpy() if len(parts) > 1 else None
+        boxes = parts[2].numpy() if len(parts) > 2 else None
         if self.targets is None:  # read from the scores below
             classes = np.full(len(images), TOP_PREDICTION, np.int64)
         elif self.targets == LABELS:
@@ -479,10 +514,12 @@ class _Stream:
             classes = predicted
         scores = scores.max(axis=-1).astype(np.float32)
         return ExplainedBatch(
-            shard, index, maps, classes, predicted, scores, labels, boxes, images, seconds
+            shard, index, maps, classes, predicted, scores, labels, boxes, images.numpy(), seconds
         )
 
-    def _on_replicas(self, fn: Callable[..., Any], *arrays: np.ndarray) -> list[np.ndarray]:
+    def _on_replicas(
+        self, fn: Callable[..., Any], *arrays: np.ndarray | tf.Tensor
+    ) -> list[np.ndarray]:
         """`fn` (arrays in, a tuple of arrays out) on this worker's replicas, each on a
         consecutive slice of `arrays`; each output concatenated over the replicas.
 
@@ -492,6 +529,7 @@ class _Stream:
         """
         if self.direct:
             return list(fn(*arrays))
+        arrays = tuple(np.asarray(array) for array in arrays)
         count, replicas = len(arrays[0]), self.local_replicas
         per = math.ceil(count / replicas)
         padded = [np.concatenate([a, np.repeat(a[-1:], per * replicas - count, 0)]) for a in arrays]
@@ -540,7 +578,7 @@ def run_arguments(stream: _Stream, elements: Elements) -> dict[str, Any]:
         },
         "targets": "top-1" if stream.targets is None else stream.targets,
         "batch_size": stream.batch_size,
-        "image_shape": [int(size) for size in elements.dataset.element_spec[0].shape],
+        "image_shape": list(elements.image_shape),
     }
 
 

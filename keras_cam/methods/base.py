@@ -126,9 +126,11 @@ def place_maps(maps: tf.Tensor, size: tf.Tensor, placement: tf.Tensor) -> tf.Ten
     place_maps(maps, tf.constant([64, 64]), cam._cam.placement(64, 64))
     ```
     """
-    shape = tf.shape(maps)
     rank = maps.shape.rank - 1
-    samplers = [_axis_weights(shape[i + 1], size[i], placement[i]) for i in range(rank)]
+    # Static cell counts (known when the model's input size is) let constant sizes and
+    # placements fold the samplers into constants when the graph is optimized.
+    cells = [maps.shape[i + 1] or tf.shape(maps)[i + 1] for i in range(rank)]
+    samplers = [_axis_weights(cells[i], size[i], placement[i]) for i in range(rank)]
     if rank == 2:  # images: two broadcast matrix products, the cheapest form (no transposes)
         return tf.matmul(tf.matmul(samplers[0], maps), samplers[1], transpose_b=True)
     for sampler, equation in zip(samplers, _PLACE_EQUATIONS[rank]):
@@ -342,8 +344,19 @@ def check_other_input(value: Any, source: Any, rows: int, single: bool) -> tf.Te
 
 @functools.partial(tf.function, input_signature=[tf.TensorSpec(None, tf.float32)])
 def finite_rows(batch: tf.Tensor) -> tf.Tensor:
-    """Whether each row of a batch holds only finite values: bool `(B,)`, one compiled call."""
+    """Whether each row of a batch holds only finite values: bool `(B,)`, one compiled call
+    (inlined when called inside another compiled function)."""
     return tf.reduce_all(tf.math.is_finite(tf.reshape(batch, (tf.shape(batch)[0], -1))), axis=1)
+
+
+def check_finite_images(finite: np.ndarray) -> None:
+    """Raises a `ValueError` naming the first image whose `finite` flag (bool `(B,)`) is off."""
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        raise ValueError(
+            f"`images` contain NaN or infinite values (first in image {bad}); a class "
+            "activation map of such an input is meaningless. Check the preprocessing."
+        )
 
 
 class BaseCAM:
@@ -577,7 +590,11 @@ class BaseCAM:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """`__call__`'s maps and, with `scores`, `predict`'s scores of the same images."""
         mode = check_normalize(normalize)
-        batch, others, single = self._check_inputs(images)
+        combined = bool(aug_smooth) or bool(self._siblings)
+        own_passes = type(self).explain_batch is not BaseCAM.explain_batch
+        fused = not combined and not own_passes
+        # The fused pass checks that the images are finite itself, in the same compiled call.
+        batch, others, single = self._check_inputs(images, check_finite=not fused)
         resolved = resolve_targets(
             targets, int(batch.shape[0]), self.num_classes, self._cam.head
         )
@@ -593,7 +610,6 @@ class BaseCAM:
                 f"{self.display_name} does not combine weighted activations, so `eigen_smooth` "
                 "does not apply; call it with eigen_smooth=False."
             )
-        combined = bool(aug_smooth) or bool(self._siblings)
         if combined and not upsample:
             raise ValueError(
                 "Maps of several layers or augmentations (`layer=[...]`, `aug_smooth=True`) are "
@@ -606,15 +622,16 @@ class BaseCAM:
             if combined:
                 maps = self._combined_maps(batch, resolved, bool(aug_smooth), others)
                 maps = _POSTPROCESS[len(size), False, mode](maps, size, placement).numpy()
-            elif type(self).explain_batch is not BaseCAM.explain_batch:
+            elif own_passes:
                 # A method with passes of its own (Score-CAM): its raw maps, then placement.
                 raw = self.explain_batch(batch, resolved, others)
                 maps = _POSTPROCESS[len(size), bool(upsample), mode](raw, size, placement)
                 maps = maps.numpy()
             else:
-                maps, probabilities = self._fused_maps(
+                maps, probabilities, finite_images = self._fused_maps(
                     batch, others, resolved, bool(upsample), mode, scores
                 )
+                check_finite_images(finite_images)
                 maps = maps.numpy()
         if scores and probabilities is None:
             probabilities = self._model_scores(batch, others)
@@ -639,9 +656,10 @@ class BaseCAM:
         upsample: bool,
         mode: str,
         scores: bool,
-    ) -> tuple[tf.Tensor, np.ndarray | None]:
-        """Placed, normalized maps (and the head's scores, NumPy) by the compiled pass, in
-        chunks of `images_per_pass`; a batch that fits in one chunk takes one call."""
+    ) -> tuple[tf.Tensor, np.ndarray | None, np.ndarray]:
+        """Placed, normalized maps, the head's scores (NumPy, with `scores`) and whether each
+        image is finite (bool NumPy `(B,)`), by the compiled pass in chunks of
+        `images_per_pass`; a batch that fits in one chunk takes one call."""
         count, step = int(batch.shape[0]), self.images_per_pass
         size, placement = self._placement_of(batch)
         chunked = count > step
@@ -664,20 +682,25 @@ class BaseCAM:
                 for start in range(0, count, step)
             ]
         maps = outputs[0][0] if not chunked else tf.concat([o[0] for o in outputs], axis=0)
+        finite = np.concatenate([o[-1].numpy() for o in outputs])
+        if not finite.all():  # no normalization over a batch with a non-finite image
+            return maps, None, finite
         if chunk_mode != mode:
             maps = _POSTPROCESS[len(self._cam.spatial_axes), False, mode](maps, size, placement)
         if not scores:
-            return maps, None
-        return maps, np.concatenate([o[1].numpy() for o in outputs])
+            return maps, None, finite
+        return maps, np.concatenate([o[1].numpy() for o in outputs]), finite
 
     def _pass(
         self, upsample: bool, mode: str, scores: bool, score_fn: ScoreFn | None = None
     ) -> Any:
-        """The compiled pass `(images, others, rows, size, placement) -> (maps[, scores])`.
+        """The compiled pass `(images, others, rows, size, placement) -> (maps[, scores],
+        finite)`.
 
         One function from the images to the placed, normalized maps: the forward and backward
-        pass, the method's weights, their combination, placement and normalization, and, with
-        `scores`, the head's scores (`predict`'s) read from the same forward pass. `rows` are
+        pass, the method's weights, their combination, placement and normalization, with
+        `scores` the head's scores (`predict`'s) read from the same forward pass, and bool
+        `(B,)` whether each image holds only finite values (checked by the caller). `rows` are
         the classes to explain (`TOP_PREDICTION` for each top-1), or, for a callable target,
         each image's index in the call. Compiled once per `(upsample, mode, scores)`.
 
@@ -689,6 +712,12 @@ class BaseCAM:
         key = (upsample, mode, scores)
         if score_fn is None and key in self._passes:
             return self._passes[key]
+        # A model of one input size has one geometry: the pass holds it as constants, which
+        # the graph optimizer folds the placement's sampling matrices into (computed once).
+        sizes = tuple(self._cam.input_shape[axis - 1] for axis in self._cam.spatial_axes)
+        fixed = None
+        if None not in sizes:  # NumPy values: constants of the graph, not captured inputs
+            fixed = tuple(value.numpy() for value in self._placement_of_size(sizes))
 
         def explained_pass(
             images: tf.Tensor,
@@ -703,16 +732,19 @@ class BaseCAM:
                 class_idx, image_index = tf.fill(tf.shape(images)[:1], TOP_PREDICTION), rows
             with self._recording() as recorded:
                 raw = self._weighted_maps(images, others, class_idx, score_fn, image_index)
+            if fixed is not None:  # the same values as the arguments, as constants
+                size, placement = (tf.constant(value) for value in fixed)
             maps = _postprocess(raw, size, placement, upsample, mode)
             if recorded:  # an image whose scores are not finite gets a NaN map: refused
                 finite = finite_rows(tf.cast(recorded[0], tf.float32))
                 finite = tf.reshape(finite, [-1] + [1] * (maps.shape.rank - 1))
                 maps = tf.where(finite, maps, float("nan"))
+            finite_images = finite_rows(images)
             if not scores:
-                return (maps,)
+                return maps, finite_images
             # A method that differentiates without `total_score` reads them with a forward pass.
             probabilities = recorded[0] if recorded else self._forward(images, others)[2]
-            return maps, tf.cast(probabilities, tf.float32)
+            return maps, tf.cast(probabilities, tf.float32), finite_images
 
         rank = len(self._cam.spatial_axes)
         compiled = compile_fn(
@@ -742,7 +774,10 @@ class BaseCAM:
 
     def _placement_of(self, batch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """The int32 spatial sizes of a checked batch and the layer's placement on them."""
-        size = self.image_size(batch)
+        return self._placement_of_size(self.image_size(batch))
+
+    def _placement_of_size(self, size: tuple[int, ...]) -> tuple[tf.Tensor, tf.Tensor]:
+        """The int32 spatial `size` and the layer's placement on inputs of that size."""
         if size not in self._geometry:
             self._geometry[size] = (tf.constant(size, tf.int32), self.placement(*size))
         return self._geometry[size]
@@ -1082,13 +1117,15 @@ class BaseCAM:
             grads = tf.cast(tape.gradient(total_score, features), tf.float32)
         return tf.cast(features, tf.float32), grads, class_idx
 
-    def _check_inputs(self, inputs: Any) -> tuple[tf.Tensor, tuple[tf.Tensor, ...], bool]:
+    def _check_inputs(
+        self, inputs: Any, check_finite: bool = True
+    ) -> tuple[tf.Tensor, tuple[tf.Tensor, ...], bool]:
         """Splits the model's input structure into the checked explained images (float32),
         the other inputs (one row per image, in `CamModel.other_inputs` order, each of its
-        input's dtype) and `single`."""
+        input's dtype) and `single`; `check_finite` as in `_check_images`."""
         others = self._cam.other_inputs
         if not others:
-            batch, single = self._check_images(inputs)
+            batch, single = self._check_images(inputs, check_finite)
             return batch, (), single
         sources = list(self.model.inputs)
         names = [source.name for source in sources]
@@ -1105,13 +1142,16 @@ class BaseCAM:
                 f"names. Received {given}. The explained input is {self._cam.input_name!r}; "
                 "the others are held fixed."
             )
-        batch, single = self._check_images(values[self._cam.input_name])
+        batch, single = self._check_images(values[self._cam.input_name], check_finite)
         rows = int(batch.shape[0])
         fixed = tuple(check_other_input(values[t.name], t, rows, single) for t in others)
         return batch, fixed, single
 
-    def _check_images(self, images: Any) -> tuple[tf.Tensor, bool]:
-        """Validates images against the model's input; returns a float32 batch and `single`."""
+    def _check_images(self, images: Any, check_finite: bool = True) -> tuple[tf.Tensor, bool]:
+        """Validates images against the model's input; returns a float32 batch and `single`.
+
+        With `check_finite=False` the caller checks that the values are finite (the fused
+        pass does, in the same compiled call, with `check_finite_images`)."""
         if not isinstance(images, np.ndarray) and (
             isinstance(images, (tf.Tensor, tf.Variable)) or keras.ops.is_tensor(images)
         ):
@@ -1166,17 +1206,15 @@ class BaseCAM:
                 )
         if isinstance(array, np.ndarray):  # checked on the host: no device work
             values = array.astype(np.float32, copy=False).reshape(shape)
-            finite = np.isfinite(values.reshape(shape[0], -1)).all(axis=1)
+            if check_finite:
+                check_finite_images(np.isfinite(values.reshape(shape[0], -1)).all(axis=1))
             batch = tf.convert_to_tensor(values)
         else:
-            batch = tf.reshape(tf.cast(array, tf.float32), shape)
-            finite = finite_rows(batch).numpy()
-        if not finite.all():
-            bad = int(np.flatnonzero(~finite)[0])
-            raise ValueError(
-                f"`images` contain NaN or infinite values (first in image {bad}); a class "
-                "activation map of such an input is meaningless. Check the preprocessing."
-            )
+            batch = array if array.dtype == tf.float32 else tf.cast(array, tf.float32)
+            if tuple(batch.shape) != shape:
+                batch = tf.reshape(batch, shape)
+            if check_finite:
+                check_finite_images(finite_rows(batch).numpy())
         # A model with an integer input takes integer images (explained as float32).
         source = next(t for t in self.model.inputs if t.name == self._cam.input_name)
         check_input_values(batch, source.dtype, self.model.name)
