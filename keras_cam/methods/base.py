@@ -612,8 +612,10 @@ class BaseCAM:
                 Needs `upsample=True`. Defaults to `False`.
             eigen_smooth: the map is the first principal component of the weighted activations
                 `w_k A^k` (`principal_projection`, centred and oriented along the plain map, then
-                ReLU'd) instead of their sum (pytorch-grad-cam's `eigen_smooth`). Defaults to
-                `False`.
+                ReLU'd) instead of their sum (pytorch-grad-cam's `eigen_smooth`). Each choice
+                has compiled passes of its own (see `eigen_smoothing`): no retracing between
+                plain and smoothed calls, and concurrent calls in other threads are unaffected.
+                Defaults to `False`.
 
         Returns:
             float32 NumPy array `(H, W)` for one image, `(B, H, W)` for a batch; for a
