@@ -155,10 +155,6 @@ def weighted_features(features: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
     return weights * features
 
 
-_CELL_LETTERS = "dhw"
-"""einsum letters of the spatial axes, the last ones taken for fewer axes (`w` for signals)."""
-
-
 def channel_sum(features: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
     """`sum_k w_k A^k`, the weighted sum of the channels (Grad-CAM, Selvaraju et al., 2017,
     https://arxiv.org/abs/1610.02391, Eq. 2 before its ReLU).
@@ -181,8 +177,7 @@ def channel_sum(features: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
     """
     if weights.shape.rank != 2:
         return tf.reduce_sum(weights * features, axis=-1)
-    cells = _CELL_LETTERS[len(_CELL_LETTERS) - len(spatial_dims(features)) :]
-    return tf.einsum(f"b{cells}c,bc->b{cells}", features, weights)
+    return tf.einsum("b...c,bc->b...", features, weights)
 
 
 def spatial_dims(tensor: tf.Tensor) -> tuple[int, ...]:
