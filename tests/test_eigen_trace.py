@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from keras import layers
+from references import eigen_map
 
 import keras_cam as kc
 from keras_cam.methods.base import channel_sum, eigen_smoothing
@@ -54,18 +55,15 @@ def _features_and_gradients(model: keras.Model, images: np.ndarray) -> tuple[np.
     return features.numpy().astype(np.float64), tape.gradient(total, features).numpy()
 
 
-def _first_component(weighted: np.ndarray) -> np.ndarray:
-    """`principal_projection`'s definition, by NumPy SVD: each position's centred channel
-    vector projected on the first right singular vector, oriented so that the projection
-    agrees with the summed centred activations; `(h, w, C)` -> `(h, w)`."""
-    matrix = weighted.reshape(-1, weighted.shape[-1])
-    centred = matrix - matrix.mean(axis=0)
-    _, singular, right = np.linalg.svd(centred, full_matrices=False)
-    assert singular[0] > 1.05 * singular[1]  # a well-defined component
-    projection = centred @ right[0]
-    if (projection * centred.sum(axis=-1)).sum() < 0:
-        projection = -projection
-    return projection.reshape(weighted.shape[:-1])
+def _eigen_maps(weighted: np.ndarray) -> np.ndarray:
+    """`ReLU(principal_projection)` of each `(h, w, C)` image by NumPy SVD (`eigen_map`: the
+    centred positions projected on the first right singular vector, oriented to agree with
+    their sum), checking that each first component is well defined."""
+    for values in weighted:
+        centred = values.reshape(-1, values.shape[-1]) - values.mean(axis=(0, 1))
+        singular = np.linalg.svd(centred, compute_uv=False)
+        assert singular[0] > 1.05 * singular[1]
+    return np.stack([eigen_map(values) for values in weighted])
 
 
 def _grad_cam_references(model: keras.Model, images: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -74,8 +72,7 @@ def _grad_cam_references(model: keras.Model, images: np.ndarray) -> tuple[np.nda
     features, grads = _features_and_gradients(model, images)
     weighted = features * grads.mean(axis=(1, 2), keepdims=True)
     plain = np.maximum(weighted.sum(axis=-1), 0.0)
-    eigen = np.stack([np.maximum(_first_component(w), 0.0) for w in weighted])
-    return plain, eigen
+    return plain, _eigen_maps(weighted)
 
 
 def _assert_close(got: np.ndarray, expected: np.ndarray) -> None:
@@ -127,7 +124,7 @@ def test_element_wise_eigen_smooth_projects_the_rectified_products():
     positive = np.maximum(grads * features, 0.0)
     cam = kc.GradCAMElementWise(model, "feat")
     smooth = cam(images, TARGETS[:2], upsample=False, normalize=False, eigen_smooth=True)
-    _assert_close(smooth, np.stack([np.maximum(_first_component(p), 0.0) for p in positive]))
+    _assert_close(smooth, _eigen_maps(positive))
     plain = cam(images, TARGETS[:2], upsample=False, normalize=False)
     _assert_close(plain, positive.sum(axis=-1))
 
