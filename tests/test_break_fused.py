@@ -548,7 +548,7 @@ def test_no_new_passes_or_retracing_over_batch_sizes_and_modes(model, tf_message
                 cam(tf.constant(batch), targets=[1] * count, normalize=mode, upsample=upsample)
                 cam.explain(batch, normalize=mode, upsample=upsample)
     assert sorted(cam._passes) == sorted(
-        (upsample, mode, scores)
+        (upsample, mode, scores, False)
         for upsample in (False, True) for mode in ("image", "batch", "none")
         for scores in (False, True)
     )

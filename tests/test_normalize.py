@@ -129,7 +129,7 @@ def test_modes_are_compiled_once():
             scorecam(images[:count], normalize=mode)
         assert base._POSTPROCESS[2, True, mode].experimental_get_tracing_count() == 1
     # one concrete (non-retracing) pass per mode
-    assert set(cam._passes) == {(True, mode, False) for mode in base.NORMALIZE_MODES}
+    assert set(cam._passes) == {(True, mode, False, False) for mode in base.NORMALIZE_MODES}
 
 
 def test_plot_cams_labels_the_explained_class_with_its_probability():

@@ -222,9 +222,9 @@ def test_a_one_chunk_call_is_one_compiled_call_and_each_further_chunk_one_more()
 
         return call
 
-    cam._class_stream_fns = tuple(
+    cam._class_streams[False] = tuple(
         counting(name, compiled)
-        for name, compiled in zip(("first", "begin", "step"), cam._class_stream_fns)
+        for name, compiled in zip(("first", "begin", "step"), cam._class_streams[False])
     )
     cam(_images(1))  # 8 channels to run, 4 per chunk
     assert calls == ["begin", "step"]

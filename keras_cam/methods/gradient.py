@@ -12,7 +12,8 @@ import keras
 import tensorflow as tf
 
 from keras_cam._checks import check_number, check_positive_int, check_seed
-from keras_cam.methods.base import BaseCAM, spatial_dims
+from keras_cam.methods.base import BaseCAM, eigen_smoothing, spatial_dims
+from keras_cam.methods.projection import principal_projection
 from keras_cam.targets import class_scores
 
 
@@ -144,7 +145,9 @@ class GradCAMElementWise(BaseCAM):
 
     `map = sum_k ReLU(g^k ⊙ A^k)`: HiResCAM with the ReLU inside the channel sum, so a
     channel's negative evidence at a position cannot cancel another's positive evidence.
-    Same arguments as `GradCAM`.
+    With `eigen_smooth=True` the map is `ReLU(principal_projection(ReLU(g^k ⊙ A^k)))`, the
+    projection of the rectified products (as pytorch-grad-cam's `get_cam_image`). Same
+    arguments as `GradCAM`.
 
     Example:
     ```python
@@ -158,7 +161,10 @@ class GradCAMElementWise(BaseCAM):
         return grads
 
     def compute_cam(self, features, weights):
-        return tf.reduce_sum(tf.nn.relu(weights * features), axis=-1)
+        positive = tf.nn.relu(weights * features)
+        if eigen_smoothing(self):
+            return tf.nn.relu(principal_projection(positive))
+        return tf.reduce_sum(positive, axis=-1)
 
 
 def noisy_copies(images: tf.Tensor, n_samples: int, noise_std: float, seed: int) -> tf.Tensor:

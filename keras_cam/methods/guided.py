@@ -105,6 +105,7 @@ class GuidedBackprop(BaseCAM):
 
     display_name = "Guided Backprop"
     pixel_resolution = True
+    supports_eigen_smooth = False  # the map is the input gradient's: no weighted activations
 
     def __init__(
         self, model: keras.Model, layer: str | keras.layers.Layer | None = None, **kwargs: Any

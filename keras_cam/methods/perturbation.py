@@ -47,7 +47,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_cam.methods.base import BaseCAM, compile_fn, finite_rows, place_maps, spatial_dims
+from keras_cam.methods.base import (
+    BaseCAM,
+    compile_fn,
+    eigen_smoothing,
+    finite_rows,
+    place_maps,
+    spatial_dims,
+)
 from keras_cam.surgery import Head
 from keras_cam.targets import TOP_PREDICTION, ScoreFn, explained_classes, target_scores
 
@@ -235,7 +242,10 @@ class PerturbationCAM(BaseCAM):
         )
         self._image_spec = tf.TensorSpec((None, *self._cam.input_shape), tf.float32)
         self._feature_spec = tf.TensorSpec((None, *feature_shape), tf.float32)
-        self._class_stream_fns: tuple[Any, Any, Any] = self._compile_stream(None)
+        self._class_streams: dict[bool, tuple[Any, Any, Any]] = {
+            eigen_smooth: self._compile_stream(None, eigen_smooth) for eigen_smooth in (False, True)
+        }
+        """The compiled functions of class targets by `eigen_smooth` (traced at first use)."""
 
     # ------------------------------------------------------------------ method hooks
     def perturb(self, images: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
@@ -675,20 +685,26 @@ class PerturbationCAM(BaseCAM):
         return tf.reduce_mean(tf.reshape(scores, [self.perturbations, rows]), axis=0)
 
     def _stream(self, score_fn: ScoreFn | None) -> tuple[Any, Any, Any]:
-        """The compiled functions (`_compile_stream`) for class targets, or for one callable.
+        """The compiled functions (`_compile_stream`) for class targets, or for one callable,
+        with this thread's `eigen_smooth` (`eigen_smoothing`).
 
-        Those of class targets are compiled once per explainer. A callable is read when it is
+        Those of class targets are compiled once per explainer and `eigen_smooth`, so a plain
+        call and a smoothed one never retrace each other. A callable is read when it is
         traced (its attributes and closure variables become constants), so its functions are
         compiled afresh for each call and never outlive it: a `Target` whose fields changed
         since the last call is explained as it is now. Target objects need not be hashable.
         """
+        eigen_smooth = eigen_smoothing(self)
         if score_fn is None:
-            return self._class_stream_fns
-        return self._compile_stream(score_fn)
+            return self._class_streams[eigen_smooth]
+        return self._compile_stream(score_fn, eigen_smooth)
 
-    def _compile_stream(self, score_fn: ScoreFn | None) -> tuple[Any, Any, Any]:
+    def _compile_stream(
+        self, score_fn: ScoreFn | None, eigen_smooth: bool
+    ) -> tuple[Any, Any, Any]:
         """Compiles the functions scoring with `score_fn` (`None`: classes): step 1 on a part of
-        the batch, steps 1-4 up to the first chunk, and steps 2-4 of a further chunk."""
+        the batch, steps 1-4 up to the first chunk, and steps 2-4 of a further chunk; the maps
+        of the last step are traced with `eigen_smooth` (see `BaseCAM.compute_cam`)."""
 
         def first(
             images: tf.Tensor, others: tuple[tf.Tensor, ...], targets: tf.Tensor, offset: tf.Tensor
@@ -704,9 +720,10 @@ class PerturbationCAM(BaseCAM):
         ) -> tuple[tf.Tensor, ...]:
             features, classes, reference = self._first_pass(images, others, targets, 0, score_fn)
             scores = tf.zeros([tf.shape(images)[0], self.num_channels], tf.float32)
-            return (features, classes, reference) + self._step(
-                images, others, features, classes, reference, scores, plan, placement, score_fn
-            )
+            with self._smoothing(eigen_smooth):
+                return (features, classes, reference) + self._step(
+                    images, others, features, classes, reference, scores, plan, placement, score_fn
+                )
 
         def step(
             images: tf.Tensor,
@@ -718,9 +735,10 @@ class PerturbationCAM(BaseCAM):
             plan: tf.Tensor,
             placement: tf.Tensor,
         ) -> tuple[tf.Tensor, ...]:
-            return self._step(
-                images, others, features, classes, reference, scores, plan, placement, score_fn
-            )
+            with self._smoothing(eigen_smooth):
+                return self._step(
+                    images, others, features, classes, reference, scores, plan, placement, score_fn
+                )
 
         rows = tf.TensorSpec((None,), tf.int32)
         plan = tf.TensorSpec((4,), tf.int32)
