@@ -21,6 +21,7 @@ import itertools
 import json
 import math
 import pathlib
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Union
@@ -32,6 +33,7 @@ import tensorflow as tf
 from keras_cam._checks import check_positive_int
 from keras_cam._files import atomic_writer, write_png
 from keras_cam.methods import BaseCAM, get_method, method_name
+from keras_cam.methods.base import check_finite_images, finite_rows
 from keras_cam.targets import TOP_PREDICTION
 from keras_cam.visualize import display_images, overlay
 
@@ -118,10 +120,42 @@ class Elements:
             return self.dataset.rebatch(batch_size)
         return self.dataset.batch(batch_size)
 
+    def read(self, shards: Iterable[Any], batch_size: int) -> Iterator[Any]:
+        """The elements of `shards` (built on `batches(batch_size)`) as they come; images of
+        different sizes that fall into one shard are refused by name (tf.data's error
+        chained).
+
+        Raises:
+            ValueError: images of different sizes in one shard.
+        """
+        iterator = iter(shards)
+        while True:
+            try:
+                element = next(iterator)
+            except StopIteration:
+                return
+            except (tf.errors.InvalidArgumentError, tf.errors.FailedPreconditionError) as error:
+                if not _MIXED_SIZES.search(error.message):
+                    raise
+                raise ValueError(
+                    f"`dataset` holds images of different sizes, which cannot share a shard of "
+                    f"`batch_size`={batch_size} images (tf.data: "
+                    f"{error.message.strip().splitlines()[-1]}). Resize them to one size in "
+                    "the pipeline (e.g. with tf.image.resize), or give batches of one size "
+                    "each with `batch_size` equal to their size."
+                ) from error
+            yield element
+
     def reraise(self) -> None:
         """Raises the first exception of the Python iterable, if it raised one."""
         if self.errors:
             raise self.errors[0]
+
+
+_MIXED_SIZES = re.compile(r"different shapes|shapes are ?not compatible")
+"""tf.data's errors for images of different sizes joined into one batch: `batch`'s
+("Cannot batch tensors with different shapes") and `rebatch`'s ("source and dst shapes are
+not compatible")."""
 
 
 def as_tuple(element: Any) -> tuple[Any, ...]:
@@ -398,11 +432,22 @@ def _from_iterable(batches: Iterable[Any], errors: list[Exception]) -> tf.data.D
         for part in parts
     )
     chained = itertools.chain([first], iterator)
+    shapes = [tuple(spec.shape[1:]) for spec in signature]
 
     def generate() -> Iterator[tuple[Any, ...]]:
         try:
-            for batch in chained:
-                yield batch if isinstance(batch, tuple) else (batch,)
+            for number, batch in enumerate(chained):
+                batch = as_tuple(batch)
+                if [tuple(np.shape(part)[1:]) for part in batch] != shapes:
+                    raise ValueError(
+                        f"`dataset` batch {number} holds {len(batch)} part(s) of shapes "
+                        f"{[tuple(np.shape(part)) for part in batch]}, but the first batch's "
+                        f"parts are {shapes} per image: images of different sizes cannot "
+                        "share a shard of `batch_size` images. Resize them to one size, or "
+                        "pass a tf.data.Dataset of batches of one size each with `batch_size` "
+                        "equal to their size."
+                    )
+                yield batch
         except Exception as error:  # re-raised by the stream, as it is
             errors.append(error)
 
@@ -465,7 +510,7 @@ class _Stream:
         if self.verbose:
             progress = keras.utils.Progbar(None, unit_name="image", stateful_metrics=["images/s"])
         done, timed, begin = 0, 0, 0.0
-        for shard, parts in shards:
+        for shard, parts in elements.read(shards, self.batch_size):
             shard, parts = int(shard), as_tuple(parts)
             count = int(parts[0].shape[0])
             if count < self.batch_size:
@@ -503,11 +548,15 @@ class _Stream:
         maps, seconds, scores = {}, {}, None
         for name, cam in self.explainers.items():
             begin = time.perf_counter()
-            maps[name], scores = self._on_replicas(
-                lambda x, c, cam=cam: cam.explain(x, None if self.targets is None else c),
-                images,
-                classes,
-            )
+            try:
+                maps[name], scores = self._on_replicas(
+                    lambda x, c, cam=cam: cam.explain(x, None if self.targets is None else c),
+                    images,
+                    classes,
+                )
+            except ValueError:  # a non-finite image: named by its dataset index
+                check_finite_images(finite_rows(tf.cast(images, tf.float32)).numpy(), index)
+                raise
             seconds[name] = time.perf_counter() - begin
         predicted = scores.argmax(axis=-1).astype(np.int64)
         if self.targets is None:

@@ -84,3 +84,234 @@ def test_an_op_of_the_method_failing_on_an_infinite_image_still_names_it(kind):
     given = images if kind == "numpy" else tf.constant(images, tf.float64)
     with pytest.raises(ValueError, match=NAMED):
         kc.KPCACAM(rgb_model())(given)
+
+
+# ------------------------------------------------------- the stream: shards of any batches
+def slow_gradcam(model: keras.Model, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Grad-CAM (Selvaraju et al. 2017, Eq. 1-2) image by image: the pre-softmax logit of
+    `classes` differentiated w.r.t. layer "last", mean gradients as weights, ReLU, placed by
+    `place_reference` (same-padded stride-1 convs: offset 0, scale 1) and min-max normalized."""
+    features_model = keras.Model(model.inputs[0], model.get_layer("last").output)
+    dense = model.layers[-1]
+    out = []
+    for image, cls in zip(images, classes):
+        features = tf.constant(features_model(image[None].astype(np.float32)))
+        with tf.GradientTape() as tape:
+            tape.watch(features)
+            logits = tf.matmul(tf.reduce_mean(features, axis=(1, 2)), dense.kernel) + dense.bias
+            score = logits[0, int(cls)]
+        grads = tape.gradient(score, features).numpy()[0]
+        cam = np.maximum(np.einsum("hwc,c->hw", features.numpy()[0], grads.mean(axis=(0, 1))), 0)
+        identity = [(0.0, 1.0, 0.0, HEIGHT), (0.0, 1.0, 0.0, WIDTH)]
+        out.append(min_max(place_reference(cam, (HEIGHT, WIDTH), identity)))
+    return np.stack(out)
+
+
+def axis_sampler(cells: int, pixels: int, offset: float, scale: float, lo: float, hi: float):
+    """`(pixels, cells)` bilinear weights of one axis, as `place_maps`' docstring defines them:
+    pixel centre `i + 0.5` maps to cell position `(c - offset) / scale - 0.5`, clamped to the
+    grid; scale 0 stretches the cells over `[lo, hi)`; pixels outside `[lo, hi)` get 0."""
+    if scale == 0:
+        scale, offset = (hi - lo) / cells, lo
+    weights = np.zeros((pixels, cells))
+    for i in range(pixels):
+        centre = i + 0.5
+        if not lo <= centre < hi:
+            continue
+        position = min(max((centre - offset) / scale - 0.5, 0.0), cells - 1.0)
+        low = int(np.floor(position))
+        high = min(low + 1, cells - 1)
+        weights[i, low] += 1.0 - (position - low)
+        weights[i, high] += position - low
+    return weights
+
+
+def place_reference(cam: np.ndarray, size, placement) -> np.ndarray:
+    """One map `(h, w)` (or `(t,)`, `(d, h, w)`) placed on `size` axis by axis."""
+    for axis, (pixels, geometry) in enumerate(zip(size, placement)):
+        sampler = axis_sampler(cam.shape[axis], pixels, *geometry)
+        cam = np.moveaxis(np.tensordot(sampler, np.moveaxis(cam, axis, 0), axes=1), 0, axis)
+    return cam
+
+
+def min_max(cam: np.ndarray) -> np.ndarray:
+    low, high = cam.min(), cam.max()
+    return (cam - low) / (high - low) if high > low else np.zeros_like(cam)
+
+
+@pytest.fixture(scope="module")
+def stream_data():
+    keras.utils.set_random_seed(3)
+    model = rgb_model()
+    rng = np.random.default_rng(3)
+    images = rng.uniform(0, 1, (23, HEIGHT, WIDTH, 3)).astype(np.float32)
+    labels = rng.integers(0, CLASSES, 23)
+    probabilities = model.predict(images, verbose=0)
+    return model, images, labels, probabilities, slow_gradcam(model, images, labels)
+
+
+def sized_batches(images, labels, sizes):
+    """A generator of `(images, labels)` batches of the given sizes, in order."""
+    start = 0
+    for size in sizes:
+        yield images[start : start + size], labels[start : start + size]
+        start += size
+
+
+DATASETS = {
+    "unbatched": lambda x, y: tf.data.Dataset.from_tensor_slices((x, y)),
+    "batches_of_5": lambda x, y: tf.data.Dataset.from_tensor_slices((x, y)).batch(5),
+    "batches_of_16": lambda x, y: tf.data.Dataset.from_tensor_slices((x, y)).batch(16),
+    "float64_int32_column": lambda x, y: tf.data.Dataset.from_tensor_slices(
+        (x.astype(np.float64), y.astype(np.int32)[:, None])
+    ).batch(7),
+    "uint8_scaled_back": lambda x, y: tf.data.Dataset.from_tensor_slices(
+        (x.astype(np.float64), y)
+    ).batch(3).map(lambda a, b: (a, tf.cast(b, tf.uint8))),
+    "varying_generator": lambda x, y: tf.data.Dataset.from_generator(
+        lambda: sized_batches(x, y, [1, 5, 2, 9, 6]),
+        output_signature=(
+            tf.TensorSpec((None, None, None, 3), tf.float32), tf.TensorSpec((None,), tf.int64)
+        ),
+    ),
+    "python_iterable": lambda x, y: sized_batches(x, y, [10, 3, 10]),
+    "numpy_tuple": lambda x, y: (x, y),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DATASETS))
+def test_any_batching_gives_shards_of_batch_size_with_the_reference_records(stream_data, kind):
+    model, images, labels, probabilities, reference = stream_data
+    batches = list(kc.explain_dataset(
+        "gradcam", DATASETS[kind](images, labels), model, targets="labels", batch_size=8,
+        verbose=0,
+    ))
+    assert [b.shard for b in batches] == [0, 1, 2]
+    assert [len(b.index) for b in batches] == [8, 8, 7]
+    np.testing.assert_array_equal(np.concatenate([b.index for b in batches]), np.arange(23))
+    np.testing.assert_array_equal(np.concatenate([b.classes for b in batches]), labels)
+    np.testing.assert_array_equal(np.concatenate([b.labels.reshape(-1) for b in batches]), labels)
+    np.testing.assert_array_equal(
+        np.concatenate([b.predicted for b in batches]), probabilities.argmax(-1)
+    )
+    np.testing.assert_allclose(
+        np.concatenate([b.scores for b in batches]), probabilities.max(-1), atol=1e-6
+    )
+    np.testing.assert_allclose(np.concatenate([b.images for b in batches]), images)
+    np.testing.assert_allclose(
+        np.concatenate([b.maps["gradcam"] for b in batches]), reference, atol=1e-4
+    )
+
+
+class Stop(RuntimeError):
+    """The error an interrupted iterable raises."""
+
+
+def stopping(images, labels, size, stop):
+    """Batches of `size` that raise `Stop` once `stop` images were read."""
+    for start in range(0, len(images), size):
+        if start >= stop:
+            raise Stop("interrupted")
+        yield images[start : start + size], labels[start : start + size]
+
+
+class Counting(kc.GradCAM):
+    """Grad-CAM that counts the batches it explains."""
+
+    calls = 0
+
+    def explain(self, images, targets=None, **kwargs):
+        Counting.calls += 1
+        return super().explain(images, targets, **kwargs)
+
+
+def read_shards(folder: pathlib.Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.glob("shard-*"))}
+
+
+@pytest.mark.parametrize("size, stop", [(10, 20), (3, 9), (6, 12)])
+def test_an_iterable_stopping_midway_writes_full_shards_only_and_resumes_identically(
+    stream_data, tmp_path, size, stop
+):
+    """Batches of 10 (larger than the shards of 4), of 3 and of 6 (smaller, not divisors):
+    the shards written before the error are full and hold the images read; the rerun skips
+    them (counted) and ends with the files of an uninterrupted run."""
+    model, images, labels, probabilities, reference = stream_data
+    interrupted, whole = tmp_path / "interrupted", tmp_path / "whole"
+    with pytest.raises(Stop, match="interrupted"):
+        kc.explain_dataset({"gradcam": Counting(model)}, stopping(images, labels, size, stop), model,
+                           batch_size=4, out_dir=interrupted, verbose=0)
+    records = [json.loads(path.read_text()) for path in sorted(interrupted.glob("shard-*.json"))]
+    assert [r["shard"] for r in records] == list(range(stop // 4))
+    assert [i["index"] for r in records for i in r["images"]] == list(range(stop // 4 * 4))
+    Counting.calls = 0
+    kc.explain_dataset({"gradcam": Counting(model)},
+                       tf.data.Dataset.from_tensor_slices((images, labels)).batch(size),
+                       batch_size=4, out_dir=interrupted, verbose=0)
+    assert Counting.calls == 6 - stop // 4  # 6 shards of 4 over 23 images
+    kc.explain_dataset({"gradcam": Counting(model)}, (images, labels), batch_size=4,
+                       out_dir=whole, verbose=0)
+    assert read_shards(interrupted) == read_shards(whole)
+    assert (interrupted / "manifest.json").read_text() == (whole / "manifest.json").read_text()
+    with np.load(whole / "shard-000002.npz") as shard:
+        np.testing.assert_allclose(
+            shard["maps/gradcam"], kc.GradCAM(model)(images[8:12]), atol=1e-6
+        )
+
+
+def any_size_model() -> keras.Model:
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="last")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(CLASSES, activation="softmax")(x))
+
+
+def two_sizes(count: int = 3):
+    rng = np.random.default_rng(5)
+    return (
+        rng.uniform(0, 1, (count, HEIGHT, WIDTH, 3)).astype(np.float32),
+        rng.uniform(0, 1, (count, 17, 31, 3)).astype(np.float32),
+    )
+
+
+def test_batches_of_one_size_each_are_explained_at_their_size():
+    model = any_size_model()
+    first, second = two_sizes()
+    dataset = tf.data.Dataset.from_generator(
+        lambda: iter([first, second]),
+        output_signature=tf.TensorSpec((None, None, None, 3), tf.float32),
+    )
+    batches = list(kc.explain_dataset("gradcam", dataset, model, batch_size=3, verbose=0))
+    assert [b.maps["gradcam"].shape for b in batches] == [(3, HEIGHT, WIDTH), (3, 17, 31)]
+    for batch, images in zip(batches, (first, second)):
+        np.testing.assert_allclose(batch.maps["gradcam"], kc.GradCAM(model)(images), atol=1e-6)
+
+
+SIZES_REFUSED = r"images of different sizes.*batch_size"
+
+
+@pytest.mark.parametrize("kind", ["batched", "unbatched", "python_iterable"])
+def test_images_of_two_sizes_in_one_shard_are_refused_clearly(kind):
+    model = any_size_model()
+    first, second = two_sizes()
+    spec = tf.TensorSpec((None, None, None, 3), tf.float32)
+    dataset = {
+        "batched": lambda: tf.data.Dataset.from_generator(
+            lambda: iter([first, second]), output_signature=spec
+        ),
+        "unbatched": lambda: tf.data.Dataset.from_generator(
+            lambda: iter([*first, *second]), output_signature=tf.TensorSpec(spec.shape[1:])
+        ),
+        "python_iterable": lambda: iter([first, second]),
+    }[kind]()
+    with pytest.raises(ValueError, match=SIZES_REFUSED):
+        list(kc.explain_dataset("gradcam", dataset, model, batch_size=4, verbose=0))
+
+
+def test_a_nan_image_of_a_dataset_is_named_by_its_index_in_the_dataset(stream_data):
+    model, images, labels, probabilities, reference = stream_data
+    bad = images.copy()
+    bad[11, 2, 2, 0] = np.nan
+    dataset = tf.data.Dataset.from_tensor_slices(bad).batch(4)
+    with pytest.raises(ValueError, match=r"NaN or infinite values \(first in image 11\)"):
+        list(kc.explain_dataset("gradcam", dataset, model, batch_size=7, verbose=0))

@@ -349,10 +349,13 @@ def finite_rows(batch: tf.Tensor) -> tf.Tensor:
     return tf.reduce_all(tf.math.is_finite(tf.reshape(batch, (tf.shape(batch)[0], -1))), axis=1)
 
 
-def check_finite_images(finite: np.ndarray) -> None:
-    """Raises a `ValueError` naming the first image whose `finite` flag (bool `(B,)`) is off."""
+def check_finite_images(finite: np.ndarray, index: np.ndarray | None = None) -> None:
+    """Raises a `ValueError` naming the first image whose `finite` flag (bool `(B,)`) is off:
+    by its `index` (int `(B,)`, e.g. its position in a dataset) if given, else its position
+    in the batch."""
     if not finite.all():
         bad = int(np.flatnonzero(~finite)[0])
+        bad = bad if index is None else int(index[bad])
         raise ValueError(
             f"`images` contain NaN or infinite values (first in image {bad}); a class "
             "activation map of such an input is meaningless. Check the preprocessing."
