@@ -17,21 +17,23 @@ BAD = 4  # the non-finite image of a batch of 6
 NAMED = r"NaN or infinite values \(first in image 4\)"
 
 
-def rgb_model(dtype: str = "float32", name: str = "rgb") -> keras.Model:
-    """Conv -> conv("last") -> GAP -> softmax Dense on 24x40 RGB images of `dtype`."""
-    inputs = keras.Input((HEIGHT, WIDTH, 3), dtype=dtype)
+def rgb_model(dtype: str = "float32", size: tuple[int, int] = (HEIGHT, WIDTH)) -> keras.Model:
+    """Conv -> conv("last") -> GAP -> softmax Dense on RGB images of `size` and `dtype`."""
+    inputs = keras.Input((*size, 3), dtype=dtype)
     x = keras.layers.Rescaling(1.0 / 255.0)(inputs) if dtype != "float32" else inputs
     x = keras.layers.Conv2D(6, 3, padding="same", activation="relu")(x)
     x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="last")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     outputs = keras.layers.Dense(CLASSES, activation="softmax")(x)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs, outputs, name="rgb")
 
 
-def bad_images(value: float = np.nan, integers: bool = False) -> np.ndarray:
-    """Six 24x40 RGB images; image `BAD` holds one `value` pixel."""
+def bad_images(
+    value: float = np.nan, integers: bool = False, size: tuple[int, int] = (HEIGHT, WIDTH)
+) -> np.ndarray:
+    """Six RGB images of `size`; image `BAD` holds one `value` pixel."""
     rng = np.random.default_rng(1)
-    images = rng.uniform(0, 1, (6, HEIGHT, WIDTH, 3)).astype(np.float32)
+    images = rng.uniform(0, 1, (6, *size, 3)).astype(np.float32)
     if integers:
         images = np.round(images * 255.0)
     images[BAD, 3, 5, 1] = value
@@ -79,11 +81,12 @@ def test_an_op_of_the_model_failing_on_a_nan_image_inside_the_pass_still_names_i
 
 @pytest.mark.parametrize("kind", ["numpy", "tensor"])
 def test_an_op_of_the_method_failing_on_an_infinite_image_still_names_it(kind):
-    """KPCA-CAM's eigendecomposition refuses infinite features inside the pass."""
-    images = bad_images(np.inf)
+    """KPCA-CAM's eigendecomposition refuses infinite features inside the pass (6x10
+    images: one kernel of 60 positions per image)."""
+    images = bad_images(np.inf, size=(6, 10))
     given = images if kind == "numpy" else tf.constant(images, tf.float64)
     with pytest.raises(ValueError, match=NAMED):
-        kc.KPCACAM(rgb_model())(given)
+        kc.KPCACAM(rgb_model(size=(6, 10)))(given)
 
 
 # ------------------------------------------------------- the stream: shards of any batches
