@@ -318,3 +318,136 @@ def test_a_nan_image_of_a_dataset_is_named_by_its_index_in_the_dataset(stream_da
     dataset = tf.data.Dataset.from_tensor_slices(bad).batch(4)
     with pytest.raises(ValueError, match=r"NaN or infinite values \(first in image 11\)"):
         list(kc.explain_dataset("gradcam", dataset, model, batch_size=7, verbose=0))
+
+
+# ---------------------------------------------- a fixed-size model's geometry as constants
+def chain_model(shape, body, data_format="channels_last", name="chain") -> keras.Model:
+    """input -> `body` (ending in a layer named "last") -> global average pooling -> a linear
+    Dense head (its output is the logit Grad-CAM differentiates)."""
+    pooling = {2: keras.layers.GlobalAveragePooling1D, 3: keras.layers.GlobalAveragePooling2D,
+               4: keras.layers.GlobalAveragePooling3D}[len(shape)]
+    inputs = keras.Input(shape)
+    x = pooling(data_format=data_format)(body(inputs))
+    return keras.Model(inputs, keras.layers.Dense(CLASSES)(x), name=name)
+
+
+def slow_raw_gradcam(model, images, layer="last", channels_first=False) -> np.ndarray:
+    """Raw Grad-CAM maps `(B, *cells)` image by image: the top-1 logit differentiated w.r.t.
+    `layer`'s output through the layers after it (a chain), mean gradients, ReLU."""
+    layers = model.layers
+    cut = [layer_.name for layer_ in layers].index(layer)
+    features_model = keras.Model(model.inputs[0], layers[cut].output)
+    channel = 0 if channels_first else -1
+    out = []
+    for image in images:
+        features = tf.constant(features_model(image[None]))
+        with tf.GradientTape() as tape:
+            tape.watch(features)
+            x = features
+            for later in layers[cut + 1 :]:
+                x = later(x)
+            score = tf.reduce_max(x[0])
+        grads = np.moveaxis(tape.gradient(score, features).numpy()[0], channel, -1)
+        values = np.moveaxis(features.numpy()[0], channel, -1)
+        weights = grads.reshape(-1, grads.shape[-1]).mean(axis=0)
+        out.append(np.maximum(values @ weights, 0.0))
+    return np.stack(out)
+
+
+def same_conv_axis(pixels: int, kernel: int, stride: int, before: int = 0):
+    """The placement of a "same"-padded conv's cells on one axis, by hand: TensorFlow pads
+    `total = max((ceil(n / s) - 1) * s + k - n, 0)`, `total // 2` before; cell `j`'s receptive
+    field is centred at `s * j + k / 2 - pad` (continuous), so it covers
+    `[offset + s * j, offset + s * (j + 1))` with `offset = k / 2 - s / 2 - pad`; `before`
+    pixels cropped in front shift it."""
+    cells = -(-pixels // stride)
+    pad = max((cells - 1) * stride + kernel - pixels, 0) // 2
+    return (kernel / 2 - stride / 2 - pad + before, float(stride))
+
+
+L = keras.layers
+GEOMETRIES = {
+    # Cropping ((2, 3), (4, 1)) then a valid 3x3 conv: cell j centred at 2 + j + 1.5.
+    "crop": ((HEIGHT, WIDTH, 3), lambda i: L.Conv2D(5, 3, name="last")(
+        L.Cropping2D(((2, 3), (4, 1)))(i)), "channels_last",
+        [(3.0, 1.0, 2.0, 21.0), (5.0, 1.0, 4.0, 39.0)]),
+    # Padding ((1, 2), (3, 0)) then a valid 3x3 conv of stride 2: centre 2j + 1.5 - pad.
+    "pad_stride": ((HEIGHT, WIDTH, 3), lambda i: L.Conv2D(5, 3, strides=2, name="last")(
+        L.ZeroPadding2D(((1, 2), (3, 0)))(i)), "channels_last",
+        [(-0.5, 2.0, 0.0, HEIGHT), (-2.5, 2.0, 0.0, WIDTH)]),
+    "strides_2_3": ((HEIGHT, WIDTH, 3), lambda i: L.Conv2D(
+        5, 3, strides=(2, 3), padding="same", name="last")(i), "channels_last",
+        [(*same_conv_axis(HEIGHT, 3, 2), 0.0, HEIGHT), (*same_conv_axis(WIDTH, 3, 3), 0.0, WIDTH)]),
+    # Resizing to 12x30: scales 2 and 4/3, no offset.
+    "resize": ((HEIGHT, WIDTH, 3), lambda i: L.Conv2D(5, 3, padding="same", name="last")(
+        L.Resizing(12, 30)(i)), "channels_last",
+        [(0.0, 2.0, 0.0, HEIGHT), (0.0, WIDTH / 30, 0.0, WIDTH)]),
+    "channels_first": ((3, HEIGHT, WIDTH), lambda i: L.Conv2D(
+        5, 3, strides=2, padding="same", name="last", data_format="channels_first")(i),
+        "channels_first",
+        [(*same_conv_axis(HEIGHT, 3, 2), 0.0, HEIGHT), (*same_conv_axis(WIDTH, 3, 2), 0.0, WIDTH)]),
+    # A valid conv of stride 2 on 40 steps: centre 2j + 1.5.
+    "conv1d": ((WIDTH, 2), lambda i: L.Conv1D(5, 3, strides=2, name="last")(i), "channels_last",
+               [(0.5, 2.0, 0.0, WIDTH)]),
+    # Cropping (1, 2, 3) of 6x12x20 then a same conv of strides (1, 2, 2) on 4x8x14.
+    "conv3d": ((6, 12, 20, 2), lambda i: L.Conv3D(5, 3, strides=(1, 2, 2), padding="same",
+               name="last")(L.Cropping3D((1, 2, 3))(i)), "channels_last",
+               [(*same_conv_axis(4, 3, 1, 1), 1.0, 5.0), (*same_conv_axis(8, 3, 2, 2), 2.0, 10.0),
+                (*same_conv_axis(14, 3, 2, 3), 3.0, 17.0)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GEOMETRIES))
+def test_a_fixed_size_model_places_its_maps_as_the_slow_reference(name):
+    shape, body, data_format, placement = GEOMETRIES[name]
+    model = chain_model(shape, body, data_format)
+    channels_first = data_format == "channels_first"
+    rng = np.random.default_rng(7)
+    images = rng.uniform(0, 1, (5, *shape)).astype(np.float32)
+    size = shape[1:] if channels_first else shape[:-1]
+    raw = slow_raw_gradcam(model, images, channels_first=channels_first)
+    cam = kc.GradCAM(model, layer="last")
+    placed = np.stack([min_max(place_reference(r, size, placement)) for r in raw])
+    np.testing.assert_allclose(cam(images), placed, atol=1e-4)
+    np.testing.assert_allclose(cam(images, upsample=False), np.stack([min_max(r) for r in raw]),
+                               atol=1e-4)
+    batch_scaled = np.stack([place_reference(r, size, placement) for r in raw])
+    np.testing.assert_allclose(cam(images, normalize="batch"),
+                               batch_scaled / batch_scaled.max(), atol=1e-4)
+
+
+def test_an_any_size_model_follows_each_size_in_turn():
+    """One explainer of a model with None sizes, called at sizes that come and go: each map is
+    placed on its own size (a strided "same" conv: the padding changes with the size)."""
+    body = GEOMETRIES["strides_2_3"][1]
+    model = chain_model((None, None, 3), body)
+    cam = kc.GradCAM(model, layer="last")
+    rng = np.random.default_rng(8)
+    for height, width in [(HEIGHT, WIDTH), (17, 31), (HEIGHT, WIDTH), (WIDTH, HEIGHT), (9, 5)]:
+        images = rng.uniform(0, 1, (3, height, width, 3)).astype(np.float32)
+        placement = [(*same_conv_axis(height, 3, 2), 0.0, height),
+                     (*same_conv_axis(width, 3, 3), 0.0, width)]
+        want = np.stack([min_max(place_reference(r, (height, width), placement))
+                         for r in slow_raw_gradcam(model, images)])
+        np.testing.assert_allclose(cam(images), want, atol=1e-4, err_msg=f"{height}x{width}")
+
+
+def test_an_explainer_of_another_layer_of_the_same_model_has_its_own_geometry():
+    """Crop ((2, 3), (4, 1)), "first" (same 3x3, stride 1), "last" (same 3x3, strides (2, 3))
+    on the 19x35 crop: "last" explained first, then "first", then "last" again."""
+    def body(inputs):
+        x = L.Cropping2D(((2, 3), (4, 1)))(inputs)
+        x = L.Conv2D(4, 3, padding="same", activation="relu", name="first")(x)
+        return L.Conv2D(5, 3, strides=(2, 3), padding="same", name="last")(x)
+
+    model = chain_model((HEIGHT, WIDTH, 3), body)
+    images = np.random.default_rng(9).uniform(0, 1, (4, HEIGHT, WIDTH, 3)).astype(np.float32)
+    placements = {
+        "first": [(*same_conv_axis(19, 3, 1, 2), 2.0, 21.0), (*same_conv_axis(35, 3, 1, 4), 4.0, 39.0)],
+        "last": [(*same_conv_axis(19, 3, 2, 2), 2.0, 21.0), (*same_conv_axis(35, 3, 3, 4), 4.0, 39.0)],
+    }
+    for layer in ("last", "first", "last"):
+        want = np.stack([min_max(place_reference(r, (HEIGHT, WIDTH), placements[layer]))
+                         for r in slow_raw_gradcam(model, images, layer)])
+        np.testing.assert_allclose(kc.GradCAM(model, layer=layer)(images), want, atol=1e-4,
+                                   err_msg=layer)
