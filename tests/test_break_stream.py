@@ -451,3 +451,38 @@ def test_an_explainer_of_another_layer_of_the_same_model_has_its_own_geometry():
                          for r in slow_raw_gradcam(model, images, layer)])
         np.testing.assert_allclose(kc.GradCAM(model, layer=layer)(images), want, atol=1e-4,
                                    err_msg=layer)
+
+
+# ----------------------------------------------------- evaluate and the callback, streamed
+def test_streamed_evaluate_of_rebatched_data_equals_in_memory_evaluate(stream_data):
+    model, images, labels, probabilities, reference = stream_data
+    boxes = np.tile(np.array([[3, 2, 30, 20]]), (23, 1))
+    kwargs = {"methods": ["gradcam"], "verbose": 0, "batch_size": 8, "metrics": [
+        "average_drop", "increase_in_confidence", "pointing_game", "energy_pointing_game",
+        "box_iou", "deletion"]}
+    memory = kc.evaluate(model, images, labels, boxes=boxes, **kwargs)
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (images.astype(np.float64), labels.astype(np.int32), boxes.astype(np.int32))
+    ).batch(5)
+    streamed = kc.evaluate(model, dataset, **kwargs)
+    assert streamed.accuracy == pytest.approx(np.mean(probabilities.argmax(-1) == labels))
+    assert set(streamed.results["gradcam"]) == set(memory.results["gradcam"])
+    for metric, result in memory.results["gradcam"].items():
+        assert streamed.results["gradcam"][metric].mean == pytest.approx(
+            result.mean, abs=1e-4
+        ), metric
+
+
+def test_evaluate_and_the_callback_name_the_non_finite_image(stream_data, tmp_path):
+    model, images, labels, probabilities, reference = stream_data
+    bad = images[:6].copy()
+    bad[BAD, 0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match=NAMED):
+        kc.evaluate(model, bad, labels[:6], methods=["gradcam"], verbose=0)
+    with pytest.raises(ValueError, match=NAMED):
+        kc.HeatmapCallback(bad, methods=("gradcam",), log_dir=str(tmp_path))
+    streamed = tf.data.Dataset.from_tensor_slices((np.concatenate([images[:8], bad]),
+                                                   np.concatenate([labels[:8], labels[:6]])))
+    with pytest.raises(ValueError, match=r"NaN or infinite values \(first in image 12\)"):
+        kc.evaluate(model, streamed.batch(3), methods=["gradcam", "scorecam"], verbose=0,
+                    batch_size=8, metrics=["average_drop"])
