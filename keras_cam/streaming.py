@@ -90,7 +90,8 @@ class Elements:
 
     Attributes:
         dataset: `tf.data.Dataset` of images, or of tuples `(images,)`, `(images, labels)` or
-            `(images, labels, boxes)`, images float32, the others int64; batched (of any sizes)
+            `(images, labels, boxes)`, images float32, labels int64 (float64 if they came
+            as floats: `class_labels` checks them), boxes int64; batched (of any sizes)
             or, with `batched=False`, one image per element.
         batched: whether `dataset`'s elements are batches. Defaults to `True`.
         errors: exceptions a Python iterable raised; the stream re-raises them as they are
@@ -404,16 +405,54 @@ def dataset_elements(dataset: Any, batch_rank: int) -> Elements:
             f"`dataset` images must have rank {batch_rank - 1} (one image) or {batch_rank} (a "
             f"batch); received spec {parts[0]}."
         )
-    if tuple(part.dtype for part in parts) != (tf.float32, *[tf.int64] * (len(parts) - 1)):
+    dtypes = [tf.float32, *[tf.int64] * (len(parts) - 1)]
+    if len(parts) > 1 and parts[1].dtype.is_floating:
+        dtypes[1] = tf.float64  # a cast would truncate a fraction: `class_labels` refuses it
+    if [part.dtype for part in parts] != dtypes:
         # One traced function (each costs a trace per call), only where a dtype differs.
         dataset = dataset.map(
-            lambda image, *rest: (
-                tf.cast(image, tf.float32), *(tf.cast(part, tf.int64) for part in rest)
-            ),
+            lambda *element: tuple(tf.cast(part, dtype) for part, dtype in zip(element, dtypes)),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
     return Elements(dataset, rank == batch_rank, errors)
+
+
+def class_labels(labels: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """A batch's labels as int64 class indices `(n,)`, from `(n,)` or `(n, 1)`.
+
+    Args:
+        labels: the batch's labels, integer or float.
+        index: int64 `(n,)` the images' positions in the dataset (named in errors).
+
+    Returns:
+        int64 `(n,)`.
+
+    Raises:
+        ValueError: not one label per image (e.g. one-hot rows), or a label that is not a
+            whole number (a cast would truncate it to another class).
+
+    Example:
+    ```python
+    class_labels(np.array([[2.0], [0.0]]), np.arange(2))   # array([2, 0])
+    ```
+    """
+    if labels.ndim == 0 or labels.shape[0] != len(index) or labels.size != len(index):
+        raise ValueError(
+            f"`dataset` labels of images {int(index[0])}-{int(index[-1])} have shape "
+            f"{labels.shape}: one class index per image is expected, shape ({len(index)},) or "
+            f"({len(index)}, 1). For one-hot labels pass their argmax (tf.argmax(labels, -1))."
+        )
+    labels = labels.reshape(-1)
+    whole = labels == np.round(labels)
+    if not whole.all():
+        bad = int(np.flatnonzero(~whole)[0])
+        raise ValueError(
+            f"`dataset` label of image {int(index[bad])} is {labels[bad]}, not a class index; "
+            "labels must be whole numbers (casting would explain another class). Check how "
+            "the labels are built."
+        )
+    return labels.astype(np.int64)
 
 
 def _from_iterable(batches: Iterable[Any], errors: list[Exception]) -> tf.data.Dataset:
@@ -537,7 +576,7 @@ class _Stream:
         self, shard: int, index: np.ndarray, parts: tuple[tf.Tensor, ...]
     ) -> ExplainedBatch:
         images = parts[0]
-        labels = parts[1].numpy() if len(parts) > 1 else None
+        labels = class_labels(parts[1].numpy(), index) if len(parts) > 1 else None
         boxes = parts[2].numpy() if len(parts) > 2 else None
         if self.targets is None:  # read from the scores below
             classes = np.full(len(images), TOP_PREDICTION, np.int64)

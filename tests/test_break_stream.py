@@ -486,3 +486,29 @@ def test_evaluate_and_the_callback_name_the_non_finite_image(stream_data, tmp_pa
     with pytest.raises(ValueError, match=r"NaN or infinite values \(first in image 12\)"):
         kc.evaluate(model, streamed.batch(3), methods=["gradcam", "scorecam"], verbose=0,
                     batch_size=8, metrics=["average_drop"])
+
+
+@pytest.mark.parametrize("given, message", [
+    (lambda y: y + 0.5, r"label of image 0 is 0.5, not a class index"),
+    (lambda y: np.where(np.arange(len(y)) == 9, np.nan, y), r"label of image 9 is nan"),
+    (lambda y: np.eye(CLASSES, dtype=np.float32)[y], r"labels of images 0-7 have shape \(8, 3\)"),
+])
+def test_labels_that_are_not_class_indices_are_refused_not_truncated(stream_data, given, message):
+    model, images, labels, probabilities, reference = stream_data
+    labels = np.zeros_like(labels)
+    dataset = tf.data.Dataset.from_tensor_slices((images, given(labels))).batch(5)
+    for targets in ("labels", None):
+        with pytest.raises(ValueError, match=message):
+            list(kc.explain_dataset("gradcam", dataset, model, targets=targets, batch_size=8,
+                                    verbose=0))
+
+
+def test_whole_float_labels_are_class_indices(stream_data):
+    model, images, labels, probabilities, reference = stream_data
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.float32)[:, None]))
+    batches = list(kc.explain_dataset("gradcam", dataset.batch(6), model, targets="labels",
+                                      batch_size=8, verbose=0))
+    assert all(b.labels.dtype == np.int64 and b.labels.ndim == 1 for b in batches)
+    np.testing.assert_array_equal(np.concatenate([b.classes for b in batches]), labels)
+    np.testing.assert_allclose(np.concatenate([b.maps["gradcam"] for b in batches]), reference,
+                               atol=1e-4)
