@@ -3,7 +3,11 @@ fixed-size model's geometry held as constants. Every answer is computed here ind
 (a Grad-CAM and a bilinear placement written in the test, `model.predict`)."""
 
 import json
+import os
 import pathlib
+import subprocess
+import sys
+import textwrap
 
 import keras
 import numpy as np
@@ -242,7 +246,7 @@ def test_an_iterable_stopping_midway_writes_full_shards_only_and_resumes_identic
     model, images, labels, probabilities, reference = stream_data
     interrupted, whole = tmp_path / "interrupted", tmp_path / "whole"
     with pytest.raises(Stop, match="interrupted"):
-        kc.explain_dataset({"gradcam": Counting(model)}, stopping(images, labels, size, stop), model,
+        kc.explain_dataset({"gradcam": Counting(model)}, stopping(images, labels, size, stop),
                            batch_size=4, out_dir=interrupted, verbose=0)
     records = [json.loads(path.read_text()) for path in sorted(interrupted.glob("shard-*.json"))]
     assert [r["shard"] for r in records] == list(range(stop // 4))
@@ -443,8 +447,10 @@ def test_an_explainer_of_another_layer_of_the_same_model_has_its_own_geometry():
     model = chain_model((HEIGHT, WIDTH, 3), body)
     images = np.random.default_rng(9).uniform(0, 1, (4, HEIGHT, WIDTH, 3)).astype(np.float32)
     placements = {
-        "first": [(*same_conv_axis(19, 3, 1, 2), 2.0, 21.0), (*same_conv_axis(35, 3, 1, 4), 4.0, 39.0)],
-        "last": [(*same_conv_axis(19, 3, 2, 2), 2.0, 21.0), (*same_conv_axis(35, 3, 3, 4), 4.0, 39.0)],
+        "first": [(*same_conv_axis(19, 3, 1, 2), 2.0, 21.0),
+                  (*same_conv_axis(35, 3, 1, 4), 4.0, 39.0)],
+        "last": [(*same_conv_axis(19, 3, 2, 2), 2.0, 21.0),
+                 (*same_conv_axis(35, 3, 3, 4), 4.0, 39.0)],
     }
     for layer in ("last", "first", "last"):
         want = np.stack([min_max(place_reference(r, (HEIGHT, WIDTH), placements[layer]))
@@ -512,3 +518,61 @@ def test_whole_float_labels_are_class_indices(stream_data):
     np.testing.assert_array_equal(np.concatenate([b.classes for b in batches]), labels)
     np.testing.assert_allclose(np.concatenate([b.maps["gradcam"] for b in batches]), reference,
                                atol=1e-4)
+
+
+MIRRORED_CHILD = textwrap.dedent("""
+    import sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras, numpy as np
+    import keras_cam as kc
+
+    model = keras.models.load_model(sys.argv[1])
+    data = np.load(sys.argv[2])
+    images, labels = data["images"], data["labels"]
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (images.astype(np.float64), labels.astype(np.int32))).batch(3)
+    batches = list(kc.explain_dataset("gradcam", dataset, model, targets="labels",
+                                      batch_size=7, strategy=strategy, verbose=0))
+    out = {key: np.concatenate([getattr(b, key) for b in batches])
+           for key in ("index", "classes", "predicted", "scores")}
+    out["maps"] = np.concatenate([b.maps["gradcam"] for b in batches])
+    np.savez(sys.argv[3], **out)
+    bad = images.copy()
+    bad[11, 2, 2, 0] = np.nan
+    try:
+        list(kc.explain_dataset("gradcam", tf.data.Dataset.from_tensor_slices(bad).batch(4),
+                                model, batch_size=7, strategy=strategy, verbose=0))
+    except ValueError as error:
+        print("REFUSED", error)
+    print("REPLICAS", strategy.num_replicas_in_sync)
+""")
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_over_rebatched_tensors_and_a_nan_image(stream_data, tmp_path):
+    """Two logical CPUs, a float64/int32 dataset in batches of 3 rebatched into shards of 7
+    (odd slices per replica): the slow reference's maps and `predict`'s records; a NaN image
+    named by its index in the dataset, not in a replica's slice."""
+    model, images, labels, probabilities, reference = stream_data
+    model.save(tmp_path / "model.keras")
+    np.savez(tmp_path / "data.npz", images=images[:17], labels=labels[:17])
+    root = pathlib.Path(__file__).resolve().parents[1]
+    run = subprocess.run(
+        [sys.executable, "-c", MIRRORED_CHILD, str(tmp_path / "model.keras"),
+         str(tmp_path / "data.npz"), str(tmp_path / "out.npz")],
+        env={**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3",
+             "KERAS_BACKEND": "tensorflow"},
+        capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "REPLICAS 2" in run.stdout
+    assert "NaN or infinite values (first in image 11)" in run.stdout
+    got = np.load(tmp_path / "out.npz")
+    np.testing.assert_array_equal(got["index"], np.arange(17))
+    np.testing.assert_array_equal(got["classes"], labels[:17])
+    np.testing.assert_array_equal(got["predicted"], probabilities[:17].argmax(-1))
+    np.testing.assert_allclose(got["scores"], probabilities[:17].max(-1), atol=1e-6)
+    np.testing.assert_allclose(got["maps"], reference[:17], atol=1e-4)
