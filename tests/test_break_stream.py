@@ -576,3 +576,18 @@ def test_mirrored_strategy_over_rebatched_tensors_and_a_nan_image(stream_data, t
     np.testing.assert_array_equal(got["predicted"], probabilities[:17].argmax(-1))
     np.testing.assert_allclose(got["scores"], probabilities[:17].max(-1), atol=1e-6)
     np.testing.assert_allclose(got["maps"], reference[:17], atol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(kc.METHODS))
+def test_every_method_names_a_non_finite_image_of_a_later_chunk(name):
+    """Image 4 of 6 (the third chunk of 2), as a float64 tensor, batch normalization and one
+    class per image: refused by every method, naming the image, never a map."""
+    model = rgb_model(size=(6, 10))
+    cam = kc.get_method(name)(model, verbose=0)
+    cam.images_per_pass = 2
+    for value in (np.nan, -np.inf):
+        images = tf.constant(bad_images(value, size=(6, 10)), tf.float64)
+        with pytest.raises(ValueError, match=NAMED):
+            cam(images, targets=[0, 1, 2, 0, 1, 2], normalize="batch")
+        with pytest.raises(ValueError, match=NAMED):
+            cam.explain(images)
