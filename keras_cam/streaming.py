@@ -33,7 +33,7 @@ import tensorflow as tf
 from keras_cam._checks import check_positive_int
 from keras_cam._files import atomic_writer, write_png
 from keras_cam.methods import BaseCAM, get_method, method_name
-from keras_cam.methods.base import check_finite_images, finite_rows
+from keras_cam.methods.base import check_finite_images, check_real_dtype, finite_rows
 from keras_cam.targets import TOP_PREDICTION
 from keras_cam.visualize import display_images, overlay
 
@@ -239,7 +239,8 @@ def explain_dataset(
         ValueError: an unknown method, targets rule, batch size or dataset structure;
             `"labels"` on a dataset without labels; an `out_dir` holding a run with other
             arguments; a worker that finished without every shard of the run.
-        TypeError: a dataset of an unsupported type; names without `model`.
+        TypeError: a dataset of an unsupported type or of complex or string parts; names
+            without `model`.
 
     Example:
     ```python
@@ -377,7 +378,7 @@ def dataset_elements(dataset: Any, batch_rank: int) -> Elements:
         and the exceptions a Python iterable raises.
 
     Raises:
-        TypeError: a dataset of an unsupported type.
+        TypeError: a dataset of an unsupported type, or of parts that are not real numbers.
         ValueError: elements that are not images or tuples of 1-3 components.
     """
     errors: list[Exception] = []
@@ -405,6 +406,8 @@ def dataset_elements(dataset: Any, batch_rank: int) -> Elements:
             f"`dataset` images must have rank {batch_rank - 1} (one image) or {batch_rank} (a "
             f"batch); received spec {parts[0]}."
         )
+    for name, part in zip(("dataset images", "dataset labels", "dataset boxes"), parts):
+        check_real_dtype(name, part.dtype)  # a cast would drop an imaginary part silently
     dtypes = [tf.float32, *[tf.int64] * (len(parts) - 1)]
     if len(parts) > 1 and parts[1].dtype.is_floating:
         dtypes[1] = tf.float64  # a cast would truncate a fraction: `class_labels` refuses it

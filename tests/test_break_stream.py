@@ -591,3 +591,18 @@ def test_every_method_names_a_non_finite_image_of_a_later_chunk(name):
             cam(images, targets=[0, 1, 2, 0, 1, 2], normalize="batch")
         with pytest.raises(ValueError, match=NAMED):
             cam.explain(images)
+
+
+@pytest.mark.parametrize("part, message", [
+    ("images", r"`dataset images` must hold real numbers.*complex64"),
+    ("labels", r"`dataset labels` must hold real numbers.*string"),
+])
+def test_dataset_parts_that_are_not_real_numbers_are_refused_like_in_memory(part, message):
+    """In memory complex images are refused; the dataset's cast must not drop the imaginary
+    part silently (nor fail in tf.data on string labels)."""
+    images = bad_images(0.5, size=(6, 10))
+    labels = np.array(["cat"] * 6) if part == "labels" else np.zeros(6, np.int64)
+    if part == "images":
+        images = images.astype(np.complex64) * (1 + 1j)
+    with pytest.raises(TypeError, match=message):
+        kc.explain_dataset("gradcam", (images, labels), rgb_model(size=(6, 10)), verbose=0)
