@@ -408,6 +408,11 @@ def dataset_elements(dataset: Any, batch_rank: int) -> Elements:
         )
     for name, part in zip(("dataset images", "dataset labels", "dataset boxes"), parts):
         check_real_dtype(name, part.dtype)  # a cast would drop an imaginary part silently
+    if len(parts) > 2 and not parts[2].dtype.is_integer:  # as `check_boxes` in memory
+        raise TypeError(
+            "`dataset` boxes must hold integer pixel coordinates (x0, y0, x1, y1), as in "
+            f"memory; received dtype {parts[2].dtype.name} (a cast would truncate them)."
+        )
     dtypes = [tf.float32, *[tf.int64] * (len(parts) - 1)]
     if len(parts) > 1 and parts[1].dtype.is_floating:
         dtypes[1] = tf.float64  # a cast would truncate a fraction: `class_labels` refuses it

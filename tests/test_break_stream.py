@@ -606,3 +606,15 @@ def test_dataset_parts_that_are_not_real_numbers_are_refused_like_in_memory(part
         images = images.astype(np.complex64) * (1 + 1j)
     with pytest.raises(TypeError, match=message):
         kc.explain_dataset("gradcam", (images, labels), rgb_model(size=(6, 10)), verbose=0)
+
+
+def test_float_boxes_are_refused_in_a_dataset_as_in_memory():
+    images = bad_images(0.5, size=(6, 10))
+    labels, boxes = np.zeros(6, np.int64), np.tile([[1.5, 1.0, 8.7, 5.0]], (6, 1))
+    model = rgb_model(size=(6, 10))
+    with pytest.raises(TypeError, match=r"`boxes` must hold integer pixel coordinates"):
+        kc.evaluate(model, images, labels, boxes=boxes, methods=["gradcam"], verbose=0,
+                    metrics=["pointing_game"])
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels, boxes)).batch(4)
+    with pytest.raises(TypeError, match=r"`dataset` boxes must hold integer pixel coordinates"):
+        kc.evaluate(model, dataset, methods=["gradcam"], verbose=0, metrics=["pointing_game"])
