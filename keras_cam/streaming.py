@@ -122,9 +122,15 @@ class Elements:
         return self.dataset.batch(batch_size)
 
     def read(self, shards: Iterable[Any], batch_size: int) -> Iterator[Any]:
-        """The elements of `shards` (built on `batches(batch_size)`) as they come; images of
-        different sizes that fall into one shard are refused by name (tf.data's error
-        chained).
+        """The elements of `shards` as they come; images of different sizes that fall into
+        one shard are refused by name (tf.data's error chained).
+
+        Args:
+            shards: an iterable over `batches(batch_size)` (numbered, perhaps filtered).
+            batch_size: the shards' size, named in the error.
+
+        Returns:
+            An iterator of the elements of `shards`.
 
         Raises:
             ValueError: images of different sizes in one shard.
