@@ -121,8 +121,12 @@ def check_images(images: ArrayLike, ranks: tuple[int, ...] = (4,)) -> np.ndarray
     if array.shape[0] == 0:
         raise ValueError("`images` is an empty batch (shape[0] == 0); pass at least one image.")
     array = array.astype(np.float32, copy=False)
-    if not np.isfinite(array).all():
-        raise ValueError("`images` contain NaN or infinite values; check the preprocessing.")
+    finite = np.isfinite(array.reshape(len(array), -1)).all(axis=1)
+    if not finite.all():
+        raise ValueError(
+            "`images` contain NaN or infinite values (first in image "
+            f"{int(np.flatnonzero(~finite)[0])}); check the preprocessing."
+        )
     return array
 
 

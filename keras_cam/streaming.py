@@ -21,6 +21,7 @@ import itertools
 import json
 import math
 import pathlib
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Union
@@ -32,6 +33,7 @@ import tensorflow as tf
 from keras_cam._checks import check_positive_int
 from keras_cam._files import atomic_writer, write_png
 from keras_cam.methods import BaseCAM, get_method, method_name
+from keras_cam.methods.base import check_finite_images, check_real_dtype, finite_rows
 from keras_cam.targets import TOP_PREDICTION
 from keras_cam.visualize import display_images, overlay
 
@@ -88,7 +90,8 @@ class Elements:
 
     Attributes:
         dataset: `tf.data.Dataset` of images, or of tuples `(images,)`, `(images, labels)` or
-            `(images, labels, boxes)`, images float32, the others int64; batched (of any sizes)
+            `(images, labels, boxes)`, images float32, labels int64 (float64 if they came
+            as floats: `class_labels` checks them), boxes int64; batched (of any sizes)
             or, with `batched=False`, one image per element.
         batched: whether `dataset`'s elements are batches. Defaults to `True`.
         errors: exceptions a Python iterable raised; the stream re-raises them as they are
@@ -118,10 +121,48 @@ class Elements:
             return self.dataset.rebatch(batch_size)
         return self.dataset.batch(batch_size)
 
+    def read(self, shards: Iterable[Any], batch_size: int) -> Iterator[Any]:
+        """The elements of `shards` as they come; images of different sizes that fall into
+        one shard are refused by name (tf.data's error chained).
+
+        Args:
+            shards: an iterable over `batches(batch_size)` (numbered, perhaps filtered).
+            batch_size: the shards' size, named in the error.
+
+        Returns:
+            An iterator of the elements of `shards`.
+
+        Raises:
+            ValueError: images of different sizes in one shard.
+        """
+        iterator = iter(shards)
+        while True:
+            try:
+                element = next(iterator)
+            except StopIteration:
+                return
+            except (tf.errors.InvalidArgumentError, tf.errors.FailedPreconditionError) as error:
+                if not _MIXED_SIZES.search(error.message):
+                    raise
+                raise ValueError(
+                    f"`dataset` holds images of different sizes, which cannot share a shard of "
+                    f"`batch_size`={batch_size} images (tf.data: "
+                    f"{error.message.strip().splitlines()[-1]}). Resize them to one size in "
+                    "the pipeline (e.g. with tf.image.resize), or give batches of one size "
+                    "each with `batch_size` equal to their size."
+                ) from error
+            yield element
+
     def reraise(self) -> None:
         """Raises the first exception of the Python iterable, if it raised one."""
         if self.errors:
             raise self.errors[0]
+
+
+_MIXED_SIZES = re.compile(r"different shapes|shapes are ?not compatible")
+"""tf.data's errors for images of different sizes joined into one batch: `batch`'s
+("Cannot batch tensors with different shapes") and `rebatch`'s ("source and dst shapes are
+not compatible")."""
 
 
 def as_tuple(element: Any) -> tuple[Any, ...]:
@@ -204,7 +245,8 @@ def explain_dataset(
         ValueError: an unknown method, targets rule, batch size or dataset structure;
             `"labels"` on a dataset without labels; an `out_dir` holding a run with other
             arguments; a worker that finished without every shard of the run.
-        TypeError: a dataset of an unsupported type; names without `model`.
+        TypeError: a dataset of an unsupported type or of complex or string parts; names
+            without `model`.
 
     Example:
     ```python
@@ -342,7 +384,7 @@ def dataset_elements(dataset: Any, batch_rank: int) -> Elements:
         and the exceptions a Python iterable raises.
 
     Raises:
-        TypeError: a dataset of an unsupported type.
+        TypeError: a dataset of an unsupported type, or of parts that are not real numbers.
         ValueError: elements that are not images or tuples of 1-3 components.
     """
     errors: list[Exception] = []
@@ -370,16 +412,61 @@ def dataset_elements(dataset: Any, batch_rank: int) -> Elements:
             f"`dataset` images must have rank {batch_rank - 1} (one image) or {batch_rank} (a "
             f"batch); received spec {parts[0]}."
         )
-    if tuple(part.dtype for part in parts) != (tf.float32, *[tf.int64] * (len(parts) - 1)):
+    for name, part in zip(("dataset images", "dataset labels", "dataset boxes"), parts):
+        check_real_dtype(name, part.dtype)  # a cast would drop an imaginary part silently
+    if len(parts) > 2 and not parts[2].dtype.is_integer:  # as `check_boxes` in memory
+        raise TypeError(
+            "`dataset` boxes must hold integer pixel coordinates (x0, y0, x1, y1), as in "
+            f"memory; received dtype {parts[2].dtype.name} (a cast would truncate them)."
+        )
+    dtypes = [tf.float32, *[tf.int64] * (len(parts) - 1)]
+    if len(parts) > 1 and parts[1].dtype.is_floating:
+        dtypes[1] = tf.float64  # a cast would truncate a fraction: `class_labels` refuses it
+    if [part.dtype for part in parts] != dtypes:
         # One traced function (each costs a trace per call), only where a dtype differs.
         dataset = dataset.map(
-            lambda image, *rest: (
-                tf.cast(image, tf.float32), *(tf.cast(part, tf.int64) for part in rest)
-            ),
+            lambda *element: tuple(tf.cast(part, dtype) for part, dtype in zip(element, dtypes)),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
     return Elements(dataset, rank == batch_rank, errors)
+
+
+def class_labels(labels: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """A batch's labels as int64 class indices `(n,)`, from `(n,)` or `(n, 1)`.
+
+    Args:
+        labels: the batch's labels, integer or float.
+        index: int64 `(n,)` the images' positions in the dataset (named in errors).
+
+    Returns:
+        int64 `(n,)`.
+
+    Raises:
+        ValueError: not one label per image (e.g. one-hot rows), or a label that is not a
+            whole number (a cast would truncate it to another class).
+
+    Example:
+    ```python
+    class_labels(np.array([[2.0], [0.0]]), np.arange(2))   # array([2, 0])
+    ```
+    """
+    if labels.ndim == 0 or labels.shape[0] != len(index) or labels.size != len(index):
+        raise ValueError(
+            f"`dataset` labels of images {int(index[0])}-{int(index[-1])} have shape "
+            f"{labels.shape}: one class index per image is expected, shape ({len(index)},) or "
+            f"({len(index)}, 1). For one-hot labels pass their argmax (tf.argmax(labels, -1))."
+        )
+    labels = labels.reshape(-1)
+    whole = labels == np.round(labels)
+    if not whole.all():
+        bad = int(np.flatnonzero(~whole)[0])
+        raise ValueError(
+            f"`dataset` label of image {int(index[bad])} is {labels[bad]}, not a class index; "
+            "labels must be whole numbers (casting would explain another class). Check how "
+            "the labels are built."
+        )
+    return labels.astype(np.int64)
 
 
 def _from_iterable(batches: Iterable[Any], errors: list[Exception]) -> tf.data.Dataset:
@@ -398,11 +485,22 @@ def _from_iterable(batches: Iterable[Any], errors: list[Exception]) -> tf.data.D
         for part in parts
     )
     chained = itertools.chain([first], iterator)
+    shapes = [tuple(spec.shape[1:]) for spec in signature]
 
     def generate() -> Iterator[tuple[Any, ...]]:
         try:
-            for batch in chained:
-                yield batch if isinstance(batch, tuple) else (batch,)
+            for number, batch in enumerate(chained):
+                batch = as_tuple(batch)
+                if [tuple(np.shape(part)[1:]) for part in batch] != shapes:
+                    raise ValueError(
+                        f"`dataset` batch {number} holds {len(batch)} part(s) of shapes "
+                        f"{[tuple(np.shape(part)) for part in batch]}, but the first batch's "
+                        f"parts are {shapes} per image: images of different sizes cannot "
+                        "share a shard of `batch_size` images. Resize them to one size, or "
+                        "pass a tf.data.Dataset of batches of one size each with `batch_size` "
+                        "equal to their size."
+                    )
+                yield batch
         except Exception as error:  # re-raised by the stream, as it is
             errors.append(error)
 
@@ -465,7 +563,7 @@ class _Stream:
         if self.verbose:
             progress = keras.utils.Progbar(None, unit_name="image", stateful_metrics=["images/s"])
         done, timed, begin = 0, 0, 0.0
-        for shard, parts in shards:
+        for shard, parts in elements.read(shards, self.batch_size):
             shard, parts = int(shard), as_tuple(parts)
             count = int(parts[0].shape[0])
             if count < self.batch_size:
@@ -492,7 +590,7 @@ class _Stream:
         self, shard: int, index: np.ndarray, parts: tuple[tf.Tensor, ...]
     ) -> ExplainedBatch:
         images = parts[0]
-        labels = parts[1].numpy() if len(parts) > 1 else None
+        labels = class_labels(parts[1].numpy(), index) if len(parts) > 1 else None
         boxes = parts[2].numpy() if len(parts) > 2 else None
         if self.targets is None:  # read from the scores below
             classes = np.full(len(images), TOP_PREDICTION, np.int64)
@@ -503,11 +601,15 @@ class _Stream:
         maps, seconds, scores = {}, {}, None
         for name, cam in self.explainers.items():
             begin = time.perf_counter()
-            maps[name], scores = self._on_replicas(
-                lambda x, c, cam=cam: cam.explain(x, None if self.targets is None else c),
-                images,
-                classes,
-            )
+            try:
+                maps[name], scores = self._on_replicas(
+                    lambda x, c, cam=cam: cam.explain(x, None if self.targets is None else c),
+                    images,
+                    classes,
+                )
+            except ValueError:  # a non-finite image: named by its dataset index
+                check_finite_images(finite_rows(tf.cast(images, tf.float32)).numpy(), index)
+                raise
             seconds[name] = time.perf_counter() - begin
         predicted = scores.argmax(axis=-1).astype(np.int64)
         if self.targets is None:

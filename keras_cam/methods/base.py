@@ -379,10 +379,13 @@ def finite_rows(batch: tf.Tensor) -> tf.Tensor:
     return tf.reduce_all(tf.math.is_finite(tf.reshape(batch, (tf.shape(batch)[0], -1))), axis=1)
 
 
-def check_finite_images(finite: np.ndarray) -> None:
-    """Raises a `ValueError` naming the first image whose `finite` flag (bool `(B,)`) is off."""
+def check_finite_images(finite: np.ndarray, index: np.ndarray | None = None) -> None:
+    """Raises a `ValueError` naming the first image whose `finite` flag (bool `(B,)`) is off:
+    by its `index` (int `(B,)`, e.g. its position in a dataset) if given, else its position
+    in the batch."""
     if not finite.all():
         bad = int(np.flatnonzero(~finite)[0])
+        bad = bad if index is None else int(index[bad])
         raise ValueError(
             f"`images` contain NaN or infinite values (first in image {bad}); a class "
             "activation map of such an input is meaningless. Check the preprocessing."
@@ -726,21 +729,25 @@ class BaseCAM:
         score_fn = targets if callable(targets) else None
         pass_fn = self._pass(upsample, chunk_mode, scores, score_fn)
         rows = tf.range(count) if score_fn is not None else tf.constant(targets, tf.int32)
-        if not chunked:
-            outputs = [pass_fn(batch, others, rows, size, placement)]
-        else:
-            outputs = [
-                pass_fn(
-                    batch[start : start + step],
-                    tuple(other[start : start + step] for other in others),
-                    rows[start : start + step],
-                    size,
-                    placement,
-                )
-                for start in range(0, count, step)
-            ]
+        try:
+            if not chunked:
+                outputs = [pass_fn(batch, others, rows, size, placement)]
+            else:
+                outputs = [
+                    pass_fn(
+                        batch[start : start + step],
+                        tuple(other[start : start + step] for other in others),
+                        rows[start : start + step],
+                        size,
+                        placement,
+                    )
+                    for start in range(0, count, step)
+                ]
+            finite = np.concatenate([o[-1].numpy() for o in outputs])
+        except tf.errors.OpError:  # an op of the model or method refusing a non-finite image
+            check_finite_images(finite_rows(batch).numpy())
+            raise
         maps = outputs[0][0] if not chunked else tf.concat([o[0] for o in outputs], axis=0)
-        finite = np.concatenate([o[-1].numpy() for o in outputs])
         if not finite.all():  # no normalization over a batch with a non-finite image
             return maps, None, finite
         if chunk_mode != mode:
@@ -1263,6 +1270,11 @@ class BaseCAM:
                     f"but the model expects {size}: resize them to {wanted} "
                     "(e.g. with tf.image.resize) first."
                 )
+        source = next(t for t in self.model.inputs if t.name == self._cam.input_name)
+        # An integer input's values are read on the host below: a NaN is named there first.
+        check_finite = check_finite or not keras.backend.is_float_dtype(
+            keras.backend.standardize_dtype(source.dtype)
+        )
         if isinstance(array, np.ndarray):  # checked on the host: no device work
             values = array.astype(np.float32, copy=False).reshape(shape)
             if check_finite:
@@ -1275,6 +1287,5 @@ class BaseCAM:
             if check_finite:
                 check_finite_images(finite_rows(batch).numpy())
         # A model with an integer input takes integer images (explained as float32).
-        source = next(t for t in self.model.inputs if t.name == self._cam.input_name)
         check_input_values(batch, source.dtype, self.model.name)
         return batch, single
