@@ -728,7 +728,10 @@ class BaseCAM:
         chunk_mode = "none" if chunked and mode == "batch" else mode
         score_fn = targets if callable(targets) else None
         pass_fn = self._pass(upsample, chunk_mode, scores, score_fn)
-        rows = tf.range(count) if score_fn is not None else tf.constant(targets, tf.int32)
+        if score_fn is not None:
+            rows = tf.range(count)
+        else:  # int32 on the host: the conversion's fast path
+            rows = tf.constant(np.asarray(targets, np.int32))
         try:
             if not chunked:
                 outputs = [pass_fn(batch, others, rows, size, placement)]
