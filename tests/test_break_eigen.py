@@ -1,0 +1,207 @@
+"""Breaking `eigen_smooth` as a trace-time choice and `channel_sum` (keras_cam/methods/base.py).
+
+Every reference here is computed without keras_cam: the explained layer's activations and
+gradients come from the model's own layers and a `GradientTape`, the principal component from
+NumPy's SVD (`references.eigen_map`), placement from `tf.image.resize` on exact 2x grids.
+
+The analytic case: a layer of ONE channel. Its weighted activations `w A` form an `(N, 1)`
+matrix whose centred first component is `w (A - mean A)`, oriented to agree with itself, so
+for any method with a positive weight the `eigen_smooth` map is `ReLU(A - mean A)` up to
+scale, whatever the weight's value: one reference for every method that accepts it.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras import layers
+from references import eigen_map, gradient_weights
+
+import keras_cam as kc
+from keras_cam.methods.base import channel_sum, eigen_smoothing
+
+HEIGHT, WIDTH = 24, 40
+TARGETS = [0, 2, 1]
+REFUSING = ("guidedbackprop", "guidedgradcam", "fullgrad")
+"""Methods without weighted activations, which refuse `eigen_smooth`."""
+PROJECTING = ("eigencam", "eigengradcam", "kpcacam")
+"""Methods whose map is already a projection: `eigen_smooth` leaves it as it is."""
+ACCEPTING = sorted(set(kc.METHODS) - set(REFUSING))
+
+
+def _one_channel_model(channels: int = 1) -> keras.Model:
+    """conv -> 2x2 average pool -> conv "feat" (`channels`) -> GAP -> Dense "dense" (softmax),
+    non-negative convs and a head whose class 0 weighs every channel most: every method's
+    weight of class 0 is positive."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((HEIGHT, WIDTH, 3))
+    x = layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inputs)
+    x = layers.AveragePooling2D(2, name="pool")(x)
+    x = layers.Conv2D(channels, 3, padding="same", activation="relu", name="feat")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, layers.Dense(3, activation="softmax", name="dense")(x))
+    rng = np.random.default_rng(0)
+    for name in ("c1", "feat"):
+        kernel, bias = model.get_layer(name).get_weights()
+        model.get_layer(name).set_weights(
+            [0.3 * np.abs(rng.normal(size=kernel.shape)).astype("float32"), np.zeros_like(bias)]
+        )
+    head = np.tile(np.array([[3.0, 1.0, 0.5]], "float32"), (channels, 1))
+    model.get_layer("dense").set_weights([head, np.zeros(3, "float32")])
+    return model
+
+
+def _blob_images(n: int, seed: int = 1) -> np.ndarray:
+    images = np.random.default_rng(seed).uniform(0, 1, (n, HEIGHT, WIDTH, 3)).astype("float32")
+    images[:, 2:8, 30:38] += 2.0
+    return images
+
+
+def _features(model: keras.Model, images: np.ndarray, layer: str = "feat") -> np.ndarray:
+    return keras.Model(model.input, model.get_layer(layer).output)(images).numpy().astype(float)
+
+
+def _unit(maps: np.ndarray) -> np.ndarray:
+    """Per-map division by the maximum (min is 0 after a ReLU with some zero cell)."""
+    return maps / maps.max(axis=tuple(range(1, maps.ndim)), keepdims=True)
+
+
+def _centred_reference(features: np.ndarray) -> np.ndarray:
+    """`ReLU(A - mean A)` of a one-channel `(B, *cells, 1)` layer, scaled to max 1."""
+    values = features[..., 0]
+    axes = tuple(range(1, values.ndim))
+    return _unit(np.maximum(values - values.mean(axis=axes, keepdims=True), 0.0))
+
+
+# --------------------------------------------------- every method, one analytic reference
+@pytest.mark.parametrize("name", ACCEPTING)
+def test_eigen_smooth_of_a_one_channel_layer_is_its_centred_activation(name):
+    model = _one_channel_model()
+    images = _blob_images(3)
+    cam = kc.get_method(name)(model, "feat")
+    maps = cam(images, 0, upsample=False, eigen_smooth=True)
+    plain = cam(images, 0, upsample=False)
+    if name == "kpcacam":  # a kernel projection already: eigen_smooth changes nothing
+        np.testing.assert_array_equal(maps, plain)
+        return
+    expected = _centred_reference(_features(model, images))
+    if name == "randomcam":  # a random weight of either sign: the component or its negation
+        values = _features(model, images)[..., 0]
+        negated = _unit(np.maximum(values.mean(axis=(1, 2), keepdims=True) - values, 0.0))
+        for got, plus, minus in zip(maps, expected, negated):
+            assert min(np.abs(got - plus).max(), np.abs(got - minus).max()) < 1e-5
+        return
+    np.testing.assert_allclose(maps, expected, atol=1e-5)
+    if name not in PROJECTING:  # the plain map is A itself, scaled: not the centred one
+        assert np.abs(plain - expected).max() > 0.05
+
+
+@pytest.mark.parametrize("name", REFUSING)
+def test_methods_without_weighted_activations_refuse_eigen_smooth(name):
+    model = _one_channel_model()
+    cam = kc.get_method(name)(model, None if name == "fullgrad" else "feat")
+    with pytest.raises(ValueError, match="does not combine weighted activations.*"
+                                         "eigen_smooth=False"):
+        cam(_blob_images(1), 0, eigen_smooth=True)
+    assert not eigen_smoothing(cam)
+
+
+# --------------------------------------------------- several channels: the gradient family
+def _model(channels: int = 6, counting: bool = False, softmax: bool = False) -> keras.Model:
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((HEIGHT, WIDTH, 3))
+    x = _Counting(name="count")(inputs) if counting else inputs
+    x = layers.Conv2D(5, 3, padding="same", activation="relu", name="c1")(x)
+    x = layers.AveragePooling2D(2, name="pool")(x)
+    x = layers.Conv2D(channels, 3, padding="same", activation="relu", name="feat")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    activation = "softmax" if softmax else None
+    return keras.Model(inputs, layers.Dense(3, activation=activation, name="dense")(x))
+
+
+class _Counting(layers.Layer):
+    """The identity; counts the Python runs of `call`, i.e. the traces of functions calling it."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.runs = 0
+
+    def call(self, inputs):
+        self.runs += 1
+        return inputs
+
+
+def _images(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 1, (n, HEIGHT, WIDTH, 3)).astype("float32")
+
+
+def _features_and_gradients(
+    model: keras.Model, images: np.ndarray, targets, layer: str = "feat"
+) -> tuple[np.ndarray, np.ndarray]:
+    """`A` of `layer` and `dS/dA` of each image's target logit (a GAP -> Dense head)."""
+    features = keras.Model(model.input, model.get_layer(layer).output)(images)
+    with tf.GradientTape() as tape:
+        tape.watch(features)
+        rest = features if layer == "feat" else model.get_layer("pool")(features)
+        if layer != "feat":
+            rest = model.get_layer("feat")(rest)
+        logits = model.get_layer("dense")(model.get_layer("gap")(rest))
+        total = tf.reduce_sum(tf.gather(logits, list(targets), batch_dims=1))
+    grads = tape.gradient(total, features).numpy().astype(np.float64)
+    return features.numpy().astype(np.float64), grads
+
+
+def _eigen_maps(weighted: np.ndarray) -> np.ndarray:
+    return np.stack([eigen_map(values) for values in weighted])
+
+
+def _close(got: np.ndarray, expected: np.ndarray, rtol: float = 1e-4) -> None:
+    np.testing.assert_allclose(got, expected, rtol=rtol, atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("name", ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam"])
+def test_eigen_smooth_of_gradient_methods_is_the_component_of_their_weighted_activations(name):
+    model = _model()
+    images = _images(3, seed=2)
+    features, grads = _features_and_gradients(model, images, TARGETS)
+    weighted = gradient_weights(name, features, grads) * features
+    cam = kc.get_method(name)(model, "feat")
+    got = cam(images, TARGETS, upsample=False, normalize=False, eigen_smooth=True)
+    _close(got, _eigen_maps(weighted))
+    plain = cam(images, TARGETS, upsample=False, normalize=False)
+    _close(plain, np.maximum(weighted.sum(axis=-1), 0.0))
+
+
+def _score_cam_weights(model: keras.Model, images: np.ndarray, features: np.ndarray,
+                       targets) -> np.ndarray:
+    """Score-CAM's `w_k = p_c(X * H^k)` (Wang et al. 2020, Eq. 3-4 with the authors' plain
+    probability), `H^k` channel `k` resized to the input and min-max normalized, 0 for a
+    constant channel; one image and one channel at a time."""
+    weights = np.zeros((len(features), features.shape[-1]))
+    for b, (image, values, cls) in enumerate(zip(images, features, targets)):
+        for k in range(values.shape[-1]):
+            channel = values[..., k]
+            if channel.max() == channel.min():
+                continue
+            mask = tf.image.resize(channel[..., None], (HEIGHT, WIDTH), "bilinear").numpy()
+            mask = (mask - mask.min()) / (mask.max() - mask.min())
+            weights[b, k] = float(model(image[None] * mask[None], training=False)[0, cls])
+    return weights
+
+
+def test_score_cam_eigen_smooth_over_chunks_of_images_and_channels():
+    model = _model(softmax=True)
+    images = _images(5, seed=3)
+    targets = [0, 2, 1, 1, 0]
+    features = _features(model, images)
+    weighted = features * _score_cam_weights(model, images, features, targets)[:, None, None]
+    cam = kc.ScoreCAM(model, "feat", batch_size=4, verbose=0)  # 6 channels: chunks of pairs
+    cam.images_per_pass = 2  # and images in parts of 2
+    got = cam(images, targets, upsample=False, normalize=False, eigen_smooth=True)
+    _close(got, _eigen_maps(weighted), rtol=1e-3)
+    plain = cam(images, targets, upsample=False, normalize=False)
+    _close(plain, np.maximum(weighted.sum(axis=-1), 0.0), rtol=1e-3)
