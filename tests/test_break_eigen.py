@@ -205,3 +205,150 @@ def test_score_cam_eigen_smooth_over_chunks_of_images_and_channels():
     _close(got, _eigen_maps(weighted), rtol=1e-3)
     plain = cam(images, targets, upsample=False, normalize=False)
     _close(plain, np.maximum(weighted.sum(axis=-1), 0.0), rtol=1e-3)
+
+
+# --------------------------------------------------- several layers and augmentations
+def _placed(maps: np.ndarray) -> np.ndarray:
+    """Conv-resolution `(B, h, w)` maps on the input: bilinear (exact on these 1x and 2x
+    grids), then min-max per map."""
+    size = (HEIGHT, WIDTH)
+    placed = tf.image.resize(maps[..., None].astype("float32"), size, "bilinear")[..., 0]
+    placed = placed.numpy().astype(np.float64)
+    low = placed.min(axis=(1, 2), keepdims=True)
+    span = placed.max(axis=(1, 2), keepdims=True) - low
+    return np.where(span > 0, (placed - low) / np.where(span > 0, span, 1.0), 0.0)
+
+
+def _grad_cam_eigen(model: keras.Model, images: np.ndarray, layer: str) -> np.ndarray:
+    features, grads = _features_and_gradients(model, images, TARGETS, layer)
+    return _eigen_maps(features * grads.mean(axis=(1, 2), keepdims=True))
+
+
+def test_eigen_smooth_with_sibling_layers_and_aug_smooth():
+    """pytorch-grad-cam's multi-layer `aug_smooth` + `eigen_smooth`: each view's and layer's
+    eigen map placed and normalized, flipped back, averaged, normalized."""
+    model = _model()
+    images = _images(3, seed=4)
+    total = 0.0
+    for flip in (False, True):
+        for factor in (1.0, 1.1, 0.9):
+            view = images * np.float32(factor)
+            view = view[:, :, ::-1] if flip else view
+            for layer in ("feat", "c1"):
+                maps = _placed(_grad_cam_eigen(model, np.ascontiguousarray(view), layer))
+                total = total + (maps[:, :, ::-1] if flip else maps)
+    expected = _unit(total - total.min(axis=(1, 2), keepdims=True))
+    cam = kc.GradCAM(model, ["feat", "c1"])
+    got = cam(images, TARGETS, aug_smooth=True, eigen_smooth=True)
+    np.testing.assert_allclose(got, expected, atol=2e-5)
+    siblings = (cam, *cam._siblings)
+    assert not any(eigen_smoothing(explainer) for explainer in siblings)
+    plain = cam(images, TARGETS, aug_smooth=True)  # the same explainer, plain again
+    assert np.abs(plain - expected).max() > 0.05
+
+
+# --------------------------------------------------- the flag never leaks
+def test_a_refused_eigen_call_leaves_the_next_plain_call_plain():
+    model = _model()
+    images = _images(3, seed=5)
+    features, grads = _features_and_gradients(model, images, TARGETS)
+    weighted = features * grads.mean(axis=(1, 2), keepdims=True)
+    cam = kc.GradCAM(model, ["feat"])
+    bad = images.copy()
+    bad[2, 3, 4, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite values .first in image 2"):
+        cam(bad, TARGETS, upsample=True, eigen_smooth=True)
+    assert not eigen_smoothing(cam)
+    plain = kc.GradCAM(model, "feat")
+    with pytest.raises(ValueError, match="NaN or infinite values .first in image 2"):
+        plain(bad, TARGETS, upsample=False, eigen_smooth=True)  # inside the fused pass
+    got = plain(images, TARGETS, upsample=False, normalize=False)
+    _close(got, np.maximum(weighted.sum(axis=-1), 0.0))
+    maps, scores = plain.explain(images, TARGETS, upsample=False, normalize=False)
+    _close(maps, np.maximum(weighted.sum(axis=-1), 0.0))
+
+
+def test_plain_eigen_explain_and_explain_dataset_interleaved_on_one_explainer():
+    model = _model()
+    images = _images(4, seed=6)
+    targets = [0, 2, 1, 2]
+    features, grads = _features_and_gradients(model, images, targets)
+    weighted = features * grads.mean(axis=(1, 2), keepdims=True)
+    plain, eigen = np.maximum(weighted.sum(axis=-1), 0.0), _eigen_maps(weighted)
+    cam = kc.GradCAM(model, "feat")
+    data = tf.data.Dataset.from_tensor_slices((images, np.array(targets))).batch(3)
+    for _ in range(2):
+        _close(cam(images, targets, upsample=False, normalize=False, eigen_smooth=True), eigen)
+        streamed = [b.maps["gradcam"] for b in kc.explain_dataset(
+            {"gradcam": cam}, data, targets="labels", verbose=0)]
+        reference = _placed(plain)
+        np.testing.assert_allclose(np.concatenate(streamed), reference, atol=2e-5)
+        maps, _ = cam.explain(images, targets, upsample=False, normalize=False)
+        _close(maps, plain)
+
+
+def test_concurrent_first_calls_trace_each_pass_once_and_keep_their_choice():
+    """Two threads trace the plain and the eigen pass of a fresh explainer at the same time."""
+    model = _model(counting=True)
+    counter = model.get_layer("count")
+    images = _images(3, seed=7)
+    features, grads = _features_and_gradients(model, images, TARGETS)
+    weighted = features * grads.mean(axis=(1, 2), keepdims=True)
+    expected = {False: np.maximum(weighted.sum(axis=-1), 0.0), True: _eigen_maps(weighted)}
+    for method in (kc.GradCAM, kc.ScoreCAM):
+        cam = method(model, "feat")
+        built = counter.runs
+        start = threading.Barrier(2)
+        results: dict[bool, list[np.ndarray]] = {False: [], True: []}
+        errors: list[BaseException] = []
+
+        def explain(eigen_smooth: bool, cam=cam, start=start, results=results,
+                    errors=errors) -> None:
+            try:
+                start.wait(timeout=60)
+                for _ in range(3):
+                    results[eigen_smooth].append(cam(
+                        images, TARGETS, upsample=False, normalize=False,
+                        eigen_smooth=eigen_smooth,
+                    ))
+            except BaseException as error:  # reported by the main thread
+                errors.append(error)
+
+        threads = [threading.Thread(target=explain, args=(flag,)) for flag in (False, True)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        if method is kc.GradCAM:
+            assert counter.runs == built + 2  # one trace per choice, not per call
+            for flag in (False, True):
+                for maps in results[flag]:
+                    _close(maps, expected[flag])
+        else:  # Score-CAM: its begin/step functions traced once per choice
+            for flag in (False, True):
+                _, begin, step = cam._class_streams[flag]
+                assert begin.experimental_get_tracing_count() == 1
+                assert results[flag][0].shape == (3, HEIGHT // 2, WIDTH // 2)
+            assert np.abs(results[True][0] - results[False][0]).max() > 0
+
+
+# --------------------------------------------------- flags are booleans
+@pytest.mark.parametrize("flag", ["eigen_smooth", "aug_smooth", "upsample"])
+@pytest.mark.parametrize("value", ["False", 1, None])
+def test_call_flags_must_be_booleans(flag, value):
+    """A truthy string ("False" from a config file) must not silently switch a flag on (or a
+    falsy value off): the call names the flag and what to pass."""
+    cam = kc.GradCAM(_model(), "feat")
+    with pytest.raises(TypeError, match=f"`{flag}` must be True or False; received {value!r}"):
+        cam(_images(1), 0, **{flag: value})
+
+
+def test_numpy_booleans_are_booleans():
+    model = _model()
+    images = _images(2, seed=8)
+    cam = kc.GradCAM(model, "feat")
+    np.testing.assert_array_equal(
+        cam(images, [0, 1], eigen_smooth=np.bool_(True), upsample=np.bool_(False)),
+        cam(images, [0, 1], eigen_smooth=True, upsample=False),
+    )

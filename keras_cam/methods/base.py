@@ -24,6 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_cam._checks import check_flag
 from keras_cam.methods.projection import principal_projection
 from keras_cam.surgery import CamModel, Head, build_cam_model, check_input_values
 from keras_cam.targets import (
@@ -633,6 +634,8 @@ class BaseCAM:
                 (`supports_callable_targets = False`); `upsample=False` with several layers or
                 `aug_smooth`; `eigen_smooth` for a method without weighted activations
                 (`supports_eigen_smooth = False`).
+            TypeError: `upsample`, `aug_smooth` or `eigen_smooth` not a bool (a string such
+                as `"False"` is refused, not read as true).
         """
         maps, _ = self._explain(images, targets, upsample, normalize, aug_smooth, eigen_smooth)
         return maps
@@ -649,7 +652,10 @@ class BaseCAM:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """`__call__`'s maps and, with `scores`, `predict`'s scores of the same images."""
         mode = check_normalize(normalize)
-        combined = bool(aug_smooth) or bool(self._siblings)
+        upsample = check_flag("upsample", upsample)
+        aug_smooth = check_flag("aug_smooth", aug_smooth)
+        eigen_smooth = check_flag("eigen_smooth", eigen_smooth)
+        combined = aug_smooth or bool(self._siblings)
         own_passes = type(self).explain_batch is not BaseCAM.explain_batch
         fused = not combined and not own_passes
         # The fused pass checks that the images are finite itself, in the same compiled call.
@@ -679,18 +685,18 @@ class BaseCAM:
         probabilities = None
         with contextlib.ExitStack() as smoothing:  # this thread's choice, for every layer
             for explainer in (self, *self._siblings):
-                smoothing.enter_context(explainer._smoothing(bool(eigen_smooth)))
+                smoothing.enter_context(explainer._smoothing(eigen_smooth))
             if combined:
-                maps = self._combined_maps(batch, resolved, bool(aug_smooth), others)
+                maps = self._combined_maps(batch, resolved, aug_smooth, others)
                 maps = _POSTPROCESS[len(size), False, mode](maps, size, placement).numpy()
             elif own_passes:
                 # A method with passes of its own (Score-CAM): its raw maps, then placement.
                 raw = self.explain_batch(batch, resolved, others)
-                maps = _POSTPROCESS[len(size), bool(upsample), mode](raw, size, placement)
+                maps = _POSTPROCESS[len(size), upsample, mode](raw, size, placement)
                 maps = maps.numpy()
             else:
                 maps, probabilities, finite_images = self._fused_maps(
-                    batch, others, resolved, bool(upsample), mode, scores
+                    batch, others, resolved, upsample, mode, scores
                 )
                 check_finite_images(finite_images)
                 maps = maps.numpy()
