@@ -352,3 +352,101 @@ def test_numpy_booleans_are_booleans():
         cam(images, [0, 1], eigen_smooth=np.bool_(True), upsample=np.bool_(False)),
         cam(images, [0, 1], eigen_smooth=True, upsample=False),
     )
+
+
+# --------------------------------------------------- signals, volumes, channels-first
+_CONVS = {1: layers.Conv1D, 2: layers.Conv2D, 3: layers.Conv3D}
+_GAPS = {
+    1: layers.GlobalAveragePooling1D,
+    2: layers.GlobalAveragePooling2D,
+    3: layers.GlobalAveragePooling3D,
+}
+_SHAPES = {1: (40,), 2: (HEIGHT, WIDTH), 3: (6, 8, 10)}
+
+
+def _nd_model(rank: int, data_format: str) -> keras.Model:
+    keras.utils.set_random_seed(0)
+    cells = _SHAPES[rank]
+    shape = (3, *cells) if data_format == "channels_first" else (*cells, 3)
+    conv = _CONVS[rank]
+    inputs = keras.Input(shape)
+    x = conv(5, 3, padding="same", activation="relu", data_format=data_format, name="c1")(inputs)
+    x = conv(6, 3, strides=2, padding="same", activation="relu", data_format=data_format,
+             name="feat")(x)
+    x = _GAPS[rank](data_format=data_format, name="gap")(x)
+    return keras.Model(inputs, layers.Dense(3, name="dense")(x))
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("rank", [1, 2, 3], ids=["signal", "image", "volume"])
+def test_eigen_smooth_of_signals_volumes_and_channels_first(rank, data_format):
+    model = _nd_model(rank, data_format)
+    images = np.random.default_rng(rank).uniform(0, 1, (3, *model.input.shape[1:]))
+    images = images.astype("float32")
+    features = keras.Model(model.input, model.get_layer("feat").output)(images)
+    first = data_format == "channels_first"
+    axes = tuple(range(2, rank + 2)) if first else tuple(range(1, rank + 1))
+    with tf.GradientTape() as tape:
+        tape.watch(features)
+        logits = model.get_layer("dense")(tf.reduce_mean(features, axis=axes))
+        total = tf.reduce_sum(tf.gather(logits, TARGETS, batch_dims=1))
+    grads = tape.gradient(total, features).numpy().astype(np.float64)
+    values = features.numpy().astype(np.float64)
+    if first:  # the reference works on channels-last `(B, *cells, C)`
+        values, grads = np.moveaxis(values, 1, -1), np.moveaxis(grads, 1, -1)
+    weighted = values * grads.mean(axis=tuple(range(1, rank + 1)), keepdims=True)
+    cells = weighted.shape[1:-1]
+    expected = np.stack([
+        eigen_map(w.reshape(-1, 1, w.shape[-1])).reshape(cells) for w in weighted
+    ])
+    cam = kc.GradCAM(model, "feat")
+    got = cam(images, TARGETS, upsample=False, normalize=False, eigen_smooth=True)
+    assert got.shape == (3, *cells)
+    _close(got, expected, rtol=1e-3)
+    plain = cam(images, TARGETS, upsample=False, normalize=False)
+    _close(plain, np.maximum(weighted.sum(axis=-1), 0.0), rtol=1e-3)
+
+
+# --------------------------------------------------- mixed precision
+@pytest.mark.parametrize("name", ["gradcam", "layercam", "scorecam", "ablationcam", "iscam"])
+def test_eigen_smooth_under_mixed_precision(name):
+    """float16 activations: the component is computed from what the float16 layer outputs."""
+    try:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+        model = _one_channel_model()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.get_layer("feat").compute_dtype == "float16"
+    images = _blob_images(2, seed=3)
+    cam = kc.get_method(name)(model, "feat")
+    maps = cam(images, 0, upsample=False, eigen_smooth=True)
+    assert maps.dtype == np.float32
+    np.testing.assert_allclose(maps, _centred_reference(_features(model, images)), atol=2e-3)
+
+
+# --------------------------------------------------- channel_sum at its edges
+@pytest.mark.parametrize(
+    "batch, cells, channels",
+    [(1, (7, 9), 5), (3, (4, 6), 1), (2, (3, 5), 4096), (1, (1, 1), 3)],
+    ids=["one-image", "one-channel", "4096-channels", "one-cell"],
+)
+def test_channel_sum_against_numpy_at_the_edges(batch, cells, channels):
+    rng = np.random.default_rng(channels)
+    features = rng.normal(size=(batch, *cells, channels)).astype(np.float32)
+    weights = rng.normal(size=(batch, channels)).astype(np.float32)
+    expected = np.einsum("bhwc,bc->bhw", features.astype(np.float64), weights)
+    got = channel_sum(tf.constant(features), tf.constant(weights)).numpy()
+    assert got.shape == (batch, *cells)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam"])
+def test_default_compute_cam_of_one_image_and_many_channels(name):
+    """A single image (no batch axis) through a 512-channel layer: the plain sum by NumPy."""
+    model = _model(channels=512)
+    image = _images(1, seed=9)
+    features, grads = _features_and_gradients(model, image, [2])
+    expected = np.maximum((gradient_weights(name, features, grads) * features).sum(-1), 0.0)
+    got = kc.get_method(name)(model, "feat")(image[0], 2, upsample=False, normalize=False)
+    assert got.shape == expected.shape[1:]
+    _close(got, expected[0], rtol=1e-3)
