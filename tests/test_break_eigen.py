@@ -450,3 +450,37 @@ def test_default_compute_cam_of_one_image_and_many_channels(name):
     got = kc.get_method(name)(model, "feat")(image[0], 2, upsample=False, normalize=False)
     assert got.shape == expected.shape[1:]
     _close(got, expected[0], rtol=1e-3)
+
+
+# --------------------------------------------------- callable targets: traced once per call
+class _ClassScore(kc.Target):
+    """The logit of `cls` (a field the user may change between calls)."""
+
+    def __init__(self, cls: int):
+        self.cls = cls
+
+    def __call__(self, outputs):
+        return outputs[:, self.cls]
+
+
+@pytest.mark.parametrize("method", [kc.GradCAM, kc.ScoreCAM], ids=["gradcam", "scorecam"])
+def test_a_callable_target_is_traced_once_per_layer_in_an_augmented_call(method):
+    """`aug_smooth` explains 6 views with the same callable: one trace of each layer's pass
+    serves them all (a trace per view cost 17x a class-index call on the demo model); a
+    field changed before the next call is still read afresh."""
+    model = _model(counting=True, softmax=method is kc.ScoreCAM)
+    counter = model.get_layer("count")
+    images = _images(2, seed=10)
+    cam = method(model, ["feat", "c1"], **({"verbose": 0} if method is kc.ScoreCAM else {}))
+    target = _ClassScore(2)
+    before = counter.runs
+    by_callable = cam(images, target, aug_smooth=True, eigen_smooth=True)
+    traces = counter.runs - before
+    assert traces <= 2 * (2 if method is kc.ScoreCAM else 1)  # per layer, not per view
+    np.testing.assert_allclose(
+        by_callable, cam(images, [2, 2], aug_smooth=True, eigen_smooth=True), atol=1e-5
+    )
+    target.cls = 1
+    np.testing.assert_allclose(
+        cam(images, target, aug_smooth=True), cam(images, [1, 1], aug_smooth=True), atol=1e-5
+    )

@@ -686,6 +686,7 @@ class BaseCAM:
         with contextlib.ExitStack() as smoothing:  # this thread's choice, for every layer
             for explainer in (self, *self._siblings):
                 smoothing.enter_context(explainer._smoothing(eigen_smooth))
+                smoothing.enter_context(explainer._call_passes())
             if combined:
                 maps = self._combined_maps(batch, resolved, aug_smooth, others)
                 maps = _POSTPROCESS[len(size), False, mode](maps, size, placement).numpy()
@@ -781,12 +782,24 @@ class BaseCAM:
         A callable target is read when the pass is traced: its attributes (a `Target`'s
         fields) and closure variables become constants of the compiled pass. Keeping that
         pass for a later call would explain the callable as it was then, not as it is now,
-        so a pass for a callable is compiled afresh for each call.
+        so a pass for a callable is compiled once per call (`_call_compiled`: shared by the
+        call's chunks and `aug_smooth` views) and dropped at its end.
         """
         eigen_smooth = eigen_smoothing(self)
         key = (upsample, mode, scores, eigen_smooth)
-        if score_fn is None and key in self._passes:
-            return self._passes[key]
+        if score_fn is not None:
+            return self._call_compiled(
+                key, score_fn, lambda: self._compile_pass(upsample, mode, scores, score_fn)
+            )
+        if key not in self._passes:
+            self._passes[key] = self._compile_pass(upsample, mode, scores, None)
+        return self._passes[key]
+
+    def _compile_pass(
+        self, upsample: bool, mode: str, scores: bool, score_fn: ScoreFn | None
+    ) -> Any:
+        """Traces `_pass`'s function for this thread's `eigen_smooth`."""
+        eigen_smooth = eigen_smoothing(self)
         # A model of one input size has one geometry: the pass holds it as constants, which
         # the graph optimizer folds the placement's sampling matrices into (computed once).
         sizes = tuple(self._cam.input_shape[axis - 1] for axis in self._cam.spatial_axes)
@@ -832,10 +845,7 @@ class BaseCAM:
                 tf.TensorSpec((rank, 4), tf.float32),
             ],
         )
-        compiled = compiled.get_concrete_function()  # called directly: no dispatch per call
-        if score_fn is None:
-            self._passes[key] = compiled
-        return compiled
+        return compiled.get_concrete_function()  # called directly: no dispatch per call
 
     @contextlib.contextmanager
     def _recording(self) -> Iterator[list[tf.Tensor]]:
@@ -1029,6 +1039,44 @@ class BaseCAM:
             yield
         finally:
             self._tracing.eigen_smooth = previous
+
+    @contextlib.contextmanager
+    def _call_passes(self) -> Iterator[None]:
+        """Holds, in this thread and for one call, the compiled functions of the call's
+        callable target (see `_call_compiled`), then drops them."""
+        previous = getattr(self._tracing, "call_passes", None)
+        self._tracing.call_passes = {}
+        try:
+            yield
+        finally:
+            self._tracing.call_passes = previous
+
+    def _call_compiled(
+        self, key: tuple[Any, ...], score_fn: ScoreFn, build: Callable[[], Any]
+    ) -> Any:
+        """The compiled function(s) `build()` of a callable target, built once per call.
+
+        A callable is read when it is traced (its fields and closure variables become
+        constants), so its functions never outlive the call; within one call it cannot change,
+        and every view of `aug_smooth` and every chunk reuse one trace. Outside a call (no
+        `_call_passes` in this thread), `build()` runs each time.
+
+        Args:
+            key: what else the function depends on (e.g. `(upsample, mode, scores,
+                eigen_smooth)`).
+            score_fn: the call's callable target (alive for the whole call).
+            build: compiles the function(s).
+
+        Returns:
+            What `build()` returned, for this call.
+        """
+        passes = getattr(self._tracing, "call_passes", None)
+        if passes is None:
+            return build()
+        key = (*key, id(score_fn))
+        if key not in passes:
+            passes[key] = build()
+        return passes[key]
 
     def _combined_maps(
         self,
