@@ -484,3 +484,54 @@ def test_a_callable_target_is_traced_once_per_layer_in_an_augmented_call(method)
     np.testing.assert_allclose(
         cam(images, target, aug_smooth=True), cam(images, [1, 1], aug_smooth=True), atol=1e-5
     )
+
+
+# --------------------------------------------------- explain_dataset's run identity
+def _rerun(tmp_path, first, second, name="g"):
+    """Writes a run with `first` (a built explainer), then reruns into the same folder with
+    `second`: returns the second call's error, or None."""
+    model_data = (_images(6, seed=11), np.array([0, 1, 2, 0, 1, 2]))
+    kc.explain_dataset({name: first}, model_data, out_dir=tmp_path, batch_size=3, verbose=0)
+    try:
+        kc.explain_dataset({name: second}, model_data, out_dir=tmp_path, batch_size=3, verbose=0)
+    except ValueError as error:
+        return error
+    return None
+
+
+def test_explain_dataset_refuses_a_rerun_with_other_layers(tmp_path):
+    """`layer=[feat, c1]` and `layer=feat` give other maps: their shards must not mix."""
+    model = _model()
+    error = _rerun(tmp_path, kc.GradCAM(model, ["feat", "c1"]), kc.GradCAM(model, "feat"))
+    assert error is not None and "holds a run with other arguments (methods" in str(error)
+    assert _rerun(tmp_path / "same", kc.GradCAM(model, ["feat", "c1"]),
+                  kc.GradCAM(model, ["feat", "c1"])) is None  # the same run resumes
+
+
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        ((kc.GradCAM, {"score": "logit"}), (kc.GradCAM, {"score": "probability"})),
+        ((kc.ScoreCAM, {"max_channels": 2}), (kc.ScoreCAM, {"max_channels": 4})),
+        ((kc.KPCACAM, {}), (kc.KPCACAM, {"kernel": "rbf", "gamma": 0.01})),
+    ],
+    ids=["score", "max_channels", "kernel"],
+)
+def test_explain_dataset_refuses_a_rerun_with_other_method_arguments(tmp_path, first, second):
+    model = _model(softmax=True)
+    (method, options), (other, other_options) = first, second
+    error = _rerun(tmp_path, method(model, "feat", verbose=0, **options),
+                   other(model, "feat", verbose=0, **other_options))
+    assert error is not None and "holds a run with other arguments (methods" in str(error)
+    changed = next(iter(set(other_options) - set(options)), None) or next(iter(options))
+    assert changed in str(error)
+
+
+def test_explain_dataset_method_options_are_part_of_the_run(tmp_path):
+    model = _model(softmax=True)
+    data = (_images(3, seed=12), np.array([0, 1, 2]))
+    kc.explain_dataset("scorecam", data, model, out_dir=tmp_path, verbose=0,
+                       method_options={"scorecam": {"max_channels": 2}})
+    with pytest.raises(ValueError, match="holds a run with other arguments .methods.*max_channels"):
+        kc.explain_dataset("scorecam", data, model, out_dir=tmp_path, verbose=0,
+                           method_options={"scorecam": {"max_channels": 4}})

@@ -416,6 +416,15 @@ def eigen_smoothing(explainer: BaseCAM | None) -> bool:
     return bool(getattr(tracing, "eigen_smooth", False))
 
 
+def _defaults(function: Callable[..., Any]) -> dict[str, Any]:
+    """The default values of `function`'s parameters that have one."""
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(function).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+
+
 class BaseCAM:
     """Base class of all class activation map methods.
 
@@ -940,6 +949,36 @@ class BaseCAM:
         batch, others, single = self._check_inputs(images)
         scores = self._model_scores(batch, others)
         return scores[0] if single else scores
+
+    def settings(self) -> dict[str, Any]:
+        """What the explainer was built with, besides the model: every argument of the
+        method's constructor (defaults filled in, `BaseCAM`'s too), `layer` as the names of
+        the explained layers, `verbose` left out (it changes no map).
+
+        Two explainers of one class and model with equal settings compute the same maps;
+        `keras_cam.explain_dataset` records them to refuse mixing runs with other ones.
+
+        Returns:
+            `{argument: value}`, the values as given (a layer object as its name).
+
+        Example:
+        ```python
+        kc.ScoreCAM(model, max_channels=16).settings()["max_channels"]   # 16
+        ```
+        """
+        args, kwargs = self._arguments
+        values = dict(_defaults(BaseCAM.__init__))
+        for function in reversed(type(self).__mro__):
+            if "__init__" in vars(function) and function is not object:
+                values.update(_defaults(function.__init__))
+        bound = inspect.signature(type(self).__init__).bind(self, *args, **kwargs)
+        for name, value in bound.arguments.items():
+            kind = bound.signature.parameters[name].kind
+            values.update(value if kind is inspect.Parameter.VAR_KEYWORD else {name: value})
+        for name in ("self", "model", "verbose", "args", "kwargs"):
+            values.pop(name, None)
+        values["layer"] = [layer.name for layer in self.layers]
+        return values
 
     @property
     def input_shape(self) -> tuple[int | None, ...]:
