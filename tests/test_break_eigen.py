@@ -535,3 +535,14 @@ def test_explain_dataset_method_options_are_part_of_the_run(tmp_path):
     with pytest.raises(ValueError, match="holds a run with other arguments .methods.*max_channels"):
         kc.explain_dataset("scorecam", data, model, out_dir=tmp_path, verbose=0,
                            method_options={"scorecam": {"max_channels": 4}})
+
+
+def test_settings_list_every_constructor_argument_but_the_model_and_verbose():
+    model = _model(softmax=True)
+    settings = kc.ScoreCAM(model, [model.get_layer("feat"), "c1"], max_channels=2,
+                           verbose=1).settings()
+    assert settings["layer"] == ["feat", "c1"] and settings["max_channels"] == 2
+    assert settings["score"] == "logit" and settings["skip_constant"] is True  # defaults
+    assert "verbose" not in settings and "model" not in settings
+    assert kc.KPCACAM(model, "feat", gamma=0.5).settings()["gamma"] == 0.5  # via **kwargs too
+    assert kc.KPCACAM(model, "feat", score="probability").settings()["score"] == "probability"

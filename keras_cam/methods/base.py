@@ -959,7 +959,7 @@ class BaseCAM:
         `keras_cam.explain_dataset` records them to refuse mixing runs with other ones.
 
         Returns:
-            `{argument: value}`, the values as given (a layer object as its name).
+            `{argument: value}`, the values as given; `layer` the list of layer names.
 
         Example:
         ```python
@@ -967,10 +967,10 @@ class BaseCAM:
         ```
         """
         args, kwargs = self._arguments
-        values = dict(_defaults(BaseCAM.__init__))
-        for function in reversed(type(self).__mro__):
-            if "__init__" in vars(function) and function is not object:
-                values.update(_defaults(function.__init__))
+        values: dict[str, Any] = {}
+        for cls in reversed(type(self).__mro__):  # BaseCAM's defaults, then each subclass's
+            if "__init__" in vars(cls) and cls is not object:
+                values.update(_defaults(cls.__init__))
         bound = inspect.signature(type(self).__init__).bind(self, *args, **kwargs)
         for name, value in bound.arguments.items():
             kind = bound.signature.parameters[name].kind
