@@ -142,14 +142,14 @@ def _images(n: int, seed: int = 0) -> np.ndarray:
 def _features_and_gradients(
     model: keras.Model, images: np.ndarray, targets, layer: str = "feat"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`A` of `layer` and `dS/dA` of each image's target logit (a GAP -> Dense head)."""
+    """`A` of `layer` ("feat" or "c1") and `dS/dA` of each image's target logit."""
     features = keras.Model(model.input, model.get_layer(layer).output)(images)
     with tf.GradientTape() as tape:
         tape.watch(features)
-        rest = features if layer == "feat" else model.get_layer("pool")(features)
-        if layer != "feat":
-            rest = model.get_layer("feat")(rest)
-        logits = model.get_layer("dense")(model.get_layer("gap")(rest))
+        rest = features
+        for name in ("pool", "feat", "gap", "dense")[2 if layer == "feat" else 0 :]:
+            rest = model.get_layer(name)(rest)  # the model's own layers after `layer`
+        logits = rest
         total = tf.reduce_sum(tf.gather(logits, list(targets), batch_dims=1))
     grads = tape.gradient(total, features).numpy().astype(np.float64)
     return features.numpy().astype(np.float64), grads
