@@ -628,6 +628,7 @@ class BaseCAM:
                 ReLU'd) instead of their sum (pytorch-grad-cam's `eigen_smooth`). Each choice
                 has compiled passes of its own (see `eigen_smoothing`): no retracing between
                 plain and smoothed calls, and concurrent calls in other threads are unaffected.
+                Eigen-CAM, EigenGrad-CAM and KPCA-CAM are projections already: unchanged.
                 Defaults to `False`.
 
         Returns:
