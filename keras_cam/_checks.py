@@ -41,6 +41,35 @@ def check_positive_int(name: str, value: object) -> int:
     return int(value)
 
 
+def check_flag(name: str, value: object) -> bool:
+    """`value` as a bool: `True` or `False` (NumPy's `np.bool_` too), nothing merely truthy.
+
+    A string such as `"False"` (read from a configuration file) is truthy, so reading it with
+    `bool()` would silently switch the option on; it is refused instead.
+
+    Args:
+        name: the argument's name, for the message (e.g. `"eigen_smooth"`).
+        value: the value to check.
+
+    Returns:
+        `bool(value)`.
+
+    Raises:
+        TypeError: anything but a bool.
+
+    Example:
+    ```python
+    eigen_smooth = check_flag("eigen_smooth", eigen_smooth)
+    ```
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"`{name}` must be True or False; received {value!r} ({type(value).__name__}). "
+            f"Pass a bool, e.g. {name}=True."
+        )
+    return bool(value)
+
+
 def check_fraction(fraction: object, name: str = "fraction") -> float:
     """`fraction` as a float in (0, 1]; `name` is the argument's name in the messages.
 

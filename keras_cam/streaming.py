@@ -195,8 +195,9 @@ def explain_dataset(
     (model, methods and layers, targets rule, every image's predicted class and score). Every
     file appears by atomic rename, so no partial file is ever visible. A run started again with
     the same arguments skips the finished shards and ends with the same files as an
-    uninterrupted run; other arguments (model, weights, methods, layers, targets, batch size,
-    input shape) are refused, naming the difference.
+    uninterrupted run; other arguments (model, weights, methods, each method's layers and
+    constructor arguments (`BaseCAM.settings`), targets, batch size, input shape) are refused,
+    naming the difference.
 
     With a `tf.distribute.Strategy`, each batch is split over the replicas of this worker and
     explained under `strategy.run`; the maps are gathered in order (the same maps as on one
@@ -675,13 +676,47 @@ def run_arguments(stream: _Stream, elements: Elements) -> dict[str, Any]:
         "model": first.model.name,
         "weights_sha256": digest.hexdigest(),
         "methods": {
-            name: {"class": type(cam).__name__, "layer": cam.layer.name}
+            name: {
+                "class": type(cam).__name__,
+                "layer": cam.layer.name,
+                "settings": json_ready(cam.settings()),
+            }
             for name, cam in stream.explainers.items()
         },
         "targets": "top-1" if stream.targets is None else stream.targets,
         "batch_size": stream.batch_size,
         "image_shape": list(elements.image_shape),
     }
+
+
+def json_ready(value: Any) -> Any:
+    """`value` as JSON holds it, the same on every run: containers element by element, NumPy
+    values as Python numbers or lists, a layer by its name, another object by its class and
+    its `repr` when that names no memory address (else by its class alone).
+
+    Args:
+        value: a setting of an explainer (see `BaseCAM.settings`).
+
+    Returns:
+        A value of `None`, bool, int, float, str, list or dict.
+
+    Example:
+    ```python
+    json_ready({"layer": ["conv"], "gamma": np.float32(0.5)})   # {'layer': ['conv'], 'gamma': 0.5}
+    ```
+    """
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    if isinstance(value, Mapping):
+        return {str(key): json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
+    if isinstance(value, keras.layers.Layer):
+        return value.name
+    text = repr(value)
+    return type(value).__name__ if " at 0x" in text else f"{type(value).__name__}: {text}"
 
 
 def _write_run(

@@ -24,6 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_cam._checks import check_flag
 from keras_cam.methods.projection import principal_projection
 from keras_cam.surgery import CamModel, Head, build_cam_model, check_input_values
 from keras_cam.targets import (
@@ -415,6 +416,15 @@ def eigen_smoothing(explainer: BaseCAM | None) -> bool:
     return bool(getattr(tracing, "eigen_smooth", False))
 
 
+def _defaults(function: Callable[..., Any]) -> dict[str, Any]:
+    """The default values of `function`'s parameters that have one."""
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(function).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+
+
 class BaseCAM:
     """Base class of all class activation map methods.
 
@@ -618,6 +628,7 @@ class BaseCAM:
                 ReLU'd) instead of their sum (pytorch-grad-cam's `eigen_smooth`). Each choice
                 has compiled passes of its own (see `eigen_smoothing`): no retracing between
                 plain and smoothed calls, and concurrent calls in other threads are unaffected.
+                Eigen-CAM, EigenGrad-CAM and KPCA-CAM are projections already: unchanged.
                 Defaults to `False`.
 
         Returns:
@@ -633,6 +644,8 @@ class BaseCAM:
                 (`supports_callable_targets = False`); `upsample=False` with several layers or
                 `aug_smooth`; `eigen_smooth` for a method without weighted activations
                 (`supports_eigen_smooth = False`).
+            TypeError: `upsample`, `aug_smooth` or `eigen_smooth` not a bool (a string such
+                as `"False"` is refused, not read as true).
         """
         maps, _ = self._explain(images, targets, upsample, normalize, aug_smooth, eigen_smooth)
         return maps
@@ -649,7 +662,10 @@ class BaseCAM:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """`__call__`'s maps and, with `scores`, `predict`'s scores of the same images."""
         mode = check_normalize(normalize)
-        combined = bool(aug_smooth) or bool(self._siblings)
+        upsample = check_flag("upsample", upsample)
+        aug_smooth = check_flag("aug_smooth", aug_smooth)
+        eigen_smooth = check_flag("eigen_smooth", eigen_smooth)
+        combined = aug_smooth or bool(self._siblings)
         own_passes = type(self).explain_batch is not BaseCAM.explain_batch
         fused = not combined and not own_passes
         # The fused pass checks that the images are finite itself, in the same compiled call.
@@ -679,18 +695,19 @@ class BaseCAM:
         probabilities = None
         with contextlib.ExitStack() as smoothing:  # this thread's choice, for every layer
             for explainer in (self, *self._siblings):
-                smoothing.enter_context(explainer._smoothing(bool(eigen_smooth)))
+                smoothing.enter_context(explainer._smoothing(eigen_smooth))
+                smoothing.enter_context(explainer._call_passes())
             if combined:
-                maps = self._combined_maps(batch, resolved, bool(aug_smooth), others)
+                maps = self._combined_maps(batch, resolved, aug_smooth, others)
                 maps = _POSTPROCESS[len(size), False, mode](maps, size, placement).numpy()
             elif own_passes:
                 # A method with passes of its own (Score-CAM): its raw maps, then placement.
                 raw = self.explain_batch(batch, resolved, others)
-                maps = _POSTPROCESS[len(size), bool(upsample), mode](raw, size, placement)
+                maps = _POSTPROCESS[len(size), upsample, mode](raw, size, placement)
                 maps = maps.numpy()
             else:
                 maps, probabilities, finite_images = self._fused_maps(
-                    batch, others, resolved, bool(upsample), mode, scores
+                    batch, others, resolved, upsample, mode, scores
                 )
                 check_finite_images(finite_images)
                 maps = maps.numpy()
@@ -778,12 +795,24 @@ class BaseCAM:
         A callable target is read when the pass is traced: its attributes (a `Target`'s
         fields) and closure variables become constants of the compiled pass. Keeping that
         pass for a later call would explain the callable as it was then, not as it is now,
-        so a pass for a callable is compiled afresh for each call.
+        so a pass for a callable is compiled once per call (`_call_compiled`: shared by the
+        call's chunks and `aug_smooth` views) and dropped at its end.
         """
         eigen_smooth = eigen_smoothing(self)
         key = (upsample, mode, scores, eigen_smooth)
-        if score_fn is None and key in self._passes:
-            return self._passes[key]
+        if score_fn is not None:
+            return self._call_compiled(
+                key, score_fn, lambda: self._compile_pass(upsample, mode, scores, score_fn)
+            )
+        if key not in self._passes:
+            self._passes[key] = self._compile_pass(upsample, mode, scores, None)
+        return self._passes[key]
+
+    def _compile_pass(
+        self, upsample: bool, mode: str, scores: bool, score_fn: ScoreFn | None
+    ) -> Any:
+        """Traces `_pass`'s function for this thread's `eigen_smooth`."""
+        eigen_smooth = eigen_smoothing(self)
         # A model of one input size has one geometry: the pass holds it as constants, which
         # the graph optimizer folds the placement's sampling matrices into (computed once).
         sizes = tuple(self._cam.input_shape[axis - 1] for axis in self._cam.spatial_axes)
@@ -829,10 +858,7 @@ class BaseCAM:
                 tf.TensorSpec((rank, 4), tf.float32),
             ],
         )
-        compiled = compiled.get_concrete_function()  # called directly: no dispatch per call
-        if score_fn is None:
-            self._passes[key] = compiled
-        return compiled
+        return compiled.get_concrete_function()  # called directly: no dispatch per call
 
     @contextlib.contextmanager
     def _recording(self) -> Iterator[list[tf.Tensor]]:
@@ -927,6 +953,36 @@ class BaseCAM:
         batch, others, single = self._check_inputs(images)
         scores = self._model_scores(batch, others)
         return scores[0] if single else scores
+
+    def settings(self) -> dict[str, Any]:
+        """What the explainer was built with, besides the model: every argument of the
+        method's constructor (defaults filled in, `BaseCAM`'s too), `layer` as the names of
+        the explained layers, `verbose` left out (it changes no map).
+
+        Two explainers of one class and model with equal settings compute the same maps;
+        `keras_cam.explain_dataset` records them to refuse mixing runs with other ones.
+
+        Returns:
+            `{argument: value}`, the values as given; `layer` the list of layer names.
+
+        Example:
+        ```python
+        kc.ScoreCAM(model, max_channels=16).settings()["max_channels"]   # 16
+        ```
+        """
+        args, kwargs = self._arguments
+        values: dict[str, Any] = {}
+        for cls in reversed(type(self).__mro__):  # BaseCAM's defaults, then each subclass's
+            if "__init__" in vars(cls) and cls is not object:
+                values.update(_defaults(cls.__init__))
+        bound = inspect.signature(type(self).__init__).bind(self, *args, **kwargs)
+        for name, value in bound.arguments.items():
+            kind = bound.signature.parameters[name].kind
+            values.update(value if kind is inspect.Parameter.VAR_KEYWORD else {name: value})
+        for name in ("self", "model", "verbose", "args", "kwargs"):
+            values.pop(name, None)
+        values["layer"] = [layer.name for layer in self.layers]
+        return values
 
     @property
     def input_shape(self) -> tuple[int | None, ...]:
@@ -1026,6 +1082,44 @@ class BaseCAM:
             yield
         finally:
             self._tracing.eigen_smooth = previous
+
+    @contextlib.contextmanager
+    def _call_passes(self) -> Iterator[None]:
+        """Holds, in this thread and for one call, the compiled functions of the call's
+        callable target (see `_call_compiled`), then drops them."""
+        previous = getattr(self._tracing, "call_passes", None)
+        self._tracing.call_passes = {}
+        try:
+            yield
+        finally:
+            self._tracing.call_passes = previous
+
+    def _call_compiled(
+        self, key: tuple[Any, ...], score_fn: ScoreFn, build: Callable[[], Any]
+    ) -> Any:
+        """The compiled function(s) `build()` of a callable target, built once per call.
+
+        A callable is read when it is traced (its fields and closure variables become
+        constants), so its functions never outlive the call; within one call it cannot change,
+        and every view of `aug_smooth` and every chunk reuse one trace. Outside a call (no
+        `_call_passes` in this thread), `build()` runs each time.
+
+        Args:
+            key: what else the function depends on (e.g. `(upsample, mode, scores,
+                eigen_smooth)`).
+            score_fn: the call's callable target (alive for the whole call).
+            build: compiles the function(s).
+
+        Returns:
+            What `build()` returned, for this call.
+        """
+        passes = getattr(self._tracing, "call_passes", None)
+        if passes is None:
+            return build()
+        key = (*key, id(score_fn))
+        if key not in passes:
+            passes[key] = build()
+        return passes[key]
 
     def _combined_maps(
         self,

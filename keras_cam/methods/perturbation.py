@@ -691,13 +691,17 @@ class PerturbationCAM(BaseCAM):
         Those of class targets are compiled once per explainer and `eigen_smooth`, so a plain
         call and a smoothed one never retrace each other. A callable is read when it is
         traced (its attributes and closure variables become constants), so its functions are
-        compiled afresh for each call and never outlive it: a `Target` whose fields changed
+        compiled once per call (`_call_compiled`: shared by the call's `aug_smooth` views) and
+        never outlive it: a `Target` whose fields changed
         since the last call is explained as it is now. Target objects need not be hashable.
         """
         eigen_smooth = eigen_smoothing(self)
         if score_fn is None:
             return self._class_streams[eigen_smooth]
-        return self._compile_stream(score_fn, eigen_smooth)
+        return self._call_compiled(
+            ("stream", eigen_smooth), score_fn,
+            lambda: self._compile_stream(score_fn, eigen_smooth),
+        )
 
     def _compile_stream(
         self, score_fn: ScoreFn | None, eigen_smooth: bool
