@@ -20,6 +20,7 @@ import pytest
 import tensorflow as tf
 from keras import layers
 from references import eigen_map, gradient_weights
+from tiny_models import CountingIdentity
 
 import keras_cam as kc
 from keras_cam.methods.base import channel_sum, eigen_smoothing
@@ -114,25 +115,13 @@ def test_methods_without_weighted_activations_refuse_eigen_smooth(name):
 def _model(channels: int = 6, counting: bool = False, softmax: bool = False) -> keras.Model:
     keras.utils.set_random_seed(0)
     inputs = keras.Input((HEIGHT, WIDTH, 3))
-    x = _Counting(name="count")(inputs) if counting else inputs
+    x = CountingIdentity(name="count")(inputs) if counting else inputs
     x = layers.Conv2D(5, 3, padding="same", activation="relu", name="c1")(x)
     x = layers.AveragePooling2D(2, name="pool")(x)
     x = layers.Conv2D(channels, 3, padding="same", activation="relu", name="feat")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     activation = "softmax" if softmax else None
     return keras.Model(inputs, layers.Dense(3, activation=activation, name="dense")(x))
-
-
-class _Counting(layers.Layer):
-    """The identity; counts the Python runs of `call`, i.e. the traces of functions calling it."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.runs = 0
-
-    def call(self, inputs):
-        self.runs += 1
-        return inputs
 
 
 def _images(n: int, seed: int = 0) -> np.ndarray:

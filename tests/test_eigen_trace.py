@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 from keras import layers
 from references import eigen_map
+from tiny_models import CountingIdentity
 
 import keras_cam as kc
 from keras_cam.methods.base import channel_sum, eigen_smoothing
@@ -20,21 +21,9 @@ HEIGHT, WIDTH = 24, 40
 TARGETS = [0, 2, 1]
 
 
-class _Counting(layers.Layer):
-    """The identity; counts the Python runs of `call`, i.e. the traces of functions calling it."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.runs = 0
-
-    def call(self, inputs):
-        self.runs += 1
-        return inputs
-
-
 def _model() -> keras.Model:
     inputs = keras.Input((HEIGHT, WIDTH, 3))
-    x = _Counting(name="count")(inputs)
+    x = CountingIdentity(name="count")(inputs)
     x = layers.Conv2D(5, 3, padding="same", activation="relu", name="first")(x)
     x = layers.Conv2D(6, 3, strides=2, padding="same", activation="relu", name="feat")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
