@@ -802,17 +802,21 @@ class BaseCAM:
         key = (upsample, mode, scores, eigen_smooth)
         if score_fn is not None:
             return self._call_compiled(
-                key, score_fn, lambda: self._compile_pass(upsample, mode, scores, score_fn)
+                key, score_fn, lambda: self._compile_pass(upsample, mode, scores, score_fn, eigen_smooth)
             )
         if key not in self._passes:
-            self._passes[key] = self._compile_pass(upsample, mode, scores, None)
+            self._passes[key] = self._compile_pass(upsample, mode, scores, None, eigen_smooth)
         return self._passes[key]
 
     def _compile_pass(
-        self, upsample: bool, mode: str, scores: bool, score_fn: ScoreFn | None
+        self,
+        upsample: bool,
+        mode: str,
+        scores: bool,
+        score_fn: ScoreFn | None,
+        eigen_smooth: bool,
     ) -> Any:
-        """Traces `_pass`'s function for this thread's `eigen_smooth`."""
-        eigen_smooth = eigen_smoothing(self)
+        """Traces `_pass`'s function, its maps combined with `eigen_smooth`."""
         # A model of one input size has one geometry: the pass holds it as constants, which
         # the graph optimizer folds the placement's sampling matrices into (computed once).
         sizes = tuple(self._cam.input_shape[axis - 1] for axis in self._cam.spatial_axes)
